@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf stubs for fednode (do not edit)."""

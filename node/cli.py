@@ -1,0 +1,543 @@
+"""The ``fednode`` command line (same program as ``python -m node``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from google.protobuf.json_format import MessageToDict
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .admin_client import AdminClient, AdminUnavailable
+from .datadir import DataDir, DataDirLocked, default_data_dir
+from .genesis import Genesis, GenesisError, load_genesis, render_genesis
+from .identity import Identity, IdentityError, estimate_hash_rate, pow_check, pow_solve
+
+__all__ = ["app", "main"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="fednode",
+    help=(
+        "fednode: a decentralized federated-learning node. Every participant runs the same "
+        "daemon; nodes find each other by gossip, train on private data and merge updates "
+        "peer to peer. There is no central server.\n\n"
+        "Quick start: fednode init; fednode genesis new net.toml; "
+        "fednode start --genesis net.toml; fednode status"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+genesis_app = typer.Typer(
+    help="Create and inspect genesis files (the definition of a network).",
+    no_args_is_help=True,
+)
+app.add_typer(genesis_app, name="genesis")
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        "-d",
+        help="Node state directory [default: $FEDNODE_HOME, else ~/.local/share/fednode].",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="Output format: text or json.")
+]
+
+
+def _data_dir(path: Path | None) -> DataDir:
+    return DataDir((path or default_data_dir()).expanduser())
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"fednode {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    pass
+
+
+# --- init ------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    data_dir: DataDirOpt = None,
+    difficulty: Annotated[
+        int | None,
+        typer.Option(
+            help="Proof-of-work bits to mint [default: the genesis file's, else 16].",
+            show_default=False,
+        ),
+    ] = None,
+    genesis: Annotated[
+        Path | None,
+        typer.Option("--genesis", "-g", help="Take the difficulty from this genesis file."),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.text,
+) -> None:
+    """Create this node's identity: an Ed25519 key (0600) and a proof-of-work stamp.
+
+    The node id is the SHA-256 of the public key. Running it again keeps the key; if the
+    network now needs a higher difficulty, the stamp is re-minted for the same key.
+
+    Example: fednode init --data-dir ./node1 --genesis net.toml
+    """
+    dd = _data_dir(data_dir)
+    need = 16
+    if genesis is not None:
+        try:
+            need = load_genesis(genesis).network.pow_difficulty
+        except GenesisError as exc:
+            raise _fail(str(exc)) from None
+    if difficulty is not None:
+        need = difficulty
+    if not 0 <= need <= 32:
+        raise _fail(f"--difficulty must be within 0..32, got {need}")
+    dd.ensure()
+    existing: Identity | None = None
+    if dd.identity.exists():
+        try:
+            existing = Identity.load(dd.identity)
+        except IdentityError as exc:
+            raise _fail(str(exc)) from None
+        if pow_check(existing.public_key, existing.pow_nonce, need):
+            dd.admin_token(create=True)
+            _report_identity(dd, existing, fmt, created=False, seconds=0.0)
+            return
+    rate = estimate_hash_rate(0.05)
+    expected = 2.0**need / rate
+    if fmt is OutputFormat.text:
+        console.print(
+            f"minting a proof-of-work stamp at {need} bits: expected ~{2**need:,} hashes, "
+            f"~{expected:.1f} s at {rate / 1e6:.2f} M hashes/s on one core"
+        )
+    t0 = time.perf_counter()
+    with console.status("working…", spinner="dots") as status:
+
+        def progress(tried: int) -> None:
+            status.update(
+                f"working… {tried:,} hashes, {time.perf_counter() - t0:.1f} s "
+                f"(expected ~{expected:.1f} s)"
+            )
+
+        if existing is not None:
+            nonce = pow_solve(existing.public_key, need, progress=progress)
+            identity = Identity(existing.private_key, existing.public_key, nonce, need)
+            dd.identity.unlink()
+        else:
+            identity = Identity.generate(need, progress=progress)
+    identity.save(dd.identity)
+    dd.admin_token(create=True)
+    _report_identity(dd, identity, fmt, created=existing is None, seconds=time.perf_counter() - t0)
+
+
+def _report_identity(
+    dd: DataDir, identity: Identity, fmt: OutputFormat, *, created: bool, seconds: float
+) -> None:
+    data = {
+        "node_id": identity.node_id_hex,
+        "pow_difficulty": identity.pow_difficulty,
+        "data_dir": str(dd.root),
+        "key_file": str(dd.identity),
+        "created": created,
+        "pow_seconds": round(seconds, 3),
+    }
+    if fmt is OutputFormat.json:
+        _emit_json(data)
+        return
+    verb = "created" if created else "using existing"
+    console.print(f"{verb} identity [bold]{identity.node_id_hex}[/] in {dd.root}")
+    console.print(f"  key file {dd.identity} (mode 600), PoW {identity.pow_difficulty} bits")
+
+
+# --- genesis ---------------------------------------------------------------------------
+
+
+@genesis_app.command("new")
+def genesis_new(
+    path: Annotated[Path, typer.Argument(help="Where to write the genesis TOML file.")],
+    name: Annotated[str, typer.Option(help="Network name.")] = "fednode-demo",
+    seed: Annotated[
+        int | None, typer.Option(help="Genesis seed [default: random].", show_default=False)
+    ] = None,
+    difficulty: Annotated[int, typer.Option(help="Identity proof-of-work bits.")] = 16,
+    task: Annotated[str, typer.Option(help="Task: mnist1d, digits, sentiment, local.")] = "mnist1d",
+    learner: Annotated[str, typer.Option(help="Learner: sgd, spsa, flower.")] = "sgd",
+    rule: Annotated[str, typer.Option(help="Aggregation rule (see docs/aggregation.md).")] = "mean",
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option("--bootstrap", "-b", help="First-contact address host:port (repeatable)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a genesis file with every setting and its default documented inline.
+
+    Example: fednode genesis new net.toml --name lab --bootstrap 10.0.0.5:7420
+    """
+    if path.exists() and not force:
+        raise _fail(f"{path} exists; pass --force to overwrite")
+    sections: dict[str, dict[str, Any]] = {
+        "network": {
+            "name": name,
+            "pow_difficulty": difficulty,
+            "bootstrap": list(bootstrap or []),
+        },
+        "task": {"name": task},
+        "learner": {"kind": learner},
+        "aggregation": {"rule": rule},
+    }
+    if seed is not None:
+        sections["network"]["seed"] = seed
+    try:
+        gen = Genesis.fresh(**sections)
+    except Exception as exc:  # pydantic's ValidationError → one line
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            raise _fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise
+    path.write_text(render_genesis(gen), encoding="utf-8")
+    console.print(f"wrote {path}: network [bold]{gen.network.name}[/] id {gen.network_id_hex}")
+
+
+@genesis_app.command("show")
+def genesis_show(
+    path: Annotated[Path, typer.Argument(help="Genesis TOML file.")],
+    fmt: FormatOpt = OutputFormat.text,
+) -> None:
+    """Validate a genesis file and print its settings and network id (its hash).
+
+    Example: fednode genesis show net.toml --format json
+    """
+    try:
+        gen = load_genesis(path)
+    except GenesisError as exc:
+        raise _fail(str(exc)) from None
+    data = {"network_id": gen.network_id_hex, **gen.model_dump(mode="json")}
+    if fmt is OutputFormat.json:
+        _emit_json(data)
+        return
+    table = Table(title=f"genesis {path}", show_header=True)
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_row("network id", gen.network_id_hex)
+    for section, values in gen.model_dump(mode="json").items():
+        for key, value in values.items():
+            table.add_row(f"{section}.{key}", json.dumps(value))
+    console.print(table)
+
+
+# --- start / stop ----------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    data_dir: DataDirOpt = None,
+    genesis: Annotated[
+        Path | None,
+        typer.Option(
+            "--genesis",
+            "-g",
+            help="Genesis file [default: the copy pinned in the data dir].",
+            show_default=False,
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="Peer gRPC address HOST:PORT [default: 127.0.0.1:7420].", show_default=False),
+    ] = None,
+    bootstrap: Annotated[
+        list[str] | None,
+        typer.Option("--bootstrap", "-b", help="First-contact address (repeatable)."),
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="Address peers should dial, if not --listen.")
+    ] = None,
+    admin: Annotated[
+        str | None,
+        typer.Option(help="Operator API: unix, unix:PATH or a loopback HOST:PORT [default: unix]."),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Prometheus /metrics HOST:PORT or off [default: 127.0.0.1:0]."),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="SQLAlchemy URL [default: SQLite node.db in the data dir]."),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="Log format: text or json [default: text].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
+) -> None:
+    """Run the node daemon in the foreground until SIGINT/SIGTERM or `fednode stop`.
+
+    Settings come from node.toml in the data dir, overridden by these flags.
+
+    Example: fednode start -d ./node2 -g net.toml --listen 127.0.0.1:7002 -b 127.0.0.1:7001
+    """
+    from .config import ConfigError, load_settings
+    from .daemon import Daemon, DaemonError
+    from .logs import configure_logging
+
+    dd = _data_dir(data_dir)
+    try:
+        settings = load_settings(
+            dd.root / "node.toml",
+            {
+                "listen": listen,
+                "advertise": advertise,
+                "admin": admin,
+                "metrics": metrics,
+                "database_url": database_url,
+                "log_format": log_format,
+                "log_level": log_level.upper() if log_level else None,
+            },
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    gen_path = genesis or dd.genesis
+    if genesis is None and not dd.genesis.exists():
+        raise _fail(f"no genesis pinned in {dd.root}; pass --genesis FILE")
+    try:
+        gen = load_genesis(gen_path)
+    except GenesisError as exc:
+        raise _fail(str(exc)) from None
+    for address in bootstrap or []:
+        from .address import parse_host_port
+
+        try:
+            parse_host_port(address)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+    configure_logging(settings.log_format, settings.log_level)
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+    daemon = Daemon(dd, gen, settings, bootstrap=list(bootstrap or []))
+    try:
+        code = asyncio.run(daemon.run())
+    except (DaemonError, DataDirLocked) as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def stop(
+    data_dir: DataDirOpt = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the daemon to exit.")] = 10.0,
+) -> None:
+    """Ask the daemon on this data dir to stop gracefully, and wait until it has.
+
+    Example: fednode stop -d ./node1
+    """
+    dd = _data_dir(data_dir)
+    try:
+        with AdminClient(dd) as client:
+            client.stop()
+    except AdminUnavailable as exc:
+        raise _fail(str(exc)) from None
+    deadline = time.monotonic() + wait
+    while dd.runtime.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if dd.runtime.exists():
+        raise _fail(f"daemon on {dd.root} did not stop within {wait:.0f} s")
+    console.print(f"stopped the node on {dd.root}")
+
+
+# --- read commands ---------------------------------------------------------------------
+
+
+def _client(data_dir: Path | None) -> AdminClient:
+    try:
+        return AdminClient(_data_dir(data_dir))
+    except AdminUnavailable as exc:
+        raise _fail(str(exc)) from None
+
+
+def _call(fn: Any) -> Any:
+    try:
+        return fn()
+    except AdminUnavailable as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> None:
+    """Show the running node: identity, network, round, peers, privacy budget.
+
+    Example: fednode status -d ./node1 --format json
+    """
+    with _client(data_dir) as client:
+        reply = _call(client.status)
+    data = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    if fmt is OutputFormat.json:
+        _emit_json(data)
+        return
+    table = Table(show_header=False, title="fednode status")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> None:
+    """List the members this node knows: state, incarnation, last seen, round-trip time.
+
+    Example: fednode peers -d ./node1
+    """
+    with _client(data_dir) as client:
+        reply = _call(client.peers)
+    rows = [
+        MessageToDict(p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        for p in reply.peers
+    ]
+    if fmt is OutputFormat.json:
+        _emit_json(rows)
+        return
+    table = Table(title=f"{len(rows)} peers")
+    for col in ("node id", "address", "state", "incarnation", "last seen", "rtt", "banned"):
+        table.add_column(col)
+    style = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+    for p in reply.peers:
+        table.add_row(
+            p.node_id[:16],
+            p.address,
+            f"[{style.get(p.state, 'white')}]{p.state}[/]",
+            str(p.incarnation),
+            "never" if p.last_seen_s < 0 else f"{p.last_seen_s:.1f} s ago",
+            "-" if p.rtt_ms < 0 else f"{p.rtt_ms:.1f} ms",
+            "yes" if p.banned else "",
+        )
+    console.print(table)
+
+
+@app.command()
+def ban(
+    node_id: Annotated[str, typer.Argument(help="Node id (a unique hex prefix is enough).")],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Ban a peer: its messages are refused and it is never sampled.
+
+    Example: fednode ban 3fa2c1
+    """
+    with _client(data_dir) as client:
+        reply = _call(lambda: client.ban(node_id))
+    console.print(f"banned {reply.node_id}")
+
+
+@app.command()
+def unban(
+    node_id: Annotated[str, typer.Argument(help="Node id (a unique hex prefix is enough).")],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Lift a ban.
+
+    Example: fednode unban 3fa2c1
+    """
+    with _client(data_dir) as client:
+        reply = _call(lambda: client.ban(node_id, unban=True))
+    console.print(f"unbanned {reply.node_id}")
+
+
+@app.command()
+def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> None:
+    """Show the differential-privacy budget: spent, left and the release history.
+
+    Example: fednode privacy -d ./node1
+    """
+    with _client(data_dir) as client:
+        reply = _call(client.privacy)
+    data = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    if fmt is OutputFormat.json:
+        _emit_json(data)
+        return
+    left = max(0.0, reply.epsilon_budget - reply.epsilon_spent)
+    console.print(
+        f"epsilon spent {reply.epsilon_spent:.3f} of {reply.epsilon_budget:.3f} "
+        f"(left {left:.3f}), delta {reply.delta:g}; "
+        + ("releasing" if reply.releasing else f"[red]not releasing[/]: {reply.reason}")
+    )
+    table = Table(title=f"{len(reply.releases)} releases")
+    for col in ("seq", "time", "kind", "noise", "sample rate", "steps", "epsilon after"):
+        table.add_column(col)
+    for r in reply.releases:
+        table.add_row(
+            str(r.seq),
+            time.strftime("%H:%M:%S", time.gmtime(r.created_at)),
+            r.kind,
+            f"{r.noise_multiplier:g}",
+            f"{r.sample_rate:g}",
+            str(r.steps),
+            f"{r.epsilon_after:.3f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="Where to write the model (safetensors).")],
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export the node's current model as a safetensors file.
+
+    Example: fednode export model.safetensors -d ./node1
+    """
+    with _client(data_dir) as client:
+        reply = _call(client.export)
+    out.write_bytes(reply.model_safetensors)
+    console.print(f"wrote {out}: round {reply.round}, model hash {reply.model_hash[:16]}")
+
+
+def _register_testnet() -> None:
+    from .testnet_cli import testnet_app
+
+    app.add_typer(testnet_app, name="testnet")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register_testnet()
+    app()

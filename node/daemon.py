@@ -1,0 +1,364 @@
+"""The fednode daemon: one asyncio loop serving peers and the operator.
+
+Start-up order: take the data-dir lock, load the identity and check its proof of work
+against the network's difficulty, pin the genesis to the data dir, open the database
+(running migrations), start the peer gRPC server (Node + health), the admin server
+(loopback or Unix socket, token required) and ``/metrics``, write ``daemon.json`` for the
+CLI, then join the network. SIGINT/SIGTERM (or the admin ``Stop`` call) stop it: health
+flips to NOT_SERVING, the node leaves the membership, servers drain for at most two
+seconds, the database is closed, ``daemon.json`` removed and the lock released, all
+within five seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
+
+from fednode_proto.v1 import admin_pb2, admin_pb2_grpc, node_pb2_grpc
+
+from . import __version__
+from .address import parse_host_port
+from .admin import AdminService, TokenInterceptor
+from .config import NodeSettings
+from .datadir import DataDir
+from .genesis import Genesis, GenesisError, load_genesis, render_genesis
+from .identity import Identity, IdentityError, pow_check
+from .logs import log
+from .metrics import Metrics
+from .ratelimit import RateLimiter
+from .service import NodeService
+from .storage import Store, open_store, sqlite_url_for
+
+__all__ = ["Daemon", "DaemonError", "grpc_server_options"]
+
+STOP_GRACE_S = 2.0
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; ``str()`` is one line for the operator."""
+
+
+def grpc_server_options(settings: NodeSettings) -> list[tuple[str, Any]]:
+    """Channel options for both ends: explicit limits, never the library defaults."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", 64),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def pin_genesis(data_dir: DataDir, genesis: Genesis) -> None:
+    """Store the genesis in the data dir, or refuse one for another network."""
+    if data_dir.genesis.exists():
+        try:
+            pinned = load_genesis(data_dir.genesis)
+        except GenesisError as exc:
+            raise DaemonError(f"the data dir's pinned genesis is unusable: {exc}") from None
+        if pinned.network_id != genesis.network_id:
+            raise DaemonError(
+                f"{data_dir.root} belongs to network {pinned.network_id_hex[:16]} "
+                f"({pinned.network.name}); this genesis is {genesis.network_id_hex[:16]}. "
+                "Use another --data-dir."
+            )
+        return
+    data_dir.genesis.write_text(render_genesis(genesis), encoding="utf-8")
+
+
+class Daemon:
+    """One running node.
+
+    Parameters
+    ----------
+    data_dir : DataDir
+        State directory (identity, token, database, checkpoints).
+    genesis : Genesis
+        The network definition.
+    settings : NodeSettings
+        Local settings (addresses, limits, logging).
+    bootstrap : list of str
+        Extra first-contact addresses on top of the genesis file's.
+    """
+
+    def __init__(
+        self,
+        data_dir: DataDir,
+        genesis: Genesis,
+        settings: NodeSettings,
+        bootstrap: list[str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.genesis = genesis
+        self.settings = settings
+        self.bootstrap = list(dict.fromkeys([*genesis.network.bootstrap, *(bootstrap or [])]))
+        self.metrics = Metrics()
+        self.stop_event = asyncio.Event()
+        self.started_at = time.time()
+        self.identity: Identity | None = None
+        self.store: Store | None = None
+        self.address = ""
+        self.admin_address = ""
+        self.metrics_address = ""
+        self._lock_fd: int | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.membership: Any = None
+        self.training: Any = None
+        self.service: NodeService | None = None
+        self._state = "starting"
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def _load_identity(self) -> Identity:
+        try:
+            identity = Identity.load(self.data_dir.identity)
+        except IdentityError as exc:
+            raise DaemonError(str(exc)) from None
+        need = self.genesis.network.pow_difficulty
+        if not pow_check(identity.public_key, identity.pow_nonce, need):
+            raise DaemonError(
+                f"identity's proof of work has {identity.pow_difficulty} bits, network "
+                f"{self.genesis.network.name} needs {need}: run "
+                f"`fednode init --data-dir {self.data_dir.root} --difficulty {need}`"
+            )
+        return identity
+
+    def _admin_target(self) -> str:
+        spec = self.settings.admin
+        if spec == "unix":
+            return f"unix:{(self.data_dir.root / 'admin.sock').resolve()}"
+        if spec.startswith("unix:"):
+            return f"unix:{Path(spec[5:]).resolve()}"
+        return spec
+
+    def _server_credentials(self) -> grpc.ServerCredentials | None:
+        s = self.settings
+        if not (s.tls_cert or s.tls_key or s.tls_ca):
+            return None
+        if not (s.tls_cert and s.tls_key):
+            raise DaemonError("TLS needs both tls_cert and tls_key")
+        try:
+            key = Path(s.tls_key).read_bytes()
+            cert = Path(s.tls_cert).read_bytes()
+            ca = Path(s.tls_ca).read_bytes() if s.tls_ca else None
+        except OSError as exc:
+            raise DaemonError(f"cannot read TLS files: {exc}") from None
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+        )
+
+    async def _start_servers(self) -> tuple[grpc.aio.Server, grpc.aio.Server]:
+        assert self.identity is not None
+        opts = grpc_server_options(self.settings)
+        server = grpc.aio.server(options=opts)
+        self.service = NodeService(
+            self.identity,
+            self.genesis.network_id,
+            metrics=self.metrics,
+            limiter=RateLimiter(self.settings.peer_rate, self.settings.peer_burst),
+            max_update_bytes=self.settings.max_update_bytes,
+            is_banned=self._is_banned,
+        )
+        node_pb2_grpc.add_NodeServicer_to_server(self.service, server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        creds = self._server_credentials()
+        try:
+            if creds is None:
+                port = server.add_insecure_port(self.settings.listen)
+            else:
+                port = server.add_secure_port(self.settings.listen, creds)
+        except RuntimeError as exc:
+            raise DaemonError(f"cannot listen on {self.settings.listen}: {exc}") from None
+        if port == 0:
+            raise DaemonError(f"cannot listen on {self.settings.listen} (address in use?)")
+        self.address = self.settings.advertised_address(port)
+        await server.start()
+
+        token = self.data_dir.admin_token(create=True)
+        admin = grpc.aio.server(
+            options=opts,
+            interceptors=[
+                TokenInterceptor(
+                    token,
+                    on_reject=lambda: self.metrics.messages_rejected.labels(
+                        reason="admin_token"
+                    ).inc(),
+                )
+            ],
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), admin)
+        target = self._admin_target()
+        if target.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target[5:])
+        try:
+            admin_port = admin.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise DaemonError(f"cannot open the admin API on {target}: {exc}") from None
+        if not target.startswith("unix:"):
+            host, _ = parse_host_port(target)
+            target = f"{host}:{admin_port}"
+        else:
+            os.chmod(target[5:], 0o600) if os.path.exists(target[5:]) else None
+        self.admin_address = target
+        await admin.start()
+        if target.startswith("unix:") and os.path.exists(target[5:]):
+            os.chmod(target[5:], 0o600)
+
+        if self.settings.metrics != "off":
+            host, mport = parse_host_port(self.settings.metrics)
+            try:
+                httpd, _thread = start_http_server(mport, addr=host, registry=self.metrics.registry)
+            except OSError as exc:
+                raise DaemonError(f"cannot serve /metrics on {self.settings.metrics}: {exc}") from None
+            self._httpd = httpd
+            self.metrics_address = f"{host}:{httpd.server_port}"
+        return server, admin
+
+    def _write_runtime(self) -> None:
+        assert self.identity is not None
+        info = {
+            "pid": os.getpid(),
+            "node_id": self.identity.node_id_hex,
+            "network_id": self.genesis.network_id_hex,
+            "network": self.genesis.network.name,
+            "listen": self.address,
+            "admin": self.admin_address,
+            "metrics": self.metrics_address,
+            "started_at": self.started_at,
+            "ready_at": time.time(),
+            "version": __version__,
+        }
+        self.data_dir.write_secret(self.data_dir.runtime, json.dumps(info, indent=2).encode())
+
+    async def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        self.data_dir.ensure()
+        self._lock_fd = self.data_dir.acquire_lock()
+        servers: tuple[grpc.aio.Server, grpc.aio.Server] | None = None
+        try:
+            self.identity = self._load_identity()
+            pin_genesis(self.data_dir, self.genesis)
+            url = self.settings.database_url or sqlite_url_for(self.data_dir.root)
+            try:
+                self.store = open_store(url)
+            except Exception as exc:  # any driver/migration error → one line for the operator
+                raise DaemonError(f"cannot open the database: {exc}") from None
+            self.metrics.info.info(
+                {
+                    "node_id": self.identity.node_id_hex,
+                    "network_id": self.genesis.network_id_hex,
+                    "version": __version__,
+                }
+            )
+            servers = await self._start_servers()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop)
+            await self._start_components()
+            await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set("fednode.v1.Node", health_pb2.HealthCheckResponse.SERVING)
+            self._state = "running"
+            self._write_runtime()
+            log.info(
+                "node started",
+                extra={
+                    "fields": {
+                        "node_id": self.identity.node_id_hex[:16],
+                        "network": self.genesis.network.name,
+                        "listen": self.address,
+                        "admin": self.admin_address,
+                        "metrics": self.metrics_address or "off",
+                        "startup_s": round(time.time() - self.started_at, 3),
+                    }
+                },
+            )
+            await self.stop_event.wait()
+            return 0
+        finally:
+            await self._shutdown(servers)
+
+    async def _start_components(self) -> None:
+        """Start membership (and training, when configured) on top of the servers."""
+        from .runtime import start_components
+
+        await start_components(self)
+
+    async def _shutdown(self, servers: tuple[grpc.aio.Server, grpc.aio.Server] | None) -> None:
+        self._state = "stopping"
+        t0 = time.monotonic()
+        log.info("node stopping")
+        with contextlib.suppress(Exception):
+            if servers is not None:
+                await self.health.enter_graceful_shutdown()
+        from .runtime import stop_components
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stop_components(self), timeout=2.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if servers is not None:
+            await asyncio.gather(*(s.stop(STOP_GRACE_S) for s in servers))
+        httpd = getattr(self, "_httpd", None)
+        if httpd is not None:
+            httpd.shutdown()
+        if self.store is not None:
+            self.store.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.data_dir.runtime.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("node stopped", extra={"fields": {"shutdown_s": round(time.monotonic() - t0, 3)}})
+
+    # --- admin backend -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def _is_banned(self, node_id: bytes) -> bool:
+        from .runtime import is_banned
+
+        return is_banned(self, node_id)
+
+    def status(self) -> admin_pb2.StatusReply:
+        from .runtime import status_reply
+
+        return status_reply(self)
+
+    def peers(self) -> admin_pb2.PeersReply:
+        from .runtime import peers_reply
+
+        return peers_reply(self)
+
+    def ban(self, node_id_prefix: str, unban: bool) -> admin_pb2.BanReply:
+        from .runtime import ban
+
+        return ban(self, node_id_prefix, unban)
+
+    def export(self) -> admin_pb2.ExportReply:
+        from .runtime import export_model
+
+        return export_model(self)
+
+    def privacy(self) -> admin_pb2.PrivacyReply:
+        from .runtime import privacy_reply
+
+        return privacy_reply(self)

@@ -1,0 +1,58 @@
+"""Prometheus metrics of one daemon (documented in docs/operations.md).
+
+Each daemon owns a :class:`Metrics` with its own registry, so tests can run several
+nodes in one process without their counters mixing.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """All metrics of a node, registered in a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.info = Info("fednode", "Node identity and network", registry=r)
+        self.messages_received = Counter(
+            "fednode_messages_received_total",
+            "Peer messages accepted, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.messages_rejected = Counter(
+            "fednode_messages_rejected_total",
+            "Peer messages refused, by reason (bad_signature, wrong_network, replay, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.bytes = Counter(
+            "fednode_bytes_total",
+            "Bytes of peer traffic, by direction (in/out) and message kind",
+            ["direction", "kind"],
+            registry=r,
+        )
+        self.peers = Gauge(
+            "fednode_peers", "Members in the local view, by state", ["state"], registry=r
+        )
+        self.round = Gauge("fednode_round", "Current training round", registry=r)
+        self.accuracy = Gauge(
+            "fednode_accuracy", "Last accuracy on the local test split", registry=r
+        )
+        self.loss = Gauge("fednode_loss", "Last loss on the local test split", registry=r)
+        self.epsilon_spent = Gauge(
+            "fednode_epsilon_spent", "Differential-privacy epsilon spent so far", registry=r
+        )
+        self.aggregation_seconds = Histogram(
+            "fednode_aggregation_seconds",
+            "Time spent in the aggregation rule per round",
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+        )
+        self.rate_limited = Counter(
+            "fednode_rate_limited_total", "Requests refused by per-peer rate limits", registry=r
+        )

@@ -1,0 +1,282 @@
+"""The peer-to-peer ``Node`` gRPC service.
+
+This layer does I/O and admission only: per-peer rate limits, size limits, envelope
+checks (network, signature, sender id, freshness, replay), bans. What a message *means*
+is decided by the protocol cores behind two small interfaces, :class:`GossipHandler` and
+:class:`TrainingHandler`, so the same cores run over gRPC and over the in-memory
+transport. A refused request gets a gRPC status whose details start with a stable reason
+code, is counted in ``fednode_messages_rejected_total{reason}``, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from fednode_proto.v1 import node_pb2_grpc
+from fednode_proto.v1.envelope_pb2 import Envelope, Receipt
+from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorChunk, TensorHeader
+
+from .envelope import EnvelopeError, ReplayWindow, SeqCounter, Verified, check_envelope, seal
+from .identity import Identity
+from .logs import log
+from .metrics import Metrics
+from .ratelimit import RateLimiter
+
+__all__ = ["GossipHandler", "NodeService", "Rejected", "TrainingHandler"]
+
+
+class Rejected(Exception):
+    """A handler refuses a message; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class GossipHandler(Protocol):
+    """Membership core behind the ``Gossip`` RPC."""
+
+    async def handle(self, sender_id: bytes, body: bytes) -> bytes:
+        """Answer one membership message; raise :class:`Rejected` or ValueError if bad."""
+        ...
+
+
+class TrainingHandler(Protocol):
+    """Training runtime behind the update/scalar RPCs."""
+
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
+        """Take a verified, complete update; raise :class:`Rejected` to refuse it."""
+        ...
+
+    async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
+        """Take a verified SPSA scalar batch; raise :class:`Rejected` to refuse it."""
+        ...
+
+    def pull(self, msg: Verified, request: PullRequest) -> AsyncIterator[TensorChunk]:
+        """Stream an update or checkpoint for a verified request."""
+        ...
+
+    def pull_scalars(self, msg: Verified, request: PullRequest) -> AsyncIterator[Envelope]:
+        """Stream scalar batches since a round."""
+        ...
+
+
+def _peer_host(context: grpc.aio.ServicerContext) -> str:
+    peer = context.peer() or ""
+    # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555" / "unix:..."
+    kind, _, rest = peer.partition(":")
+    if kind in {"ipv4", "ipv6"}:
+        return rest.rsplit(":", 1)[0]
+    return peer
+
+
+class NodeService(node_pb2_grpc.NodeServicer):
+    """Admission control in front of the membership and training cores.
+
+    Parameters
+    ----------
+    identity : Identity
+        This node's key (signs replies).
+    network_id : bytes
+        Messages for any other network are refused.
+    metrics : Metrics
+    limiter : RateLimiter
+        Per peer-address request budget.
+    max_update_bytes : int
+        Largest whole update stream accepted.
+    is_banned : callable
+        ``is_banned(sender_id) -> bool``; banned senders are refused.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        network_id: bytes,
+        *,
+        metrics: Metrics,
+        limiter: RateLimiter,
+        max_update_bytes: int,
+        is_banned: Callable[[bytes], bool],
+    ) -> None:
+        self.identity = identity
+        self.network_id = network_id
+        self.metrics = metrics
+        self.limiter = limiter
+        self.max_update_bytes = max_update_bytes
+        self.is_banned = is_banned
+        self.replay = ReplayWindow()
+        self.seq = SeqCounter()
+        self.gossip: GossipHandler | None = None
+        self.training: TrainingHandler | None = None
+
+    # --- admission -----------------------------------------------------------------------
+
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: str, message: str
+    ) -> None:
+        self.metrics.messages_rejected.labels(reason=reason).inc()
+        log.info("refused peer message", extra={"fields": {"reason": reason, "peer": context.peer(), "detail": message}})
+        await context.abort(code, f"{reason}: {message}")
+
+    async def _admit(
+        self, env: Envelope, context: grpc.aio.ServicerContext, kinds: frozenset[str]
+    ) -> Verified:
+        if not self.limiter.allow(_peer_host(context)):
+            self.metrics.rate_limited.inc()
+            await self._refuse(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited", "slow down"
+            )
+        if len(UnknownFieldSet(env)) > 0:
+            await self._refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "unknown_fields",
+                "envelope has fields this protocol version does not define",
+            )
+        try:
+            verified = check_envelope(env, self.network_id, replay=self.replay, kinds=kinds)
+        except EnvelopeError as exc:
+            code = (
+                grpc.StatusCode.PERMISSION_DENIED
+                if exc.reason in {"wrong_network", "bad_signature", "bad_sender_id"}
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await self._refuse(context, code, exc.reason, str(exc))
+            raise AssertionError("unreachable") from exc
+        if self.is_banned(verified.sender_id):
+            await self._refuse(
+                context, grpc.StatusCode.PERMISSION_DENIED, "banned",
+                f"node {verified.sender_id.hex()[:16]} is banned here",
+            )
+        self.metrics.messages_received.labels(kind=verified.kind).inc()
+        self.metrics.bytes.labels(direction="in", kind=verified.kind).inc(env.ByteSize())
+        return verified
+
+    def _reply(self, kind: str, body: bytes, round: int = 0) -> Envelope:
+        env = seal(
+            self.identity, self.network_id, kind, body, seq=self.seq.next(kind), round=round
+        )
+        self.metrics.bytes.labels(direction="out", kind=kind).inc(env.ByteSize())
+        return env
+
+    # --- RPCs ----------------------------------------------------------------------------
+
+    async def Gossip(self, request: Envelope, context: grpc.aio.ServicerContext) -> Envelope:
+        verified = await self._admit(request, context, frozenset({"gossip"}))
+        if self.gossip is None:
+            await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_ready", "starting up")
+            raise AssertionError("unreachable")
+        try:
+            body = await self.gossip.handle(verified.sender_id, verified.body)
+        except Rejected as exc:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, exc.reason, str(exc))
+            raise AssertionError("unreachable") from exc
+        except (ValueError, DecodeError) as exc:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc))
+            raise AssertionError("unreachable") from exc
+        return self._reply("gossip", body)
+
+    async def PushUpdate(
+        self, request_iterator: AsyncIterator[TensorChunk], context: grpc.aio.ServicerContext
+    ) -> Receipt:
+        first: TensorChunk | None = None
+        parts: list[bytes] = []
+        size = 0
+        verified: Verified | None = None
+        header = TensorHeader()
+        async for chunk in request_iterator:
+            if first is None:
+                first = chunk
+                verified = await self._admit(chunk.header, context, frozenset({"update"}))
+                try:
+                    header.ParseFromString(verified.body)
+                except DecodeError:
+                    await self._refuse(
+                        context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad header"
+                    )
+                if header.total_bytes > self.max_update_bytes:
+                    await self._refuse(
+                        context, grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
+                        f"update of {header.total_bytes} bytes exceeds {self.max_update_bytes}",
+                    )
+            elif chunk.HasField("header"):
+                await self._refuse(
+                    context, grpc.StatusCode.INVALID_ARGUMENT, "malformed",
+                    "only the first chunk may carry a header",
+                )
+            size += len(chunk.data)
+            if size > header.total_bytes:
+                await self._refuse(
+                    context, grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch",
+                    "stream longer than its declared size",
+                )
+            parts.append(chunk.data)
+        if verified is None:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "empty")
+            raise AssertionError("unreachable")
+        payload = b"".join(parts)
+        if len(payload) != header.total_bytes:
+            return self._receipt_refused("size_mismatch", "stream shorter than declared")
+        if hashlib.sha256(payload).digest() != header.payload_sha256:
+            return self._receipt_refused("bad_hash", "payload does not match its signed hash")
+        if self.training is None:
+            return self._receipt_refused("not_training", "this node runs no learner")
+        try:
+            await self.training.on_update(verified, header, payload)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc))
+        return Receipt(accepted=True)
+
+    def _receipt_refused(self, reason: str, message: str) -> Receipt:
+        self.metrics.messages_rejected.labels(reason=reason).inc()
+        log.info("refused update", extra={"fields": {"reason": reason, "detail": message}})
+        return Receipt(accepted=False, reason=f"{reason}: {message}")
+
+    async def PushScalars(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
+        verified = await self._admit(request, context, frozenset({"spsa"}))
+        batch = ScalarBatch()
+        try:
+            batch.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused("malformed", "body is not a ScalarBatch")
+        if self.training is None:
+            return self._receipt_refused("not_training", "this node runs no learner")
+        try:
+            await self.training.on_scalars(verified, batch)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc))
+        return Receipt(accepted=True)
+
+    async def Pull(
+        self, request: Envelope, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[TensorChunk]:
+        verified = await self._admit(request, context, frozenset({"request"}))
+        req = PullRequest()
+        try:
+            req.ParseFromString(verified.body)
+        except DecodeError:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request")
+        if self.training is None:
+            await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_training", "no learner")
+            return
+        async for chunk in self.training.pull(verified, req):
+            yield chunk
+
+    async def PullScalars(
+        self, request: Envelope, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Envelope]:
+        verified = await self._admit(request, context, frozenset({"request"}))
+        req = PullRequest()
+        try:
+            req.ParseFromString(verified.body)
+        except DecodeError:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request")
+        if self.training is None:
+            await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_training", "no learner")
+            return
+        async for env in self.training.pull_scalars(verified, req):
+            yield env

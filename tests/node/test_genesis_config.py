@@ -1,0 +1,95 @@
+"""Genesis and node settings: validation gives one clear line, hashes are stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, NodeSettings, load_settings
+from node.genesis import Genesis, GenesisError, load_genesis, parse_genesis, render_genesis
+
+
+def test_render_parse_roundtrip_keeps_network_id() -> None:
+    g = Genesis.fresh(network={"name": "lab", "bootstrap": ["127.0.0.1:7000"]})
+    text = render_genesis(g)
+    assert g.network_id_hex in text
+    again = parse_genesis(text)
+    assert again == g
+    assert again.network_id == g.network_id
+
+
+def test_every_setting_is_documented_inline() -> None:
+    text = render_genesis(Genesis())
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if " = " in line and not line.startswith("#"):
+            assert lines[i - 1].startswith("#"), f"undocumented setting: {line}"
+
+
+def test_network_id_ignores_comments_but_not_values() -> None:
+    g = Genesis.fresh()
+    text = render_genesis(g)
+    commented = "# an operator's note\n" + text.replace("# ==", "#  ==")
+    assert parse_genesis(commented).network_id == g.network_id
+    changed = text.replace("alpha = 0.5", "alpha = 0.6")
+    assert parse_genesis(changed).network_id != g.network_id
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[network]\nname = 1", "network.name"),
+        ("[network]\nfoo = 1", "network.foo: unknown key"),
+        ("[bogus]\nx = 1", "bogus: unknown key"),
+        ("x = ", "invalid TOML"),
+        ("[task]\nalpha = -1", "task.alpha"),
+        ('[network]\nbootstrap = ["nope"]', "bad address 'nope'"),
+        ("[network]\npow_difficulty = 99", "network.pow_difficulty"),
+        ('[task]\nname = "cifar"', "task.name"),
+        ('[task]\nname = "digits"\nmodel = "cnn"', "cnn"),
+    ],
+)
+def test_bad_genesis_one_line(text: str, expected: str) -> None:
+    with pytest.raises(GenesisError) as info:
+        parse_genesis(text, source="g.toml")
+    message = str(info.value)
+    assert expected in message
+    assert message.startswith("g.toml: ")
+    assert "\n" not in message
+
+
+def test_load_genesis_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(GenesisError, match="no such genesis file"):
+        load_genesis(tmp_path / "missing.toml")
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(GenesisError):
+        load_genesis(bad)
+
+
+def test_settings_validation(tmp_path: Path) -> None:
+    assert NodeSettings().listen == "127.0.0.1:7420"
+    with pytest.raises(ConfigError, match="loopback or a unix socket"):
+        load_settings(None, {"admin": "0.0.0.0:9000"})
+    with pytest.raises(ConfigError, match="listen"):
+        load_settings(None, {"listen": "nohost"})
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('listen = "127.0.0.1:9001"\nunknown = 3\n')
+    with pytest.raises(ConfigError, match="unknown: unknown key"):
+        load_settings(cfg, {})
+    cfg.write_text('listen = "127.0.0.1:9001"\n')
+    assert load_settings(cfg, {"listen": None}).listen == "127.0.0.1:9001"
+    assert load_settings(cfg, {"listen": "127.0.0.1:9002"}).listen == "127.0.0.1:9002"
+    cfg.write_text("listen = [")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(cfg, {})
+
+
+def test_advertise_required_for_wildcard_listen() -> None:
+    s = NodeSettings(listen="0.0.0.0:7000")
+    with pytest.raises(ConfigError, match="--advertise"):
+        s.advertised_address(7000)
+    assert NodeSettings(listen="0.0.0.0:7000", advertise="10.1.2.3:7000").advertised_address(
+        7000
+    ) == "10.1.2.3:7000"
