@@ -48,7 +48,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             return await continuation(handler_call_details)
         if self._on_reject is not None:
             self._on_reject()
-        log.warning("admin call refused: bad token", extra={"fields": {"method": handler_call_details.method}})
+        log.warning(
+            "admin call refused: bad token",
+            extra={"fields": {"method": handler_call_details.method}},
+        )
         return self._deny
 
 

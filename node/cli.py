@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,7 +47,7 @@ genesis_app = typer.Typer(
 app.add_typer(genesis_app, name="genesis")
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     text = "text"
     json = "json"
 
@@ -284,7 +284,9 @@ def start(
     ] = None,
     listen: Annotated[
         str | None,
-        typer.Option(help="Peer gRPC address HOST:PORT [default: 127.0.0.1:7420].", show_default=False),
+        typer.Option(
+            help="Peer gRPC address HOST:PORT [default: 127.0.0.1:7420].", show_default=False
+        ),
     ] = None,
     bootstrap: Annotated[
         list[str] | None,
@@ -309,6 +311,19 @@ def start(
         str | None, typer.Option(help="Log format: text or json [default: text].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
+    shard: Annotated[
+        int,
+        typer.Option(
+            help="Which shard of a built-in task's partition is this node's data "
+            "(0..task.num_nodes-1; a local-data task ignores it)."
+        ),
+    ] = 0,
+    attack: Annotated[
+        str | None,
+        typer.Option(
+            help="Testnets only: behave as a Byzantine node with this attack.", hidden=True
+        ),
+    ] = None,
 ) -> None:
     """Run the node daemon in the foreground until SIGINT/SIGTERM or `fednode stop`.
 
@@ -354,7 +369,14 @@ def start(
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    daemon = Daemon(dd, gen, settings, bootstrap=list(bootstrap or []))
+    if not 0 <= shard < gen.task.num_nodes:
+        raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
+    if attack is not None:
+        from aggregation.attacks import ATTACKS
+
+        if attack not in ATTACKS:
+            raise _fail(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
+    daemon = Daemon(dd, gen, settings, bootstrap=list(bootstrap or []), shard=shard, attack=attack)
     try:
         code = asyncio.run(daemon.run())
     except (DaemonError, DataDirLocked) as exc:
@@ -410,7 +432,9 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
     """
     with _client(data_dir) as client:
         reply = _call(client.status)
-    data = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data = MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     if fmt is OutputFormat.json:
         _emit_json(data)
         return
@@ -431,7 +455,9 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
     with _client(data_dir) as client:
         reply = _call(client.peers)
     rows = [
-        MessageToDict(p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        MessageToDict(
+            p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         for p in reply.peers
     ]
     if fmt is OutputFormat.json:
@@ -490,7 +516,9 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
     """
     with _client(data_dir) as client:
         reply = _call(client.privacy)
-    data = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    data = MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     if fmt is OutputFormat.json:
         _emit_json(data)
         return

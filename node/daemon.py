@@ -27,7 +27,7 @@ from prometheus_client import start_http_server
 
 from fednode_proto.v1 import admin_pb2, admin_pb2_grpc, node_pb2_grpc
 
-from . import __version__
+from . import __version__, runtime
 from .address import parse_host_port
 from .admin import AdminService, TokenInterceptor
 from .config import NodeSettings
@@ -36,6 +36,7 @@ from .genesis import Genesis, GenesisError, load_genesis, render_genesis
 from .identity import Identity, IdentityError, pow_check
 from .logs import log
 from .metrics import Metrics
+from .peer_channels import PeerChannels
 from .ratelimit import RateLimiter
 from .service import NodeService
 from .storage import Store, open_store, sqlite_url_for
@@ -99,6 +100,9 @@ class Daemon:
         genesis: Genesis,
         settings: NodeSettings,
         bootstrap: list[str] | None = None,
+        *,
+        shard: int = 0,
+        attack: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.genesis = genesis
@@ -116,6 +120,11 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self.membership: Any = None
         self.training: Any = None
+        self.training_factory: Any = None
+        self.shard = shard
+        self.attack = attack
+        self.channels = PeerChannels(grpc_server_options(settings))
+        self.banned: set[str] = set()
         self.service: NodeService | None = None
         self._state = "starting"
 
@@ -223,7 +232,9 @@ class Daemon:
             try:
                 httpd, _thread = start_http_server(mport, addr=host, registry=self.metrics.registry)
             except OSError as exc:
-                raise DaemonError(f"cannot serve /metrics on {self.settings.metrics}: {exc}") from None
+                raise DaemonError(
+                    f"cannot serve /metrics on {self.settings.metrics}: {exc}"
+                ) from None
             self._httpd = httpd
             self.metrics_address = f"{host}:{httpd.server_port}"
         return server, admin
@@ -253,10 +264,12 @@ class Daemon:
             self.identity = self._load_identity()
             pin_genesis(self.data_dir, self.genesis)
             url = self.settings.database_url or sqlite_url_for(self.data_dir.root)
+
             try:
-                self.store = open_store(url)
+                self.store = open_store(url, data_dir=self.data_dir.root)
             except Exception as exc:  # any driver/migration error → one line for the operator
                 raise DaemonError(f"cannot open the database: {exc}") from None
+            self.banned = set(self.store.get_state("banned", []) or [])
             self.metrics.info.info(
                 {
                     "node_id": self.identity.node_id_hex,
@@ -294,9 +307,7 @@ class Daemon:
 
     async def _start_components(self) -> None:
         """Start membership (and training, when configured) on top of the servers."""
-        from .runtime import start_components
-
-        await start_components(self)
+        await runtime.start_components(self)
 
     async def _shutdown(self, servers: tuple[grpc.aio.Server, grpc.aio.Server] | None) -> None:
         self._state = "stopping"
@@ -305,10 +316,8 @@ class Daemon:
         with contextlib.suppress(Exception):
             if servers is not None:
                 await self.health.enter_graceful_shutdown()
-        from .runtime import stop_components
-
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(stop_components(self), timeout=2.0)
+            await asyncio.wait_for(runtime.stop_components(self), timeout=2.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -316,6 +325,8 @@ class Daemon:
                 await task
         if servers is not None:
             await asyncio.gather(*(s.stop(STOP_GRACE_S) for s in servers))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.channels.close(), 1.0)
         httpd = getattr(self, "_httpd", None)
         if httpd is not None:
             httpd.shutdown()
@@ -334,31 +345,19 @@ class Daemon:
         self.stop_event.set()
 
     def _is_banned(self, node_id: bytes) -> bool:
-        from .runtime import is_banned
-
-        return is_banned(self, node_id)
+        return runtime.is_banned(self, node_id)
 
     def status(self) -> admin_pb2.StatusReply:
-        from .runtime import status_reply
-
-        return status_reply(self)
+        return runtime.status_reply(self)
 
     def peers(self) -> admin_pb2.PeersReply:
-        from .runtime import peers_reply
-
-        return peers_reply(self)
+        return runtime.peers_reply(self)
 
     def ban(self, node_id_prefix: str, unban: bool) -> admin_pb2.BanReply:
-        from .runtime import ban
-
-        return ban(self, node_id_prefix, unban)
+        return runtime.ban(self, node_id_prefix, unban)
 
     def export(self) -> admin_pb2.ExportReply:
-        from .runtime import export_model
-
-        return export_model(self)
+        return runtime.export_model(self)
 
     def privacy(self) -> admin_pb2.PrivacyReply:
-        from .runtime import privacy_reply
-
-        return privacy_reply(self)
+        return runtime.privacy_reply(self)

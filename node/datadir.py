@@ -5,7 +5,7 @@ Layout of a data dir::
     identity.json     Ed25519 key + PoW stamp (0600)
     admin.token       operator API token (0600)
     genesis.toml      copy of the network's genesis file, written by `fednode start`
-    node.db           SQLite database (WAL) unless a database URL is configured
+    fednode.db        SQLite database (WAL) unless a database URL is configured
     checkpoints/      safetensors model checkpoints (hashes in SQL)
     daemon.json       runtime facts of the running daemon (pid, addresses) for the CLI
     daemon.lock       flock()ed while a daemon runs
@@ -13,6 +13,7 @@ Layout of a data dir::
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -55,10 +56,6 @@ class DataDir:
     @property
     def genesis(self) -> Path:
         return self.root / "genesis.toml"
-
-    @property
-    def database(self) -> Path:
-        return self.root / "node.db"
 
     @property
     def checkpoints(self) -> Path:
@@ -111,10 +108,8 @@ class DataDir:
         except BlockingIOError:
             os.close(fd)
             holder = ""
-            try:
+            with contextlib.suppress(OSError):
                 holder = f" (pid {self.lock_path.read_text().strip()})"
-            except OSError:
-                pass
             raise DataDirLocked(
                 f"another fednode daemon is running on {self.root}{holder}"
             ) from None

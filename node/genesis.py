@@ -129,7 +129,9 @@ class PrivacySpec(_Section):
     epsilon_budget: float = Field(
         8.0, gt=0, description="Total epsilon a node may spend; releases stop beyond it"
     )
-    delta: float = Field(1e-5, gt=0, lt=1, description="Target delta of the (epsilon, delta) budget")
+    delta: float = Field(
+        1e-5, gt=0, lt=1, description="Target delta of the (epsilon, delta) budget"
+    )
     sample_rate: float = Field(
         1.0, gt=0, le=1, description="Probability a node releases in a round (for accounting)"
     )
@@ -138,12 +140,12 @@ class PrivacySpec(_Section):
 class Genesis(_Section):
     """A whole genesis file."""
 
-    network: NetworkSpec = Field(default_factory=NetworkSpec)
-    task: TaskSpec = Field(default_factory=TaskSpec)
-    learner: LearnerSpec = Field(default_factory=LearnerSpec)
-    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
-    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
-    rounds: RoundSpec = Field(default_factory=RoundSpec)
+    network: NetworkSpec = Field(default_factory=lambda: NetworkSpec())
+    task: TaskSpec = Field(default_factory=lambda: TaskSpec())
+    learner: LearnerSpec = Field(default_factory=lambda: LearnerSpec())
+    aggregation: AggregationSpec = Field(default_factory=lambda: AggregationSpec())
+    privacy: PrivacySpec = Field(default_factory=lambda: PrivacySpec())
+    rounds: RoundSpec = Field(default_factory=lambda: RoundSpec())
 
     def canonical_json(self) -> bytes:
         """Canonical encoding whose hash is the network id."""
@@ -179,8 +181,10 @@ def _format_error(source: str, exc: ValidationError) -> str:
         msg = "unknown key"
     extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     value = err.get("input")
-    shown = "" if err["type"] in {"missing", "extra_forbidden"} or isinstance(value, dict) else (
-        f" (got {value!r})"
+    shown = (
+        ""
+        if err["type"] in {"missing", "extra_forbidden"} or isinstance(value, dict)
+        else (f" (got {value!r})")
     )
     return f"{source}: {loc}: {msg}{shown}{extra}"
 

@@ -121,7 +121,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: str, message: str
     ) -> None:
         self.metrics.messages_rejected.labels(reason=reason).inc()
-        log.info("refused peer message", extra={"fields": {"reason": reason, "peer": context.peer(), "detail": message}})
+        log.info(
+            "refused peer message",
+            extra={"fields": {"reason": reason, "peer": context.peer(), "detail": message}},
+        )
         await context.abort(code, f"{reason}: {message}")
 
     async def _admit(
@@ -134,7 +137,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
             )
         if len(UnknownFieldSet(env)) > 0:
             await self._refuse(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "unknown_fields",
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "unknown_fields",
                 "envelope has fields this protocol version does not define",
             )
         try:
@@ -149,7 +154,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
             raise AssertionError("unreachable") from exc
         if self.is_banned(verified.sender_id):
             await self._refuse(
-                context, grpc.StatusCode.PERMISSION_DENIED, "banned",
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                "banned",
                 f"node {verified.sender_id.hex()[:16]} is banned here",
             )
         self.metrics.messages_received.labels(kind=verified.kind).inc()
@@ -157,9 +164,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return verified
 
     def _reply(self, kind: str, body: bytes, round: int = 0) -> Envelope:
-        env = seal(
-            self.identity, self.network_id, kind, body, seq=self.seq.next(kind), round=round
-        )
+        env = seal(self.identity, self.network_id, kind, body, seq=self.seq.next(kind), round=round)
         self.metrics.bytes.labels(direction="out", kind=kind).inc(env.ByteSize())
         return env
 
@@ -172,10 +177,21 @@ class NodeService(node_pb2_grpc.NodeServicer):
             raise AssertionError("unreachable")
         try:
             body = await self.gossip.handle(verified.sender_id, verified.body)
-        except Rejected as exc:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, exc.reason, str(exc))
+        except TimeoutError:
+            await self._refuse(
+                context, grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", "no reply in time"
+            )
+            raise AssertionError("unreachable") from None
+        except (Rejected, ValueError) as exc:
+            reason = getattr(exc, "reason", None)
+            if isinstance(reason, str):
+                await self._refuse(
+                    context, grpc.StatusCode.INVALID_ARGUMENT, f"gossip_{reason}", str(exc)
+                )
+                raise AssertionError("unreachable") from exc
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc))
             raise AssertionError("unreachable") from exc
-        except (ValueError, DecodeError) as exc:
+        except DecodeError as exc:
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc))
             raise AssertionError("unreachable") from exc
         return self._reply("gossip", body)
@@ -200,18 +216,24 @@ class NodeService(node_pb2_grpc.NodeServicer):
                     )
                 if header.total_bytes > self.max_update_bytes:
                     await self._refuse(
-                        context, grpc.StatusCode.RESOURCE_EXHAUSTED, "oversized",
+                        context,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "oversized",
                         f"update of {header.total_bytes} bytes exceeds {self.max_update_bytes}",
                     )
             elif chunk.HasField("header"):
                 await self._refuse(
-                    context, grpc.StatusCode.INVALID_ARGUMENT, "malformed",
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "malformed",
                     "only the first chunk may carry a header",
                 )
             size += len(chunk.data)
             if size > header.total_bytes:
                 await self._refuse(
-                    context, grpc.StatusCode.INVALID_ARGUMENT, "size_mismatch",
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "size_mismatch",
                     "stream longer than its declared size",
                 )
             parts.append(chunk.data)
@@ -219,6 +241,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "empty")
             raise AssertionError("unreachable")
         payload = b"".join(parts)
+        self.metrics.bytes.labels(direction="in", kind="update").inc(len(payload))
         if len(payload) != header.total_bytes:
             return self._receipt_refused("size_mismatch", "stream shorter than declared")
         if hashlib.sha256(payload).digest() != header.payload_sha256:
@@ -259,7 +282,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
         try:
             req.ParseFromString(verified.body)
         except DecodeError:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request")
+            await self._refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request"
+            )
         if self.training is None:
             await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_training", "no learner")
             return
@@ -274,7 +299,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
         try:
             req.ParseFromString(verified.body)
         except DecodeError:
-            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request")
+            await self._refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request"
+            )
         if self.training is None:
             await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_training", "no learner")
             return

@@ -1,1 +1,58 @@
-"""fednode package."""
+"""Gossip membership: SWIM failure detection with Lifeguard, signed records, push-pull.
+
+The protocol core (:class:`Membership`) is sans-I/O; :class:`MembershipDriver` runs it
+on asyncio over a :class:`GossipTransport` (gRPC in the daemon, in memory in tests) and
+:class:`~node.gossip.memory.SimNetwork` runs hundreds of cores on a virtual clock.
+See docs/gossip.md.
+"""
+
+from .config import PROFILES, GossipConfig
+from .core import Action, GossipRejected, Member, Membership, MemberState, Reply, Send
+from .driver import MembershipDriver
+from .records import (
+    MemberRecord,
+    RecordError,
+    RecordVerifier,
+    Signer,
+    Statement,
+    StatementKind,
+    sign_record,
+    sign_statement,
+)
+from .topology import RandomRegular, Ring, Topology
+from .transport import (
+    AsyncMemoryNetwork,
+    GossipTransport,
+    GossipTransportError,
+    MemoryTransport,
+    reply_sender_id,
+)
+
+__all__ = [
+    "PROFILES",
+    "Action",
+    "AsyncMemoryNetwork",
+    "GossipConfig",
+    "GossipRejected",
+    "GossipTransport",
+    "GossipTransportError",
+    "Member",
+    "MemberRecord",
+    "MemberState",
+    "Membership",
+    "MembershipDriver",
+    "MemoryTransport",
+    "RandomRegular",
+    "RecordError",
+    "RecordVerifier",
+    "Reply",
+    "Ring",
+    "Send",
+    "Signer",
+    "Statement",
+    "StatementKind",
+    "Topology",
+    "reply_sender_id",
+    "sign_record",
+    "sign_statement",
+]

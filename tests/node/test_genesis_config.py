@@ -90,6 +90,7 @@ def test_advertise_required_for_wildcard_listen() -> None:
     s = NodeSettings(listen="0.0.0.0:7000")
     with pytest.raises(ConfigError, match="--advertise"):
         s.advertised_address(7000)
-    assert NodeSettings(listen="0.0.0.0:7000", advertise="10.1.2.3:7000").advertised_address(
-        7000
-    ) == "10.1.2.3:7000"
+    assert (
+        NodeSettings(listen="0.0.0.0:7000", advertise="10.1.2.3:7000").advertised_address(7000)
+        == "10.1.2.3:7000"
+    )

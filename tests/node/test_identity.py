@@ -51,9 +51,10 @@ def test_pow_check_rejects_wrong_key_and_nonce() -> None:
     other = Identity.generate(0)
     assert pow_check(ident.public_key, ident.pow_nonce, 12)
     # A stamp is bound to its key: the odds that it also works for another key are 2^-12.
-    assert not pow_check(other.public_key, ident.pow_nonce, 12) or pow_leading_zero_bits(
-        other.public_key, ident.pow_nonce
-    ) >= 12
+    assert (
+        not pow_check(other.public_key, ident.pow_nonce, 12)
+        or pow_leading_zero_bits(other.public_key, ident.pow_nonce) >= 12
+    )
     assert not pow_check(ident.public_key, -1, 1)
     assert not pow_check(ident.public_key, 2**64, 1)
 

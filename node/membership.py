@@ -1,0 +1,170 @@
+"""Membership on the daemon: the gossip core over gRPC, with a persisted peer table.
+
+Start-up: the incarnation is one above the last one this node used (kept in SQL), the
+signed records of the peers it knew are restored from the peer table (verified again, so
+a tampered table injects nothing), and the node joins through the bootstrap addresses
+*and* those stored peers, so a restarted node rejoins even when every bootstrap is gone.
+Every state change is written back to the peer table (off the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from fednode_proto.v1 import gossip_pb2
+
+from .gossip import GossipConfig, Member, Membership, MembershipDriver, MemberState
+from .gossip.records import MemberRecord
+from .logs import log
+from .peer_channels import GrpcGossipTransport
+from .storage.records import PeerRecord
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+__all__ = ["DaemonMembership", "start_membership"]
+
+STATE_INCARNATION = "gossip.incarnation"
+
+
+class DaemonMembership:
+    """What the rest of the daemon sees of membership."""
+
+    def __init__(self, daemon: Daemon, core: Membership, driver: MembershipDriver) -> None:
+        self.daemon = daemon
+        self.core = core
+        self.driver = driver
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_gauges = 0.0
+
+    def members(self) -> list[Member]:
+        return self.core.members()
+
+    def get(self, node_id: bytes) -> Member | None:
+        return self.core.get(node_id)
+
+    def sample(self, k: int) -> list[Member]:
+        """Up to ``k`` random live members that the operator has not banned."""
+        banned = self.daemon.banned
+        picked = self.core.sample(k + len(banned))
+        return [m for m in picked if m.node_id.hex() not in banned][:k]
+
+    def start(self, addresses: list[str]) -> None:
+        self._task = asyncio.create_task(self.driver.run(self._stop), name="membership")
+        self.driver.join(addresses)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(self.driver.leave(timeout=0.8), 1.0)
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 1.0)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                self._task.cancel()
+
+    def update_gauges(self) -> None:
+        counts = {s.value: 0 for s in MemberState}
+        for m in self.core.members():
+            counts[m.state.value] += 1
+        for state, n in counts.items():
+            self.daemon.metrics.peers.labels(state=state).set(n)
+        for reason, n in self.core.rejected.items():
+            # The core counts its own refusals; export the increase since last time.
+            counter = self.daemon.metrics.messages_rejected.labels(reason=f"gossip_{reason}")
+            seen = getattr(counter, "_fednode_seen", 0)
+            if n > seen:
+                counter.inc(n - seen)
+                counter._fednode_seen = n  # type: ignore[attr-defined]
+
+
+def _encode_record(record: MemberRecord) -> str:
+    return base64.b64encode(record.to_pb().SerializeToString()).decode()
+
+
+def _decode_record(text: str) -> MemberRecord | None:
+    try:
+        msg = gossip_pb2.MemberRecord()
+        msg.ParseFromString(base64.b64decode(text, validate=True))
+        return MemberRecord.from_pb(msg)
+    except Exception:  # a damaged row is skipped, never fatal
+        return None
+
+
+def _report_write_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("peer table write failed: %s", fut.exception())
+
+
+async def start_membership(daemon: Daemon) -> DaemonMembership:
+    """Create the core and driver, hook them into the service, join the network."""
+    assert daemon.identity is not None and daemon.store is not None and daemon.service is not None
+    store = daemon.store
+    loop = asyncio.get_running_loop()
+    config = GossipConfig.profile(daemon.genesis.network.gossip_profile)
+    incarnation = int(store.get_state(STATE_INCARNATION, -1) or -1) + 1
+    store.set_state(STATE_INCARNATION, incarnation)
+    clock = time.monotonic
+    core = Membership(
+        daemon.identity,
+        daemon.address,
+        config,
+        daemon.genesis.network_id,
+        daemon.genesis.network.pow_difficulty,
+        random.Random(),
+        now=clock(),
+        incarnation=incarnation,
+        capabilities=(daemon.genesis.learner.kind,),
+        wall_offset=time.time() - clock(),
+    )
+    stored = store.list_peers()
+    records = [r for r in (_decode_record(p.capabilities.get("record", "")) for p in stored) if r]
+    restored = core.restore(records)
+    transport = GrpcGossipTransport(
+        daemon.identity, daemon.genesis.network_id, daemon.channels, daemon.metrics
+    )
+
+    def persist(member: Member) -> None:
+        entry = core._table.get(member.node_id)  # the signed record, for the peer table
+        record = entry.record if entry is not None else None
+        row = PeerRecord(
+            node_id=member.node_id.hex(),
+            address=member.address,
+            public_key=member.public_key,
+            pow_nonce=record.pow_nonce if record is not None else 0,
+            incarnation=member.incarnation,
+            state=member.state.value,
+            rtt_ms=member.rtt_ms,
+            capabilities={"record": _encode_record(record)} if record is not None else {},
+        )
+        fut = loop.run_in_executor(None, store.upsert_peer, row)
+        fut.add_done_callback(_report_write_failure)
+
+    driver = MembershipDriver(core, transport, clock=clock, on_change=persist)
+    membership = DaemonMembership(daemon, core, driver)
+    daemon.membership = membership
+    daemon.service.gossip = driver
+    addresses = [a for a in daemon.bootstrap if a != daemon.address]
+    log.info(
+        "joining",
+        extra={
+            "fields": {
+                "bootstrap": ",".join(addresses) or "-",
+                "stored_peers": restored,
+                "incarnation": incarnation,
+                "profile": config_name(daemon),
+            }
+        },
+    )
+    membership.start(addresses)
+    return membership
+
+
+def config_name(daemon: Daemon) -> str:
+    return daemon.genesis.network.gossip_profile

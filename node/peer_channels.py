@@ -1,0 +1,113 @@
+"""Outbound gRPC to peers: a channel cache and the gossip transport over it.
+
+Every outgoing message is sealed in a signed envelope; every reply is checked the same
+way inbound requests are (network, signature, sender id, freshness, replay). The channel
+options mirror the server's explicit limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+import grpc
+
+from fednode_proto.v1 import node_pb2_grpc
+
+from .envelope import EnvelopeError, ReplayWindow, SeqCounter, check_envelope, seal
+from .gossip.transport import GossipTransportError
+from .identity import Identity
+from .metrics import Metrics
+
+__all__ = ["GrpcGossipTransport", "PeerCallError", "PeerChannels"]
+
+
+class PeerCallError(GossipTransportError):
+    """An outbound call failed (unreachable, timeout, refused, bad reply)."""
+
+
+class PeerChannels:
+    """A bounded LRU cache of ``grpc.aio`` channels to peer addresses.
+
+    Parameters
+    ----------
+    options : list of (str, Any)
+        Channel options (message size limits, keepalive).
+    credentials : grpc.ChannelCredentials or None
+        TLS credentials; None means plaintext (the server side must agree).
+    max_channels : int, default 256
+    """
+
+    def __init__(
+        self,
+        options: list[tuple[str, Any]],
+        credentials: grpc.ChannelCredentials | None = None,
+        max_channels: int = 256,
+    ) -> None:
+        self.options = options
+        self.credentials = credentials
+        self.max_channels = max_channels
+        self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def stub(self, address: str) -> node_pb2_grpc.NodeStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            if self.credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=self.options)
+            else:
+                channel = grpc.aio.secure_channel(address, self.credentials, options=self.options)
+            self._channels[address] = channel
+            while len(self._channels) > self.max_channels:
+                _, old = self._channels.popitem(last=False)
+                task = asyncio.ensure_future(old.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._channels.move_to_end(address)
+        return node_pb2_grpc.NodeStub(channel)
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+
+
+class GrpcGossipTransport:
+    """The membership transport over the ``Node.Gossip`` RPC.
+
+    Implements ``request(address, body, timeout) -> bytes`` as the gossip driver expects:
+    the body goes out sealed, the reply comes back verified, and any failure is one
+    :class:`PeerCallError` (the driver treats it as a missed probe).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        network_id: bytes,
+        channels: PeerChannels,
+        metrics: Metrics,
+    ) -> None:
+        self.identity = identity
+        self.network_id = network_id
+        self.channels = channels
+        self.metrics = metrics
+        self.seq = SeqCounter()
+        self.replay = ReplayWindow()
+
+    async def request(self, address: str, body: bytes, timeout: float) -> bytes:
+        env = seal(self.identity, self.network_id, "gossip", body, seq=self.seq.next("gossip"))
+        self.metrics.bytes.labels(direction="out", kind="gossip").inc(env.ByteSize())
+        try:
+            reply = await self.channels.stub(address).Gossip(env, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise PeerCallError(f"{address}: {exc.code().name}: {exc.details()}") from None
+        self.metrics.bytes.labels(direction="in", kind="gossip").inc(reply.ByteSize())
+        try:
+            verified = check_envelope(
+                reply, self.network_id, replay=self.replay, kinds=frozenset({"gossip"})
+            )
+        except EnvelopeError as exc:
+            self.metrics.messages_rejected.labels(reason=exc.reason).inc()
+            raise PeerCallError(f"{address}: bad reply: {exc}") from None
+        return verified.body

@@ -1,0 +1,187 @@
+"""What the daemon runs on top of its servers, and what it tells the operator.
+
+The daemon (``node.daemon``) owns the servers and the lifecycle; this module wires the
+protocol cores into it (membership now, training when a learner is configured) and
+builds the admin replies from their state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from fednode_proto.v1 import admin_pb2
+
+from . import __version__
+from .logs import log
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+__all__ = [
+    "ban",
+    "export_model",
+    "is_banned",
+    "peers_reply",
+    "privacy_reply",
+    "start_components",
+    "status_reply",
+    "stop_components",
+]
+
+
+async def start_components(daemon: Daemon) -> None:
+    """Start membership (joining through the bootstrap addresses and stored peers)."""
+    from .membership import start_membership
+
+    membership = await start_membership(daemon)
+    daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
+    if daemon.genesis.learner.kind in {"sgd", "flower"}:
+        from .training_runtime import start_training
+
+        await start_training(daemon, daemon.shard, daemon.attack)
+
+
+async def _gauges(daemon: Daemon, membership: Any) -> None:
+    while True:
+        membership.update_gauges()
+        await asyncio.sleep(1.0)
+
+
+async def stop_components(daemon: Daemon) -> None:
+    """Stop training, then leave the membership gracefully."""
+    if daemon.training is not None:
+        try:
+            await daemon.training.stop()
+        except Exception:  # a failing learner must not block the shutdown
+            log.exception("training did not stop cleanly")
+    if daemon.membership is not None:
+        await daemon.membership.stop()
+
+
+def is_banned(daemon: Daemon, node_id: bytes) -> bool:
+    """True when the operator banned ``node_id`` (kept in memory, persisted in SQL)."""
+    return node_id.hex() in daemon.banned
+
+
+def _peer_states(daemon: Daemon) -> dict[str, int]:
+    counts = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+    if daemon.membership is not None:
+        for member in daemon.membership.members():
+            counts[member.state] = counts.get(member.state, 0) + 1
+    return counts
+
+
+def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
+    assert daemon.identity is not None
+    counts = _peer_states(daemon)
+    metrics = daemon.metrics
+    sent = received = rejected = 0.0
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "fednode_bytes_total":
+                if sample.labels.get("direction") == "out":
+                    sent += sample.value
+                else:
+                    received += sample.value
+            elif sample.name == "fednode_messages_rejected_total":
+                rejected += sample.value
+    reply = admin_pb2.StatusReply(
+        node_id=daemon.identity.node_id_hex,
+        network_id=daemon.genesis.network_id_hex,
+        network_name=daemon.genesis.network.name,
+        listen=daemon.address,
+        version=__version__,
+        uptime_s=time.time() - daemon.started_at,
+        peers_alive=counts["alive"],
+        peers_suspect=counts["suspect"],
+        peers_dead=counts["dead"],
+        state=daemon._state,
+        bytes_sent=int(sent),
+        bytes_received=int(received),
+        messages_rejected=int(rejected),
+        pid=__import__("os").getpid(),
+        task=daemon.genesis.task.name,
+        epsilon_budget=daemon.genesis.privacy.epsilon_budget,
+        releasing=True,
+    )
+    if daemon.training is not None:
+        daemon.training.fill_status(reply)
+    return reply
+
+
+def peers_reply(daemon: Daemon) -> admin_pb2.PeersReply:
+    now = time.monotonic()
+    out = admin_pb2.PeersReply()
+    if daemon.membership is None:
+        return out
+    for m in sorted(daemon.membership.members(), key=lambda m: m.address):
+        out.peers.append(
+            admin_pb2.PeerInfo(
+                node_id=m.node_id.hex(),
+                address=m.address,
+                state=m.state,
+                incarnation=m.incarnation,
+                last_seen_s=-1.0 if m.last_seen is None else max(0.0, now - m.last_seen),
+                rtt_ms=-1.0 if m.rtt_ms is None else m.rtt_ms,
+                banned=m.node_id.hex() in daemon.banned,
+            )
+        )
+    return out
+
+
+def ban(daemon: Daemon, prefix: str, unban: bool) -> admin_pb2.BanReply:
+    prefix = prefix.lower().strip()
+    if len(prefix) < 4:
+        raise LookupError("give at least 4 hex characters of the node id")
+    known: set[str] = set(daemon.banned)
+    if daemon.membership is not None:
+        known |= {m.node_id.hex() for m in daemon.membership.members()}
+    assert daemon.store is not None
+    known |= {p.node_id for p in daemon.store.list_peers()}
+    matches = sorted(k for k in known if k.startswith(prefix))
+    if not matches and len(prefix) == 64:
+        matches = [prefix]
+    if len(matches) != 1:
+        raise LookupError(
+            f"no known node id starts with {prefix}"
+            if not matches
+            else f"{prefix} is ambiguous ({len(matches)} node ids match)"
+        )
+    node_id = matches[0]
+    if unban:
+        daemon.banned.discard(node_id)
+    else:
+        daemon.banned.add(node_id)
+    daemon.store.set_state("banned", sorted(daemon.banned))
+    daemon.store.set_banned(node_id, not unban)
+    daemon.store.log_event("unban" if unban else "ban", {"node_id": node_id})
+    log.info(
+        "operator %s a peer",
+        "unbanned" if unban else "banned",
+        extra={"fields": {"node_id": node_id[:16]}},
+    )
+    return admin_pb2.BanReply(node_id=node_id, banned=not unban)
+
+
+def export_model(daemon: Daemon) -> admin_pb2.ExportReply:
+    if daemon.training is None:
+        raise LookupError("this node runs no learner, so it has no model to export")
+    result: admin_pb2.ExportReply = daemon.training.export()
+    return result
+
+
+def privacy_reply(daemon: Daemon) -> admin_pb2.PrivacyReply:
+    spec = daemon.genesis.privacy
+    reply = admin_pb2.PrivacyReply(
+        epsilon_budget=spec.epsilon_budget, delta=spec.delta, releasing=True
+    )
+    if daemon.training is not None and hasattr(daemon.training, "fill_privacy"):
+        daemon.training.fill_privacy(reply)
+    return reply
+
+
+def run_blocking(daemon: Daemon, fn: Any, *args: Any) -> asyncio.Future[Any]:
+    """Run blocking work (SQL, torch) in the default executor."""
+    return asyncio.get_running_loop().run_in_executor(None, fn, *args)

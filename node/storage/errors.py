@@ -1,0 +1,30 @@
+"""Exceptions raised by the node store."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointCorrupted",
+    "LedgerCorrupted",
+    "PayloadCorrupted",
+    "StorageError",
+]
+
+
+class StorageError(RuntimeError):
+    """Base class of every error the store raises on its own account."""
+
+
+class LedgerCorrupted(StorageError):
+    """The privacy ledger's hash chain does not verify: a row was edited, lost or reordered.
+
+    The node must stop releasing anything until an operator looks at the ledger; it must
+    never reset the budget.
+    """
+
+
+class CheckpointCorrupted(StorageError):
+    """A checkpoint file is missing, unreadable or does not match the sha256 stored in SQL."""
+
+
+class PayloadCorrupted(StorageError):
+    """A stored update payload does not match its recorded sha256."""

@@ -1,0 +1,264 @@
+"""Plain, immutable records the store accepts and returns.
+
+They are detached from any database session, so callers (the asyncio daemon, the sans-I/O
+cores) can pass them across threads and keep them after the store is closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DTYPE_ITEMSIZE",
+    "CheckpointInfo",
+    "EventRecord",
+    "LedgerRelease",
+    "LedgerRow",
+    "MessageRecord",
+    "PeerRecord",
+    "ReputationRecord",
+    "SpsaAppendResult",
+    "SpsaEntry",
+    "UpdateRecord",
+]
+
+# Tensor dtypes an update may declare, with their byte width (payloads are little-endian).
+DTYPE_ITEMSIZE: dict[str, int] = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    """A peer as the membership layer knows it.
+
+    Attributes
+    ----------
+    node_id : str
+        Hex node id (hash of the public key).
+    address : str
+        ``host:port`` the peer listens on.
+    public_key : bytes
+        Raw Ed25519 public key.
+    pow_nonce : int
+        Proof-of-work nonce in ``[0, 2**64)``.
+    incarnation : int, default 0
+        SWIM incarnation number.
+    state : str, default "alive"
+        Membership state (``alive``, ``suspect``, ``dead``, ``left``).
+    last_seen : float or None, default None
+        Unix seconds of the last contact; None means "now" when stored.
+    rtt_ms : float or None, default None
+        Last measured round-trip time.
+    first_seen : float or None, default None
+        Unix seconds of the first contact; set on insert, never changed by upserts.
+    banned : bool, default False
+        Operator ban; only ``Store.set_banned`` changes it on an existing peer.
+    capabilities : dict, default {}
+        JSON-serialisable capability map announced by the peer.
+    """
+
+    node_id: str
+    address: str
+    public_key: bytes
+    pow_nonce: int
+    incarnation: int = 0
+    state: str = "alive"
+    last_seen: float | None = None
+    rtt_ms: float | None = None
+    first_seen: float | None = None
+    banned: bool = False
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """Metadata of one accepted inbound message.
+
+    ``(sender, kind, seq)`` identifies it: a second message with the same triple is a
+    replay. ``received_at`` None means "now"; ``id`` is filled in by the store.
+    """
+
+    sender: str
+    kind: str
+    seq: int
+    network_id: str
+    payload_sha256: str
+    size: int
+    round: int | None = None
+    received_at: float | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRecord:
+    """A stored model update. ``payload`` holds raw little-endian tensor bytes."""
+
+    id: int
+    round: int
+    sender: str
+    payload: bytes | None
+    payload_sha256: str
+    size: int
+    dtype: str
+    shape: tuple[int, ...]
+    accepted: bool
+    reason: str | None
+    received_at: float
+    message_id: int | None
+    stored_in_file: bool
+
+    def tensor(self) -> torch.Tensor:
+        """The payload as a torch tensor of ``dtype`` and ``shape`` (a copy, never shared).
+
+        Raises
+        ------
+        ValueError
+            When the payload is absent or its length does not match dtype and shape.
+        """
+        import torch
+
+        if self.payload is None:
+            raise ValueError(f"update {self.id} was loaded without its payload")
+        itemsize = DTYPE_ITEMSIZE[self.dtype]
+        numel = 1
+        for dim in self.shape:
+            numel *= dim
+        if numel * itemsize != len(self.payload):
+            raise ValueError(
+                f"update {self.id}: {len(self.payload)} payload bytes do not match "
+                f"dtype {self.dtype} and shape {list(self.shape)}"
+            )
+        dtype = getattr(torch, self.dtype)
+        if numel == 0:
+            return torch.empty(self.shape, dtype=dtype)
+        flat = torch.frombuffer(bytearray(self.payload), dtype=dtype)
+        return flat.reshape(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class SpsaEntry:
+    """One SPSA step: the published (seed id, scalar) with its context.
+
+    The applied coefficient is ``scalar * scale`` (``scale`` is the per-batch dequantisation
+    factor of int8 scalars; 1.0 for fp16/fp32 scalars). ``seq`` (local log position) and
+    ``applied_at`` (None means "now") are filled in by the store.
+    """
+
+    seed_id: str
+    round: int
+    sender: str
+    step: int
+    scalar: float
+    scale: float = 1.0
+    applied_at: float | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpsaAppendResult:
+    """Outcome of ``Store.append_spsa``: which ids were new and which were already logged."""
+
+    inserted: tuple[str, ...]
+    duplicates: tuple[str, ...]
+    last_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointInfo:
+    """A checkpoint row; ``path`` is absolute (stored relative to the data dir)."""
+
+    id: int
+    round: int
+    model_sha256: str
+    file_sha256: str
+    path: Path
+    size: int
+    created_at: float
+    applied_seed_digest: str | None
+    spsa_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationRecord:
+    """Reputation counters of one peer."""
+
+    node_id: str
+    score: float
+    accepted: int
+    rejected: int
+    quarantined_until: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRelease:
+    """One privacy release to debit.
+
+    Attributes
+    ----------
+    epsilon_after : float
+        Cumulative epsilon spent after this release, as computed by the accountant.
+    delta : float
+        The delta the epsilon is stated at.
+    noise_multiplier : float
+        Gaussian noise multiplier z (std = z * clip norm) of this release.
+    sample_rate : float
+        Sampling probability of this release's mechanism (1.0 for node-level DP).
+    steps : int
+        Number of mechanism applications (compositions) this release adds.
+    release_kind : str
+        What was released (``update``, ``spsa``, ...).
+    release_digest : str
+        sha256 hex of the released bytes, binding the debit to what left the node.
+    """
+
+    epsilon_after: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    release_kind: str
+    release_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A committed ledger row: the release plus its chain position and hashes."""
+
+    seq: int
+    created_at: float
+    epsilon_after: float
+    delta: float
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    release_kind: str
+    release_digest: str
+    prev_hash: str
+    row_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One entry of the operator event log."""
+
+    id: int
+    ts: float
+    level: str
+    kind: str
+    detail: dict[str, Any]

@@ -1,0 +1,1 @@
+"""Example third-party code fednode can run, e.g. a plain Flower client."""

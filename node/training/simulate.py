@@ -1,0 +1,306 @@
+"""In-process decentralized simulation: N round engines over an in-memory exchange.
+
+A discrete-event loop on a simulated clock drives one :class:`RoundEngine`
+per node: local training takes ``train_time`` (optionally jittered) simulated
+seconds, messages take ``latency``; peers are sampled uniformly from the other
+nodes. The compute is real (the same trainers and aggregation a daemon
+uses); only sockets and wall-clock waits are replaced. Everything is
+deterministic from ``seed``.
+
+:func:`simulate_spsa` runs the SPSA learner the same way it runs over gossip:
+every node's scalar batch reaches every node (in a seeded random order) and
+each node applies the full set, sorted, once per round.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from node.training.datasets import TaskData, load_task, node_data
+from node.training.engine import (
+    Aggregate,
+    Evaluate,
+    RejectUpdate,
+    RoundEngine,
+    RuleFn,
+    SamplePeers,
+    SendUpdate,
+    TrainLocal,
+    aggregate_round,
+)
+from node.training.evaluate import evaluate
+from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_scalars
+from node.training.models import build_model
+from node.training.params import flatten, load_vector, model_hash
+from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
+from node.training.trainer import FlowerTrainer, ModelTrainer, make_trainer
+
+__all__ = ["SimResult", "SpsaSimResult", "simulate", "simulate_spsa"]
+
+
+@dataclass
+class SimResult:
+    """Outcome of :func:`simulate`.
+
+    ``history`` maps round -> per-node accuracy list (rounds where every node
+    evaluated); ``final_accuracy`` is each node's last evaluated accuracy.
+    """
+
+    history: dict[int, list[float]]
+    final_accuracy: list[float]
+    messages: int
+    bytes_sent: int
+    rejected: int
+    stats: list[dict[str, int]]
+    sim_time: float
+    """Simulated time at which the last round of the last node was aggregated."""
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Mean of the nodes' final accuracies."""
+        return float(np.mean(self.final_accuracy))
+
+
+@dataclass(order=True)
+class _Event:
+    time: float
+    seq: int
+    kind: str = field(compare=False)
+    node: int = field(compare=False)
+    data: Any = field(compare=False, default=None)
+
+
+def simulate(
+    task: TaskSpec,
+    learner: LearnerSpec,
+    rounds: RoundSpec,
+    *,
+    seed: int = 0,
+    num_rounds: int = 10,
+    train_time: float = 1.0,
+    jitter: float = 0.0,
+    latency: float = 0.01,
+    task_data: TaskData | None = None,
+    rules: Mapping[str, RuleFn] | None = None,
+    on_round: Callable[[int, list[float]], None] | None = None,
+) -> SimResult:
+    """Run ``task.num_nodes`` nodes for ``num_rounds`` rounds in one process.
+
+    Parameters
+    ----------
+    task, learner, rounds
+        The genesis training settings (learner ``sgd`` or ``flower``).
+    seed
+        Genesis seed; also seeds peer sampling and timing jitter.
+    num_rounds
+        Rounds per node (overrides ``rounds.max_rounds``).
+    train_time, jitter, latency
+        Simulated seconds of one local round (multiplied by ``1 + jitter*U(0,1)``)
+        and of one message.
+    task_data
+        Preloaded task (default: load it).
+    rules
+        Aggregation rules (default ``aggregation.RULES``).
+    on_round
+        Called with (round, accuracies) whenever all nodes evaluated a round.
+    """
+    n = task.num_nodes
+    spec = rounds.model_copy(update={"max_rounds": num_rounds})
+    data = (
+        task_data
+        if task_data is not None
+        else (None if learner.kind == "flower" else load_task(task, seed))
+    )
+    ids = [f"node-{i}" for i in range(n)]
+    index = {nid: i for i, nid in enumerate(ids)}
+    trainers: list[ModelTrainer | FlowerTrainer] = [
+        make_trainer(task, learner, seed=seed, node_index=i, node_id=ids[i], task_data=data)
+        for i in range(n)
+    ]
+    engines = [RoundEngine(ids[i], spec, numel=trainers[i].layout.numel) for i in range(n)]
+    rng = random.Random(seed)
+    queue: list[_Event] = []
+    seq = 0
+    messages = 0
+    bytes_sent = 0
+    rejected = 0
+    evals: dict[int, dict[int, float]] = {}
+    last_acc = [math.nan] * n
+    finished = 0.0
+
+    def push(t: float, kind: str, node: int, data: Any = None) -> None:
+        nonlocal seq
+        heapq.heappush(queue, _Event(t, seq, kind, node, data))
+        seq += 1
+
+    def dispatch(i: int, actions: list[Any], now: float) -> None:
+        nonlocal messages, bytes_sent, rejected, finished
+        pending = list(actions)
+        while pending:
+            act = pending.pop(0)
+            eng = engines[i]
+            if isinstance(act, SamplePeers):
+                others = [nid for nid in ids if nid != ids[i]]
+                peers = rng.sample(others, min(act.k, len(others)))
+                pending += eng.on_sampled_peers(act.round, peers, now)
+            elif isinstance(act, TrainLocal):
+                trainers[i].train(act.round)
+                dt = train_time * (1.0 + jitter * rng.random())
+                push(now + dt, "trained", i, act.round)
+            elif isinstance(act, SendUpdate):
+                for p in act.peers:
+                    messages += 1
+                    bytes_sent += act.payload.numel() * 4
+                    push(
+                        now + latency,
+                        "deliver",
+                        index[p],
+                        (ids[i], act.round, act.payload, trainers[i].num_examples),
+                    )
+            elif isinstance(act, Aggregate):
+                vec = aggregate_round(act, rules)
+                trainers[i].set_vector(vec)
+                pending += eng.on_aggregated(act.round, vec, now)
+                finished = max(finished, now)
+            elif isinstance(act, Evaluate):
+                res = trainers[i].evaluate()
+                eng.on_evaluated(act.round, res.as_dict())
+                last_acc[i] = res.accuracy
+                evals.setdefault(act.round, {})[i] = res.accuracy
+                if on_round is not None and len(evals[act.round]) == n:
+                    on_round(act.round, [evals[act.round][j] for j in range(n)])
+            elif isinstance(act, RejectUpdate):
+                rejected += 1
+        deadline = engines[i].next_deadline()
+        if deadline is not None:
+            push(deadline, "tick", i)
+
+    for i in range(n):
+        push(0.0, "tick", i)
+    now = 0.0
+    while queue:
+        ev = heapq.heappop(queue)
+        now = ev.time
+        eng = engines[ev.node]
+        if ev.kind == "tick":
+            dispatch(ev.node, eng.tick(now), now)
+        elif ev.kind == "trained":
+            vec = trainers[ev.node].vector()
+            dispatch(ev.node, eng.on_local_result(ev.data, vec, now), now)
+        elif ev.kind == "deliver":
+            sender, r, payload, num = ev.data
+            dispatch(ev.node, eng.on_update(sender, r, payload, now, num_examples=num), now)
+    history = {
+        r: [accs[j] for j in range(n)] for r, accs in sorted(evals.items()) if len(accs) == n
+    }
+    return SimResult(
+        history=history,
+        final_accuracy=last_acc,
+        messages=messages,
+        bytes_sent=bytes_sent,
+        rejected=rejected,
+        stats=[dict(e.stats) for e in engines],
+        sim_time=finished,
+    )
+
+
+@dataclass
+class SpsaSimResult:
+    """Outcome of :func:`simulate_spsa`: accuracies, agreement and traffic."""
+
+    history: dict[int, list[float]]
+    final_accuracy: list[float]
+    digests: list[str]
+    model_hashes: list[str]
+    max_abs_diff: float
+    bytes_sent: int
+    entries: int
+
+    @property
+    def mean_accuracy(self) -> float:
+        """Mean of the nodes' final accuracies."""
+        return float(np.mean(self.final_accuracy))
+
+
+def simulate_spsa(
+    task: TaskSpec,
+    learner: LearnerSpec,
+    *,
+    seed: int = 0,
+    num_rounds: int = 10,
+    eval_every: int = 5,
+    task_data: TaskData | None = None,
+    shared_rule: str = "mean",
+) -> SpsaSimResult:
+    """Run SPSA nodes that broadcast scalar batches and apply every entry once.
+
+    Each round every node computes its batch at its own (identical) model,
+    batches are serialised to bytes and delivered to every node in a seeded
+    random order, each node validates them in its :class:`ScalarLog` and
+    applies the round's entries with ``weight = 1/num_nodes`` (per_node
+    schedule) or the per-seed combination by ``shared_rule`` (shared schedule).
+    """
+    from node.training.learners.spsa import combine_shared
+
+    n = task.num_nodes
+    data_all = task_data if task_data is not None else load_task(task, seed)
+    ids = [f"node-{i}" for i in range(n)]
+    models = [
+        build_model(task, seed, input_dim=data_all.input_dim, num_classes=data_all.num_classes)
+        for _ in range(n)
+    ]
+    datas = [node_data(task, seed, i, task=data_all) for i in range(n)]
+    learners = [
+        SPSALearner(learner, batch_size=task.batch_size, seed=seed, node=ids[i]) for i in range(n)
+    ]
+    logs = [
+        ScalarLog(seed, schedule=learner.spsa_seed_schedule, steps_per_round=learner.spsa_steps)
+        for _ in range(n)
+    ]
+    rng = random.Random(seed)
+    history: dict[int, list[float]] = {}
+    bytes_sent = 0
+    for r in range(num_rounds):
+        wires = [learners[i].train_round(models[i], datas[i], r).encode() for i in range(n)]
+        bytes_sent += sum(len(w) for w in wires) * (n - 1)
+        for i in range(n):
+            order = list(range(n))
+            rng.shuffle(order)
+            for j in order:
+                logs[i].add(ScalarBatch.decode(wires[j]))
+            entries = logs[i].round_entries(r)
+            w = flatten(models[i])
+            if learner.spsa_seed_schedule == "shared":
+                w = apply_scalars(
+                    w,
+                    combine_shared(entries, shared_rule),
+                    learner.lr,
+                    distribution=learner.spsa_distribution,
+                )
+            else:
+                w = apply_scalars(
+                    w, entries, learner.lr, distribution=learner.spsa_distribution, weight=1.0 / n
+                )
+            load_vector(models[i], w)
+        if (r + 1) % eval_every == 0 or r + 1 == num_rounds:
+            history[r] = [
+                evaluate(models[i], datas[i].x_test, datas[i].y_test).accuracy for i in range(n)
+            ]
+    vecs = torch.stack([flatten(m) for m in models])
+    return SpsaSimResult(
+        history=history,
+        final_accuracy=history[num_rounds - 1],
+        digests=[log.digest() for log in logs],
+        model_hashes=[model_hash(m) for m in models],
+        max_abs_diff=float((vecs - vecs[0]).abs().max()),
+        bytes_sent=bytes_sent,
+        entries=len(logs[0]),
+    )

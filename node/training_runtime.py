@@ -1,0 +1,376 @@
+"""The daemon's training loop: drives the sans-I/O round engine with real I/O.
+
+Each node runs its own clock. The runtime executes the engine's actions: it samples peers
+from membership, trains in an executor (torch work never blocks the event loop), streams
+its vector to the sampled peers over ``Node.PushUpdate``, feeds verified peer updates
+back to the engine, aggregates through ``aggregation.RULES``, evaluates on the local test
+split, and checkpoints every round so a restarted node resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import torch
+
+from fednode_proto.v1 import admin_pb2
+from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
+
+from .envelope import SeqCounter, Verified, seal
+from .exchange import UpdateError, chunks_for, decode_update, encode_update
+from .logs import log
+from .service import Rejected
+from .training import engine as eng
+from .training.params import encode_state, vector_hash
+from .training.trainer import make_trainer
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+__all__ = ["TrainingRuntime", "start_training"]
+
+STATE_ROUND = "training.round"
+
+
+class TrainingRuntime:
+    """Training on one daemon (learners ``sgd`` and ``flower``).
+
+    Parameters
+    ----------
+    daemon : Daemon
+        The running daemon (identity, membership, store, metrics).
+    shard : int
+        Index of this node's data shard in the genesis partition.
+    attack : str or None
+        Testnets only: make this node Byzantine with the named attack.
+    """
+
+    def __init__(self, daemon: Daemon, shard: int, attack: str | None = None) -> None:
+        self.daemon = daemon
+        self.shard = shard
+        self.attack = attack
+        self.identity = daemon.identity
+        assert self.identity is not None
+        self.node_id = self.identity.node_id_hex
+        self.seq = SeqCounter()
+        self.engine: eng.RoundEngine | None = None
+        self.trainer: Any = None
+        self.last_accuracy = 0.0
+        self.last_loss = float("nan")
+        self.model_hash = ""
+        self.evaluations: list[tuple[int, float, float]] = []
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._task: asyncio.Task[Any] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        d = self.daemon
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        self.trainer = await loop.run_in_executor(
+            None,
+            lambda: make_trainer(
+                d.genesis.task,
+                d.genesis.learner,
+                seed=d.genesis.network.seed,
+                node_index=self.shard,
+                node_id=self.node_id,
+            ),
+        )
+        assert d.store is not None
+        start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
+        if start_round > 0:
+            restored = await loop.run_in_executor(None, self._restore)
+            if not restored:
+                start_round = 0
+        self.engine = eng.RoundEngine(
+            self.node_id,
+            d.genesis.rounds,
+            start_round=start_round,
+            numel=self.trainer.layout.numel,
+        )
+        self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
+        log.info(
+            "training ready",
+            extra={
+                "fields": {
+                    "task": d.genesis.task.name,
+                    "learner": d.genesis.learner.kind,
+                    "params": self.trainer.layout.numel,
+                    "shard": self.shard,
+                    "examples": self.trainer.num_examples,
+                    "start_round": start_round,
+                    "setup_s": round(time.monotonic() - t0, 2),
+                }
+            },
+        )
+        self._task = asyncio.create_task(self._run(), name="training")
+
+    def _restore(self) -> bool:
+        store = self.daemon.store
+        assert store is not None
+        ckpt = store.latest_checkpoint()
+        if ckpt is None:
+            return False
+        try:
+            _, tensors = store.load_checkpoint(ckpt)
+            self.trainer.set_vector(tensors["vector"])
+        except Exception as exc:  # a corrupt or foreign checkpoint: start over, don't crash
+            log.warning(
+                "checkpoint unusable, starting from round 0", extra={"fields": {"error": str(exc)}}
+            )
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for task in list(self._inflight):
+            task.cancel()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def _wait_for_peers(self) -> None:
+        """Let membership find peers before round 0, so nobody trains its first rounds alone.
+
+        Waits until ``min(peers_per_round, task.num_nodes - 1)`` peers are alive, or at most
+        ``round_timeout`` seconds (a node alone on the network then trains alone).
+        """
+        spec = self.daemon.genesis
+        want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
+        deadline = time.monotonic() + spec.rounds.round_timeout
+        while not self._stopping and time.monotonic() < deadline:
+            if len(self._sample(want)) >= want:
+                return
+            await asyncio.sleep(0.1)
+        log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
+
+    async def _run(self) -> None:
+        assert self.engine is not None
+        await self._wait_for_peers()
+        await self._execute(self.engine.tick(time.monotonic()))
+        while not self._stopping:
+            deadline = self.engine.next_deadline()
+            timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._execute(self.engine.tick(time.monotonic()))
+
+    async def _execute(self, actions: list[eng.Action]) -> None:
+        for action in actions:
+            if isinstance(action, eng.SamplePeers):
+                peers = self._sample(action.k)
+                await self._execute(
+                    self.engine.on_sampled_peers(action.round, peers, time.monotonic())  # type: ignore[union-attr]
+                )
+            elif isinstance(action, eng.TrainLocal):
+                self._spawn(self._train(action.round))
+            elif isinstance(action, eng.SendUpdate):
+                for peer in action.peers:
+                    self._spawn(self._send(peer, action.round, action.payload))
+            elif isinstance(action, eng.Aggregate):
+                self._spawn(self._aggregate(action))
+            elif isinstance(action, eng.Evaluate):
+                self._spawn(self._evaluate(action.round))
+            elif isinstance(action, eng.RejectUpdate):
+                self.daemon.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("training task failed", exc_info=task.exception())
+
+    def _sample(self, k: int) -> list[str]:
+        membership = self.daemon.membership
+        if membership is None or k == 0:
+            return []
+        members = membership.sample(k)
+        return [m.node_id.hex() for m in members]
+
+    def _address(self, node_id_hex: str) -> str | None:
+        membership = self.daemon.membership
+        if membership is None:
+            return None
+        member = membership.get(bytes.fromhex(node_id_hex))
+        return None if member is None else member.address
+
+    async def _train(self, round_idx: int) -> None:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, self.trainer.train, round_idx)
+        vector = self.trainer.vector()
+        base = vector - result.update
+        assert self.engine is not None
+        actions = self.engine.on_local_result(round_idx, vector, time.monotonic(), base=base)
+        await self._execute(actions)
+
+    async def _send(self, peer: str, round_idx: int, vector: torch.Tensor) -> None:
+        address = self._address(peer)
+        if address is None:
+            return
+        d = self.daemon
+        assert self.identity is not None
+        outgoing = self._byzantine(vector) if self.attack else vector
+        header, payload = encode_update(
+            outgoing,
+            round=round_idx,
+            num_samples=self.trainer.num_examples,
+            model_hash=self.model_hash,
+        )
+        env = seal(
+            self.identity,
+            d.genesis.network_id,
+            "update",
+            header.SerializeToString(),
+            seq=self.seq.next("update"),
+            round=round_idx,
+        )
+        stub = d.channels.stub(address)
+        try:
+            receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
+        except grpc.aio.AioRpcError as exc:
+            log.debug(
+                "update push failed", extra={"fields": {"peer": peer[:12], "code": exc.code().name}}
+            )
+            return
+        d.metrics.bytes.labels(direction="out", kind="update").inc(env.ByteSize() + len(payload))
+        if not receipt.accepted:
+            log.debug(
+                "peer refused update",
+                extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
+            )
+
+    def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
+        from aggregation.attacks import ATTACKS
+
+        attack = ATTACKS[self.attack]  # type: ignore[index]
+        honest = vector.reshape(1, -1)
+        return attack(honest, f=1)[0]
+
+    async def _aggregate(self, action: eng.Aggregate) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        merged = await loop.run_in_executor(None, eng.aggregate_round, action)
+        self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
+        self.trainer.set_vector(merged)
+        self.model_hash = vector_hash(merged, self.trainer.layout)
+        assert self.engine is not None
+        actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
+        await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
+        self.daemon.metrics.round.set(self.engine.round)
+        await self._execute(actions)
+
+    def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
+        store = self.daemon.store
+        assert store is not None
+        store.save_checkpoint(next_round, {"vector": vector}, model_sha256=self.model_hash)
+        store.set_state(STATE_ROUND, next_round)
+        store.prune_checkpoints(keep=2)
+
+    async def _evaluate(self, round_idx: int) -> None:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, self.trainer.evaluate)
+        self.last_accuracy = float(result.accuracy)
+        self.last_loss = float(result.loss)
+        self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss))
+        m = self.daemon.metrics
+        m.accuracy.set(self.last_accuracy)
+        m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
+        assert self.engine is not None
+        self.engine.on_evaluated(
+            round_idx, {"accuracy": self.last_accuracy, "loss": self.last_loss}
+        )
+        store = self.daemon.store
+        assert store is not None
+        await loop.run_in_executor(
+            None,
+            lambda: store.log_event(
+                "evaluation",
+                {"round": round_idx + 1, "accuracy": self.last_accuracy, "loss": self.last_loss},
+            ),
+        )
+        log.info(
+            "evaluated",
+            extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
+        )
+
+    # --- inbound -------------------------------------------------------------------------
+
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
+        if self.engine is None:
+            raise Rejected("not_ready", "training is still starting")
+        try:
+            vector = decode_update(header, payload, self.trainer.layout.numel)
+        except UpdateError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        if header.round != msg.round:
+            raise Rejected("bad_round", "header round differs from the signed envelope round")
+        actions = self.engine.on_update(
+            msg.sender_id.hex(),
+            int(header.round),
+            vector,
+            time.monotonic(),
+            num_examples=int(header.num_samples),
+        )
+        rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
+        await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
+        if rejected:
+            self.daemon.metrics.messages_rejected.labels(
+                reason=f"update_{rejected[0].reason}"
+            ).inc()
+            raise Rejected(rejected[0].reason, f"update of round {header.round} refused")
+        self._wake.set()
+
+    async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
+        raise Rejected("wrong_learner", "this network's learner does not use SPSA scalars")
+
+    async def pull(self, msg: Verified, request: PullRequest) -> Any:
+        raise Rejected("unsupported", "pull is not served by this learner")
+        yield  # pragma: no cover
+
+    async def pull_scalars(self, msg: Verified, request: PullRequest) -> Any:
+        raise Rejected("unsupported", "pull is not served by this learner")
+        yield  # pragma: no cover
+
+    # --- operator ------------------------------------------------------------------------
+
+    def fill_status(self, reply: admin_pb2.StatusReply) -> None:
+        reply.learner = self.daemon.genesis.learner.kind
+        reply.round = self.engine.round if self.engine is not None else 0
+        reply.last_accuracy = self.last_accuracy
+        reply.model_hash = self.model_hash
+
+    def export(self) -> admin_pb2.ExportReply:
+        tensors = self.trainer.layout.split(self.trainer.vector())
+        return admin_pb2.ExportReply(
+            model_safetensors=encode_state(tensors),
+            round=self.engine.round if self.engine is not None else 0,
+            model_hash=self.model_hash,
+        )
+
+
+async def start_training(daemon: Daemon, shard: int, attack: str | None) -> TrainingRuntime:
+    """Create, start and attach the runtime to the daemon's service."""
+    runtime = TrainingRuntime(daemon, shard, attack)
+    await runtime.start()
+    daemon.training = runtime
+    assert daemon.service is not None
+    daemon.service.training = runtime
+    return runtime

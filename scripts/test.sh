@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up .venv and run the whole test suite (lint, types, unit, integration, multi-process).
+# PostgreSQL storage tests run when FEDNODE_TEST_PG_URL is set (.ci/run starts a server).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+echo "==> ruff"
+.venv/bin/ruff check .
+echo "==> mypy"
+.venv/bin/mypy node aggregation privacy
+echo "==> pytest"
+exec .venv/bin/python -m pytest -q "$@"
