@@ -441,8 +441,10 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
     table = Table(show_header=False, title="fednode status")
     table.add_column("key", style="bold")
     table.add_column("value")
+    history = data.pop("history", [])
     for key, value in data.items():
         table.add_row(key, str(value))
+    table.add_row("evaluations", str(len(history)))
     console.print(table)
 
 

@@ -98,6 +98,7 @@ def up(
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
     attack: Annotated[str, typer.Option(help="Attack of the malicious nodes.")] = "sign_flip",
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
     workdir: Annotated[
         Path | None,
         typer.Option(help="Keep node state here [default: a temporary directory, removed]."),
@@ -139,7 +140,7 @@ def up(
                 "task": task_spec,
                 "learner": {"kind": learner},
                 "aggregation": {"rule": rule, "f": byzantine},
-                "rounds": {"max_rounds": rounds},
+                "rounds": {"max_rounds": rounds, "eval_every": eval_every},
             }
         )
     except Exception as exc:
@@ -175,9 +176,10 @@ def up(
             while time.monotonic() - t0 < timeout:
                 statuses = net.statuses()
                 for i, s in statuses.items():
-                    r = int(s.get("round", 0))
-                    if s.get("learner") and r > 0:
-                        history[i].append((r, float(s.get("last_accuracy", 0.0))))
+                    history[i] = [
+                        (int(h.get("round", 0)), float(h.get("accuracy", 0.0)))
+                        for h in s.get("history", [])
+                    ]
                 if fmt == "text":
                     live.update(_progress_table(statuses, nodes, rounds, time.monotonic() - t0))
                 training = any(s.get("learner") for s in statuses.values())

@@ -63,7 +63,7 @@ class TrainingRuntime:
         self.last_accuracy = 0.0
         self.last_loss = float("nan")
         self.model_hash = ""
-        self.evaluations: list[tuple[int, float, float]] = []
+        self.evaluations: list[tuple[int, float, float, float]] = []
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -289,7 +289,7 @@ class TrainingRuntime:
         result = await loop.run_in_executor(None, self.trainer.evaluate)
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
-        self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss))
+        self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss, time.time()))
         m = self.daemon.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
@@ -356,6 +356,12 @@ class TrainingRuntime:
         reply.round = self.engine.round if self.engine is not None else 0
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
+        for r, acc, loss, ts in self.evaluations:
+            reply.history.append(
+                admin_pb2.Evaluation(
+                    round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
+                )
+            )
 
     def export(self) -> admin_pb2.ExportReply:
         tensors = self.trainer.layout.split(self.trainer.vector())

@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node_id", "network_id", "network_name", "listen", "version", "uptime_s", "round", "peers_alive", "peers_suspect", "peers_dead", "model_hash", "last_accuracy", "epsilon_spent", "epsilon_budget", "releasing", "state", "bytes_sent", "bytes_received", "messages_rejected", "spsa_digest", "pid", "learner", "task")
+    __slots__ = ("node_id", "network_id", "network_name", "listen", "version", "uptime_s", "round", "peers_alive", "peers_suspect", "peers_dead", "model_hash", "last_accuracy", "epsilon_spent", "epsilon_budget", "releasing", "state", "bytes_sent", "bytes_received", "messages_rejected", "spsa_digest", "pid", "learner", "task", "history")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class StatusReply(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     LEARNER_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     network_id: str
     network_name: str
@@ -58,7 +59,20 @@ class StatusReply(_message.Message):
     pid: int
     learner: str
     task: str
-    def __init__(self, node_id: _Optional[str] = ..., network_id: _Optional[str] = ..., network_name: _Optional[str] = ..., listen: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., round: _Optional[int] = ..., peers_alive: _Optional[int] = ..., peers_suspect: _Optional[int] = ..., peers_dead: _Optional[int] = ..., model_hash: _Optional[str] = ..., last_accuracy: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., releasing: bool = ..., state: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., messages_rejected: _Optional[int] = ..., spsa_digest: _Optional[str] = ..., pid: _Optional[int] = ..., learner: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[Evaluation]
+    def __init__(self, node_id: _Optional[str] = ..., network_id: _Optional[str] = ..., network_name: _Optional[str] = ..., listen: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., round: _Optional[int] = ..., peers_alive: _Optional[int] = ..., peers_suspect: _Optional[int] = ..., peers_dead: _Optional[int] = ..., model_hash: _Optional[str] = ..., last_accuracy: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., releasing: bool = ..., state: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., messages_rejected: _Optional[int] = ..., spsa_digest: _Optional[str] = ..., pid: _Optional[int] = ..., learner: _Optional[str] = ..., task: _Optional[str] = ..., history: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("round", "accuracy", "loss", "unix_time")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    UNIX_TIME_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    accuracy: float
+    loss: float
+    unix_time: float
+    def __init__(self, round: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., unix_time: _Optional[float] = ...) -> None: ...
 
 class PeersRequest(_message.Message):
     __slots__ = ()
