@@ -318,6 +318,13 @@ def start(
             "(0..task.num_nodes-1; a local-data task ignores it)."
         ),
     ] = 0,
+    no_train: Annotated[
+        bool,
+        typer.Option(
+            "--no-train",
+            help="Serve membership only (a bootstrap or relay node that holds no data).",
+        ),
+    ] = False,
     attack: Annotated[
         str | None,
         typer.Option(
@@ -376,7 +383,15 @@ def start(
 
         if attack not in ATTACKS:
             raise _fail(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
-    daemon = Daemon(dd, gen, settings, bootstrap=list(bootstrap or []), shard=shard, attack=attack)
+    daemon = Daemon(
+        dd,
+        gen,
+        settings,
+        bootstrap=list(bootstrap or []),
+        shard=shard,
+        attack=attack,
+        train=not no_train,
+    )
     try:
         code = asyncio.run(daemon.run())
     except (DaemonError, DataDirLocked) as exc:

@@ -103,6 +103,7 @@ class Daemon:
         *,
         shard: int = 0,
         attack: str | None = None,
+        train: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.genesis = genesis
@@ -123,6 +124,7 @@ class Daemon:
         self.training_factory: Any = None
         self.shard = shard
         self.attack = attack
+        self.train = train
         self.channels = PeerChannels(grpc_server_options(settings))
         self.banned: set[str] = set()
         self.service: NodeService | None = None

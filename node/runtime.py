@@ -37,6 +37,8 @@ async def start_components(daemon: Daemon) -> None:
 
     membership = await start_membership(daemon)
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
+    if not daemon.train:
+        return
     if daemon.genesis.learner.kind in {"sgd", "flower"}:
         from .training_runtime import start_training
 

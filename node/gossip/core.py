@@ -179,6 +179,8 @@ class _Broadcast:
     size: int
     transmits: int
     order: int
+    source: bytes | None  # member we learned it from (None: our own)
+    about: bytes | None  # set for alive records: the member it describes
 
 
 @dataclass(slots=True)
@@ -275,6 +277,7 @@ class Membership:
         self.verifier = RecordVerifier(network_id, difficulty, verify=verify,
                                        rejected=self.rejected)
         self._now = now
+        self._source: bytes | None = None
         self._incarnation = incarnation
         self._left = False
         self._record = self._sign_self()
@@ -351,6 +354,11 @@ class Membership:
             self._snapshot(e) for e in self._table.values()
             if wanted is None or e.state in wanted
         ]
+
+    def record_of(self, node_id: bytes) -> MemberRecord | None:
+        """The signed record held for ``node_id`` (to persist in the peer table)."""
+        e = self._table.get(node_id)
+        return None if e is None else e.record
 
     def records(self) -> list[MemberRecord]:
         """Signed records of live members (for the node's persisted peer table)."""
@@ -440,7 +448,7 @@ class Membership:
         st = sign_statement(self.signer, StatementKind.LEFT, target_id=self.node_id,
                             incarnation=self._incarnation, network_id=self.network_id,
                             timestamp_ms=self._wall_ms())
-        self._enqueue(self.node_id, pb.Update(statement=st.to_pb()))
+        self._enqueue(self.node_id, pb.Update(statement=st.to_pb()), own=True)
         targets = self._random_members(2 * self.config.gossip_nodes, _LIVE)
         return [self._send(now, "gossip", e.record.node_id, e.record.address,
                            self._message(gossip=pb.Gossip()), self.config.request_timeout)
@@ -506,6 +514,13 @@ class Membership:
             the reason is counted in :attr:`rejected`.
         """
         self._now = now
+        self._source = sender_id
+        try:
+            return self._receive(now, sender_id, body, token)
+        finally:
+            self._source = None
+
+    def _receive(self, now: float, sender_id: bytes, body: bytes, token: int) -> list[Action]:
         if not self._inbound.allow(sender_id):
             raise self._rejected("rate_limited", "too many gossip messages from this peer")
         msg = self._parse(body)
@@ -551,11 +566,19 @@ class Membership:
         p = self._pending.pop(request_id, None)
         if p is None:
             return []
+        self._source = p.node_id
+        try:
+            return self._on_reply(now, request_id, body, p)
+        finally:
+            self._source = None
+
+    def _on_reply(self, now: float, request_id: int, body: bytes, p: _Pending) -> list[Action]:
         try:
             msg = self._parse(body)
             responder = bytes(msg.sender.node_id)
             if p.node_id is not None and responder != p.node_id:
                 raise self._rejected("reply_mismatch", "reply from an unexpected member")
+            self._source = responder
             self._accept_sender(now, responder, msg)
         except GossipRejected:
             return self.on_failure(now, request_id, _pending=p)
@@ -585,6 +608,11 @@ class Membership:
             self._merge_states(now, msg.push_pull.states)
             if p.kind == "join":
                 self.stats["joined"] += 1
+                # The contact's state predates members joining right after us, and their
+                # alive gossip has a bounded retransmit budget: one early push-pull with
+                # a random member closes that gap instead of waiting a full period.
+                early = now + self.config.probe_interval * (0.5 + self.rng.random())
+                self._sched.push_pull = min(self._sched.push_pull, early)
         return out
 
     def on_failure(self, now: float, request_id: int, *, _pending: _Pending | None = None
@@ -623,7 +651,7 @@ class Membership:
         self._queue_self()
 
     def _queue_self(self) -> None:
-        self._enqueue(self.node_id, pb.Update(alive=self._record_pb))
+        self._enqueue(self.node_id, pb.Update(alive=self._record_pb), own=True)
 
     def _rejected(self, reason: str, message: str) -> GossipRejected:
         self.rejected[reason] += 1
@@ -669,6 +697,10 @@ class Membership:
                 break
             if b.size > budget:
                 continue
+            if to is not None and (b.source == to or b.about == to):
+                # Echoing an update to whoever told us, or a record to its own owner, would
+                # spend one of its few transmissions on a member that already has it.
+                continue
             msg.updates.append(b.update)
             budget -= b.size
             count += 1
@@ -676,9 +708,11 @@ class Membership:
             if b.transmits >= limit:
                 del self._queue[key]
 
-    def _enqueue(self, key: bytes, update: pb.Update) -> None:
+    def _enqueue(self, key: bytes, update: pb.Update, *, own: bool = False) -> None:
         self._order += 1
-        self._queue[key] = _Broadcast(update, update.ByteSize() + 3, 0, self._order)
+        about = key if update.HasField("alive") else None
+        self._queue[key] = _Broadcast(update, update.ByteSize() + 3, 0, self._order,
+                                      None if own else self._source, about)
 
     def _send(self, now: float, kind: str, node_id: bytes | None, address: str, body: bytes,
               timeout: float, *, seq: int = 0, token: int = 0) -> Send:

@@ -72,7 +72,10 @@ class MembershipDriver:
         """Tick the core on schedule until ``stop_event`` is set; then cancel sends."""
         try:
             while not stop_event.is_set():
-                self._dispatch(self.core.tick(self.clock()))
+                try:
+                    self._dispatch(self.core.tick(self.clock()))
+                except Exception:  # keep the node in the network; the bug is logged
+                    log.exception("gossip tick failed")
                 delay = min(MAX_SLEEP, max(0.0, self.core.next_deadline() - self.clock()))
                 self._wake.clear()
                 waits = [asyncio.ensure_future(stop_event.wait()),

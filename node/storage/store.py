@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 
 from node.storage import migrate
@@ -27,6 +27,7 @@ from node.storage.engine import (
 )
 from node.storage.events import EventStore
 from node.storage.ledger import BudgetCheck, LedgerStore
+from node.storage.models import Base
 from node.storage.peers import PeerStore
 from node.storage.reputation import ReputationStore
 from node.storage.spsa import SpsaStore
@@ -74,6 +75,14 @@ class Store(
             inline_limit=inline_limit,
             echo=echo,
         )
+
+    def table_counts(self) -> dict[str, int]:
+        """Row count of every table, read in one transaction (for status and export)."""
+        with self._read() as s:
+            return {
+                table.name: int(s.scalar(select(func.count()).select_from(table)) or 0)
+                for table in Base.metadata.sorted_tables
+            }
 
     def close(self) -> None:
         """Release every pooled connection. The store must not be used afterwards."""

@@ -108,7 +108,8 @@ def load_vector(model: nn.Module, vector: torch.Tensor, *, check: bool = True) -
     named = _trainable(model)
     numel = sum(p.numel() for _, p in named)
     if vector.dtype != torch.float32 or tuple(vector.shape) != (numel,):
-        raise ParamError(f"vector {vector.dtype} {tuple(vector.shape)}, expected float32 ({numel},)")
+        got = f"{vector.dtype} {tuple(vector.shape)}"
+        raise ParamError(f"vector {got}, expected float32 ({numel},)")
     if check and not bool(torch.isfinite(vector).all()):
         raise ParamError("vector contains NaN or Inf")
     with torch.no_grad():

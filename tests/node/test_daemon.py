@@ -24,7 +24,7 @@ Cli = Callable[..., Any]
 
 
 def _start_one(tmp_path: Path, genesis: Genesis, made: list[Testnet]) -> Testnet:
-    net = Testnet(tmp_path / "net", genesis, 1)
+    net = Testnet(tmp_path / "net", genesis, 1, node_args={0: ["--no-train"]})
     made.append(net)
     net.start()
     return net

@@ -24,14 +24,19 @@ pytestmark = pytest.mark.slow
 NO_TRAINING = {
     "network": {"name": "net3", "seed": 11, "pow_difficulty": 4, "gossip_profile": "test"},
     "task": {"name": "digits", "num_nodes": 3},
-    "learner": {"kind": "spsa"},  # no vector learner is started: membership only
 }
 
 
 @pytest.fixture(scope="module")
 def net3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
     root = tmp_path_factory.mktemp("net3")
-    net = Testnet(root, Genesis.model_validate(NO_TRAINING), 3)
+    # --no-train: membership only, so these tests exercise the protocol, not learning.
+    net = Testnet(
+        root,
+        Genesis.model_validate(NO_TRAINING),
+        3,
+        node_args={i: ["--no-train"] for i in range(3)},
+    )
     with net.running():
         net.wait_full_view(timeout=60)
         yield net
@@ -111,15 +116,25 @@ def test_bad_peer_input_is_refused_and_counted(net3: Testnet, mallory: Identity)
         err = _refused(stub.Gossip, big)
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # Update stream declaring more than the node accepts.
-        header = TensorHeader(format=TensorHeader.RAW_LE, dtype="float32", shape=[10**12],
-                              total_bytes=4 * 10**12, payload_sha256=b"\x00" * 32)
+        header = TensorHeader(
+            format=TensorHeader.RAW_LE,
+            dtype="float32",
+            shape=[10**12],
+            total_bytes=4 * 10**12,
+            payload_sha256=b"\x00" * 32,
+        )
         env = seal(mallory, net_id, "update", header.SerializeToString(), seq=7)
         err = _refused(stub.PushUpdate, iter([TensorChunk(header=env, data=b"")]))
         assert "oversized" in err.details()
         # Update whose payload does not match its signed hash.
         payload = b"\x00" * 16
-        header = TensorHeader(format=TensorHeader.RAW_LE, dtype="float32", shape=[4],
-                              total_bytes=16, payload_sha256=hashlib.sha256(b"other").digest())
+        header = TensorHeader(
+            format=TensorHeader.RAW_LE,
+            dtype="float32",
+            shape=[4],
+            total_bytes=16,
+            payload_sha256=hashlib.sha256(b"other").digest(),
+        )
         env = seal(mallory, net_id, "update", header.SerializeToString(), seq=8)
         receipt = stub.PushUpdate(iter([TensorChunk(header=env, data=payload)]), timeout=5)
         assert not receipt.accepted and receipt.reason.startswith("bad_hash")
