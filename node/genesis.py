@@ -124,16 +124,18 @@ class PrivacySpec(_Section):
     enabled: bool = Field(False, description="Clip and noise every update before it leaves")
     clip: float = Field(1.0, gt=0, description="L2 clipping norm C of one release")
     noise_multiplier: float = Field(
-        1.0, ge=0, description="Gaussian noise std is noise_multiplier * clip"
+        6.5,
+        ge=0,
+        description=(
+            "Gaussian noise std is noise_multiplier * clip; 6.5 allows ~100 releases "
+            "within epsilon 8 at delta 1e-5 (RDP)"
+        ),
     )
     epsilon_budget: float = Field(
         8.0, gt=0, description="Total epsilon a node may spend; releases stop beyond it"
     )
     delta: float = Field(
         1e-5, gt=0, lt=1, description="Target delta of the (epsilon, delta) budget"
-    )
-    sample_rate: float = Field(
-        1.0, gt=0, le=1, description="Probability a node releases in a round (for accounting)"
     )
 
 

@@ -99,6 +99,12 @@ def up(
     attack: Annotated[str, typer.Option(help="Attack of the malicious nodes.")] = "sign_flip",
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(help="Turn on node-level DP with this epsilon budget per node."),
+    ] = None,
+    noise: Annotated[float, typer.Option(help="DP noise multiplier (with --epsilon).")] = 6.5,
+    clip: Annotated[float, typer.Option(help="DP clipping norm (with --epsilon).")] = 1.0,
     workdir: Annotated[
         Path | None,
         typer.Option(help="Keep node state here [default: a temporary directory, removed]."),
@@ -141,6 +147,16 @@ def up(
                 "learner": {"kind": learner},
                 "aggregation": {"rule": rule, "f": byzantine},
                 "rounds": {"max_rounds": rounds, "eval_every": eval_every},
+                "privacy": (
+                    {
+                        "enabled": True,
+                        "epsilon_budget": epsilon,
+                        "noise_multiplier": noise,
+                        "clip": clip,
+                    }
+                    if epsilon is not None
+                    else {}
+                ),
             }
         )
     except Exception as exc:
@@ -220,6 +236,8 @@ def up(
                 "bytes_sent": int(s.get("bytes_sent", 0)),
                 "bytes_received": int(s.get("bytes_received", 0)),
                 "rejected": int(s.get("messages_rejected", 0)),
+                "epsilon_spent": float(s.get("epsilon_spent", 0.0)),
+                "releasing": bool(s.get("releasing", True)),
             }
         )
     honest_acc = [r["accuracy"] for r in rows if not r["byzantine"] and r["round"] > 0]

@@ -24,6 +24,7 @@ from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 from .envelope import SeqCounter, Verified, seal
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
+from .privacy_guard import ReleaseGuard, ReleaseRefused
 from .service import Rejected
 from .training import engine as eng
 from .training.params import encode_state, vector_hash
@@ -68,6 +69,8 @@ class TrainingRuntime:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
+        assert daemon.store is not None
+        self.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -217,6 +220,16 @@ class TrainingRuntime:
         result = await loop.run_in_executor(None, self.trainer.train, round_idx)
         vector = self.trainer.vector()
         base = vector - result.update
+        if self.guard.enabled and self.guard.releasing:
+            try:
+                private = await loop.run_in_executor(None, self.guard.release, result.update)
+            except ReleaseRefused:
+                pass  # not releasing any more: _send drops this round's vector
+            else:
+                # What we released is our contribution from now on (see privacy_guard).
+                vector = base + private
+                self.trainer.set_vector(vector)
+            self.daemon.metrics.epsilon_spent.set(self.guard.spent())
         assert self.engine is not None
         actions = self.engine.on_local_result(round_idx, vector, time.monotonic(), base=base)
         await self._execute(actions)
@@ -224,6 +237,8 @@ class TrainingRuntime:
     async def _send(self, peer: str, round_idx: int, vector: torch.Tensor) -> None:
         address = self._address(peer)
         if address is None:
+            return
+        if self.guard.enabled and not self.guard.releasing:
             return
         d = self.daemon
         assert self.identity is not None
@@ -356,10 +371,30 @@ class TrainingRuntime:
         reply.round = self.engine.round if self.engine is not None else 0
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
+        if self.guard.enabled:
+            reply.epsilon_spent = self.guard.spent()
+            reply.releasing = self.guard.releasing
         for r, acc, loss, ts in self.evaluations:
             reply.history.append(
                 admin_pb2.Evaluation(
                     round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
+                )
+            )
+
+    def fill_privacy(self, reply: admin_pb2.PrivacyReply) -> None:
+        reply.epsilon_spent = self.guard.spent()
+        reply.releasing = self.guard.releasing or not self.guard.enabled
+        reply.reason = self.guard.reason if self.guard.enabled else "privacy is disabled"
+        for row in self.guard.rows:
+            reply.releases.append(
+                admin_pb2.Release(
+                    seq=row.seq,
+                    created_at=row.created_at,
+                    kind=row.release_kind,
+                    noise_multiplier=row.noise_multiplier,
+                    sample_rate=row.sample_rate,
+                    steps=row.steps,
+                    epsilon_after=row.epsilon_after,
                 )
             )
 

@@ -8,6 +8,7 @@ default (``sqlite_url_for(data_dir)``), PostgreSQL or any SQLAlchemy URL works. 
 from node.storage.engine import DB_FILENAME, sqlite_url_for
 from node.storage.errors import (
     CheckpointCorrupted,
+    LedgerConflict,
     LedgerCorrupted,
     PayloadCorrupted,
     StorageError,
@@ -38,6 +39,7 @@ __all__ = [
     "CheckpointCorrupted",
     "CheckpointInfo",
     "EventRecord",
+    "LedgerConflict",
     "LedgerCorrupted",
     "LedgerRelease",
     "LedgerRow",

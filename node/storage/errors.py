@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointCorrupted",
+    "LedgerConflict",
     "LedgerCorrupted",
     "PayloadCorrupted",
     "StorageError",
@@ -20,6 +21,10 @@ class LedgerCorrupted(StorageError):
     The node must stop releasing anything until an operator looks at the ledger; it must
     never reset the budget.
     """
+
+
+class LedgerConflict(StorageError):
+    """A release was computed against a ledger tip that is no longer the newest row."""
 
 
 class CheckpointCorrupted(StorageError):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from node.storage import ledger_chain
 from node.storage.core import StoreCore, check_hex, is_finite, now_or
-from node.storage.errors import LedgerCorrupted
+from node.storage.errors import LedgerConflict, LedgerCorrupted
 from node.storage.models import EventRow, LedgerEntryRow, NodeStateRow
 from node.storage.records import LedgerRelease, LedgerRow
 
@@ -58,6 +58,7 @@ class LedgerStore(StoreCore):
         release: LedgerRelease,
         *,
         budget_check: BudgetCheck | None = None,
+        expected_prev_seq: int | None = None,
         event_detail: Mapping[str, Any] | None = None,
         created_at: float | None = None,
     ) -> LedgerRow:
@@ -76,6 +77,11 @@ class LedgerStore(StoreCore):
         budget_check : callable or None, default None
             ``budget_check(tip, release)``; raise (e.g. a budget-exceeded error) to refuse.
             It may run more than once if a concurrent writer forces a retry.
+        expected_prev_seq : int or None, default None
+            The ``seq`` of the newest row the caller computed ``epsilon_after`` from (0 for
+            an empty ledger). When another release was recorded meanwhile, ``LedgerConflict``
+            is raised and nothing is stored, so a stale cumulative epsilon is never written;
+            recompute and retry.
         event_detail : mapping or None, default None
             When given, an event with this detail is logged in the same transaction.
         created_at : float or None, default None (now)
@@ -97,6 +103,12 @@ class LedgerStore(StoreCore):
                 # so two debits never race for the same seq and the budget check sees the tip.
                 s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LEDGER_LOCK})
             tip = self._verified_ledger_tip(s)
+            tip_seq = 0 if tip is None else tip.seq
+            if expected_prev_seq is not None and expected_prev_seq != tip_seq:
+                raise LedgerConflict(
+                    f"privacy ledger moved on: expected the newest row to be {expected_prev_seq}, "
+                    f"it is {tip_seq}; recompute epsilon_after and retry"
+                )
             prev_hash, seq = (
                 (ledger_chain.GENESIS_HASH, 1) if tip is None else (tip.row_hash, tip.seq + 1)
             )

@@ -15,6 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from node.storage.errors import StorageError
+
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -62,6 +64,18 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
     A database already at the packaged head is left alone without loading the Alembic
     environment (that keeps opening a store cheap).
     """
-    if revision == "head" and current_revision(connection) == head_revision():
+    current = current_revision(connection)
+    if revision == "head" and current == head_revision():
         return
+    if current is not None and current not in _known_revisions():
+        raise StorageError(
+            f"database schema is at revision {current!r}, unknown to this fednode "
+            f"(newest known: {head_revision()!r}); it was written by a newer release"
+        )
     command.upgrade(alembic_config(connection), revision)
+
+
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(rev.revision for rev in script.walk_revisions())
