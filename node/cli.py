@@ -373,9 +373,6 @@ def start(
         except ValueError as exc:
             raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
-    import torch
-
-    torch.set_num_threads(settings.torch_threads)
     if not 0 <= shard < gen.task.num_nodes:
         raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
     if attack is not None:

@@ -76,6 +76,9 @@ class TrainingRuntime:
 
     async def start(self) -> None:
         d = self.daemon
+        # Many nodes share few cores in a testnet: torch's default of one thread per core
+        # would oversubscribe them.
+        torch.set_num_threads(d.settings.torch_threads)
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         self.trainer = await loop.run_in_executor(

@@ -1,7 +1,7 @@
 """Membership configuration: one object, four profiles, the formulas next to the knobs.
 
 The profiles follow hashicorp/memberlist (``DefaultLANConfig``, ``DefaultWANConfig``,
-``DefaultLocalConfig``); ``test`` is the LAN profile shrunk twenty-fold so real-time tests
+``DefaultLocalConfig``); ``test`` is the LAN profile shrunk ten-fold so real-time tests
 finish in seconds. All durations are seconds.
 
 Derived quantities (n = number of known non-dead members including this node):
@@ -185,17 +185,17 @@ PROFILES: dict[str, dict[str, object]] = {
         "join_retry_interval": 1.0,
         "dead_reclaim_time": 120.0,
     },
-    # LAN / 20 in every duration: for real-time tests of the asyncio driver.
+    # LAN / 10 in every duration: for real-time tests of the asyncio driver.
     "test": {
-        "probe_interval": 0.05,
-        "probe_timeout": 0.025,
-        "gossip_interval": 0.01,
-        "gossip_to_the_dead_time": 1.5,
-        "push_pull_interval": 1.5,
-        "reconnect_interval": 0.5,
-        "request_timeout": 0.5,
-        "join_retry_interval": 0.25,
-        "dead_reclaim_time": 30.0,
+        "probe_interval": 0.1,
+        "probe_timeout": 0.05,
+        "gossip_interval": 0.02,
+        "gossip_to_the_dead_time": 3.0,
+        "push_pull_interval": 3.0,
+        "reconnect_interval": 1.0,
+        "request_timeout": 1.0,
+        "join_retry_interval": 0.5,
+        "dead_reclaim_time": 60.0,
         "inbound_rate": 1000.0,
         "inbound_burst": 1000.0,
         "join_rate_per_peer": 20.0,

@@ -450,6 +450,8 @@ class RoundEngine:
 
 
 RuleFn = Callable[..., torch.Tensor]
+#: Decentralized rules that clip/score around the node's own vector (``reference=``).
+_NEEDS_REFERENCE = frozenset({"self_centered_clipping", "bristle"})
 
 
 def _rules() -> Mapping[str, RuleFn]:
@@ -464,7 +466,8 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
     Each received vector ``v`` with staleness weight ``w`` enters the stack as
     ``own + w (v - own)``; the stack ``[own, *received]`` goes to
     ``rules[action.rule](stack, f=action.f, **action.params)`` (rules default to
-    ``aggregation.RULES``). ``self_centered_clipping`` gets ``reference=own``.
+    ``aggregation.RULES``). ``self_centered_clipping`` and ``bristle`` (also after
+    ``nnm+``) get ``reference=own``; ``bristle``'s ``score_fn`` must come in ``params``.
     With payload ``delta`` the result is added to ``action.base``.
     """
     table = rules if rules is not None else _rules()
@@ -478,7 +481,7 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
         combined = own.clone()
     else:
         params = dict(action.params)
-        if action.rule == "self_centered_clipping":
+        if action.rule.split("+")[-1] in _NEEDS_REFERENCE:
             params.setdefault("reference", own)
         combined = table[action.rule](torch.stack(rows), f=action.f, **params)
     if action.payload == "delta":
