@@ -222,8 +222,6 @@ class Daemon:
         if not target.startswith("unix:"):
             host, _ = parse_host_port(target)
             target = f"{host}:{admin_port}"
-        else:
-            os.chmod(target[5:], 0o600) if os.path.exists(target[5:]) else None
         self.admin_address = target
         await admin.start()
         if target.startswith("unix:") and os.path.exists(target[5:]):

@@ -131,8 +131,7 @@ async def start_membership(daemon: Daemon) -> DaemonMembership:
     )
 
     def persist(member: Member) -> None:
-        entry = core._table.get(member.node_id)  # the signed record, for the peer table
-        record = entry.record if entry is not None else None
+        record = core.record_of(member.node_id)  # the signed record, for the peer table
         row = PeerRecord(
             node_id=member.node_id.hex(),
             address=member.address,

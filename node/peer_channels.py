@@ -16,7 +16,7 @@ import grpc
 from fednode_proto.v1 import node_pb2_grpc
 
 from .envelope import EnvelopeError, ReplayWindow, SeqCounter, check_envelope, seal
-from .gossip.transport import GossipTransportError
+from .gossip.transport import GossipTransportError, reply_sender_id
 from .identity import Identity
 from .metrics import Metrics
 
@@ -110,4 +110,9 @@ class GrpcGossipTransport:
         except EnvelopeError as exc:
             self.metrics.messages_rejected.labels(reason=exc.reason).inc()
             raise PeerCallError(f"{address}: bad reply: {exc}") from None
+        # The reply's member record must be the envelope signer's own: a peer must not
+        # answer a probe with someone else's (replayed) record.
+        if reply_sender_id(verified.body) != verified.sender_id:
+            self.metrics.messages_rejected.labels(reason="reply_sender_mismatch").inc()
+            raise PeerCallError(f"{address}: reply carries another member's record")
         return verified.body
