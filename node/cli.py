@@ -331,12 +331,28 @@ def start(
             help="Testnets only: behave as a Byzantine node with this attack.", hidden=True
         ),
     ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(help="PEM certificate: serve and dial peers over TLS only (fednode certs)."),
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    tls_ca: Annotated[
+        str | None,
+        typer.Option(help="PEM CA: peers must present a certificate it signed (mutual TLS)."),
+    ] = None,
+    tls_server_name: Annotated[
+        str | None,
+        typer.Option(help="Name to check in peers' certificates instead of the dialed host."),
+    ] = None,
 ) -> None:
     """Run the node daemon in the foreground until SIGINT/SIGTERM or `fednode stop`.
 
     Settings come from node.toml in the data dir, overridden by these flags.
 
     Example: fednode start -d ./node2 -g net.toml --listen 127.0.0.1:7002 -b 127.0.0.1:7001
+
+    Mutual TLS (see fednode certs --help): add --tls-cert n2/node.crt --tls-key n2/node.key
+    --tls-ca n2/ca.crt
     """
     from .config import ConfigError, load_settings
     from .daemon import Daemon, DaemonError
@@ -354,6 +370,10 @@ def start(
                 "database_url": database_url,
                 "log_format": log_format,
                 "log_level": log_level.upper() if log_level else None,
+                "tls_cert": tls_cert,
+                "tls_key": tls_key,
+                "tls_ca": tls_ca,
+                "tls_server_name": tls_server_name,
             },
         )
     except ConfigError as exc:
@@ -579,7 +599,15 @@ def _register_testnet() -> None:
     app.add_typer(testnet_app, name="testnet")
 
 
+def _register_deploy() -> None:
+    from .certs_cli import certs_app, health
+
+    app.add_typer(certs_app, name="certs")
+    app.command("health")(health)
+
+
 def main() -> None:
     """Console-script entry point."""
     _register_testnet()
+    _register_deploy()
     app()

@@ -61,7 +61,12 @@ class NodeSettings(BaseModel):
     log_level : str, default "INFO"
     tls_cert, tls_key, tls_ca : str or None
         PEM files. With cert and key the peer server is TLS only; with a CA as well,
-        peers must present a certificate signed by it (mutual TLS). No insecure fallback.
+        peers must present a certificate signed by it (mutual TLS). No insecure fallback:
+        such a node also dials its peers over TLS only, presenting its certificate.
+        Make them with ``fednode certs init`` and ``fednode certs issue``.
+    tls_server_name : str or None, default None
+        Name checked in peers' certificates instead of the host part of the address
+        dialed (for networks whose certificates all carry one shared name).
     torch_threads : int, default 1
         Torch intra-op threads (many nodes share few cores in a testnet).
     """
@@ -82,6 +87,7 @@ class NodeSettings(BaseModel):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    tls_server_name: str | None = Field(None, min_length=1, max_length=253)
     torch_threads: int = Field(1, ge=1, le=256)
 
     @field_validator("listen")

@@ -30,6 +30,7 @@ from fednode_proto.v1 import admin_pb2, admin_pb2_grpc, node_pb2_grpc
 from . import __version__, runtime
 from .address import parse_host_port
 from .admin import AdminService, TokenInterceptor
+from .certs import TlsError, TlsMaterial, load_tls
 from .config import NodeSettings
 from .datadir import DataDir
 from .genesis import Genesis, GenesisError, load_genesis, render_genesis
@@ -38,6 +39,7 @@ from .logs import log
 from .metrics import Metrics
 from .peer_channels import PeerChannels
 from .ratelimit import RateLimiter
+from .reputation import ReputationBook
 from .service import NodeService
 from .storage import Store, open_store, sqlite_url_for
 
@@ -125,8 +127,17 @@ class Daemon:
         self.shard = shard
         self.attack = attack
         self.train = train
-        self.channels = PeerChannels(grpc_server_options(settings))
+        self.tls: TlsMaterial | None = None
+        # A node with any tls_* setting dials peers over TLS only: until run() has
+        # validated its files and rebuilt the channels with its certificate, they use
+        # TLS with the system roots, never plaintext.
+        tls_wanted = bool(settings.tls_cert or settings.tls_key or settings.tls_ca)
+        self.channels = PeerChannels(
+            grpc_server_options(settings),
+            credentials=grpc.ssl_channel_credentials() if tls_wanted else None,
+        )
         self.banned: set[str] = set()
+        self.reputation: ReputationBook | None = None
         self.service: NodeService | None = None
         self._state = "starting"
 
@@ -154,21 +165,21 @@ class Daemon:
             return f"unix:{Path(spec[5:]).resolve()}"
         return spec
 
-    def _server_credentials(self) -> grpc.ServerCredentials | None:
+    def _load_tls(self) -> None:
+        """Validate the TLS files and make every peer channel present this node's cert."""
         s = self.settings
-        if not (s.tls_cert or s.tls_key or s.tls_ca):
-            return None
-        if not (s.tls_cert and s.tls_key):
-            raise DaemonError("TLS needs both tls_cert and tls_key")
         try:
-            key = Path(s.tls_key).read_bytes()
-            cert = Path(s.tls_cert).read_bytes()
-            ca = Path(s.tls_ca).read_bytes() if s.tls_ca else None
-        except OSError as exc:
-            raise DaemonError(f"cannot read TLS files: {exc}") from None
-        return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
-        )
+            self.tls = load_tls(s.tls_cert, s.tls_key, s.tls_ca, server_name=s.tls_server_name)
+        except TlsError as exc:
+            raise DaemonError(f"cannot start with TLS: {exc}") from None
+        if self.tls is not None:
+            self.channels = PeerChannels(
+                grpc_server_options(s) + self.tls.channel_options(),
+                credentials=self.tls.channel_credentials(),
+            )
+
+    def _server_credentials(self) -> grpc.ServerCredentials | None:
+        return None if self.tls is None else self.tls.server_credentials()
 
     async def _start_servers(self) -> tuple[grpc.aio.Server, grpc.aio.Server]:
         assert self.identity is not None
@@ -181,6 +192,7 @@ class Daemon:
             limiter=RateLimiter(self.settings.peer_rate, self.settings.peer_burst),
             max_update_bytes=self.settings.max_update_bytes,
             is_banned=self._is_banned,
+            on_fault=self._on_fault,
         )
         node_pb2_grpc.add_NodeServicer_to_server(self.service, server)
         self.health = health.aio.HealthServicer()
@@ -252,6 +264,15 @@ class Daemon:
             "started_at": self.started_at,
             "ready_at": time.time(),
             "version": __version__,
+            # For `fednode health`, which must dial this node the way its peers do.
+            "tls": None
+            if self.tls is None
+            else {
+                "cert": str(Path(self.settings.tls_cert or "").resolve()),
+                "key": str(Path(self.settings.tls_key or "").resolve()),
+                "ca": str(Path(self.settings.tls_ca).resolve()) if self.settings.tls_ca else None,
+                "server_name": self.settings.tls_server_name,
+            },
         }
         self.data_dir.write_secret(self.data_dir.runtime, json.dumps(info, indent=2).encode())
 
@@ -261,6 +282,7 @@ class Daemon:
         self._lock_fd = self.data_dir.acquire_lock()
         servers: tuple[grpc.aio.Server, grpc.aio.Server] | None = None
         try:
+            self._load_tls()
             self.identity = self._load_identity()
             pin_genesis(self.data_dir, self.genesis)
             url = self.settings.database_url or sqlite_url_for(self.data_dir.root)
@@ -270,6 +292,7 @@ class Daemon:
             except Exception as exc:  # any driver/migration error → one line for the operator
                 raise DaemonError(f"cannot open the database: {exc}") from None
             self.banned = set(self.store.get_state("banned", []) or [])
+            self.reputation = ReputationBook(self.store)
             self.metrics.info.info(
                 {
                     "node_id": self.identity.node_id_hex,
@@ -343,6 +366,10 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
+
+    def _on_fault(self, sender: bytes, reason: str) -> None:
+        if self.reputation is not None:
+            self.reputation.fault(sender.hex(), reason)
 
     def _is_banned(self, node_id: bytes) -> bool:
         return runtime.is_banned(self, node_id)

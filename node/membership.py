@@ -41,7 +41,7 @@ class DaemonMembership:
         self.driver = driver
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._last_gauges = 0.0
+        self._exported: dict[str, int] = {}
 
     def members(self) -> list[Member]:
         return self.core.members()
@@ -51,9 +51,10 @@ class DaemonMembership:
 
     def sample(self, k: int) -> list[Member]:
         """Up to ``k`` random live members that the operator has not banned."""
-        banned = self.daemon.banned
-        picked = self.core.sample(k + len(banned))
-        return [m for m in picked if m.node_id.hex() not in banned][:k]
+        from .runtime import is_banned
+
+        picked = self.core.sample(k + len(self.daemon.banned) + 4)
+        return [m for m in picked if not is_banned(self.daemon, m.node_id)][:k]
 
     def start(self, addresses: list[str]) -> None:
         self._task = asyncio.create_task(self.driver.run(self._stop), name="membership")
@@ -77,11 +78,10 @@ class DaemonMembership:
             self.daemon.metrics.peers.labels(state=state).set(n)
         for reason, n in self.core.rejected.items():
             # The core counts its own refusals; export the increase since last time.
-            counter = self.daemon.metrics.messages_rejected.labels(reason=f"gossip_{reason}")
-            seen = getattr(counter, "_fednode_seen", 0)
+            seen = self._exported.get(reason, 0)
             if n > seen:
-                counter.inc(n - seen)
-                counter._fednode_seen = n  # type: ignore[attr-defined]
+                self.daemon.metrics.gossip_rejected.labels(reason=reason).inc(n - seen)
+                self._exported[reason] = n
 
 
 def _encode_record(record: MemberRecord) -> str:

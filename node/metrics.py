@@ -53,6 +53,13 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
         )
+        self.gossip_rejected = Counter(
+            "fednode_gossip_rejected_total",
+            "Membership records/messages the gossip core refused or ignored, by reason "
+            "(bad_signature, bad_pow, wrong_network, stale_incarnation, join_flood, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "fednode_rate_limited_total", "Requests refused by per-peer rate limits", registry=r
         )

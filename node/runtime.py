@@ -43,6 +43,10 @@ async def start_components(daemon: Daemon) -> None:
         from .training_runtime import start_training
 
         await start_training(daemon, daemon.shard, daemon.attack)
+    elif daemon.genesis.learner.kind == "spsa":
+        from .spsa_runtime import start_spsa
+
+        await start_spsa(daemon, daemon.shard)
 
 
 async def _gauges(daemon: Daemon, membership: Any) -> None:
@@ -63,8 +67,11 @@ async def stop_components(daemon: Daemon) -> None:
 
 
 def is_banned(daemon: Daemon, node_id: bytes) -> bool:
-    """True when the operator banned ``node_id`` (kept in memory, persisted in SQL)."""
-    return node_id.hex() in daemon.banned
+    """True when the operator banned ``node_id`` or it is quarantined for misbehaving."""
+    key = node_id.hex()
+    if key in daemon.banned:
+        return True
+    return daemon.reputation is not None and daemon.reputation.is_quarantined(key)
 
 
 def _peer_states(daemon: Daemon) -> dict[str, int]:
@@ -127,7 +134,7 @@ def peers_reply(daemon: Daemon) -> admin_pb2.PeersReply:
                 incarnation=m.incarnation,
                 last_seen_s=-1.0 if m.last_seen is None else max(0.0, now - m.last_seen),
                 rtt_ms=-1.0 if m.rtt_ms is None else m.rtt_ms,
-                banned=m.node_id.hex() in daemon.banned,
+                banned=is_banned(daemon, m.node_id),
             )
         )
     return out

@@ -103,6 +103,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         limiter: RateLimiter,
         max_update_bytes: int,
         is_banned: Callable[[bytes], bool],
+        on_fault: Callable[[bytes, str], None] | None = None,
     ) -> None:
         self.identity = identity
         self.network_id = network_id
@@ -110,12 +111,19 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.limiter = limiter
         self.max_update_bytes = max_update_bytes
         self.is_banned = is_banned
+        self.on_fault = on_fault
         self.replay = ReplayWindow()
         self.seq = SeqCounter()
         self.gossip: GossipHandler | None = None
         self.training: TrainingHandler | None = None
 
     # --- admission -----------------------------------------------------------------------
+
+    def _fault(self, sender: bytes | None, reason: str) -> None:
+        # Only called once the sender's signature verified: unauthenticated garbage is
+        # never charged to the id it claims.
+        if sender is not None and self.on_fault is not None:
+            self.on_fault(sender, reason)
 
     async def _refuse(
         self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: str, message: str
@@ -184,6 +192,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             raise AssertionError("unreachable") from None
         except (Rejected, ValueError) as exc:
             reason = getattr(exc, "reason", None)
+            self._fault(verified.sender_id, f"gossip_{reason or 'malformed'}")
             if isinstance(reason, str):
                 await self._refuse(
                     context, grpc.StatusCode.INVALID_ARGUMENT, f"gossip_{reason}", str(exc)
@@ -192,6 +201,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc))
             raise AssertionError("unreachable") from exc
         except DecodeError as exc:
+            self._fault(verified.sender_id, "malformed")
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc))
             raise AssertionError("unreachable") from exc
         return self._reply("gossip", body)
@@ -243,19 +253,25 @@ class NodeService(node_pb2_grpc.NodeServicer):
         payload = b"".join(parts)
         self.metrics.bytes.labels(direction="in", kind="update").inc(len(payload))
         if len(payload) != header.total_bytes:
-            return self._receipt_refused("size_mismatch", "stream shorter than declared")
+            return self._receipt_refused(
+                "size_mismatch", "stream shorter than declared", verified.sender_id
+            )
         if hashlib.sha256(payload).digest() != header.payload_sha256:
-            return self._receipt_refused("bad_hash", "payload does not match its signed hash")
+            return self._receipt_refused(
+                "bad_hash", "payload does not match its signed hash", verified.sender_id
+            )
         if self.training is None:
             return self._receipt_refused("not_training", "this node runs no learner")
         try:
             await self.training.on_update(verified, header, payload)
         except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc))
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
         return Receipt(accepted=True)
 
-    def _receipt_refused(self, reason: str, message: str) -> Receipt:
+    def _receipt_refused(self, reason: str, message: str, sender: bytes | None = None) -> Receipt:
         self.metrics.messages_rejected.labels(reason=reason).inc()
+        if reason not in {"not_training", "not_ready"}:
+            self._fault(sender, reason)
         log.info("refused update", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
 
@@ -265,13 +281,15 @@ class NodeService(node_pb2_grpc.NodeServicer):
         try:
             batch.ParseFromString(verified.body)
         except DecodeError:
-            return self._receipt_refused("malformed", "body is not a ScalarBatch")
+            return self._receipt_refused(
+                "malformed", "body is not a ScalarBatch", verified.sender_id
+            )
         if self.training is None:
             return self._receipt_refused("not_training", "this node runs no learner")
         try:
             await self.training.on_scalars(verified, batch)
         except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc))
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
         return Receipt(accepted=True)
 
     async def Pull(

@@ -1,0 +1,109 @@
+"""Per-peer reputation and automatic quarantine.
+
+Only *authenticated* faults count: a message whose signature verified but whose content
+was refused (malformed gossip, a NaN update, a wrong shape, a replayed or out-of-window
+round...). Failures before the signature check are never charged to the claimed sender,
+since anyone can forge a sender id. A peer with ``threshold`` faults within ``window_s``
+seconds is quarantined for ``quarantine_s`` seconds: its messages are refused and it is
+never sampled, exactly as if the operator had banned it, but the ban lifts by itself.
+Counters and quarantine deadlines are persisted, so a restart does not forgive a peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+
+from .logs import log
+from .storage import Store
+
+__all__ = ["ReputationBook"]
+
+
+class ReputationBook:
+    """Fault counting and quarantine for one node.
+
+    Parameters
+    ----------
+    store : Store
+        Persists counters (``reputation`` table) and quarantine deadlines.
+    threshold : int, default 20
+        Faults within the window that trigger a quarantine.
+    window_s : float, default 60.0
+    quarantine_s : float, default 600.0
+    clock : callable, default time.time
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threshold: int = 20,
+        window_s: float = 60.0,
+        quarantine_s: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.threshold = threshold
+        self.window_s = window_s
+        self.quarantine_s = quarantine_s
+        self.clock = clock
+        self._faults: dict[str, deque[float]] = defaultdict(deque)
+        self._until: dict[str, float] = {}
+        now = clock()
+        for rec in store.reputation_all():
+            if rec.quarantined_until is not None and rec.quarantined_until > now:
+                self._until[rec.node_id] = rec.quarantined_until
+
+    def is_quarantined(self, node_id_hex: str) -> bool:
+        until = self._until.get(node_id_hex)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._until[node_id_hex]
+            return False
+        return True
+
+    def fault(self, node_id_hex: str, reason: str) -> None:
+        """Charge one authenticated fault to ``node_id_hex`` (non-blocking)."""
+        now = self.clock()
+        faults = self._faults[node_id_hex]
+        faults.append(now)
+        while faults and faults[0] < now - self.window_s:
+            faults.popleft()
+        quarantine = len(faults) >= self.threshold and not self.is_quarantined(node_id_hex)
+        if quarantine:
+            self._until[node_id_hex] = now + self.quarantine_s
+            faults.clear()
+            log.warning(
+                "peer quarantined",
+                extra={
+                    "fields": {
+                        "node_id": node_id_hex[:16],
+                        "reason": reason,
+                        "seconds": self.quarantine_s,
+                    }
+                },
+            )
+        self._persist(node_id_hex, quarantine, now)
+
+    def _persist(self, node_id_hex: str, quarantine: bool, now: float) -> None:
+        def work() -> None:
+            self.store.reputation_adjust(node_id_hex, delta=-1.0, rejected=1)
+            if quarantine:
+                self.store.quarantine(node_id_hex, now + self.quarantine_s)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work()
+            return
+        fut = loop.run_in_executor(None, work)
+        fut.add_done_callback(_log_failure)
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("reputation write failed: %s", fut.exception())
