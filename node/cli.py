@@ -57,7 +57,7 @@ DataDirOpt = Annotated[
     typer.Option(
         "--data-dir",
         "-d",
-        help="Node state directory [default: $FEDNODE_HOME, else ~/.local/share/fednode].",
+        help="Node state directory \\[default: $FEDNODE_HOME, else ~/.local/share/fednode].",
         show_default=False,
     ),
 ]
@@ -104,7 +104,7 @@ def init(
     difficulty: Annotated[
         int | None,
         typer.Option(
-            help="Proof-of-work bits to mint [default: the genesis file's, else 16].",
+            help="Proof-of-work bits to mint \\[default: the genesis file's, else 16].",
             show_default=False,
         ),
     ] = None,
@@ -197,7 +197,7 @@ def genesis_new(
     path: Annotated[Path, typer.Argument(help="Where to write the genesis TOML file.")],
     name: Annotated[str, typer.Option(help="Network name.")] = "fednode-demo",
     seed: Annotated[
-        int | None, typer.Option(help="Genesis seed [default: random].", show_default=False)
+        int | None, typer.Option(help="Genesis seed \\[default: random].", show_default=False)
     ] = None,
     difficulty: Annotated[int, typer.Option(help="Identity proof-of-work bits.")] = 16,
     task: Annotated[str, typer.Option(help="Task: mnist1d, digits, sentiment, local.")] = "mnist1d",
@@ -278,14 +278,14 @@ def start(
         typer.Option(
             "--genesis",
             "-g",
-            help="Genesis file [default: the copy pinned in the data dir].",
+            help="Genesis file \\[default: the copy pinned in the data dir].",
             show_default=False,
         ),
     ] = None,
     listen: Annotated[
         str | None,
         typer.Option(
-            help="Peer gRPC address HOST:PORT [default: 127.0.0.1:7420].", show_default=False
+            help="Peer gRPC address HOST:PORT \\[default: 127.0.0.1:7420].", show_default=False
         ),
     ] = None,
     bootstrap: Annotated[
@@ -297,18 +297,20 @@ def start(
     ] = None,
     admin: Annotated[
         str | None,
-        typer.Option(help="Operator API: unix, unix:PATH or a loopback HOST:PORT [default: unix]."),
+        typer.Option(
+            help="Operator API: unix, unix:PATH or a loopback HOST:PORT \\[default: unix]."
+        ),
     ] = None,
     metrics: Annotated[
         str | None,
-        typer.Option(help="Prometheus /metrics HOST:PORT or off [default: 127.0.0.1:0]."),
+        typer.Option(help="Prometheus /metrics HOST:PORT or off \\[default: 127.0.0.1:0]."),
     ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(help="SQLAlchemy URL [default: SQLite node.db in the data dir]."),
+        typer.Option(help="SQLAlchemy URL \\[default: SQLite fednode.db in the data dir]."),
     ] = None,
     log_format: Annotated[
-        str | None, typer.Option(help="Log format: text or json [default: text].")
+        str | None, typer.Option(help="Log format: text or json \\[default: text].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
     shard: Annotated[

@@ -91,7 +91,9 @@ def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -
 def up(
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Number of node processes.")] = 3,
     task: Annotated[str, typer.Option(help="mnist1d, digits or sentiment.")] = "mnist1d",
-    model: Annotated[str | None, typer.Option(help="mlp, cnn or lora [default: task's].")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="mlp, cnn or lora.", show_default="the task's own")
+    ] = None,
     learner: Annotated[str, typer.Option(help="sgd or spsa.")] = "sgd",
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
@@ -107,7 +109,9 @@ def up(
     clip: Annotated[float, typer.Option(help="DP clipping norm (with --epsilon).")] = 1.0,
     workdir: Annotated[
         Path | None,
-        typer.Option(help="Keep node state here [default: a temporary directory, removed]."),
+        typer.Option(
+            help="Keep node state here.", show_default="a temporary directory, removed after"
+        ),
     ] = None,
     plot: Annotated[Path, typer.Option(help="Where to write the accuracy plot (PNG).")] = Path(
         "testnet-accuracy.png"
