@@ -161,7 +161,7 @@ def health(
         typer.Option(
             "--address",
             "-a",
-            help="Peer address HOST:PORT to probe [default: the running node's, from its "
+            help="Peer address HOST:PORT to probe \\[default: the running node's, from its "
             "data dir].",
             show_default=False,
         ),
@@ -171,7 +171,7 @@ def health(
         typer.Option(
             "--data-dir",
             "-d",
-            help="Node state directory [default: $FEDNODE_HOME, else ~/.local/share/fednode].",
+            help="Node state directory \\[default: $FEDNODE_HOME, else ~/.local/share/fednode].",
             show_default=False,
         ),
     ] = None,
@@ -189,11 +189,14 @@ def health(
 ) -> None:
     """Probe a node's peer port with the standard gRPC health check; exit 0 iff SERVING.
 
-    Without --address it probes the node running on --data-dir through the address and
-    TLS files recorded in its daemon.json, i.e. exactly as its peers reach it (this is
-    the container HEALTHCHECK). Exit code 1: not serving, unreachable or refused.
+    Without --address it probes the node running on --data-dir, dialing the address and
+    TLS files recorded in its daemon.json: the way its peers reach it.
 
-    Example: fednode health -d /data    or    fednode health -a 10.0.0.5:7420 --tls-ca ca.crt
+    Exit code 1: not serving, not running, unreachable or refused (the container HEALTHCHECK).
+
+    Example: fednode health -d /data
+
+    Example: fednode health -a 10.0.0.5:7420 --tls-ca ca.crt --tls-cert c.crt --tls-key c.key
     """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc

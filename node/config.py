@@ -47,6 +47,10 @@ class NodeSettings(BaseModel):
     metrics : str, default "127.0.0.1:0"
         Prometheus ``/metrics`` address (port 0 picks a free one, shown by ``status``);
         ``off`` disables it.
+    dashboard : str, default "127.0.0.1:0"
+        Web dashboard (``http://HOST:PORT/?token=<admin.token>``) on a loopback
+        ``HOST:PORT`` (port 0 picks a free one, recorded in ``daemon.json``); ``off``
+        disables it. Never reachable from peers.
     database_url : str or None, default None
         SQLAlchemy URL; default is SQLite ``node.db`` in the data dir (WAL mode).
     max_message_bytes : int, default 4 MiB
@@ -77,6 +81,7 @@ class NodeSettings(BaseModel):
     advertise: str | None = None
     admin: str = "unix"
     metrics: str = "127.0.0.1:0"
+    dashboard: str = "127.0.0.1:0"
     database_url: str | None = None
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
     max_update_bytes: int = Field(256 * 1024 * 1024, ge=1024)
@@ -120,6 +125,16 @@ class NodeSettings(BaseModel):
     def _metrics(cls, value: str) -> str:
         if value != "off":
             parse_host_port(value)
+        return value
+
+    @field_validator("dashboard")
+    @classmethod
+    def _dashboard(cls, value: str) -> str:
+        if value == "off":
+            return value
+        host, _ = parse_host_port(value)
+        if not _is_loopback(host):
+            raise ValueError("the dashboard listens on loopback only (or is off)")
         return value
 
     def advertised_address(self, bound_port: int) -> str:

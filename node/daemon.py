@@ -119,6 +119,8 @@ class Daemon:
         self.address = ""
         self.admin_address = ""
         self.metrics_address = ""
+        self.dashboard_address = ""
+        self.dashboard: Any = None
         self._lock_fd: int | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.membership: Any = None
@@ -249,7 +251,29 @@ class Daemon:
                 ) from None
             self._httpd = httpd
             self.metrics_address = f"{host}:{httpd.server_port}"
+        if self.settings.dashboard != "off":
+            await self._start_dashboard(token)
         return server, admin
+
+    async def _start_dashboard(self, token: str) -> None:
+        from .dashboard import DashboardError, DashboardServer, build_state
+
+        self.dashboard = DashboardServer(
+            self.settings.dashboard,
+            token,
+            lambda: build_state(self),
+            asyncio.get_running_loop(),
+            # prometheus_client counters are thread-safe: the request thread may count.
+            on_reject=lambda: self.metrics.messages_rejected.labels(
+                reason="dashboard_token"
+            ).inc(),
+        )
+        try:
+            self.dashboard.start()
+        except DashboardError as exc:
+            self.dashboard = None
+            raise DaemonError(str(exc)) from None
+        self.dashboard_address = self.dashboard.url
 
     def _write_runtime(self) -> None:
         assert self.identity is not None
@@ -261,6 +285,7 @@ class Daemon:
             "listen": self.address,
             "admin": self.admin_address,
             "metrics": self.metrics_address,
+            "dashboard": self.dashboard_address,
             "started_at": self.started_at,
             "ready_at": time.time(),
             "version": __version__,
@@ -319,6 +344,7 @@ class Daemon:
                         "listen": self.address,
                         "admin": self.admin_address,
                         "metrics": self.metrics_address or "off",
+                        "dashboard": self.dashboard_address or "off",
                         "startup_s": round(time.time() - self.started_at, 3),
                     }
                 },
@@ -353,6 +379,9 @@ class Daemon:
         httpd = getattr(self, "_httpd", None)
         if httpd is not None:
             httpd.shutdown()
+        if self.dashboard is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.dashboard.stop(), 1.0)
         if self.store is not None:
             self.store.close()
         with contextlib.suppress(FileNotFoundError):

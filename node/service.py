@@ -28,7 +28,34 @@ from .logs import log
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 
-__all__ = ["GossipHandler", "NodeService", "Rejected", "TrainingHandler"]
+__all__ = ["FAULT_REASONS", "GossipHandler", "NodeService", "Rejected", "TrainingHandler"]
+
+
+# Refusals that say the (authenticated) sender misbehaved. Honest peers also get refused
+# for being slow, early or busy (stale, future, done, duplicate, rate limits): those are
+# not faults and never lower a reputation.
+FAULT_REASONS = frozenset(
+    {
+        "malformed",
+        "bad_hash",
+        "size_mismatch",
+        "bad_shape",
+        "bad_dtype",
+        "bad_format",
+        "nonfinite",
+        "bad_round",
+        "unknown_seed",
+        "bad_origin",
+        "forged_origin",
+        "gossip_malformed",
+        "gossip_sender_mismatch",
+        "gossip_bad_pow",
+        "gossip_wrong_target",
+        "gossip_bad_signature",
+        "gossip_wrong_network",
+        "gossip_bad_address",
+    }
+)
 
 
 class Rejected(Exception):
@@ -122,7 +149,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
     def _fault(self, sender: bytes | None, reason: str) -> None:
         # Only called once the sender's signature verified: unauthenticated garbage is
         # never charged to the id it claims.
-        if sender is not None and self.on_fault is not None:
+        if sender is not None and self.on_fault is not None and reason in FAULT_REASONS:
             self.on_fault(sender, reason)
 
     async def _refuse(
@@ -270,8 +297,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
 
     def _receipt_refused(self, reason: str, message: str, sender: bytes | None = None) -> Receipt:
         self.metrics.messages_rejected.labels(reason=reason).inc()
-        if reason not in {"not_training", "not_ready"}:
-            self._fault(sender, reason)
+        self._fault(sender, reason)
         log.info("refused update", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
 

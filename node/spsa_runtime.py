@@ -853,11 +853,14 @@ class SpsaRuntime:
                 "future_round", f"round {checked.round} is beyond {self.round} + {self.future}"
             )
 
-    def _duplicate(self, checked_round: int, origin: str, wire_bytes: bytes) -> None:
+    def _duplicate(
+        self, checked_round: int, origin: str, wire_bytes: bytes, *, verified: bool
+    ) -> None:
         known = self._wire.get((checked_round, origin))
         if (checked_round, origin) in self._claimed or known == wire_bytes:
             raise Rejected("duplicate", f"batch of round {checked_round} from {origin[:16]} known")
-        if known is not None:
+        if known is not None and verified:
+            # Two different batches both signed by the origin for one round: provable.
             raise Rejected(
                 "equivocation",
                 f"a different signed batch of round {checked_round} from {origin[:16]} is known",
@@ -917,12 +920,12 @@ class SpsaRuntime:
         wire_bytes = batch.SerializeToString(deterministic=True)
         rounds = {int(e.round) for e in batch.entries}
         if len(rounds) == 1 and batch.origin_id:
-            self._duplicate(next(iter(rounds)), batch.origin_id.hex(), wire_bytes)
+            self._duplicate(next(iter(rounds)), batch.origin_id.hex(), wire_bytes, verified=False)
         checked = self._checked(batch)
         if msg.round != checked.round:
             raise Rejected("bad_round", "envelope round differs from the batch round")
         self._admit_window(checked)
-        self._duplicate(checked.round, checked.origin, checked.wire)
+        self._duplicate(checked.round, checked.origin, checked.wire, verified=True)
         membership = self.daemon.membership
         if (
             checked.origin != self.node_id

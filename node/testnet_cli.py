@@ -54,6 +54,18 @@ def _progress_table(
     return table
 
 
+def _dashboard_url(net: Testnet) -> str | None:
+    """Node 0's dashboard URL with its token, or None when it serves no dashboard."""
+    from .dashboard import dashboard_url
+
+    node = net.nodes[0]
+    info = node.runtime() or {}
+    base = info.get("dashboard")
+    if not base:
+        return None
+    return dashboard_url(str(base), node.data_dir.admin_token(create=False))
+
+
 def _bytes(n: int) -> str:
     value = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -189,6 +201,12 @@ def up(
                 f"task {task}, learner {learner}, rule {rule})"
             )
         net.start()
+        url = _dashboard_url(net)
+        if url is not None:
+            # To stderr with --format json, so stdout stays one JSON document.
+            (console if fmt == "text" else err_console).print(
+                f"dashboard of node 0: {url}", highlight=False, soft_wrap=True
+            )
         view_s = net.wait_full_view(timeout=120)
         if fmt == "text":
             console.print(f"all {nodes} nodes see each other after {view_s:.1f} s (gossip)")

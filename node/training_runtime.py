@@ -69,6 +69,8 @@ class TrainingRuntime:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
+        self._base: torch.Tensor | None = None
+        self._recent: list[torch.Tensor] = []
         assert daemon.store is not None
         self.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store)
 
@@ -223,6 +225,7 @@ class TrainingRuntime:
         result = await loop.run_in_executor(None, self.trainer.train, round_idx)
         vector = self.trainer.vector()
         base = vector - result.update
+        self._base = base
         if self.guard.enabled and self.guard.releasing:
             try:
                 private = await loop.run_in_executor(None, self.guard.release, result.update)
@@ -276,15 +279,25 @@ class TrainingRuntime:
             )
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
-        from aggregation.attacks import ATTACKS
+        """Testnets only: what a Byzantine node sends instead of its honest vector.
 
-        attack = ATTACKS[self.attack]  # type: ignore[index]
-        honest = vector.reshape(1, -1)
-        return attack(honest, f=1)[0]
+        The attacks of ``aggregation.ATTACKS`` are defined on updates; this node plays the
+        omniscient attacker of the papers with what it can see: the honest vectors it
+        received last round (its own honest one before it has any), as deltas from its base.
+        """
+        from aggregation import ATTACKS
+
+        base = self._base if self._base is not None else vector
+        seen = self._recent or [vector]
+        deltas = torch.stack([v - base for v in seen])
+        malicious = ATTACKS[self.attack](deltas, f=1)[0]  # type: ignore[index]
+        return base + malicious
 
     async def _aggregate(self, action: eng.Aggregate) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        if self.attack:
+            self._recent = [r.vector for r in action.received]
         merged = await loop.run_in_executor(None, eng.aggregate_round, action)
         self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
         self.trainer.set_vector(merged)
