@@ -363,10 +363,9 @@ class TrainingRuntime:
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
         await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
         if rejected:
-            self.daemon.metrics.messages_rejected.labels(
-                reason=f"update_{rejected[0].reason}"
-            ).inc()
-            raise Rejected(rejected[0].reason, f"update of round {header.round} refused")
+            # Counted once, by the service, under this reason.
+            reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
+            raise Rejected(reason, f"update of round {header.round} refused")
         self._wake.set()
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
