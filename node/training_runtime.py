@@ -99,9 +99,18 @@ class TrainingRuntime:
             restored = await loop.run_in_executor(None, self._restore)
             if not restored:
                 start_round = 0
+        agg = d.genesis.aggregation
+        # The genesis [aggregation] table is the one source of the rule and its parameters.
+        rounds = d.genesis.rounds.model_copy(
+            update={
+                "aggregation": agg.rule,
+                "aggregation_f": agg.f,
+                "aggregation_params": dict(agg.params),
+            }
+        )
         self.engine = eng.RoundEngine(
             self.node_id,
-            d.genesis.rounds,
+            rounds,
             start_round=start_round,
             numel=self.trainer.layout.numel,
         )
