@@ -103,7 +103,19 @@ class AggregationSpec(_Section):
         False, description="Restore per-layer weight variance after averaging (Kiss et al.)"
     )
     max_update_norm: float = Field(
-        1e4, gt=0, description="Updates with a larger L2 norm are rejected before the rule"
+        1e4,
+        gt=0,
+        description="A peer vector farther than this (L2) from ours is rejected before the rule",
+    )
+    sybil_weighting: bool = Field(
+        False,
+        description=(
+            "Drop peers whose accumulated update histories are suspiciously similar "
+            "(FoolsGold/SybilWall) before the rule"
+        ),
+    )
+    sybil_threshold: float = Field(
+        0.5, ge=0, le=1, description="Sybil weight below which a peer's update is dropped"
     )
 
     @field_validator("rule")

@@ -119,6 +119,9 @@ def up(
     ] = None,
     noise: Annotated[float, typer.Option(help="DP noise multiplier (with --epsilon).")] = 6.5,
     clip: Annotated[float, typer.Option(help="DP clipping norm (with --epsilon).")] = 1.0,
+    sybil_weighting: Annotated[
+        bool, typer.Option(help="Drop peers with suspiciously similar update histories.")
+    ] = False,
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -161,7 +164,7 @@ def up(
                 },
                 "task": task_spec,
                 "learner": {"kind": learner},
-                "aggregation": {"rule": rule, "f": byzantine},
+                "aggregation": {"rule": rule, "f": byzantine, "sybil_weighting": sybil_weighting},
                 "rounds": {"max_rounds": rounds, "eval_every": eval_every},
                 "privacy": (
                     {

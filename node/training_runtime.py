@@ -71,6 +71,7 @@ class TrainingRuntime:
         self._task: asyncio.Task[Any] | None = None
         self._base: torch.Tensor | None = None
         self._recent: list[torch.Tensor] = []
+        self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         assert daemon.store is not None
         self.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store)
 
@@ -115,6 +116,17 @@ class TrainingRuntime:
             numel=self.trainer.layout.numel,
         )
         self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
+        if agg.sybil_weighting:
+            from aggregation.sybil import SimilarityHistory
+
+            numel = self.trainer.layout.numel
+            self.history = SimilarityHistory(
+                numel,
+                sketch_dim=min(numel, 2048) if numel > 4096 else None,
+                seed=d.genesis.network.seed,
+                self_id=self.node_id,
+                max_records=4096,
+            )
         log.info(
             "training ready",
             extra={
@@ -307,6 +319,8 @@ class TrainingRuntime:
         t0 = time.perf_counter()
         if self.attack:
             self._recent = [r.vector for r in action.received]
+        if self.history is not None and action.received:
+            action = await loop.run_in_executor(None, self._sybil_filter, action)
         merged = await loop.run_in_executor(None, eng.aggregate_round, action)
         self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
         self.trainer.set_vector(merged)
@@ -316,6 +330,29 @@ class TrainingRuntime:
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
         self.daemon.metrics.round.set(self.engine.round)
         await self._execute(actions)
+
+    def _sybil_filter(self, action: eng.Aggregate) -> eng.Aggregate:
+        """Accumulate each sender's update history and drop suspiciously similar senders.
+
+        A sender's update is estimated as its vector minus our own pre-training base of the
+        round (model payloads carry the peer's model, not its delta).
+        """
+        import dataclasses
+
+        base = action.base if action.base is not None else action.own
+        for rec in action.received:
+            self.history.add_update(rec.sender, rec.vector - base, action.round)
+        weights = self.history.weights([r.sender for r in action.received])
+        threshold = self.daemon.genesis.aggregation.sybil_threshold
+        kept = tuple(r for r in action.received if weights[r.sender] >= threshold)
+        dropped = len(action.received) - len(kept)
+        if dropped:
+            self.daemon.metrics.messages_rejected.labels(reason="sybil_weight").inc(dropped)
+            log.info(
+                "dropped Sybil-like updates",
+                extra={"fields": {"round": action.round, "dropped": dropped}},
+            )
+        return dataclasses.replace(action, received=kept)
 
     def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
         store = self.daemon.store
@@ -362,6 +399,10 @@ class TrainingRuntime:
             raise Rejected(exc.reason, str(exc)) from None
         if header.round != msg.round:
             raise Rejected("bad_round", "header round differs from the signed envelope round")
+        limit = self.daemon.genesis.aggregation.max_update_norm
+        distance = float(torch.linalg.vector_norm(vector - self.trainer.vector()))
+        if not distance <= limit:
+            raise Rejected("norm_exceeded", f"vector is {distance:.3g} from ours, limit {limit:g}")
         actions = self.engine.on_update(
             msg.sender_id.hex(),
             int(header.round),
