@@ -17,6 +17,8 @@ from rich.live import Live
 from rich.table import Table
 
 from .genesis import Genesis
+from .netns import NetnsError, NetnsTestnet
+from .scenario_cli import register as _register_scenarios
 from .testnet import Testnet, TestnetError
 
 __all__ = ["testnet_app"]
@@ -106,7 +108,14 @@ def up(
     model: Annotated[
         str | None, typer.Option(help="mlp, cnn or lora.", show_default="the task's own")
     ] = None,
-    learner: Annotated[str, typer.Option(help="sgd or spsa.")] = "sgd",
+    learner: Annotated[str, typer.Option(help="sgd, spsa or flower.")] = "sgd",
+    flower_client: Annotated[
+        str | None,
+        typer.Option(
+            help="With --learner flower: an unmodified Flower NumPyClient or client_fn as "
+            "module:attribute, e.g. node.training.examples.digits_client:client_fn."
+        ),
+    ] = None,
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
@@ -135,6 +144,14 @@ def up(
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="text or json (final table).")
     ] = "text",
+    netns: Annotated[
+        bool,
+        typer.Option(
+            "--netns",
+            help="Put each node in its own network namespace (10.213.0.x on a private "
+            "bridge; needs root, ip and nft; see docs/faults.md).",
+        ),
+    ] = False,
 ) -> None:
     """Start N real nodes on loopback from one genesis, train, print results, stop.
 
@@ -163,7 +180,11 @@ def up(
                     "gossip_profile": "local",
                 },
                 "task": task_spec,
-                "learner": {"kind": learner},
+                "learner": (
+                    {"kind": learner, "flower_client": flower_client}
+                    if flower_client
+                    else {"kind": learner}
+                ),
                 "aggregation": {"rule": rule, "f": byzantine, "sybil_weighting": sybil_weighting},
                 "rounds": {"max_rounds": rounds, "eval_every": eval_every},
                 "privacy": (
@@ -186,7 +207,12 @@ def up(
         tmp = tempfile.mkdtemp(prefix="fednode-testnet-")
         root = Path(tmp)
     node_args = {i: ["--attack", attack] for i in range(nodes - byzantine, nodes)}
-    net = Testnet(root, genesis, nodes, node_args=node_args)
+    fabric: NetnsTestnet | None = None
+    if netns:
+        fabric = NetnsTestnet(root, genesis, nodes, node_args=node_args)
+        net = fabric.net
+    else:
+        net = Testnet(root, genesis, nodes, node_args=node_args)
     history: dict[int, list[tuple[int, float]]] = {i: [] for i in range(nodes)}
     t0 = time.monotonic()
     interrupted = False
@@ -203,7 +229,7 @@ def up(
                 f"starting {nodes} nodes in {root} (network {genesis.network_id_hex[:16]}, "
                 f"task {task}, learner {learner}, rule {rule})"
             )
-        net.start()
+        (fabric or net).start()
         url = _dashboard_url(net)
         if url is not None:
             # To stderr with --format json, so stdout stays one JSON document.
@@ -236,15 +262,15 @@ def up(
     except KeyboardInterrupt:
         interrupted = True
         err_console.print("interrupted: stopping every node")
-    except TestnetError as exc:
+    except (TestnetError, NetnsError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
-        net.stop()
+        (fabric or net).stop()
         raise typer.Exit(1) from None
     finally:
         wall = time.monotonic() - t0
         if not interrupted:
             statuses = net.statuses() or statuses
-        net.stop()
+        (fabric or net).stop()
         signal.signal(signal.SIGTERM, previous)
     honest = range(nodes - byzantine)
     rows: list[dict[str, Any]] = []
@@ -309,3 +335,6 @@ def up(
         )
     if interrupted:
         raise typer.Exit(130)
+
+
+_register_scenarios(testnet_app)
