@@ -96,7 +96,9 @@ MAX_ABS_SCALAR = 1.0e4
 #: Most batches one catch-up pull may return (bad-input bound).
 MAX_PULL_BATCHES = 200_000
 STATE_ROUND = "spsa.round"
-EVENT_BATCH = "spsa.batch"
+#: Idle iterations (after the last round) that pull a peer's whole log.
+FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
+STATE_BATCH = "spsa.batch."
 _META_ROUND = "fednode.spsa.round"
 _META_DIGEST = "fednode.spsa.digest"
 _META_HASH = "fednode.model_hash"
@@ -446,6 +448,11 @@ def digest_of(keys: Iterable[tuple[int, str]]) -> str:
     return SeedSetDigest(entry_key(s, o) for s, o in keys).hexdigest()
 
 
+def _batch_key(batch: CheckedBatch) -> str:
+    """Node-state key of a stored signed batch (served to peers that catch up)."""
+    return f"{STATE_BATCH}{batch.round:09d}.{batch.origin}"
+
+
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of safetensors bytes (JSON header only; nothing else parsed)."""
     if len(data) < 8:
@@ -488,7 +495,9 @@ class SpsaRuntime:
         self.seed = g.network.seed
         self.max_rounds = g.rounds.max_rounds
         self.past = max(1, g.rounds.max_staleness)
-        self.future = max(1, g.rounds.max_future)
+        # Batches of peers slightly ahead are kept, not refused: refusing them would make
+        # this node depend on a later pull to ever see them.
+        self.future = max(1, g.rounds.max_future, self.past)
         self.fanout = max(1, g.rounds.peers_per_round)
         self.seq = SeqCounter()
         self.ledger: RoundLedger | None = None
@@ -560,19 +569,14 @@ class SpsaRuntime:
         """Rebuild from our own SQL state: signed batches, the log, the last checkpoint."""
         store = self.daemon.store
         assert store is not None and self.init_vector is not None
-        after = 0
-        while True:
-            events = store.events(after_id=after, kind=EVENT_BATCH, limit=1000)
-            if not events:
-                break
-            for ev in events:
-                after = ev.id
-                with contextlib.suppress(Exception):  # a damaged row is skipped, never fatal
-                    raw = base64.b64decode(str(ev.detail["body"]), validate=True)
-                    wire = pb.ScalarBatch()
-                    wire.ParseFromString(raw)
-                    checked = self._checked(wire, verify=False)
-                    self._wire[(checked.round, checked.origin)] = checked.wire
+        for key, value in store.all_state().items():
+            if not key.startswith(STATE_BATCH):
+                continue
+            with contextlib.suppress(Exception):  # a damaged row is skipped, never fatal
+                wire = pb.ScalarBatch()
+                wire.ParseFromString(base64.b64decode(str(value), validate=True))
+                checked = self._checked(wire, verify=False)
+                self._wire[(checked.round, checked.origin)] = checked.wire
         entries: list[ScalarEntry] = []
         for row in store.spsa_since():
             try:
@@ -602,6 +606,14 @@ class SpsaRuntime:
         self.ledger = ledger
 
     async def start(self) -> None:
+        """Start the round loop; data, model and SQL state load in the background.
+
+        The daemon reports itself started (and answers status) while that happens; peer
+        batches are refused with ``not_ready`` until the node has caught up.
+        """
+        self._task = asyncio.create_task(self._run(), name="spsa")
+
+    async def _setup(self) -> None:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         await loop.run_in_executor(None, self._build)
@@ -621,7 +633,6 @@ class SpsaRuntime:
                 }
             },
         )
-        self._task = asyncio.create_task(self._run(), name="spsa")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -667,6 +678,11 @@ class SpsaRuntime:
     # --- the round loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._setup()
+        except Exception:  # the daemon keeps serving membership; the operator sees the log
+            log.exception("spsa learner could not start")
+            return
         await self._wait_for_peers()
         await self._initial_catch_up()
         self.ready = True
@@ -689,6 +705,7 @@ class SpsaRuntime:
             self._refresh_hash()
             return
         body = self._wire.get((r, self.node_id))
+        expected_self = True
         if body is None:
             vector = self.ledger.vector().clone()
             batch = await loop.run_in_executor(None, self._compute, vector, r)
@@ -701,6 +718,7 @@ class SpsaRuntime:
                 log.warning(
                     "own SPSA batch refused", extra={"fields": {"round": r, "reason": exc.reason}}
                 )
+                expected_self = False
         if body is not None:
             for peer, address in self._sample(self.fanout):
                 self._spawn(self._push(peer, address, r, body))
@@ -709,6 +727,8 @@ class SpsaRuntime:
         t0 = time.monotonic()
         while not self._stopping:
             missing = self._expected_origins() - self.ledger.origins(r)
+            if not expected_self:
+                missing.discard(self.node_id)
             if not missing or time.monotonic() >= deadline:
                 break
             if not pulled and time.monotonic() - t0 > min(2.0, self.rounds.round_timeout / 3):
@@ -733,6 +753,11 @@ class SpsaRuntime:
         self.round = r + 1
         final = self.round - self.past
         moved = ledger.finalize_before(final)
+        if r % 2 == 0:
+            # Periodic anti-entropy: a batch lost by push gossip (or refused while this
+            # node was busy) is fetched while its round can still change, i.e. before it
+            # becomes final here and at the peers. Each round is covered ~past/2 times.
+            self._spawn(self._anti_entropy(max(ledger.base_round, r - self.past + 1)))
         self._refresh_hash()
         d = self.daemon
         d.metrics.round.set(self.round)
@@ -770,10 +795,31 @@ class SpsaRuntime:
             await asyncio.sleep(waits[min(i, len(waits) - 1)] if i < 12 else 15.0)
             i += 1
             before = self.ledger.digest() if self.ledger else ""
-            await self._anti_entropy(self.ledger.base_round if self.ledger else 0)
+            if i in FULL_SYNC_AT:
+                await self._full_sync()
+            else:
+                await self._anti_entropy(self.ledger.base_round if self.ledger else 0)
             if self.ledger is not None and self.ledger.digest() != before:
                 self._refresh_hash()
                 await self._evaluate(self.round)
+
+    async def _full_sync(self) -> int:
+        """Pull a peer's whole log; a batch of a round final here triggers a replay.
+
+        Pushes cannot change a final round, but a batch that some peer accepted and this
+        node never saw would otherwise keep the digests apart for good. After training,
+        the node therefore takes the union of what its peers hold (origin signatures are
+        verified) and, if that reaches into final rounds, rebuilds from the genesis
+        initialisation so the model stays a function of the entry set.
+        """
+        peers = self._sample(1)
+        if not peers or self.ledger is None:
+            return 0
+        batches = await self._pull_batches(peers[0][1], 0)
+        n = await self._ingest_pulled(batches)
+        if n:
+            self._refresh_hash()
+        return n
 
     def _refresh_hash(self) -> None:
         assert self.ledger is not None
@@ -889,15 +935,11 @@ class SpsaRuntime:
                 )
                 for e, code in zip(checked.entries, checked.batch.codes.tolist(), strict=True)
             ]
-            detail = {
-                "round": checked.round,
-                "origin": checked.origin,
-                "body": base64.b64encode(checked.wire).decode(),
-            }
+            signed = {_batch_key(checked): base64.b64encode(checked.wire).decode()}
 
             def work() -> None:
                 store.append_spsa(rows)
-                store.log_event(EVENT_BATCH, detail, level="debug")
+                store.set_states(signed)
 
             await asyncio.get_running_loop().run_in_executor(None, work)
             if checked.round < self.ledger.base_round:
@@ -960,7 +1002,7 @@ class SpsaRuntime:
             yield env
 
     async def pull(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[pb.TensorChunk]:
-        if request.what != pb.PullRequest.CHECKPOINT:
+        if request.what != pb.PullRequest.CHECKPOINT or self.layout is None:
             return
         store = self.daemon.store
         assert store is not None
@@ -1144,7 +1186,7 @@ class SpsaRuntime:
         store = self.daemon.store
         assert store is not None
         rows: list[SpsaEntry] = []
-        events: list[dict[str, Any]] = []
+        signed: dict[str, str] = {}
         for b in new:
             for e, code in zip(b.entries, b.batch.codes.tolist(), strict=True):
                 rows.append(
@@ -1157,14 +1199,12 @@ class SpsaRuntime:
                         b.batch.scale,
                     )
                 )
-            events.append(
-                {"round": b.round, "origin": b.origin, "body": base64.b64encode(b.wire).decode()}
-            )
+            signed[_batch_key(b)] = base64.b64encode(b.wire).decode()
 
         def work() -> None:
+            # Two transactions for the whole pull, not one per batch.
             store.append_spsa(rows)
-            for detail in events:
-                store.log_event(EVENT_BATCH, detail, level="debug")
+            store.set_states(signed)
 
         await asyncio.get_running_loop().run_in_executor(None, work)
         ledger = self.ledger
@@ -1228,7 +1268,8 @@ class SpsaRuntime:
             )
 
     def export(self) -> admin_pb2.ExportReply:
-        assert self.ledger is not None
+        if self.ledger is None:
+            raise LookupError("the spsa model is still loading")
         tensors = self.layout.split(self.ledger.vector())
         return admin_pb2.ExportReply(
             model_safetensors=encode_state(tensors), round=self.round, model_hash=self.model_hash
