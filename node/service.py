@@ -11,6 +11,7 @@ code, is counted in ``fednode_messages_rejected_total{reason}``, and changes not
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -298,7 +299,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
     def _receipt_refused(self, reason: str, message: str, sender: bytes | None = None) -> Receipt:
         self.metrics.messages_rejected.labels(reason=reason).inc()
         self._fault(sender, reason)
-        log.info("refused update", extra={"fields": {"reason": reason, "detail": message}})
+        # Gossip re-deliveries are refused as duplicates all the time: not worth INFO.
+        level = logging.DEBUG if reason in {"duplicate", "done", "stale_round"} else logging.INFO
+        log.log(level, "refused message", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
 
     async def PushScalars(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
