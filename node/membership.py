@@ -108,7 +108,8 @@ async def start_membership(daemon: Daemon) -> DaemonMembership:
     store = daemon.store
     loop = asyncio.get_running_loop()
     config = GossipConfig.profile(daemon.genesis.network.gossip_profile)
-    incarnation = int(store.get_state(STATE_INCARNATION, -1) or -1) + 1
+    stored_incarnation = store.get_state(STATE_INCARNATION)
+    incarnation = 0 if stored_incarnation is None else int(stored_incarnation) + 1
     store.set_state(STATE_INCARNATION, incarnation)
     clock = time.monotonic
     core = Membership(

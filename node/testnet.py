@@ -18,14 +18,33 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .admin_client import AdminClient, AdminUnavailable
 from .datadir import DataDir
 from .genesis import Genesis, render_genesis
 from .identity import Identity
 
-__all__ = ["Testnet", "TestnetError", "TestnetNode"]
+__all__ = ["NodePlacement", "Testnet", "TestnetError", "TestnetNode"]
+
+
+class NodePlacement(Protocol):
+    """Where a node process runs and which address it uses (default: loopback).
+
+    ``node.netns.NetnsTestnet`` implements it to put each node in a network namespace.
+    """
+
+    def command_prefix(self, index: int) -> list[str]:
+        """Prepended to the node's command line (e.g. ``ip netns exec NAME``)."""
+        ...
+
+    def listen(self, index: int) -> str:
+        """The node's ``--listen`` address."""
+        ...
+
+    def advertise(self, index: int) -> str | None:
+        """The node's ``--advertise`` address, or None for its listen address."""
+        ...
 
 
 class TestnetError(Exception):
@@ -84,6 +103,10 @@ class Testnet:
     log_level : str, default "INFO"
     env : dict, optional
         Extra environment for the node processes.
+    node_args : dict, optional
+        Extra command-line arguments per node index.
+    placement : NodePlacement, optional
+        Run the nodes elsewhere than on loopback [default: loopback, free ports].
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -97,6 +120,7 @@ class Testnet:
         log_level: str = "INFO",
         env: dict[str, str] | None = None,
         node_args: dict[int, list[str]] | None = None,
+        placement: NodePlacement | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a testnet needs at least one node")
@@ -105,6 +129,7 @@ class Testnet:
         self.genesis_path = root / "genesis.toml"
         self.log_level = log_level
         self.env = dict(env or {})
+        self.placement = placement
         self.nodes = [
             TestnetNode(i, DataDir(root / f"node-{i}"), extra_args=(node_args or {}).get(i, []))
             for i in range(nodes)
@@ -131,7 +156,7 @@ class Testnet:
             "--genesis",
             str(self.genesis_path),
             "--listen",
-            "127.0.0.1:0",
+            "127.0.0.1:0" if self.placement is None else self.placement.listen(node.index),
             "--log-level",
             self.log_level,
             "--shard",
@@ -139,7 +164,12 @@ class Testnet:
         ]
         if bootstrap:
             cmd += ["--bootstrap", bootstrap]
-        return cmd + node.extra_args
+        if self.placement is None:
+            return cmd + node.extra_args
+        advertise = self.placement.advertise(node.index)
+        if advertise:
+            cmd += ["--advertise", advertise]
+        return self.placement.command_prefix(node.index) + cmd + node.extra_args
 
     def start_node(self, node: TestnetNode, bootstrap: str | None, timeout: float = 60.0) -> None:
         """Start one node process and wait until its admin API answers."""
