@@ -103,6 +103,8 @@ class Aggregate:
     params: Mapping[str, Any]
     payload: str
     base: torch.Tensor | None = None
+    own_examples: int = 0
+    weight_by_examples: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ class _Round:
     peers: tuple[str, ...] | None = None
     own: torch.Tensor | None = None
     base: torch.Tensor | None = None
+    own_examples: int = 0
     own_ready_at: float | None = None
     sent_to: set[str] = field(default_factory=set)
     pending_replies: list[str] = field(default_factory=list)
@@ -235,7 +238,13 @@ class RoundEngine:
         return self._maybe_send(now)
 
     def on_local_result(
-        self, round_idx: int, vector: torch.Tensor, now: float, *, base: torch.Tensor | None = None
+        self,
+        round_idx: int,
+        vector: torch.Tensor,
+        now: float,
+        *,
+        base: torch.Tensor | None = None,
+        num_examples: int = 0,
     ) -> list[Action]:
         """The learner's output for :class:`TrainLocal` (a model, or a delta plus ``base``)."""
         cur = self._cur
@@ -263,6 +272,7 @@ class RoundEngine:
             raise ValueError("payload 'delta' needs the base vector with the local result")
         cur.own = vec
         cur.base = base
+        cur.own_examples = num_examples
         cur.own_ready_at = now
         return self._maybe_send(now)
 
@@ -441,6 +451,8 @@ class RoundEngine:
                 params=dict(self.spec.aggregation_params),
                 payload=self.spec.payload,
                 base=cur.base,
+                own_examples=cur.own_examples,
+                weight_by_examples=self.spec.weight_by_examples,
             )
         ]
 
@@ -483,7 +495,16 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
         params = dict(action.params)
         if action.rule.split("+")[-1] in _NEEDS_REFERENCE:
             params.setdefault("reference", own)
-        combined = table[action.rule](torch.stack(rows), f=action.f, **params)
+        stack = torch.stack(rows)
+        if action.weight_by_examples:
+            # FedAvg's sample weighting through the plain mean: scaling row i by
+            # n_i / mean(n) makes mean(rows) equal sum(n_i x_i) / sum(n_i).
+            counts = [action.own_examples, *(r.num_examples for r in action.received)]
+            n = torch.tensor(counts, dtype=stack.dtype)
+            if bool((n <= 0).any()):
+                raise ValueError("weight_by_examples needs a positive num_examples for every row")
+            stack = stack * (n / n.mean()).unsqueeze(1)
+        combined = table[action.rule](stack, f=action.f, **params)
     if action.payload == "delta":
         if action.base is None:
             raise ValueError("delta payload without a base vector")

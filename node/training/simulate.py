@@ -37,7 +37,7 @@ from node.training.engine import (
     aggregate_round,
 )
 from node.training.evaluate import evaluate
-from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_scalars
+from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
 from node.training.models import build_model
 from node.training.params import flatten, load_vector, model_hash
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
@@ -194,7 +194,8 @@ def simulate(
             dispatch(ev.node, eng.tick(now), now)
         elif ev.kind == "trained":
             vec = trainers[ev.node].vector()
-            dispatch(ev.node, eng.on_local_result(ev.data, vec, now), now)
+            num = trainers[ev.node].num_examples
+            dispatch(ev.node, eng.on_local_result(ev.data, vec, now, num_examples=num), now)
         elif ev.kind == "deliver":
             sender, r, payload, num = ev.data
             dispatch(ev.node, eng.on_update(sender, r, payload, now, num_examples=num), now)
@@ -248,8 +249,6 @@ def simulate_spsa(
     applies the round's entries with ``weight = 1/num_nodes`` (per_node
     schedule) or the per-seed combination by ``shared_rule`` (shared schedule).
     """
-    from node.training.learners.spsa import combine_shared
-
     n = task.num_nodes
     data_all = task_data if task_data is not None else load_task(task, seed)
     ids = [f"node-{i}" for i in range(n)]
@@ -277,18 +276,15 @@ def simulate_spsa(
             for j in order:
                 logs[i].add(ScalarBatch.decode(wires[j]))
             entries = logs[i].round_entries(r)
-            w = flatten(models[i])
-            if learner.spsa_seed_schedule == "shared":
-                w = apply_scalars(
-                    w,
-                    combine_shared(entries, shared_rule),
-                    learner.lr,
-                    distribution=learner.spsa_distribution,
-                )
-            else:
-                w = apply_scalars(
-                    w, entries, learner.lr, distribution=learner.spsa_distribution, weight=1.0 / n
-                )
+            w = apply_round(
+                flatten(models[i]),
+                entries,
+                learner.lr,
+                schedule=learner.spsa_seed_schedule,
+                distribution=learner.spsa_distribution,
+                num_nodes=n,
+                shared_rule=shared_rule,
+            )
             load_vector(models[i], w)
         if (r + 1) % eval_every == 0 or r + 1 == num_rounds:
             history[r] = [

@@ -175,6 +175,17 @@ class RoundSpec(BaseModel):
         default_factory=dict, description="Extra keyword parameters of the rule."
     )
     max_rounds: int | None = Field(None, ge=1, description="Stop after this many rounds.")
+    weight_by_examples: bool = Field(
+        False,
+        description="Weight rows by the senders' example counts (FedAvg's weighting); "
+        "only with aggregation 'mean', since scaling rows breaks robust rules.",
+    )
+
+    @model_validator(mode="after")
+    def _check_weighting(self) -> RoundSpec:
+        if self.weight_by_examples and self.aggregation != "mean":
+            raise ValueError("weight_by_examples is only valid with aggregation 'mean'")
+        return self
 
     @property
     def wait_for(self) -> int:

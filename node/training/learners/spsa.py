@@ -30,7 +30,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,11 +47,13 @@ __all__ = [
     "ScalarEntry",
     "ScalarError",
     "ScalarLog",
+    "apply_round",
     "apply_scalars",
     "combine_shared",
     "dequantize",
     "perturbation",
     "quantize",
+    "replay",
     "seed_id",
     "seed_set_digest",
 ]
@@ -340,6 +342,49 @@ def apply_scalars(
         if scalar == 0.0:
             continue
         out.add_(perturbation(sid, n, distribution), alpha=-lr * weight * scalar)
+    return out
+
+
+def apply_round(
+    vector: torch.Tensor,
+    entries: Iterable[ScalarEntry],
+    lr: float,
+    *,
+    schedule: Schedule = "per_node",
+    distribution: Distribution = "rademacher",
+    num_nodes: int = 1,
+    shared_rule: str = "mean",
+    trim: int = 0,
+) -> torch.Tensor:
+    """Apply one round's entries the way every node of a network must.
+
+    ``per_node``: each entry with ``weight = 1/num_nodes`` (the mean of the nodes'
+    steps). ``shared``: one scalar per seed from :func:`combine_shared`
+    (``shared_rule``, ``trim``), weight 1.
+    """
+    if schedule == "shared":
+        combined = combine_shared(entries, shared_rule, trim)
+        return apply_scalars(vector, combined, lr, distribution=distribution)
+    return apply_scalars(vector, entries, lr, distribution=distribution, weight=1.0 / num_nodes)
+
+
+def replay(
+    vector: torch.Tensor,
+    log: ScalarLog,
+    start_round: int,
+    stop_round: int,
+    lr: float,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Catch up from a checkpoint: apply rounds ``start_round .. stop_round - 1`` in order.
+
+    Rounds are applied one at a time with :func:`apply_round` (keyword arguments
+    are passed on), which reproduces the live nodes' float operations exactly;
+    applying all entries in a single sorted pass would not be bit-identical.
+    """
+    out = vector
+    for r in range(start_round, stop_round):
+        out = apply_round(out, log.round_entries(r), lr, schedule=log.schedule, **kwargs)
     return out
 
 
