@@ -504,7 +504,17 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
             if bool((n <= 0).any()):
                 raise ValueError("weight_by_examples needs a positive num_examples for every row")
             stack = stack * (n / n.mean()).unsqueeze(1)
-        combined = table[action.rule](stack, f=action.f, **params)
+            combined = table[action.rule](stack, f=action.f, **params)
+        elif action.rule.split("+")[-1] == "bristle":
+            # Bristle scores candidate models on local data: it needs absolute vectors.
+            combined = table[action.rule](stack, f=action.f, **params)
+        else:
+            # Distance-based rules build a float32 Gram matrix; on raw model vectors that
+            # share a large offset it cancels catastrophically. Every rule here is
+            # translation-equivariant, so aggregate around our own vector and shift back.
+            if "reference" in params:
+                params["reference"] = params["reference"] - own
+            combined = table[action.rule](stack - own, f=action.f, **params) + own
     if action.payload == "delta":
         if action.base is None:
             raise ValueError("delta payload without a base vector")
