@@ -256,17 +256,22 @@ class Daemon:
         return server, admin
 
     async def _start_dashboard(self, token: str) -> None:
-        from .dashboard import DashboardError, DashboardServer, build_state
+        from .dashboard import (
+            DashboardError,
+            DashboardServer,
+            TrafficHistory,
+            build_state,
+            sample_traffic,
+        )
 
+        history = TrafficHistory()
         self.dashboard = DashboardServer(
             self.settings.dashboard,
             token,
-            lambda: build_state(self),
+            lambda: build_state(self, history),
             asyncio.get_running_loop(),
             # prometheus_client counters are thread-safe: the request thread may count.
-            on_reject=lambda: self.metrics.messages_rejected.labels(
-                reason="dashboard_token"
-            ).inc(),
+            on_reject=lambda: self.metrics.messages_rejected.labels(reason="dashboard_token").inc(),
         )
         try:
             self.dashboard.start()
@@ -274,6 +279,8 @@ class Daemon:
             self.dashboard = None
             raise DaemonError(str(exc)) from None
         self.dashboard_address = self.dashboard.url
+        # Cancelled with the daemon's other tasks at shutdown.
+        self._tasks.append(asyncio.create_task(sample_traffic(self, history), name="traffic"))
 
     def _write_runtime(self) -> None:
         assert self.identity is not None
