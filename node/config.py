@@ -52,7 +52,7 @@ class NodeSettings(BaseModel):
         ``HOST:PORT`` (port 0 picks a free one, recorded in ``daemon.json``); ``off``
         disables it. Never reachable from peers.
     database_url : str or None, default None
-        SQLAlchemy URL; default is SQLite ``node.db`` in the data dir (WAL mode).
+        SQLAlchemy URL; default is SQLite ``fednode.db`` in the data dir (WAL mode).
     max_message_bytes : int, default 4 MiB
         Largest single gRPC message accepted or sent (tensors are streamed in chunks).
     max_update_bytes : int, default 256 MiB
