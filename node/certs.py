@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .secret_file import write_secret
+
 __all__ = [
     "CA_CERT",
     "CA_KEY",
@@ -104,15 +106,7 @@ def _write_private(path: Path, data: bytes, *, force: bool) -> None:
     """Write a secret atomically with mode 0600 (never readable by others, not even briefly)."""
     if path.exists() and not force:
         raise CertError(f"{path} exists; pass --force to overwrite")
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_secret(path, data)
 
 
 def _write_public(path: Path, data: bytes, *, force: bool) -> None:

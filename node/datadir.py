@@ -20,6 +20,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from .secret_file import write_secret
+
 __all__ = ["DataDir", "DataDirLocked", "default_data_dir"]
 
 ENV_HOME = "FEDNODE_HOME"
@@ -79,15 +81,7 @@ class DataDir:
 
     def write_secret(self, path: Path, data: bytes) -> None:
         """Write ``data`` atomically with mode 0600."""
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_secret(path, data)
 
     def admin_token(self, *, create: bool) -> str:
         """Read the operator token, creating a random one (0600) when ``create``."""

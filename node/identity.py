@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 import struct
 import time
@@ -38,6 +37,8 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+
+from .secret_file import write_secret
 
 __all__ = [
     "KEY_FILE_NAME",
@@ -225,15 +226,7 @@ class Identity:
         fields["checksum"] = _checksum(fields)
         data = (json.dumps(fields, indent=2) + "\n").encode()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_secret(path, data)
 
     @classmethod
     def load(cls, path: Path) -> Identity:
