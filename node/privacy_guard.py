@@ -97,7 +97,7 @@ class ReleaseGuard:
         try:
             epsilon_after = self.budget.check(release)
         except BudgetExceeded as exc:
-            self._stop(f"privacy budget exhausted: {exc}")
+            self._stop(str(exc) if "exhausted" in str(exc) else f"privacy budget exhausted: {exc}")
             raise ReleaseRefused(self.state.reason) from None
         private = privatize_update(
             update.detach().to(torch.float32).reshape(-1),
