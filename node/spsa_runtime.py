@@ -69,7 +69,13 @@ from .training.learners.spsa import (
     combine_shared,
     seed_id,
 )
-from .training.params import encode_state, vector_hash
+from .training.params import (
+    ParamError,
+    checkpoint_tensors,
+    decode_checkpoint,
+    encode_state,
+    vector_hash,
+)
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -589,11 +595,9 @@ class SpsaRuntime:
         ckpt = store.latest_checkpoint()
         if ckpt is not None and entries:
             try:
-                _, tensors = store.load_checkpoint(ckpt)
-                vec = tensors["vector"].to(torch.float32).reshape(-1)
-                self.layout.check_vector(vec)
+                vec = decode_checkpoint(store.checkpoint_bytes(ckpt), self.layout)
                 folded = digest_of(e.key for e in entries if e.round < ckpt.round)
-                if folded == ckpt.applied_seed_digest and bool(torch.isfinite(vec).all()):
+                if folded == ckpt.applied_seed_digest:
                     base, base_round = vec, ckpt.round
             except Exception as exc:  # corrupt checkpoint: replay the log instead
                 log.warning("checkpoint unusable, replaying the SPSA log", exc_info=exc)
@@ -780,7 +784,7 @@ class SpsaRuntime:
         mhash = vector_hash(vector, self.layout)
         store.save_checkpoint(
             base_round,
-            {"vector": vector},
+            checkpoint_tensors(vector, self.layout),
             model_sha256=mhash,
             applied_seed_digest=digest,
             metadata={_META_ROUND: str(base_round), _META_DIGEST: digest, _META_HASH: mhash},
@@ -1073,7 +1077,6 @@ class SpsaRuntime:
         self, address: str
     ) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
         """A peer's latest final checkpoint, checked (hash, safetensors, shape, finite)."""
-        import safetensors.torch
 
         stub = self.daemon.channels.stub(address)
         parts: list[bytes] = []
@@ -1108,13 +1111,10 @@ class SpsaRuntime:
         ):
             return None
         try:
-            # safetensors only: a header plus raw tensor bytes, never unpickled.
-            vec = safetensors.torch.load(data)["vector"].to(torch.float32).reshape(-1)
-            self.layout.check_vector(vec)
-        except Exception as exc:  # invalid safetensors, wrong tensors or shape
+            # safetensors only, never unpickled: one float32 vector of our layout, finite.
+            vec = decode_checkpoint(data, self.layout)
+        except ParamError as exc:
             log.info("peer checkpoint refused", extra={"fields": {"error": str(exc)[:120]}})
-            return None
-        if not bool(torch.isfinite(vec).all()):
             return None
         return int(header.round), vec, _safetensors_metadata(data), data
 

@@ -27,7 +27,12 @@ from .logs import log
 from .privacy_guard import ReleaseGuard, ReleaseRefused
 from .service import Rejected
 from .training import engine as eng
-from .training.params import encode_state, vector_hash
+from .training.params import (
+    checkpoint_tensors,
+    decode_checkpoint,
+    encode_state,
+    vector_hash,
+)
 from .training.trainer import make_trainer
 
 if TYPE_CHECKING:
@@ -150,8 +155,8 @@ class TrainingRuntime:
         if ckpt is None:
             return False
         try:
-            _, tensors = store.load_checkpoint(ckpt)
-            self.trainer.set_vector(tensors["vector"])
+            vector = decode_checkpoint(store.checkpoint_bytes(ckpt), self.trainer.layout)
+            self.trainer.set_vector(vector)
         except Exception as exc:  # a corrupt or foreign checkpoint: start over, don't crash
             log.warning(
                 "checkpoint unusable, starting from round 0", extra={"fields": {"error": str(exc)}}
@@ -357,7 +362,11 @@ class TrainingRuntime:
     def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
         store = self.daemon.store
         assert store is not None
-        store.save_checkpoint(next_round, {"vector": vector}, model_sha256=self.model_hash)
+        store.save_checkpoint(
+            next_round,
+            checkpoint_tensors(vector, self.trainer.layout),
+            model_sha256=self.model_hash,
+        )
         store.set_state(STATE_ROUND, next_round)
         store.prune_checkpoints(keep=2)
 

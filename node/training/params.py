@@ -21,8 +21,11 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 __all__ = [
+    "CHECKPOINT_KEY",
     "ParamError",
     "ParamLayout",
+    "checkpoint_tensors",
+    "decode_checkpoint",
     "decode_state",
     "decode_vector",
     "encode_state",
@@ -180,6 +183,29 @@ def decode_vector(
     """Inverse of :func:`encode_vector`, with :func:`decode_state`'s validation."""
     tensors = decode_state(data, layout, max_bytes=max_bytes)
     return torch.cat([tensors[n].reshape(-1) for n in layout.names])
+
+
+CHECKPOINT_KEY = "vector"
+
+
+def checkpoint_tensors(vector: torch.Tensor, layout: ParamLayout) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: the flat trainable vector under one name."""
+    layout.check_vector(vector)
+    return {CHECKPOINT_KEY: vector}
+
+
+def decode_checkpoint(data: bytes, layout: ParamLayout) -> torch.Tensor:
+    """Flat vector of safetensors checkpoint bytes (possibly from a peer: untrusted).
+
+    Exactly one float32 tensor ``vector`` of shape ``(layout.numel,)``, finite; the size
+    is bounded before parsing. Same checks as :func:`decode_state`, which it uses.
+
+    Raises
+    ------
+    ParamError
+    """
+    flat = ParamLayout((CHECKPOINT_KEY,), ((layout.numel,),))
+    return decode_state(data, flat)[CHECKPOINT_KEY]
 
 
 def vector_hash(vector: torch.Tensor, layout: ParamLayout) -> str:
