@@ -321,9 +321,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
         return Receipt(accepted=True)
 
-    async def Pull(
+    async def _admit_pull(
         self, request: Envelope, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[TensorChunk]:
+    ) -> tuple[Verified, PullRequest]:
+        """Admit a pull request envelope; aborts the call on any refusal."""
         verified = await self._admit(request, context, frozenset({"request"}))
         req = PullRequest()
         try:
@@ -334,23 +335,20 @@ class NodeService(node_pb2_grpc.NodeServicer):
             )
         if self.training is None:
             await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_training", "no learner")
-            return
+        return verified, req
+
+    async def Pull(
+        self, request: Envelope, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[TensorChunk]:
+        verified, req = await self._admit_pull(request, context)
+        assert self.training is not None  # _admit_pull aborts the call otherwise
         async for chunk in self.training.pull(verified, req):
             yield chunk
 
     async def PullScalars(
         self, request: Envelope, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Envelope]:
-        verified = await self._admit(request, context, frozenset({"request"}))
-        req = PullRequest()
-        try:
-            req.ParseFromString(verified.body)
-        except DecodeError:
-            await self._refuse(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad request"
-            )
-        if self.training is None:
-            await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_training", "no learner")
-            return
+        verified, req = await self._admit_pull(request, context)
+        assert self.training is not None  # _admit_pull aborts the call otherwise
         async for env in self.training.pull_scalars(verified, req):
             yield env

@@ -94,3 +94,24 @@ def test_advertise_required_for_wildcard_listen() -> None:
         NodeSettings(listen="0.0.0.0:7000", advertise="10.1.2.3:7000").advertised_address(7000)
         == "10.1.2.3:7000"
     )
+
+
+def test_rule_names_match_the_aggregation_registry() -> None:
+    from aggregation import RULES
+    from node.genesis import RULE_NAMES
+
+    assert set(RULES) == RULE_NAMES
+
+
+def test_reading_a_genesis_with_a_rule_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from node.genesis import Genesis\n"
+        "Genesis.model_validate({'network': {'name': 'x', 'seed': 1},"
+        " 'aggregation': {'rule': 'nnm+krum', 'f': 1}})\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
