@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .address import parse_host_port
 from .training.spec import LearnerSpec, RoundSpec, TaskSpec
@@ -165,6 +172,17 @@ class PrivacySpec(_Section):
     delta: float = Field(
         1e-5, gt=0, lt=1, description="Target delta of the (epsilon, delta) budget"
     )
+
+    @model_validator(mode="after")
+    def _noise_when_enabled(self) -> PrivacySpec:
+        # Without noise no finite epsilon exists, so the ledger could never debit a release.
+        if self.enabled and self.noise_multiplier == 0:
+            raise ValueError(
+                "noise_multiplier must be > 0 when privacy is enabled (no finite epsilon "
+                "exists without noise); to bound updates without DP use "
+                "aggregation.max_update_norm"
+            )
+        return self
 
 
 class Genesis(_Section):

@@ -115,3 +115,10 @@ def test_reading_a_genesis_with_a_rule_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_privacy_enabled_without_noise_is_refused() -> None:
+    with pytest.raises(ValueError, match="noise_multiplier must be > 0"):
+        Genesis.model_validate({"privacy": {"enabled": True, "noise_multiplier": 0}})
+    # Disabled privacy may carry any multiplier.
+    Genesis.model_validate({"privacy": {"enabled": False, "noise_multiplier": 0}})
