@@ -95,12 +95,14 @@ def fednode(
     learner: LearnerSpec,
     k: int,
     weighted: bool = False,
+    await_replies: bool = False,
 ) -> tuple[float, float, int]:
     spec = RoundSpec(
         peers_per_round=k,
         eval_every=max(1, rounds // 5),
         aggregation="mean",
         weight_by_examples=weighted,
+        await_replies=await_replies,
     )
     res = simulate(task, learner, spec, seed=seed, num_rounds=rounds, task_data=data, jitter=0.2)
     return res.mean_accuracy, float(np.min(res.final_accuracy)), res.bytes_sent
@@ -117,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--weighted", action="store_true", help="fednode weights by example counts, as FedAvg"
+    )
+    ap.add_argument(
+        "--await-replies",
+        action="store_true",
+        help="fednode rounds wait for every sampled peer's push-pull answer",
     )
     ap.add_argument(
         "--methods", default="centralized,fedavg,fednode", help="subset to run (comma-separated)"
@@ -164,10 +171,18 @@ def main(argv: list[str] | None = None) -> int:
             for k in peers:
                 t = time.perf_counter()
                 mean_acc, min_acc, nbytes = fednode(
-                    task, data, args.seed, args.rounds, learner, k, args.weighted
+                    task,
+                    data,
+                    args.seed,
+                    args.rounds,
+                    learner,
+                    k,
+                    args.weighted,
+                    args.await_replies,
                 )
                 label = "full gossip" if k >= args.nodes - 1 else f"k={k} push-pull"
                 label += ", sample-weighted" if args.weighted else ""
+                label += ", await replies" if args.await_replies and k < args.nodes - 1 else ""
                 record(f"fednode, no server, {label}", mean_acc, min_acc, nbytes, t)
     print()
     print(

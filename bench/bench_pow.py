@@ -10,6 +10,7 @@ expected time per identity exceeds ``--budget`` seconds are extrapolated, not ru
 
     .venv/bin/python bench/bench_pow.py            # about 1-2 minutes on one core
     .venv/bin/python bench/bench_pow.py --quick
+    .venv/bin/python bench/bench_pow.py --hundred-only   # just the 100-identity cost
 """
 
 from __future__ import annotations
@@ -60,18 +61,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer identities per level")
     parser.add_argument("--budget", type=float, default=4.0,
                         help="max expected seconds per identity to actually mint (default 4)")
+    parser.add_argument("--hundred-only", action="store_true",
+                        help="skip the per-difficulty table; mint 100 at the default only")
     args = parser.parse_args()
 
     rate = cpu_hash_rate()
     default = default_difficulty()
     print(f"# PoW identity cost ({platform.machine()}, Python {platform.python_version()}, "
           f"one core of a 2-core machine)")
-    print(f"command: .venv/bin/python bench/bench_pow.py{' --quick' if args.quick else ''}")
+    flags = (" --quick" if args.quick else "") + (" --hundred-only" if args.hundred_only else "")
+    print(f"command: .venv/bin/python bench/bench_pow.py{flags}")
     print(f"measured hash rate: {rate / 1e6:.2f} M SHA-256 per CPU second; "
           f"genesis default difficulty {default}\n")
-    print("| bits | identities minted | mean CPU s | median | p90 | expected 2^bits/rate |")
-    print("|---|---|---|---|---|---|")
-    for bits in (0, 8, 12, 16, 18, 20, 22, 24, 28, 32):
+    if not args.hundred_only:
+        print("| bits | identities minted | mean CPU s | median | p90 | expected 2^bits/rate |")
+        print("|---|---|---|---|---|---|")
+    for bits in () if args.hundred_only else (0, 8, 12, 16, 18, 20, 22, 24, 28, 32):
         expected = 2**bits / rate
         if expected > args.budget:
             print(f"| {bits} | 0 (extrapolated) | - | - | - | {expected:.3g} s |")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from node.scenario import Scenario, load_scenario, run_scenario  # noqa: E402
 
-SHIPPED = ["partition-and-heal", "churn-30", "bootstrap-loss", "loss-latency"]
+SHIPPED = ["partition-and-heal", "churn-30", "bootstrap-loss", "loss-latency", "byzantine-join"]
 MARK_BEGIN = "<!-- bench_scenarios:begin -->"
 MARK_END = "<!-- bench_scenarios:end -->"
 
@@ -71,6 +72,21 @@ def summarize(report: dict[str, Any], baseline: dict[str, Any] | None) -> dict[s
         "rejoined_s": max(
             (r["rejoined_s"] for r in restarts if r.get("rejoined_s") is not None), default=None
         ),
+        "ledger_ok": (
+            all(r["ledger_continuous"] for r in restarts if r["ledger_continuous"] is not None)
+            if any(r.get("ledger_continuous") is not None for r in restarts)
+            else None
+        ),
+        "caught_up": sum(1 for r in restarts if r.get("caught_up_rounds")),
+        "restarted_rounds": [
+            report["rounds_reached"].get(str(r["node"]))
+            for r in restarts
+            if r["restarted_at_s"] is not None
+        ],
+        "honest_rounds_median": _median(
+            [v for k, v in report["rounds_reached"].items() if int(k) not in report["byzantine"]]
+        ),
+        "load_avg": _load(),
         "false_suspects": report["max_false_suspects"],
         "wall_s": report["wall_s"],
         "mb_sent": round(report["bytes_sent"] / 1e6, 1),
@@ -79,24 +95,44 @@ def summarize(report: dict[str, Any], baseline: dict[str, Any] | None) -> dict[s
 
 HEADER = (
     "| scenario | nodes | honest acc. | fault-free acc. | killed: suspect / dead (s) "
-    "| views split (s) | re-merge (s) | restarted resumed | rejoin (s) | MB sent | wall (s) |"
+    "| views split (s) | re-merge (s) | restarted resumed | caught up (final rounds) "
+    "| rejoin (s) | MB sent | wall (s) | load |"
 )
+
+
+def _median(values: list[int]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def _load() -> float | None:
+    try:
+        return round(float(Path("/proc/loadavg").read_text().split()[0]), 1)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def row(s: dict[str, Any]) -> str:
     if "failed" in s:
-        return f"| {s['scenario']} | failed: {s['failed']} |" + " |" * 9
+        return f"| {s['scenario']} | failed: {s['failed']} |" + " |" * 11
     detect = (
         f"{s['killed']}: {_fmt(s['detect_suspect_s'])} / {_fmt(s['detect_dead_s'])}"
         if s["killed"]
         else "-"
     )
     resumed = f"{s['restarted']}: {_fmt(s['resumed'])}" if s["restarted"] else "-"
+    if s["restarted"] and s.get("ledger_ok") is not None:
+        resumed += f", ledger {_fmt(s['ledger_ok'])}"
+    caught = (
+        f"{s['caught_up']}/{s['restarted']} ({', '.join(map(str, s['restarted_rounds']))}"
+        f" vs {_fmt(s['honest_rounds_median'])})"
+        if s["restarted"]
+        else "-"
+    )
     return (
         f"| {s['scenario']} | {s['nodes']} | {_fmt(s['accuracy'], 3)} "
         f"| {_fmt(s['baseline_accuracy'], 3)} | {detect} | {_fmt(s['split_s'])} "
-        f"| {_fmt(s['remerge_s'])} | {resumed} | {_fmt(s['rejoined_s'])} | {s['mb_sent']} "
-        f"| {s['wall_s']} |"
+        f"| {_fmt(s['remerge_s'])} | {resumed} | {caught} | {_fmt(s['rejoined_s'])} "
+        f"| {s['mb_sent']} | {s['wall_s']} | {_fmt(s['load_avg'])} |"
     )
 
 

@@ -29,6 +29,8 @@ import argparse
 import hashlib
 import platform
 import shutil
+import signal
+import sys
 import tempfile
 import time
 import urllib.request
@@ -215,9 +217,65 @@ def run_network(
         log = joiner.log_path.read_text(errors="replace") if joiner.log_path.exists() else ""
         out["caught_up"] = next((ln for ln in log.splitlines() if "caught up" in ln), "")
         out["entries"] = _entries(net)
+        out.update(_late_join_from_logs(net, joiner.index))
     finally:
         net.stop()
         shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _closed_rounds(path: Path) -> list[dict[str, str]]:
+    """The ``round closed`` lines of one daemon log as dicts of their key=value fields."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if "round closed" not in line:
+            continue
+        fields = dict(
+            kv.split("=", 1) for kv in line.split("round closed", 1)[1].split() if "=" in kv
+        )
+        rows.append(fields)
+    return rows
+
+
+def _late_join_from_logs(net: Testnet, j: int) -> dict[str, Any]:
+    """How fast the late node agreed, from every node's per-round close lines.
+
+    * close match: the first round the late node closed with the same seed-set digest (of
+      rounds <= r) and model hash as some other node closed that round with;
+    * final match: the first round after which the digest of its *final* rounds (rounds
+      ``< r + 1 - max_staleness``, which no later batch can change) equals the other nodes'
+      final digest for the same rounds.
+    """
+    logs = {n.index: _closed_rounds(n.log_path) for n in net.nodes}
+    mine = logs.get(j, [])
+    others_close = {
+        (row["round"], row["digest"], row["model_hash"])
+        for i, rows in logs.items()
+        if i != j
+        for row in rows
+    }
+    others_final = {
+        (row["final"], row["final_digest"]) for i, rows in logs.items() if i != j for row in rows
+    }
+    out: dict[str, Any] = {"first_closed": int(mine[0]["round"]) if mine else None}
+    out["close_match"] = next(
+        (
+            int(r["round"])
+            for r in mine
+            if (r["round"], r["digest"], r["model_hash"]) in others_close
+        ),
+        None,
+    )
+    out["final_match"] = next(
+        (int(r["round"]) for r in mine if (r["final"], r["final_digest"]) in others_final),
+        None,
+    )
+    out["final_match_base"] = next(
+        (int(r["final"]) for r in mine if (r["final"], r["final_digest"]) in others_final),
+        None,
+    )
     return out
 
 
@@ -281,6 +339,16 @@ def render(sizes: list[dict[str, Any]], net: dict[str, Any] | None, cmd: str) ->
                 net["hash_match_round"],
             ),
             ("late node: round its digest first equals all others'", net["digest_match_round"]),
+            ("late node: first round it closed (daemon log)", net.get("first_closed")),
+            (
+                "late node: first round closed with a peer's digest and model hash",
+                _since(net.get("close_match"), net.get("first_closed")),
+            ),
+            (
+                "late node: first round its final-round digest equals the others'",
+                _since(net.get("final_match"), net.get("first_closed"))
+                + f" (final rounds < {net.get('final_match_base')})",
+            ),
             ("late node catch-up log line", f"`{catch}`"),
             (
                 "SPSA bytes sent, all nodes (gossip copies included)",
@@ -294,6 +362,12 @@ def render(sizes: list[dict[str, Any]], net: dict[str, Any] | None, cmd: str) ->
     return "\n".join(lines)
 
 
+def _since(r: int | None, first: int | None) -> str:
+    if r is None or first is None:
+        return "never"
+    return f"{r} ({r - first} round(s) after its first)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=8)
@@ -304,6 +378,8 @@ def main() -> None:
     ap.add_argument("--no-network", action="store_true", help="only the byte sizes")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
+    # SIGTERM ends the run through the `finally` that stops the node processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cmd = ".venv/bin/python bench/bench_spsa.py " + " ".join(
         f"--{k.replace('_', '-')} {v}"
         for k, v in vars(args).items()

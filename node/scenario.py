@@ -358,10 +358,13 @@ class _Restart:
             "ledger_continuous": ledger_ok,
             "resumed": resumed,
             "rejoined_s": a.get("rejoined_s"),
+            "caught_up_rounds": a.get("caught_up"),
+            "caught_up_s": a.get("caught_up_s"),
         }
 
 
 _START_ROUND = re.compile(r"training ready.*?start_round=(\d+)")
+_CAUGHT_UP = re.compile(r"caught up from_round=(\d+) to_round=(\d+)")
 
 
 def _stored_state(net: NetnsTestnet, index: int) -> dict[str, Any]:
@@ -695,6 +698,17 @@ class ScenarioRunner:
                     pass
             if "rejoined_s" not in after and int(s.get("peers_alive", 0)) >= len(self.live()) - 1:
                 after["rejoined_s"] = round(now - (rec.restarted_at or now), 2)
+            if s.get("learner") and "caught_up" not in after:
+                # A node restarted far behind adopts its peers' checkpoints (node/catchup.py).
+                try:
+                    with open(self.tn.net.nodes[i].log_path, "rb") as fh:
+                        fh.seek(rec.log_offset)
+                        m = _CAUGHT_UP.search(fh.read().decode(errors="replace"))
+                    if m:
+                        after["caught_up"] = [int(m.group(1)), int(m.group(2))]
+                        after["caught_up_s"] = round(now - (rec.restarted_at or now), 2)
+                except OSError:
+                    pass
 
     def _training_done(self) -> bool:
         if not self.scenario.train:

@@ -84,7 +84,10 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(table)
     if report["restarts"]:
         table = Table(title="restarted nodes: resumed from stored state?")
-        for col in ("node", "stored round", "start round", "model hash", "ledger", "resumed"):
+        cols = (
+            "node", "stored round", "start round", "model hash", "ledger", "resumed", "caught up"
+        )  # fmt: skip
+        for col in cols:
             table.add_column(col, justify="right")
         for r in report["restarts"]:
             hash_note = (
@@ -98,6 +101,11 @@ def print_report(report: dict[str, Any]) -> None:
                 hash_note,
                 _fmt(r["ledger_continuous"]),
                 _fmt(r["resumed"]),
+                (
+                    "{} -> {} after {} s".format(*r["caught_up_rounds"], _fmt(r["caught_up_s"]))
+                    if r.get("caught_up_rounds")
+                    else "-"
+                ),
             )
         console.print(table)
     timeline = report["honest_accuracy_timeline"]

@@ -21,7 +21,13 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1.envelope_pb2 import Envelope, Receipt
-from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorChunk, TensorHeader
+from fednode_proto.v1.training_pb2 import (
+    HistoryGossip,
+    PullRequest,
+    ScalarBatch,
+    TensorChunk,
+    TensorHeader,
+)
 
 from .envelope import EnvelopeError, ReplayWindow, SeqCounter, Verified, check_envelope, seal
 from .identity import Identity
@@ -29,7 +35,14 @@ from .logs import log
 from .metrics import Metrics
 from .ratelimit import RateLimiter
 
-__all__ = ["FAULT_REASONS", "GossipHandler", "NodeService", "Rejected", "TrainingHandler"]
+__all__ = [
+    "FAULT_REASONS",
+    "GossipHandler",
+    "HistoryHandler",
+    "NodeService",
+    "Rejected",
+    "TrainingHandler",
+]
 
 
 # Refusals that say the (authenticated) sender misbehaved. Honest peers also get refused
@@ -55,6 +68,12 @@ FAULT_REASONS = frozenset(
         "gossip_bad_signature",
         "gossip_wrong_network",
         "gossip_bad_address",
+        # History reports (node/history_gossip.py): an honest relay verifies before it
+        # forwards, so a bad report is the relay's fault.
+        "history_malformed",
+        "history_bad_reporter",
+        "history_bad_shape",
+        "history_bad_signature",
     }
 )
 
@@ -72,6 +91,14 @@ class GossipHandler(Protocol):
 
     async def handle(self, sender_id: bytes, body: bytes) -> bytes:
         """Answer one membership message; raise :class:`Rejected` or ValueError if bad."""
+        ...
+
+
+class HistoryHandler(Protocol):
+    """Sybil-weighting history exchange behind ``PushHistory`` (node/history_gossip.py)."""
+
+    async def on_history(self, msg: Verified, batch: HistoryGossip) -> None:
+        """Take a verified batch of history reports; raise :class:`Rejected` to refuse it."""
         ...
 
 
@@ -144,6 +171,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.seq = SeqCounter()
         self.gossip: GossipHandler | None = None
         self.training: TrainingHandler | None = None
+        self.history: HistoryHandler | None = None
 
     # --- admission -----------------------------------------------------------------------
 
@@ -303,6 +331,23 @@ class NodeService(node_pb2_grpc.NodeServicer):
         level = logging.DEBUG if reason in {"duplicate", "done", "stale_round"} else logging.INFO
         log.log(level, "refused message", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
+
+    async def PushHistory(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
+        verified = await self._admit(request, context, frozenset({"history"}))
+        batch = HistoryGossip()
+        try:
+            batch.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused(
+                "malformed", "body is not a HistoryGossip", verified.sender_id
+            )
+        if self.history is None:
+            return self._receipt_refused("not_training", "this node keeps no Sybil histories")
+        try:
+            await self.history.on_history(verified, batch)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        return Receipt(accepted=True)
 
     async def PushScalars(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
         verified = await self._admit(request, context, frozenset({"spsa"}))

@@ -25,6 +25,10 @@ Catch-up: a joiner (or a restarted node) pulls every signed batch from a peer
 the peer's latest final checkpoint (``Pull``, ``CHECKPOINT``), accepted only when the
 seed-set digest in its metadata equals the digest of the pulled batches of the rounds it
 covers, or replays the whole log from the genesis initialisation (exact, needs no trust).
+A fresh node makes that first pull while its data and model load, then pulls again until a
+pull brings nothing new, so it joins the round the network is in by then (issue 4: a late
+joiner agrees within 5 rounds; each node logs a ``round closed`` line per round with the
+digest of its final rounds, which is how that is measured).
 A restarted node rebuilds from its own SQL log and checkpoint, then catches up the same way.
 """
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -104,6 +109,8 @@ MAX_PULL_BATCHES = 200_000
 STATE_ROUND = "spsa.round"
 #: Idle iterations (after the last round) that pull a peer's whole log.
 FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
+#: Most log pulls of a late joiner's catch-up (the first one included).
+CATCH_UP_PULLS = 4
 STATE_BATCH = "spsa.batch."
 _META_ROUND = "fednode.spsa.round"
 _META_DIGEST = "fednode.spsa.digest"
@@ -443,6 +450,20 @@ class RoundLedger:
         """Digest of the entries folded into :attr:`base` (rounds ``< base_round``)."""
         return self._folded.hexdigest()
 
+    def digest_through(self, round_idx: int) -> str:
+        """Digest of every accepted entry of rounds ``<= round_idx`` (``>= base_round - 1``).
+
+        Nodes that closed round ``round_idx`` with the same entry set report the same value
+        whatever they hold of later rounds, so it compares nodes that are at different
+        rounds (the full :meth:`digest` differs while a round is open).
+        """
+        if round_idx < self.base_round - 1:
+            raise ValueError(f"round {round_idx} is folded into base {self.base_round}")
+        acc = copy.copy(self._folded)
+        for r in range(self.base_round, round_idx + 1):
+            acc.update(entry_key(*key) for key in self._rounds.get(r, {}))
+        return acc.hexdigest()
+
     def entries_since(self, round_idx: int) -> list[ScalarEntry]:
         """Held (not folded) entries of rounds ``>= round_idx``, by (round, key)."""
         out = [e for r, d in self._rounds.items() if r >= round_idx for e in d.values()]
@@ -670,25 +691,56 @@ class SpsaRuntime:
         }
         return (alive - self.daemon.banned) | {self.node_id}
 
-    async def _wait_for_peers(self) -> None:
+    async def _wait_for_peers(self, want: int | None = None) -> None:
+        """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most a round."""
         g = self.daemon.genesis
-        want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
+        if want is None:
+            want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
         deadline = time.monotonic() + self.rounds.round_timeout
         while not self._stopping and time.monotonic() < deadline:
             if len(self._sample(want)) >= want:
                 return
             await asyncio.sleep(0.1)
 
+    async def _prefetch(self) -> tuple[str, list[CheckedBatch]] | None:
+        """A fresh node's first pull of the network's whole log (runs while the model loads).
+
+        Only for a node without SPSA state: a restarted node pulls from its own base round
+        once its store is read. Returns the serving peer's address and the verified batches.
+        """
+        store = self.daemon.store
+        assert store is not None
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(None, store.get_state, STATE_ROUND, None) is not None:
+            return None
+        await self._wait_for_peers(1)
+        peers = self._sample(1)
+        if not peers:
+            return None
+        address = peers[0][1]
+        return address, await self._pull_batches(address, 0)
+
     # --- the round loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Loading data and model (executor) overlaps finding a peer and pulling the network's
+        # log: on a loaded machine each takes seconds, and the network keeps closing rounds
+        # meanwhile, so a late joiner that did them one after the other started far behind.
+        setup = asyncio.create_task(self._setup())
         try:
-            await self._setup()
+            prefetched = await self._prefetch()
+        except Exception:  # a failed pull only costs the head start; catch-up pulls again
+            log.warning("spsa log prefetch failed", exc_info=True)
+            prefetched = None
+        try:
+            await setup
         except Exception:  # the daemon keeps serving membership; the operator sees the log
             log.exception("spsa learner could not start")
             return
-        await self._wait_for_peers()
-        await self._initial_catch_up()
+        await self._initial_catch_up(prefetched)
+        if self.round == 0:
+            # A network that is starting: do not train the first rounds alone.
+            await self._wait_for_peers()
         self.ready = True
         # Batches pushed while we were catching up were refused (not_ready): fetch them.
         await self._anti_entropy(max(0, self.round - 1))
@@ -763,6 +815,22 @@ class SpsaRuntime:
             # becomes final here and at the peers. Each round is covered ~past/2 times.
             self._spawn(self._anti_entropy(max(ledger.base_round, r - self.past + 1)))
         self._refresh_hash()
+        # One line per round: what this node closed it with. Comparing these lines across
+        # nodes (same round, same digest and model hash) is how agreement and a late
+        # joiner's catch-up are measured while rounds are still open elsewhere.
+        log.info(
+            "round closed",
+            extra={
+                "fields": {
+                    "round": r,
+                    "digest": ledger.digest_through(r)[:16],
+                    "model_hash": self.model_hash[:16],
+                    "final": ledger.base_round,
+                    "final_digest": ledger.folded_digest()[:16],
+                    "entries": len(ledger),
+                }
+            },
+        )
         d = self.daemon
         d.metrics.round.set(self.round)
         loop = asyncio.get_running_loop()
@@ -1118,16 +1186,30 @@ class SpsaRuntime:
             return None
         return int(header.round), vec, _safetensors_metadata(data), data
 
-    async def _initial_catch_up(self) -> None:
-        """Fetch the network's log (and a checkpoint when it helps), then join its round."""
-        peers = self._sample(1)
-        if not peers:
-            return
+    async def _initial_catch_up(
+        self, prefetched: tuple[str, list[CheckedBatch]] | None = None
+    ) -> None:
+        """Fetch the network's log (and a checkpoint when it helps), then join its round.
+
+        ``prefetched`` is a pull already made by :meth:`_prefetch` (serving address and
+        batches). After the first pull, which can take many seconds on a loaded machine, the
+        node pulls again from other peers what was added meanwhile (at most
+        ``CATCH_UP_PULLS`` times, until a pull brings nothing new), so it joins the network's
+        current round instead of one that peers have already closed.
+        """
         assert self.ledger is not None
         t0 = time.monotonic()
-        _, address = peers[0]
         start_base = self.ledger.base_round
-        batches = await self._pull_batches(address, 0 if start_base == 0 else start_base)
+        if prefetched is not None:
+            address, batches = prefetched
+            batches = [b for b in batches if b.round >= start_base]
+        else:
+            peers = self._sample(1)
+            if not peers:
+                return
+            _, address = peers[0]
+            batches = await self._pull_batches(address, start_base)
+        t_pull = time.monotonic()
         fresh = [b for b in batches if (b.round, b.origin) not in self._wire]
         newest = max((b.round for b in batches), default=-1)
         used_checkpoint = False
@@ -1153,14 +1235,34 @@ class SpsaRuntime:
         await self._ingest_pulled(fresh, folded_ok=used_checkpoint)
         if newest > self.round:
             self._jump(newest)
+        t_apply = time.monotonic()
+        pulls, got = 1, len(fresh)
+        while fresh and pulls < CATCH_UP_PULLS and not self._stopping:
+            peers = self._sample(1)
+            if not peers:
+                break
+            since = max(self.ledger.base_round, self.round - 1)
+            more = await self._pull_batches(peers[0][1], since)
+            pulls += 1
+            new = [b for b in more if b.round >= self.ledger.base_round]
+            n = await self._ingest_pulled(new)
+            got += n
+            top = max((b.round for b in more), default=-1)
+            if top > self.round:
+                self._jump(top)
+            if n == 0:
+                break
         self._refresh_hash()
         self.catchup = {
-            "batches": len(fresh),
+            "batches": got,
             "checkpoint": used_checkpoint,
             "round": self.round,
+            "pulls": pulls,
+            "pull_s": round(t_pull - t0, 3),
+            "apply_s": round(t_apply - t_pull, 3),
             "seconds": round(time.monotonic() - t0, 3),
         }
-        if fresh:
+        if got:
             log.info("caught up", extra={"fields": self.catchup})
 
     def _jump(self, round_idx: int) -> None:

@@ -21,6 +21,14 @@ import torch
 from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 
+from .catchup import (
+    LagEvidence,
+    PulledCheckpoint,
+    catchup_counter,
+    combine_checkpoints,
+    pull_checkpoint,
+    serve_checkpoint,
+)
 from .envelope import SeqCounter, Verified, seal
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
@@ -77,8 +85,15 @@ class TrainingRuntime:
         self._base: torch.Tensor | None = None
         self._recent: list[torch.Tensor] = []
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
+        self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
         self.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store)
+        # Catch-up of a node many rounds behind (node/catchup.py).
+        self.lag: LagEvidence | None = None
+        self.catchups = 0
+        self._catching_up = False
+        self._catchup_task: asyncio.Task[Any] | None = None
+        self._catchup_not_before = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -112,6 +127,7 @@ class TrainingRuntime:
                 "aggregation": agg.rule,
                 "aggregation_f": agg.f,
                 "aggregation_params": dict(agg.params),
+                "variance_correction": agg.variance_correction,
             }
         )
         self.engine = eng.RoundEngine(
@@ -121,6 +137,7 @@ class TrainingRuntime:
             numel=self.trainer.layout.numel,
         )
         self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
+        self._setup_catchup()
         if agg.sybil_weighting:
             from aggregation.sybil import SimilarityHistory
 
@@ -132,6 +149,7 @@ class TrainingRuntime:
                 self_id=self.node_id,
                 max_records=4096,
             )
+            self._setup_history_gossip()
         log.info(
             "training ready",
             extra={
@@ -204,6 +222,8 @@ class TrainingRuntime:
             await self._execute(self.engine.tick(time.monotonic()))
 
     async def _execute(self, actions: list[eng.Action]) -> None:
+        if self._catching_up:
+            return  # the engine that asked is being replaced (see _catch_up)
         for action in actions:
             if isinstance(action, eng.SamplePeers):
                 peers = self._sample(action.k)
@@ -221,6 +241,7 @@ class TrainingRuntime:
                 self._spawn(self._evaluate(action.round))
             elif isinstance(action, eng.RejectUpdate):
                 self.daemon.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
+                self._note_rejection(action)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -236,6 +257,8 @@ class TrainingRuntime:
         membership = self.daemon.membership
         if membership is None or k == 0:
             return []
+        if self.history is not None:
+            return self._sample_unflagged(k)
         members = membership.sample(k)
         return [m.node_id.hex() for m in members]
 
@@ -326,7 +349,9 @@ class TrainingRuntime:
             self._recent = [r.vector for r in action.received]
         if self.history is not None and action.received:
             action = await loop.run_in_executor(None, self._sybil_filter, action)
-        merged = await loop.run_in_executor(None, eng.aggregate_round, action)
+        if self.history_exchange is not None:
+            self._spawn(self.history_exchange.after_round(action.round))
+        merged = await loop.run_in_executor(None, self._aggregate_within_f, action)
         self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
         self.trainer.set_vector(merged)
         self.model_hash = vector_hash(merged, self.trainer.layout)
@@ -335,6 +360,60 @@ class TrainingRuntime:
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
         self.daemon.metrics.round.set(self.engine.round)
         await self._execute(actions)
+
+    # --- Sybil histories on the wire (node/history_gossip.py) -----------------------------
+
+    def _setup_history_gossip(self) -> None:
+        from .history_gossip import HistoryExchange
+
+        self.history_exchange = HistoryExchange(
+            self.daemon, self.history, lambda: self.engine.round if self.engine else 0
+        )
+        if self.daemon.service is not None:
+            self.daemon.service.history = self.history_exchange
+
+    def _sample_unflagged(self, k: int) -> list[str]:
+        """Sample ``k`` members, leaving out those our Sybil weights already flag.
+
+        Pushing our update to a Sybil wastes it: with many Sybil identities in the view,
+        most of an honest node's fan-out would go to them.
+        """
+        assert self.daemon.membership is not None
+        picked = [m.node_id.hex() for m in self.daemon.membership.sample(2 * k + 4)]
+        known = [p for p in picked if p in self.history]
+        if not known:
+            return picked[:k]
+        weights = self.history.weights(known)
+        threshold = self.daemon.genesis.aggregation.sybil_threshold
+        return [p for p in picked if weights.get(p, 1.0) >= threshold][:k]
+
+    def _aggregate_within_f(self, action: eng.Aggregate) -> torch.Tensor:
+        """Run the rule; with too few rows for its ``f``, lower ``f`` as far as it needs.
+
+        A round that timed out with few updates (say 3 rows under median with f = 2)
+        breaks the rule's precondition; raising would leave the engine waiting for this
+        aggregation forever. The largest ``f >= 1`` the rule accepts for this many rows
+        keeps what robustness is possible; if even ``f = 1`` is refused, the node keeps
+        its own vector for the round rather than merge peers unprotected.
+        """
+        import dataclasses
+
+        from aggregation import PreconditionError  # type: ignore[attr-defined]
+
+        f = action.f
+        while True:
+            try:
+                return eng.aggregate_round(dataclasses.replace(action, f=f))
+            except PreconditionError:
+                if f <= 1:
+                    break
+                f -= 1
+        log.info(
+            "too few updates for the rule: kept own vector",
+            extra={"fields": {"round": action.round, "rows": 1 + len(action.received)}},
+        )
+        own_only = dataclasses.replace(action, received=())
+        return eng.aggregate_round(own_only)
 
     def _sybil_filter(self, action: eng.Aggregate) -> eng.Aggregate:
         """Accumulate each sender's update history and drop suspiciously similar senders.
@@ -397,6 +476,187 @@ class TrainingRuntime:
             extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
         )
 
+    # --- catch-up (a node many rounds behind) -----------------------------------------------
+
+    def _setup_catchup(self) -> None:
+        spec = self.daemon.genesis
+        # f colluding peers must not be able to make us jump: f + 1 distinct vouchers, at
+        # least 2 (fewer only when the network has fewer other nodes).
+        quorum = max(1, min(max(2, spec.aggregation.f + 1), spec.task.num_nodes - 1))
+        assert self.engine is not None
+        self.lag = LagEvidence(
+            self.engine.spec.max_future,
+            quorum=quorum,
+            max_rounds=self.engine.spec.max_rounds,
+            window_s=max(30.0, 6 * self.engine.spec.round_timeout),
+        )
+        catchup_counter(self.daemon.metrics)
+
+    def _note_rejection(self, action: eng.RejectUpdate) -> None:
+        """A peer's update beyond our window proves (signed) that the peer is that far ahead."""
+        if action.reason != "future" or self.lag is None or self.engine is None:
+            return
+        now = time.monotonic()
+        self.lag.observe(action.sender, action.round, now)
+        if self._catching_up or self._stopping or now < self._catchup_not_before:
+            return
+        if self._catchup_task is not None and not self._catchup_task.done():
+            return
+        target = self.lag.target(self.engine.round, now)
+        if target is None:
+            return
+        self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
+        self._catchup_task.add_done_callback(self._done)
+
+    def _pull_request(self) -> Any:
+        body = PullRequest(what=PullRequest.CHECKPOINT).SerializeToString()
+        assert self.identity is not None
+        env = seal(
+            self.identity,
+            self.daemon.genesis.network_id,
+            "request",
+            body,
+            seq=self.seq.next("request"),
+        )
+        self.daemon.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
+        return env
+
+    async def _catch_up(self, target: int) -> None:
+        """Adopt vouching peers' checkpoints and restart the engine at their round.
+
+        Checkpoints are pulled from up to 3 peers that claimed ``target`` or beyond, each
+        checked strictly (node/catchup.py) and of a round in ``(ours + max_future,
+        claim + max_future + 2]``; the accepted ones are combined by their coordinate-wise
+        median and the engine restarts at their lowest round, at most
+        ``target + max_future + 2``. In-flight training/aggregation of the old engine
+        finishes first, so it cannot overwrite the adopted model or checkpoint.
+        """
+        assert self.engine is not None and self.lag is not None
+        d = self.daemon
+        spec = self.engine.spec
+        t0 = time.monotonic()
+        from_round = self.engine.round
+        # On failure, wait a round before trying again.
+        self._catchup_not_before = t0 + spec.round_timeout
+        pulls = []
+        asked: list[str] = []
+        for peer in self.lag.vouchers(target, t0)[:3]:
+            address = self._address(peer)
+            if address is None:
+                continue
+            asked.append(peer)
+            pulls.append(
+                pull_checkpoint(
+                    d.channels,
+                    address,
+                    expect_sender=peer,
+                    request=self._pull_request(),
+                    network_id=d.genesis.network_id,
+                    layout=self.trainer.layout,
+                    max_bytes=d.settings.max_update_bytes,
+                    metrics=d.metrics,
+                )
+            )
+        results = await asyncio.gather(*pulls)
+        slack = spec.max_future + 2  # the peers kept training since they vouched
+        lo = from_round + spec.max_future + 1
+        good: list[PulledCheckpoint] = []
+        for peer, res in zip(asked, results, strict=True):
+            hi = max(target, self.lag.claim(peer) or 0) + slack
+            if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
+                good.append(res)
+                continue
+            if isinstance(res, str):
+                reason = res
+                self.lag.forget(peer)  # it failed a check: its claims are worthless too
+            else:
+                reason = f"round {res.round} outside [{lo}, {hi}]"
+            log.info(
+                "catch-up checkpoint refused",
+                extra={"fields": {"peer": peer[:12], "reason": reason[:160]}},
+            )
+            d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
+        if not good or self._stopping:
+            return
+        # Never beyond what the quorum vouched for, whatever one checkpoint claims.
+        start = min(min(c.round for c in good), target + slack)
+        if spec.max_rounds is not None:
+            start = min(start, spec.max_rounds - 1)
+        vector = combine_checkpoints([c.vector for c in good])
+        self._catching_up = True
+        swapped = False
+        try:
+            drained = await self._drain_compute(timeout=4 * spec.round_timeout)
+            if not drained or self.engine.round + spec.max_future >= start:
+                return  # caught up meanwhile, or the old round would not finish
+            loop = asyncio.get_running_loop()
+            self.trainer.set_vector(vector)
+            self.model_hash = vector_hash(vector, self.trainer.layout)
+            await loop.run_in_executor(None, self._checkpoint, start, vector.clone())
+            detail = {
+                "from_round": from_round,
+                "to_round": start,
+                "target": target,
+                "peers": len(good),
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+            store = d.store
+            assert store is not None
+            await loop.run_in_executor(None, lambda: store.log_event("catchup", detail))
+            # No await from here to the end of the finally: a tick of the new engine while
+            # _catching_up is still set would have its first actions dropped.
+            self.engine = self._fresh_engine(start)
+            swapped = True
+            self._base = None
+            self._recent = []
+            self.catchups += 1
+            catchup_counter(d.metrics).inc()
+            d.metrics.round.set(start)
+            log.info("caught up", extra={"fields": detail})
+        finally:
+            if not swapped:
+                # The old engine lost the actions dropped while we waited: it restarts its
+                # own round (its model is whatever its last aggregation left).
+                self.engine = self._fresh_engine(self.engine.round)
+            self._catching_up = False
+            self._wake.set()
+
+    def _fresh_engine(self, start_round: int) -> eng.RoundEngine:
+        """A new engine like the current one (same spec and layout) at ``start_round``."""
+        old = self.engine
+        assert old is not None
+        extra: dict[str, Any] = {}
+        sizes = getattr(old, "layer_sizes", None)  # per-layer variance correction
+        if sizes is not None:
+            extra["layer_sizes"] = sizes
+        return eng.RoundEngine(
+            self.node_id,
+            old.spec,
+            start_round=start_round,
+            numel=self.trainer.layout.numel,
+            **extra,
+        )
+
+    async def _drain_compute(self, timeout: float) -> bool:
+        """Wait for in-flight train/aggregate/evaluate tasks (they touch the trainer/store).
+
+        Returns False if some were still running after ``timeout`` seconds.
+        """
+        names = {"_train", "_aggregate", "_evaluate"}
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = [
+                t
+                for t in self._inflight
+                if getattr(t.get_coro(), "__name__", "") in names and not t.done()
+            ]
+            if not busy:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.wait(busy, timeout=left)
+
     # --- inbound -------------------------------------------------------------------------
 
     async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
@@ -422,6 +682,7 @@ class TrainingRuntime:
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
         await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
         if rejected:
+            self._note_rejection(rejected[0])
             # Counted once, by the service, under this reason.
             reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
             raise Rejected(reason, f"update of round {header.round} refused")
@@ -431,8 +692,17 @@ class TrainingRuntime:
         raise Rejected("wrong_learner", "this network's learner does not use SPSA scalars")
 
     async def pull(self, msg: Verified, request: PullRequest) -> Any:
-        raise Rejected("unsupported", "pull is not served by this learner")
-        yield  # pragma: no cover
+        if request.what != PullRequest.CHECKPOINT:
+            raise Rejected("unsupported", "this learner serves only checkpoints")
+        if self.guard.enabled and not self.guard.releasing:
+            # Our model now holds un-noised training: serving it would leak it.
+            raise Rejected("not_releasing", "privacy budget spent: no checkpoints served")
+        d = self.daemon
+        assert d.store is not None and self.identity is not None
+        async for chunk in serve_checkpoint(
+            d.store, self.trainer.layout, self.identity, d.genesis.network_id, self.seq, d.metrics
+        ):
+            yield chunk
 
     async def pull_scalars(self, msg: Verified, request: PullRequest) -> Any:
         raise Rejected("unsupported", "pull is not served by this learner")

@@ -62,6 +62,11 @@ class NodeStub(object):
                 request_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
                 response_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.FromString,
                 _registered_method=True)
+        self.PushHistory = channel.unary_unary(
+                '/fednode.v1.Node/PushHistory',
+                request_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
+                response_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Receipt.FromString,
+                _registered_method=True)
 
 
 class NodeServicer(object):
@@ -104,6 +109,13 @@ class NodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushHistory(self, request, context):
+        """Push Sybil-weighting history reports (envelope kind "history", body HistoryGossip).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +143,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.PullScalars,
                     request_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.FromString,
                     response_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
+            ),
+            'PushHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushHistory,
+                    request_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.FromString,
+                    response_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Receipt.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +287,33 @@ class Node(object):
             '/fednode.v1.Node/PullScalars',
             fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
             fednode__proto_dot_v1_dot_envelope__pb2.Envelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Node/PushHistory',
+            fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
+            fednode__proto_dot_v1_dot_envelope__pb2.Receipt.FromString,
             options,
             channel_credentials,
             insecure,

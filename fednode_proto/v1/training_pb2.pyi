@@ -95,3 +95,27 @@ class PullRequest(_message.Message):
     round: int
     since_round: int
     def __init__(self, what: _Optional[_Union[PullRequest.What, str]] = ..., round: _Optional[int] = ..., since_round: _Optional[int] = ...) -> None: ...
+
+class HistoryReport(_message.Message):
+    __slots__ = ("reporter_id", "reporter_public_key", "subject_id", "round", "vector", "reporter_signature", "hops")
+    REPORTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    reporter_id: bytes
+    reporter_public_key: bytes
+    subject_id: bytes
+    round: int
+    vector: bytes
+    reporter_signature: bytes
+    hops: int
+    def __init__(self, reporter_id: _Optional[bytes] = ..., reporter_public_key: _Optional[bytes] = ..., subject_id: _Optional[bytes] = ..., round: _Optional[int] = ..., vector: _Optional[bytes] = ..., reporter_signature: _Optional[bytes] = ..., hops: _Optional[int] = ...) -> None: ...
+
+class HistoryGossip(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[HistoryReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[HistoryReport, _Mapping]]] = ...) -> None: ...

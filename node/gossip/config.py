@@ -91,6 +91,15 @@ class GossipConfig(BaseModel):
         50.0, gt=0, description="joins/s of new identities accepted in total"
     )
     join_burst_global: float = Field(500.0, ge=1, description="burst of joins in total")
+    new_identities_per_contact: float = Field(
+        60.0,
+        gt=0,
+        description="identities new to us one member may introduce per minute (its gossip "
+        "and push-pull records; our own join's state transfer is exempt)",
+    )
+    new_identities_burst_per_contact: float = Field(
+        128.0, ge=1, description="burst of new identities one member may introduce"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GossipConfig:

@@ -312,6 +312,9 @@ class Membership:
                                       max_keys=4 * config.max_members, clock=clock)
         self._join_global = RateLimiter(config.join_rate_global, config.join_burst_global,
                                         max_keys=1, clock=clock)
+        self._new_per_contact = RateLimiter(config.new_identities_per_contact / 60.0,
+                                            config.new_identities_burst_per_contact,
+                                            max_keys=4 * config.max_members, clock=clock)
         self._queue_self()
 
     # ------------------------------------------------------------------ public views
@@ -849,6 +852,13 @@ class Membership:
                           else "conflicting_record")
                 self.rejected[reason] += 1
                 return False
+        elif (self._source is not None and self._source != nid
+              and not self._new_per_contact.allow(self._source)):
+            # One member may introduce only so many identities new to us per minute, so
+            # an attacker minting identities cannot fill the table through one contact.
+            # Dropped records come back through anti-entropy once the bucket refills.
+            self.rejected["new_identity_rate_limited"] += 1
+            return False
         self.verifier.check_record(rec)
         if e is None:
             if not self._admit(nid):

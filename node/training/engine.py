@@ -11,7 +11,8 @@ Round ``r`` on one node::
     start ──> SamplePeers(r, k) + TrainLocal(r)
     peers + own result ──> SendUpdate(peers, r, own)           [phase EXCHANGING]
     push from a peer in round r ──> SendUpdate([peer], r, own)  (push-pull reply)
-    >= wait_for distinct senders, or round_timeout ──> Aggregate(r, own, received)
+    >= wait_for distinct senders (await_replies: every sampled peer answered),
+        or round_timeout ──> Aggregate(r, own, received)
     on_aggregated ──> Evaluate(r) every eval_every rounds, then round r+1 starts
 
 Update admission (each rejection is returned as :class:`RejectUpdate` and
@@ -105,6 +106,8 @@ class Aggregate:
     base: torch.Tensor | None = None
     own_examples: int = 0
     weight_by_examples: bool = False
+    variance_correction: bool = False
+    layer_sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,8 @@ class _Round:
     sent_to: set[str] = field(default_factory=set)
     pending_replies: list[str] = field(default_factory=list)
     exchange_deadline: float | None = None
+    # Sampled peers whose answer came but was beyond our window (await_replies).
+    answered_unusable: set[str] = field(default_factory=set)
 
 
 class RoundEngine:
@@ -163,11 +168,43 @@ class RoundEngine:
         First round to run (a restarted node resumes here; default 0).
     numel
         Expected vector length; if None it is fixed by the first local result.
+    layer_sizes
+        Element count of each layer in vector order (``ParamLayout.sizes``); needed
+        only with ``spec.variance_correction``, which works per layer (default None).
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` breaks a :class:`RoundSpec` rule (it is re-validated here, since
+        ``model_copy(update=...)`` skips validation), or variance correction is on
+        without ``layer_sizes``, or they do not add up to ``numel``.
     """
 
     def __init__(
-        self, node_id: str, spec: RoundSpec, *, start_round: int = 0, numel: int | None = None
+        self,
+        node_id: str,
+        spec: RoundSpec,
+        *,
+        start_round: int = 0,
+        numel: int | None = None,
+        layer_sizes: Sequence[int] | None = None,
     ):
+        # The daemon builds its spec with model_copy(update=...) (rule from the genesis
+        # [aggregation] table), which skips validators: check the combination here.
+        RoundSpec.model_validate(spec.model_dump())
+        sizes = tuple(int(s) for s in layer_sizes) if layer_sizes is not None else None
+        if sizes is not None:
+            if any(s < 1 for s in sizes):
+                raise ValueError("layer_sizes must be positive element counts")
+            if numel is not None and sum(sizes) != numel:
+                raise ValueError(f"layer_sizes add up to {sum(sizes)}, but numel is {numel}")
+            numel = sum(sizes) if numel is None else numel
+        if spec.variance_correction and sizes is None:
+            raise ValueError(
+                "rounds.variance_correction works per layer: build the RoundEngine with "
+                "layer_sizes=layout.sizes"
+            )
+        self.layer_sizes = sizes
         self.node_id = node_id
         self.spec = spec
         self.round = start_round
@@ -290,6 +327,12 @@ class RoundEngine:
         if reason is not None:
             self.stats[f"rejected_{reason}"] += 1
             out: list[Action] = [RejectUpdate(sender, round_idx, reason)]
+            cur = self._cur
+            if reason == "future" and cur is not None and cur.peers and sender in cur.peers:
+                # A sampled peer far ahead has answered; waiting for it would only time out.
+                cur.answered_unusable.add(sender)
+                if self.phase == Phase.EXCHANGING and self._enough():
+                    out += self._aggregate()
             if (
                 reason == "done"
                 and self.spec.reply
@@ -416,8 +459,13 @@ class RoundEngine:
         if cur.peers is not None:
             want = min(want, len(cur.peers))
         # Stale updates are merged when present but never satisfy the wait.
-        fresh = sum(1 for rec in self._usable().values() if rec.round >= self.round)
-        return fresh >= want
+        fresh = {s for s, rec in self._usable().items() if rec.round >= self.round}
+        if self.spec.reply and self.spec.await_replies and cur.peers:
+            # Push-pull owes us an answer from every peer we pushed to: merge them all
+            # (and every other push that came meanwhile) in this round rather than
+            # letting the later ones arrive after we aggregated, discounted as stale.
+            return all(p in fresh or p in cur.answered_unusable for p in cur.peers)
+        return len(fresh) >= want
 
     def _aggregate(self) -> list[Action]:
         cur = self._cur
@@ -453,6 +501,8 @@ class RoundEngine:
                 base=cur.base,
                 own_examples=cur.own_examples,
                 weight_by_examples=self.spec.weight_by_examples,
+                variance_correction=self.spec.variance_correction,
+                layer_sizes=self.layer_sizes,
             )
         ]
 
@@ -481,6 +531,20 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
     ``aggregation.RULES``). ``self_centered_clipping`` and ``bristle`` (also after
     ``nnm+``) get ``reference=own``; ``bristle``'s ``score_fn`` must come in ``params``.
     With payload ``delta`` the result is added to ``action.base``.
+
+    With ``action.variance_correction`` each layer of the result is rescaled about
+    its mean so that its (population) std equals a target computed from the same
+    layer of the stacked rows (Tian et al. 2024, "Vanishing Variance"):
+
+    - rule ``mean``: the mean of the rows' stds, weighted like the mean (by example
+      counts with ``weight_by_examples``) — exactly
+      :func:`aggregation.variance.variance_corrected_layer`;
+    - any other rule: the *median* of the rows' stds (the lower middle one for an
+      even count), so that fewer than half Byzantine rows cannot inflate the target:
+      the corrected layer's std stays within the honest rows' std range.
+
+    Layers with fewer than 2 entries or an aggregated std below 1e-12 are left as
+    the rule returned them.
     """
     table = rules if rules is not None else _rules()
     if action.rule not in table:
@@ -489,6 +553,14 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
     rows = [own] + [
         own + r.weight * (r.vector - own) if r.weight != 1.0 else r.vector for r in action.received
     ]
+    counts: torch.Tensor | None = None
+    if action.weight_by_examples and len(rows) > 1:
+        counts = torch.tensor(
+            [action.own_examples, *(r.num_examples for r in action.received)],
+            dtype=torch.float64,
+        )
+        if bool((counts <= 0).any()):
+            raise ValueError("weight_by_examples needs a positive num_examples for every row")
     if len(rows) == 1:
         combined = own.clone()
     else:
@@ -496,15 +568,11 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
         if action.rule.split("+")[-1] in _NEEDS_REFERENCE:
             params.setdefault("reference", own)
         stack = torch.stack(rows)
-        if action.weight_by_examples:
+        if counts is not None:
             # FedAvg's sample weighting through the plain mean: scaling row i by
             # n_i / mean(n) makes mean(rows) equal sum(n_i x_i) / sum(n_i).
-            counts = [action.own_examples, *(r.num_examples for r in action.received)]
-            n = torch.tensor(counts, dtype=stack.dtype)
-            if bool((n <= 0).any()):
-                raise ValueError("weight_by_examples needs a positive num_examples for every row")
-            stack = stack * (n / n.mean()).unsqueeze(1)
-            combined = table[action.rule](stack, f=action.f, **params)
+            scale = (counts / counts.mean()).to(stack.dtype)
+            combined = table[action.rule](stack * scale.unsqueeze(1), f=action.f, **params)
         elif action.rule.split("+")[-1] == "bristle":
             # Bristle scores candidate models on local data: it needs absolute vectors.
             combined = table[action.rule](stack, f=action.f, **params)
@@ -515,8 +583,54 @@ def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None
             if "reference" in params:
                 params["reference"] = params["reference"] - own
             combined = table[action.rule](stack - own, f=action.f, **params) + own
+        if action.variance_correction:
+            if action.payload != "model":
+                raise ValueError("variance_correction needs payload 'model'")
+            if action.layer_sizes is None or sum(action.layer_sizes) != own.numel():
+                raise ValueError("variance_correction needs layer_sizes that add up to numel")
+            combined = _restore_layer_std(
+                combined,
+                stack,
+                action.layer_sizes,
+                weights=counts,
+                robust=action.rule != "mean",
+            )
     if action.payload == "delta":
         if action.base is None:
             raise ValueError("delta payload without a base vector")
         return action.base + combined
     return combined
+
+
+def _restore_layer_std(
+    combined: torch.Tensor,
+    rows: torch.Tensor,
+    sizes: Sequence[int],
+    *,
+    weights: torch.Tensor | None,
+    robust: bool,
+    eps: float = 1e-12,
+) -> torch.Tensor:
+    """Rescale each layer of ``combined`` about its mean to the rows' target std."""
+    out = combined.clone()
+    k = rows.shape[0]
+    w = (
+        torch.full((k,), 1.0 / k, dtype=torch.float64)
+        if weights is None
+        else weights.to(torch.float64) / weights.sum()
+    )
+    start = 0
+    for size in sizes:
+        seg = slice(start, start + size)
+        start += size
+        if size < 2:
+            continue
+        stds = rows[:, seg].to(torch.float64).std(dim=1, unbiased=False)
+        target = stds.median() if robust else w @ stds
+        layer = combined[seg].to(torch.float64)
+        current = layer.std(unbiased=False)
+        if float(current) < eps:
+            continue
+        mu = layer.mean()
+        out[seg] = (mu + (layer - mu) * (target / current)).to(out.dtype)
+    return out

@@ -40,6 +40,7 @@ from node.training.evaluate import evaluate
 from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
 from node.training.models import build_model
 from node.training.params import flatten, load_vector, model_hash
+from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 from node.training.trainer import FlowerTrainer, ModelTrainer, make_trainer
 
@@ -62,6 +63,11 @@ class SimResult:
     stats: list[dict[str, int]]
     sim_time: float
     """Simulated time at which the last round of the last node was aggregated."""
+    final_vectors: list[torch.Tensor] = field(default_factory=list)
+    """Each node's trainable vector at the end of its last round."""
+    vectors: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    """With ``record_vectors``: round -> each node's vector after that round's aggregation
+    (rounds where every node evaluated)."""
 
     @property
     def mean_accuracy(self) -> float:
@@ -91,6 +97,9 @@ def simulate(
     task_data: TaskData | None = None,
     rules: Mapping[str, RuleFn] | None = None,
     on_round: Callable[[int, list[float]], None] | None = None,
+    release: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    independent_init: bool = False,
+    record_vectors: bool = False,
 ) -> SimResult:
     """Run ``task.num_nodes`` nodes for ``num_rounds`` rounds in one process.
 
@@ -111,6 +120,20 @@ def simulate(
         Aggregation rules (default ``aggregation.RULES``).
     on_round
         Called with (round, accuracies) whenever all nodes evaluated a round.
+    release
+        Default None (vectors leave unchanged). Otherwise called once per node and
+        round when local training ends, as ``release(node_index, round, vector,
+        base)`` with the trained vector and the round-start vector; what it returns
+        replaces the node's vector and is what the node sends (and every reply of
+        that round resends), as the daemon does with its privacy guard's output.
+    independent_init
+        Default False: every node starts from the genesis-seeded model, as a
+        network does. True: node ``i`` starts from its own initialisation
+        (model seed ``derive_seed("independent-init", seed, i)``), the setting of
+        gossip learning studied by the variance-correction paper (``sgd`` only).
+    record_vectors
+        Default False. True keeps every node's vector at each evaluated round in
+        :attr:`SimResult.vectors` (memory: nodes x evaluated rounds x d floats).
     """
     n = task.num_nodes
     spec = rounds.model_copy(update={"max_rounds": num_rounds})
@@ -125,7 +148,23 @@ def simulate(
         make_trainer(task, learner, seed=seed, node_index=i, node_id=ids[i], task_data=data)
         for i in range(n)
     ]
-    engines = [RoundEngine(ids[i], spec, numel=trainers[i].layout.numel) for i in range(n)]
+    if independent_init:
+        if data is None:
+            raise ValueError("independent_init needs the 'sgd' learner (a model built here)")
+        for i, tr in enumerate(trainers):
+            own = build_model(
+                task,
+                derive_seed("independent-init", seed, i),
+                input_dim=data.input_dim,
+                num_classes=data.num_classes,
+            )
+            tr.set_vector(flatten(own))
+    engines = [
+        RoundEngine(
+            ids[i], spec, numel=trainers[i].layout.numel, layer_sizes=trainers[i].layout.sizes
+        )
+        for i in range(n)
+    ]
     rng = random.Random(seed)
     queue: list[_Event] = []
     seq = 0
@@ -133,7 +172,9 @@ def simulate(
     bytes_sent = 0
     rejected = 0
     evals: dict[int, dict[int, float]] = {}
+    snapshots: dict[int, dict[int, torch.Tensor]] = {}
     last_acc = [math.nan] * n
+    bases: dict[int, torch.Tensor] = {}  # round-start vectors, for ``release``
     finished = 0.0
 
     def push(t: float, kind: str, node: int, data: Any = None) -> None:
@@ -152,6 +193,8 @@ def simulate(
                 peers = rng.sample(others, min(act.k, len(others)))
                 pending += eng.on_sampled_peers(act.round, peers, now)
             elif isinstance(act, TrainLocal):
+                if release is not None:
+                    bases[i] = trainers[i].vector()
                 trainers[i].train(act.round)
                 dt = train_time * (1.0 + jitter * rng.random())
                 push(now + dt, "trained", i, act.round)
@@ -175,6 +218,8 @@ def simulate(
                 eng.on_evaluated(act.round, res.as_dict())
                 last_acc[i] = res.accuracy
                 evals.setdefault(act.round, {})[i] = res.accuracy
+                if record_vectors:
+                    snapshots.setdefault(act.round, {})[i] = trainers[i].vector()
                 if on_round is not None and len(evals[act.round]) == n:
                     on_round(act.round, [evals[act.round][j] for j in range(n)])
             elif isinstance(act, RejectUpdate):
@@ -194,6 +239,9 @@ def simulate(
             dispatch(ev.node, eng.tick(now), now)
         elif ev.kind == "trained":
             vec = trainers[ev.node].vector()
+            if release is not None:
+                vec = release(ev.node, ev.data, vec, bases.pop(ev.node))
+                trainers[ev.node].set_vector(vec)
             num = trainers[ev.node].num_examples
             dispatch(ev.node, eng.on_local_result(ev.data, vec, now, num_examples=num), now)
         elif ev.kind == "deliver":
@@ -210,6 +258,12 @@ def simulate(
         rejected=rejected,
         stats=[dict(e.stats) for e in engines],
         sim_time=finished,
+        final_vectors=[tr.vector() for tr in trainers],
+        vectors={
+            r: [vs[j] for j in range(n)]
+            for r, vs in sorted(snapshots.items())
+            if len(vs) == n and r in history
+        },
     )
 
 

@@ -126,11 +126,40 @@ class LearnerSpec(BaseModel):
         description="`module:attribute` of a Flower NumPyClient instance or of a "
         "`client_fn(context)` factory (kind 'flower' only).",
     )
+    dp_sgd: bool = Field(
+        False,
+        description="Sample-level DP-SGD through Opacus (kind 'sgd' only): Poisson-sampled "
+        "minibatches of rate batch_size/examples, per-example gradients clipped to "
+        "dp_sgd_max_grad_norm, Gaussian noise of std dp_sgd_noise_multiplier * "
+        "dp_sgd_max_grad_norm on every local step.",
+    )
+    dp_sgd_noise_multiplier: float = Field(
+        1.0,
+        ge=0.0,
+        le=1e4,
+        allow_inf_nan=False,
+        description="DP-SGD noise std / max_grad_norm (0 clips without noise: no privacy).",
+    )
+    dp_sgd_max_grad_norm: float = Field(
+        1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="DP-SGD per-example L2 clipping bound (over all trainable parameters).",
+    )
 
     @model_validator(mode="after")
     def _check_flower(self) -> LearnerSpec:
         if self.kind == "flower" and (not self.flower_client or ":" not in self.flower_client):
             raise ValueError("learner 'flower' requires flower_client as 'module:attribute'")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dp_sgd(self) -> LearnerSpec:
+        if self.dp_sgd and self.kind != "sgd":
+            raise ValueError(
+                f"dp_sgd is only available with learner kind 'sgd', not {self.kind!r} "
+                "(Opacus needs per-example gradients of a local torch model)"
+            )
         return self
 
 
@@ -164,6 +193,12 @@ class RoundSpec(BaseModel):
     reply: bool = Field(
         True, description="Answer a pushed update with our own of the same round (push-pull)."
     )
+    await_replies: bool = Field(
+        False,
+        description="With reply: end a round only when every sampled peer has answered "
+        "(or round_timeout), merging every push that arrived by then, instead of after "
+        "the first min_updates senders.",
+    )
     payload: Literal["model", "delta"] = Field(
         "model",
         description="Exchange trainable parameter vectors (gossip averaging) or updates "
@@ -180,11 +215,22 @@ class RoundSpec(BaseModel):
         description="Weight rows by the senders' example counts (FedAvg's weighting); "
         "only with aggregation 'mean', since scaling rows breaks robust rules.",
     )
+    variance_correction: bool = Field(
+        False,
+        description="After the rule, restore each layer's weight std (Tian et al. 2024, "
+        "'Vanishing Variance'): to the (weighted) mean of the merged models' stds with "
+        "'mean', to their median with any other rule; payload 'model' only.",
+    )
 
     @model_validator(mode="after")
     def _check_weighting(self) -> RoundSpec:
         if self.weight_by_examples and self.aggregation != "mean":
             raise ValueError("weight_by_examples is only valid with aggregation 'mean'")
+        if self.variance_correction and self.payload != "model":
+            raise ValueError(
+                "variance_correction needs payload 'model' (a delta has no weight variance "
+                "to restore)"
+            )
         return self
 
     @property

@@ -2,9 +2,23 @@
 
 A fresh optimizer is created every round (as in the MNIST-1D FedAvg anchor), so
 no optimizer state depends on a model the node has since replaced by an average.
+
+With ``LearnerSpec.dp_sgd`` the steps are sample-level DP-SGD (Abadi et al. 2016)
+through Opacus: each step draws a Poisson-sampled minibatch (every example
+independently with probability ``q = min(1, batch_size / examples)``), Opacus's
+``GradSampleModule`` computes per-example gradients, and its ``DPOptimizer`` clips
+each to ``dp_sgd_max_grad_norm`` (L2 over all trainable parameters), adds Gaussian
+noise of std ``dp_sgd_noise_multiplier * dp_sgd_max_grad_norm`` to the sum and
+divides by the expected batch size ``q * examples`` before the Adam/SGD step. An
+Opacus ``RDPAccountant`` kept by the learner (across rounds) is stepped by the
+optimizer, as ``PrivacyEngine`` wires it: :meth:`SGDLearner.sample_epsilon`.
 """
 
 from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,6 +28,10 @@ from node.training.learners import LocalResult
 from node.training.params import flatten, layout_of
 from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec
+from privacy import fresh_generator
+
+if TYPE_CHECKING:
+    from opacus.accountants import RDPAccountant
 
 __all__ = ["SGDLearner"]
 
@@ -24,12 +42,14 @@ class SGDLearner:
     Parameters
     ----------
     spec
-        Learner spec (``lr``, ``local_steps``, ``optimizer``, ``momentum``).
+        Learner spec (``lr``, ``local_steps``, ``optimizer``, ``momentum``, and the
+        ``dp_sgd*`` fields).
     batch_size
-        Minibatch size (task spec's ``batch_size``).
+        Minibatch size (task spec's ``batch_size``); with ``dp_sgd`` the expected
+        size of a Poisson draw, ``q = min(1, batch_size / examples)``.
     seed
         Genesis seed; minibatch draws come from ``(seed, node, round)`` so a run
-        is reproducible.
+        is reproducible. DP-SGD draws use OS randomness instead (they must be secret).
     node
         Node identity used in the minibatch seed.
     """
@@ -41,6 +61,42 @@ class SGDLearner:
         self.batch_size = batch_size
         self.seed = seed
         self.node = node
+        self.accountant: RDPAccountant | None = None
+        """Opacus accountant of the DP-SGD steps so far (None without ``dp_sgd``)."""
+        if spec.dp_sgd:
+            # Imported only here: Opacus costs seconds of start-up every node would pay.
+            from opacus.accountants import RDPAccountant
+
+            self.accountant = RDPAccountant()
+
+    @property
+    def dp_steps(self) -> int:
+        """Noised DP-SGD steps taken so far (0 without ``dp_sgd``)."""
+        if self.accountant is None:
+            return 0
+        return sum(steps for _, _, steps in self.accountant.history)
+
+    def sample_epsilon(self, delta: float) -> float:
+        """Sample-level epsilon spent by this learner's DP-SGD steps at ``delta``.
+
+        Opacus's ``RDPAccountant`` over the Poisson-subsampled Gaussian steps taken so
+        far (add/remove-one-example adjacency within this node's data). ``0.0``
+        before the first step; ``inf`` with noise multiplier 0.
+
+        Raises
+        ------
+        ValueError
+            Without ``dp_sgd``, or if ``delta`` is not in (0, 1).
+        """
+        if self.accountant is None:
+            raise ValueError("sample_epsilon needs a learner spec with dp_sgd = true")
+        if not (0.0 < float(delta) < 1.0):
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+        if self.dp_steps == 0:
+            return 0.0
+        if self.spec.dp_sgd_noise_multiplier == 0.0:
+            return math.inf
+        return float(self.accountant.get_epsilon(delta=float(delta)))
 
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         if self.spec.optimizer == "adam":
@@ -57,6 +113,8 @@ class SGDLearner:
         if n == 0:
             raise ValueError("node has no training examples")
         layout_of(model)  # raises early if nothing is trainable
+        if self.spec.dp_sgd:
+            return self._train_round_dp(model, data, round_idx)
         before = flatten(model)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = self._optimizer(params)
@@ -79,3 +137,86 @@ class SGDLearner:
             num_examples=n,
             loss=total / self.spec.local_steps,
         )
+
+    def _train_round_dp(self, model: nn.Module, data: NodeData, round_idx: int) -> LocalResult:
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
+        assert self.accountant is not None
+        n = data.num_examples
+        q = min(1.0, self.batch_size / n)
+        errors = GradSampleModule.validate(model, strict=False)
+        if errors:
+            raise ValueError(f"dp_sgd: Opacus cannot compute per-example gradients: {errors[0]}")
+        before = flatten(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        # Hooks go on the model's own submodules and the parameters stay the same
+        # objects, so flatten/load_vector on ``model`` see the trained values; the
+        # wrapper is removed at the end of the round.
+        wrapped = GradSampleModule(model, loss_reduction="mean", strict=True)
+        opt = DPOptimizer(
+            self._optimizer(params),
+            noise_multiplier=self.spec.dp_sgd_noise_multiplier,
+            max_grad_norm=self.spec.dp_sgd_max_grad_norm,
+            expected_batch_size=max(1, round(q * n)),
+            loss_reduction="mean",
+            # The noise must be secret: OS-seeded like privacy.privatize_update.
+            generator=fresh_generator(),
+        )
+        opt.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=q))
+        # Amplification by subsampling needs a *secret* sample: the genesis seed is known
+        # to every peer, so the Poisson draws come from OS randomness, not derive_seed
+        # (DP-SGD rounds are therefore not reproducible).
+        gen = fresh_generator()
+        model.train()
+        total = 0.0
+        counted = 0
+        try:
+            with warnings.catch_warnings():
+                # Inputs never require grad; Opacus's hooks need only the outputs' gradients.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                for _ in range(self.spec.local_steps):
+                    total, counted = self._dp_step(
+                        wrapped, opt, params, data, gen, q, total, counted
+                    )
+        finally:
+            opt.zero_grad(set_to_none=True)
+            wrapped.to_standard_module()
+            model.eval()
+        return LocalResult(
+            update=flatten(model) - before,
+            num_examples=n,
+            loss=total / counted if counted else float("nan"),
+            metrics={
+                "dp_sgd_steps": float(self.dp_steps),
+                "dp_sgd_sample_rate": q,
+                "dp_sgd_empty_draws": float(self.spec.local_steps - counted),
+            },
+        )
+
+    @staticmethod
+    def _dp_step(
+        wrapped: nn.Module,
+        opt: torch.optim.Optimizer,
+        params: list[nn.Parameter],
+        data: NodeData,
+        gen: torch.Generator,
+        q: float,
+        total: float,
+        counted: int,
+    ) -> tuple[float, int]:
+        """One DP-SGD step on a Poisson-sampled batch; returns the running loss sum and count."""
+        # Poisson sampling, the sampling the RDP accountant's bound assumes.
+        idx = torch.nonzero(torch.rand(data.num_examples, generator=gen) < q).reshape(-1)
+        opt.zero_grad(set_to_none=True)
+        if idx.numel() == 0:
+            # An empty draw is still a step of the mechanism: noise only.
+            for p in params:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
+        else:
+            loss = nn.functional.cross_entropy(wrapped(data.x[idx]), data.y[idx])
+            loss.backward()
+            total += float(loss.detach())
+            counted += 1
+        opt.step()
+        return total, counted
