@@ -42,6 +42,7 @@ from fednode_proto.v1 import training_pb2 as pb
 
 from .envelope import EnvelopeError, check_envelope, seal
 from .exchange import chunks_for
+from .logs import log
 from .training.params import ParamError, ParamLayout, decode_checkpoint
 
 if TYPE_CHECKING:
@@ -151,22 +152,13 @@ class PulledCheckpoint:
     round: int
     vector: torch.Tensor
     model_hash: str
+    data: bytes = b""
+    """The checkpoint file as received (safetensors), for callers that store it as is."""
 
 
 def catchup_counter(metrics: Metrics) -> Counter:
-    """The daemon's ``fednode_training_catchups_total`` counter (created once per registry)."""
-    from prometheus_client import Counter as _Counter
-
-    existing = getattr(metrics, "training_catchups", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-    counter = _Counter(
-        CATCHUP_METRIC,
-        "Times this node adopted peers' checkpoints to rejoin rounds it was too far behind",
-        registry=metrics.registry,
-    )
-    metrics.training_catchups = counter  # type: ignore[attr-defined]
-    return counter
+    """The daemon's ``fednode_training_catchups_total`` counter."""
+    return metrics.training_catchups
 
 
 async def serve_checkpoint(
@@ -188,6 +180,7 @@ async def serve_checkpoint(
     try:
         data = await loop.run_in_executor(None, store.checkpoint_bytes, ckpt)
     except Exception:  # a corrupt file: serve nothing rather than garbage
+        log.warning("cannot serve checkpoint", exc_info=True)
         return
     header = pb.TensorHeader(
         format=pb.TensorHeader.SAFETENSORS,
@@ -216,7 +209,7 @@ async def pull_checkpoint(
     channels: PeerChannels,
     address: str,
     *,
-    expect_sender: str,
+    expect_sender: str | None,
     request: Envelope,
     network_id: bytes,
     layout: ParamLayout,
@@ -227,7 +220,8 @@ async def pull_checkpoint(
     """Pull and check one peer's checkpoint; returns it, or why it was refused.
 
     ``request`` is our signed ``request`` envelope carrying a ``PullRequest`` for
-    ``CHECKPOINT``; ``expect_sender`` the hex node id of the peer at ``address``.
+    ``CHECKPOINT``; ``expect_sender`` the hex node id of the peer at ``address`` (None:
+    whoever signed it, recorded as the sender).
     """
     stub = channels.stub(address)
     parts: list[bytes] = []
@@ -241,7 +235,8 @@ async def pull_checkpoint(
                 verified = check_envelope(
                     chunk.header, network_id, replay=None, kinds=frozenset({"checkpoint"})
                 )
-                if verified.sender_id.hex() != expect_sender:
+                signer = verified.sender_id.hex()
+                if expect_sender is not None and signer != expect_sender:
                     return "checkpoint signed by another node than the one asked"
                 header.ParseFromString(verified.body)
                 if header.round != verified.round:
@@ -269,7 +264,7 @@ async def pull_checkpoint(
         vector = decode_checkpoint(data, layout)
     except ParamError as exc:
         return f"checkpoint refused: {exc}"
-    return PulledCheckpoint(expect_sender, int(header.round), vector, header.model_hash)
+    return PulledCheckpoint(signer, int(header.round), vector, header.model_hash, data)
 
 
 def combine_checkpoints(vectors: list[torch.Tensor]) -> torch.Tensor:

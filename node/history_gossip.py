@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 import torch
-from prometheus_client import Counter, Gauge
 
 from aggregation.sybil import HistoryRecord, SimilarityHistory
 from fednode_proto.v1.training_pb2 import HistoryGossip, HistoryReport
@@ -219,20 +218,8 @@ class HistoryExchange:
         self._generator = torch.Generator().manual_seed(
             int.from_bytes(self.identity.node_id[:8], "little") & 0x7FFFFFFFFFFFFFFF
         )
-        registry = daemon.metrics.registry
-        self.reports = Counter(
-            "fednode_history_reports_total",
-            "Sybil-weighting history reports, by outcome (sent, merged, stale, "
-            "unknown_reporter, future)",
-            ["outcome"],
-            registry=registry,
-        )
-        self.records = Gauge(
-            "fednode_history_records",
-            "Per-peer histories held, by source (direct, gossip)",
-            ["source"],
-            registry=registry,
-        )
+        self.reports = daemon.metrics.history_reports
+        self.records = daemon.metrics.history_records
 
     # --- outbound ------------------------------------------------------------------------
 

@@ -63,3 +63,21 @@ class Metrics:
         self.rate_limited = Counter(
             "fednode_rate_limited_total", "Requests refused by per-peer rate limits", registry=r
         )
+        self.training_catchups = Counter(
+            "fednode_training_catchups",
+            "Times this node adopted peers' checkpoints to rejoin rounds it was too far behind",
+            registry=r,
+        )
+        self.history_reports = Counter(
+            "fednode_history_reports",
+            "Sybil-weighting history reports, by outcome (sent, merged, stale, "
+            "unknown_reporter, future)",
+            ["outcome"],
+            registry=r,
+        )
+        self.history_records = Gauge(
+            "fednode_history_records",
+            "Per-peer histories held, by source (direct, gossip)",
+            ["source"],
+            registry=r,
+        )

@@ -169,6 +169,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.on_fault = on_fault
         self.replay = ReplayWindow()
         self.seq = SeqCounter()
+        # Foreign networks already warned about: one warning per network id, not per message.
+        self._foreign_networks: set[bytes] = set()
         self.gossip: GossipHandler | None = None
         self.training: TrainingHandler | None = None
         self.history: HistoryHandler | None = None
@@ -190,6 +192,29 @@ class NodeService(node_pb2_grpc.NodeServicer):
             extra={"fields": {"reason": reason, "peer": context.peer(), "detail": message}},
         )
         await context.abort(code, f"{reason}: {message}")
+
+    def _warn_foreign_network(self, env: Envelope, context: grpc.aio.ServicerContext) -> None:
+        """Say once per foreign network id that someone speaks another genesis.
+
+        Every such message is refused (and counted); the usual cause is an operator error
+        (a different genesis file, or a fednode version whose genesis has other fields), which
+        silently isolates nodes unless it is said loudly once.
+        """
+        theirs = bytes(env.network_id[:32])
+        if theirs in self._foreign_networks or len(self._foreign_networks) >= 64:
+            return
+        self._foreign_networks.add(theirs)
+        log.warning(
+            "peer speaks another network (different genesis file or fednode version); "
+            "its messages are refused",
+            extra={
+                "fields": {
+                    "peer": context.peer(),
+                    "their_network": theirs.hex()[:16],
+                    "our_network": self.network_id.hex()[:16],
+                }
+            },
+        )
 
     async def _admit(
         self, env: Envelope, context: grpc.aio.ServicerContext, kinds: frozenset[str]
@@ -214,6 +239,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
                 if exc.reason in {"wrong_network", "bad_signature", "bad_sender_id"}
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
+            if exc.reason == "wrong_network":
+                self._warn_foreign_network(env, context)
             await self._refuse(context, code, exc.reason, str(exc))
             raise AssertionError("unreachable") from exc
         if self.is_banned(verified.sender_id):

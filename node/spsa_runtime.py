@@ -38,7 +38,6 @@ import asyncio
 import base64
 import contextlib
 import copy
-import hashlib
 import json
 import math
 import struct
@@ -56,8 +55,8 @@ from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1 import training_pb2 as pb
 from fednode_proto.v1.envelope_pb2 import Envelope
 
+from .catchup import pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
-from .exchange import chunks_for
 from .identity import Identity, node_id_for, verify_signature
 from .logs import log
 from .service import Rejected
@@ -75,7 +74,6 @@ from .training.learners.spsa import (
     seed_id,
 )
 from .training.params import (
-    ParamError,
     checkpoint_tensors,
     decode_checkpoint,
     encode_state,
@@ -1076,39 +1074,15 @@ class SpsaRuntime:
     async def pull(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[pb.TensorChunk]:
         if request.what != pb.PullRequest.CHECKPOINT or self.layout is None:
             return
-        store = self.daemon.store
-        assert store is not None
-        loop = asyncio.get_running_loop()
-        ckpt = await loop.run_in_executor(None, store.latest_checkpoint)
-        if ckpt is None:
-            return
-        try:
-            data = await loop.run_in_executor(None, store.checkpoint_bytes, ckpt)
-        except Exception:  # corrupt file: serve nothing rather than garbage
-            log.warning("cannot serve checkpoint", exc_info=True)
-            return
-        header = pb.TensorHeader(
-            format=pb.TensorHeader.SAFETENSORS,
-            dtype="float32",
-            shape=[int(self.layout.numel)],
-            total_bytes=len(data),
-            payload_sha256=hashlib.sha256(data).digest(),
-            round=ckpt.round,
-            base_round=ckpt.round,
-            model_hash=ckpt.model_sha256,
-        )
-        env = seal(
+        assert self.daemon.store is not None
+        async for chunk in serve_checkpoint(
+            self.daemon.store,
+            self.layout,
             self.identity,
             self.network_id,
-            "checkpoint",
-            header.SerializeToString(),
-            seq=self.seq.next("checkpoint"),
-            round=ckpt.round,
-        )
-        self.daemon.metrics.bytes.labels(direction="out", kind="checkpoint").inc(
-            env.ByteSize() + len(data)
-        )
-        for chunk in chunks_for(env, data):
+            self.seq,
+            self.daemon.metrics,
+        ):
             yield chunk
 
     # --- catching up -----------------------------------------------------------------------
@@ -1145,46 +1119,21 @@ class SpsaRuntime:
         self, address: str
     ) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
         """A peer's latest final checkpoint, checked (hash, safetensors, shape, finite)."""
-
-        stub = self.daemon.channels.stub(address)
-        parts: list[bytes] = []
-        header = pb.TensorHeader()
-        limit = self.daemon.settings.max_update_bytes
-        size = 0
-        first = True
-        try:
-            async for chunk in stub.Pull(self._request(pb.PullRequest.CHECKPOINT), timeout=60.0):
-                if first:
-                    first = False
-                    verified = check_envelope(
-                        chunk.header, self.network_id, replay=None, kinds=frozenset({"checkpoint"})
-                    )
-                    header.ParseFromString(verified.body)
-                    if header.total_bytes > limit:
-                        return None
-                size += len(chunk.data)
-                if size > header.total_bytes:
-                    return None
-                parts.append(chunk.data)
-        except (grpc.aio.AioRpcError, EnvelopeError, ValueError) as exc:
-            log.info("checkpoint pull failed", extra={"fields": {"error": str(exc)[:120]}})
+        assert self.layout is not None
+        got = await pull_checkpoint(
+            self.daemon.channels,
+            address,
+            expect_sender=None,
+            request=self._request(pb.PullRequest.CHECKPOINT),
+            network_id=self.network_id,
+            layout=self.layout,
+            max_bytes=self.daemon.settings.max_update_bytes,
+            metrics=self.daemon.metrics,
+        )
+        if isinstance(got, str):
+            log.info("peer checkpoint refused", extra={"fields": {"error": got[:120]}})
             return None
-        if first:
-            return None
-        data = b"".join(parts)
-        self.daemon.metrics.bytes.labels(direction="in", kind="checkpoint").inc(len(data))
-        if (
-            len(data) != header.total_bytes
-            or hashlib.sha256(data).digest() != header.payload_sha256
-        ):
-            return None
-        try:
-            # safetensors only, never unpickled: one float32 vector of our layout, finite.
-            vec = decode_checkpoint(data, self.layout)
-        except ParamError as exc:
-            log.info("peer checkpoint refused", extra={"fields": {"error": str(exc)[:120]}})
-            return None
-        return int(header.round), vec, _safetensors_metadata(data), data
+        return got.round, got.vector, _safetensors_metadata(got.data), got.data
 
     async def _initial_catch_up(
         self, prefetched: tuple[str, list[CheckedBatch]] | None = None

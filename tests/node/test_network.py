@@ -99,6 +99,7 @@ def test_bad_peer_input_is_refused_and_counted(net3: Testnet, mallory: Identity)
         # Another network.
         err = _refused(stub.Gossip, seal(mallory, b"\x09" * 32, "gossip", b"", seq=1))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "wrong_network" in err.details()
+        _refused(stub.Gossip, seal(mallory, b"\x09" * 32, "gossip", b"", seq=9))
         # Bad signature.
         env = seal(mallory, net_id, "gossip", b"", seq=2)
         env.body = b"tampered"
@@ -147,7 +148,11 @@ def test_bad_peer_input_is_refused_and_counted(net3: Testnet, mallory: Identity)
         assert not receipt.accepted and receipt.reason.startswith("bad_hash")
     after = _metric(net3, 0, "fednode_messages_rejected_total")
     assert after - before >= 8
-    assert _metric(net3, 0, "fednode_messages_rejected_total", 'reason="wrong_network"') >= 1
+    assert _metric(net3, 0, "fednode_messages_rejected_total", 'reason="wrong_network"') >= 2
+    # The operator is told once per foreign network, not once per message.
+    log_text = net3.nodes[0].log_path.read_text(errors="replace")
+    assert log_text.count("peer speaks another network") == 1
+    assert ("09" * 8) in log_text
     # The node is healthy, its view unpolluted: still exactly its two real peers.
     st = net3.statuses()[0]
     assert st["state"] == "running" and st["peers_alive"] == 2
