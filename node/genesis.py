@@ -185,6 +185,11 @@ class PrivacySpec(_Section):
         return self
 
 
+_ENGINE_COPIES = frozenset(
+    {"aggregation", "aggregation_f", "aggregation_params", "variance_correction"}
+)
+
+
 class Genesis(_Section):
     """A whole genesis file."""
 
@@ -194,6 +199,33 @@ class Genesis(_Section):
     aggregation: AggregationSpec = Field(default_factory=lambda: AggregationSpec())
     privacy: PrivacySpec = Field(default_factory=lambda: PrivacySpec())
     rounds: RoundSpec = Field(default_factory=lambda: RoundSpec())
+
+    @model_validator(mode="after")
+    def _rule_lives_in_aggregation(self) -> Genesis:
+        # RoundSpec carries the rule for the sans-I/O engine, but the genesis has one place
+        # for it: [aggregation]. A rule written under [rounds] would be silently ignored.
+        misplaced = _ENGINE_COPIES & self.rounds.model_fields_set
+        if misplaced:
+            raise ValueError(
+                f"rounds.{sorted(misplaced)[0]} is set from [aggregation] "
+                "(rule, f, params, variance_correction); remove it from [rounds]"
+            )
+        self.round_spec()
+        return self
+
+    def round_spec(self) -> RoundSpec:
+        """The engine's effective :class:`RoundSpec`: ``[rounds]`` plus the ``[aggregation]``
+        rule, f, parameters and variance switch, validated together (so, e.g., sample
+        weighting with a robust rule is refused when the genesis is read, not at start)."""
+        agg = self.aggregation
+        data = self.rounds.model_dump()
+        data.update(
+            aggregation=agg.rule,
+            aggregation_f=agg.f,
+            aggregation_params=dict(agg.params),
+            variance_correction=agg.variance_correction,
+        )
+        return RoundSpec.model_validate(data)
 
     def canonical_json(self) -> bytes:
         """Canonical encoding whose hash is the network id."""
@@ -267,9 +299,11 @@ def _toml_value(value: Any) -> str:
     return tomli_w.dumps({"v": value}).strip().split(" = ", 1)[1]
 
 
-def _render_section(model: BaseModel) -> list[str]:
+def _render_section(model: BaseModel, skip: frozenset[str] = frozenset()) -> list[str]:
     lines: list[str] = []
     for name, field in type(model).model_fields.items():
+        if name in skip:
+            continue
         value = getattr(model, name)
         if field.description:
             text = field.description.rstrip(".") + "."
@@ -302,6 +336,7 @@ def render_genesis(genesis: Genesis) -> str:
         doc = (type(section).__doc__ or "").strip().splitlines()[0]
         out.append(f"[{name}]")
         out.append(f"# == {doc}")
-        out.extend(_render_section(section))
+        # The engine's copies of the rule are filled from [aggregation], never written.
+        out.extend(_render_section(section, _ENGINE_COPIES if name == "rounds" else frozenset()))
         out.append("")
     return "\n".join(out)

@@ -101,12 +101,87 @@ def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -
     return True
 
 
+def testnet_genesis(
+    *,
+    nodes: int,
+    task: str = "mnist1d",
+    model: str | None = None,
+    learner: str = "sgd",
+    flower_client: str | None = None,
+    rounds: int = 20,
+    rule: str = "mean",
+    byzantine: int = 0,
+    seed: int = 1,
+    eval_every: int = 1,
+    epsilon: float | None = None,
+    noise: float = 6.5,
+    clip: float = 1.0,
+    sybil_weighting: bool = False,
+) -> Genesis:
+    """The genesis ``fednode testnet up`` runs with these options (the compose testnet's
+    ``deploy/genesis.toml`` is one of them; a test keeps the two equal).
+
+    Raises
+    ------
+    pydantic.ValidationError
+        If the combination is invalid (e.g. ``cnn`` outside mnist1d).
+    """
+    task_spec: dict[str, Any] = {"name": task, "num_nodes": nodes}
+    if model:
+        task_spec["model"] = model
+    elif task == "mnist1d" and learner == "sgd":
+        task_spec["model"] = "cnn"  # the headline model: within a point of FedAvg (training.md)
+    elif task == "sentiment":
+        task_spec["model"] = "lora"
+    return Genesis.model_validate(
+        {
+            "network": {
+                "name": f"testnet-{task}",
+                "seed": seed,
+                "pow_difficulty": 8,
+                "gossip_profile": "local",
+            },
+            "task": task_spec,
+            "learner": (
+                {"kind": learner, "flower_client": flower_client}
+                if flower_client
+                else {"kind": learner}
+            ),
+            "aggregation": {"rule": rule, "f": byzantine, "sybil_weighting": sybil_weighting},
+            "rounds": {
+                "max_rounds": rounds,
+                "eval_every": eval_every,
+                # Measured in docs/training.md: merging every reply of the round and
+                # FedAvg's sample weighting close most of the gap to FedAvg. Weighting
+                # trusts self-reported example counts, so only on an honest testnet.
+                "await_replies": True,
+                "weight_by_examples": rule == "mean" and byzantine == 0 and not sybil_weighting,
+            },
+            "privacy": (
+                {
+                    "enabled": True,
+                    "epsilon_budget": epsilon,
+                    "noise_multiplier": noise,
+                    "clip": clip,
+                }
+                if epsilon is not None
+                else {}
+            ),
+        }
+    )
+
+
 @testnet_app.command("up")
 def up(
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Number of node processes.")] = 3,
     task: Annotated[str, typer.Option(help="mnist1d, digits or sentiment.")] = "mnist1d",
     model: Annotated[
-        str | None, typer.Option(help="mlp, cnn or lora.", show_default="the task's own")
+        str | None,
+        typer.Option(
+            help="mlp, cnn or lora.",
+            show_default="cnn for mnist1d with --learner sgd (0.91 in 20 rounds on 3 nodes), "
+            "else the task's own",
+        ),
     ] = None,
     learner: Annotated[str, typer.Option(help="sgd, spsa or flower.")] = "sgd",
     flower_client: Annotated[
@@ -165,39 +240,22 @@ def up(
         raise typer.BadParameter("--format must be text or json")
     if byzantine >= nodes:
         raise typer.BadParameter("--byzantine must be smaller than --nodes")
-    task_spec: dict[str, Any] = {"name": task, "num_nodes": nodes}
-    if model:
-        task_spec["model"] = model
-    elif task == "sentiment":
-        task_spec["model"] = "lora"
     try:
-        genesis = Genesis.model_validate(
-            {
-                "network": {
-                    "name": f"testnet-{task}",
-                    "seed": seed,
-                    "pow_difficulty": 8,
-                    "gossip_profile": "local",
-                },
-                "task": task_spec,
-                "learner": (
-                    {"kind": learner, "flower_client": flower_client}
-                    if flower_client
-                    else {"kind": learner}
-                ),
-                "aggregation": {"rule": rule, "f": byzantine, "sybil_weighting": sybil_weighting},
-                "rounds": {"max_rounds": rounds, "eval_every": eval_every},
-                "privacy": (
-                    {
-                        "enabled": True,
-                        "epsilon_budget": epsilon,
-                        "noise_multiplier": noise,
-                        "clip": clip,
-                    }
-                    if epsilon is not None
-                    else {}
-                ),
-            }
+        genesis = testnet_genesis(
+            nodes=nodes,
+            task=task,
+            model=model,
+            learner=learner,
+            flower_client=flower_client,
+            rounds=rounds,
+            rule=rule,
+            byzantine=byzantine,
+            seed=seed,
+            eval_every=eval_every,
+            epsilon=epsilon,
+            noise=noise,
+            clip=clip,
+            sybil_weighting=sybil_weighting,
         )
     except Exception as exc:
         raise typer.BadParameter(str(exc).splitlines()[0]) from None

@@ -122,19 +122,13 @@ class TrainingRuntime:
                 start_round = 0
         agg = d.genesis.aggregation
         # The genesis [aggregation] table is the one source of the rule and its parameters.
-        rounds = d.genesis.rounds.model_copy(
-            update={
-                "aggregation": agg.rule,
-                "aggregation_f": agg.f,
-                "aggregation_params": dict(agg.params),
-                "variance_correction": agg.variance_correction,
-            }
-        )
+        rounds = d.genesis.round_spec()
         self.engine = eng.RoundEngine(
             self.node_id,
             rounds,
             start_round=start_round,
             numel=self.trainer.layout.numel,
+            layer_sizes=self.trainer.layout.sizes,
         )
         self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
         self._setup_catchup()
@@ -286,7 +280,9 @@ class TrainingRuntime:
                 self.trainer.set_vector(vector)
             self.daemon.metrics.epsilon_spent.set(self.guard.spent())
         assert self.engine is not None
-        actions = self.engine.on_local_result(round_idx, vector, time.monotonic(), base=base)
+        actions = self.engine.on_local_result(
+            round_idx, vector, time.monotonic(), base=base, num_examples=self.trainer.num_examples
+        )
         await self._execute(actions)
 
     async def _send(self, peer: str, round_idx: int, vector: torch.Tensor) -> None:
@@ -625,16 +621,12 @@ class TrainingRuntime:
         """A new engine like the current one (same spec and layout) at ``start_round``."""
         old = self.engine
         assert old is not None
-        extra: dict[str, Any] = {}
-        sizes = getattr(old, "layer_sizes", None)  # per-layer variance correction
-        if sizes is not None:
-            extra["layer_sizes"] = sizes
         return eng.RoundEngine(
             self.node_id,
             old.spec,
             start_round=start_round,
             numel=self.trainer.layout.numel,
-            **extra,
+            layer_sizes=self.trainer.layout.sizes,
         )
 
     async def _drain_compute(self, timeout: float) -> bool:

@@ -90,6 +90,17 @@ def _local_commands(genesis: Genesis, tmp_path: Path) -> list[list[str]]:
     return [net._command(node, None if node.index == 0 else first) for node in net.nodes]
 
 
+def test_genesis_is_exactly_what_testnet_up_builds(genesis: Genesis) -> None:
+    from node.testnet_cli import testnet_genesis
+
+    # `fednode testnet up --nodes 4 --byzantine 1 --task digits --rounds 10 --rule median
+    # --seed 1` (the command deploy/genesis.toml names).
+    local = testnet_genesis(nodes=4, byzantine=1, task="digits", rounds=10, rule="median", seed=1)
+    assert genesis.network_id_hex == local.network_id_hex, (
+        "deploy/genesis.toml drifted from testnet up's genesis"
+    )
+
+
 def test_genesis_is_the_local_testnet_genesis(genesis: Genesis) -> None:
     # The settings `fednode testnet up` puts in its genesis (node/testnet_cli.py).
     assert genesis.network.name == f"testnet-{genesis.task.name}"

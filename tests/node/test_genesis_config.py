@@ -122,3 +122,24 @@ def test_privacy_enabled_without_noise_is_refused() -> None:
         Genesis.model_validate({"privacy": {"enabled": True, "noise_multiplier": 0}})
     # Disabled privacy may carry any multiplier.
     Genesis.model_validate({"privacy": {"enabled": False, "noise_multiplier": 0}})
+
+
+def test_rule_under_rounds_is_refused_and_the_effective_spec_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"rounds\.aggregation is set from \[aggregation\]"):
+        Genesis.model_validate({"rounds": {"aggregation": "median"}})
+    # Sample weighting with a robust rule: refused when the genesis is read, not at start.
+    with pytest.raises(ValueError, match="weight_by_examples"):
+        Genesis.model_validate(
+            {"aggregation": {"rule": "median"}, "rounds": {"weight_by_examples": True}}
+        )
+    g = Genesis.model_validate(
+        {"aggregation": {"rule": "trimmed_mean", "f": 1, "variance_correction": True}}
+    )
+    spec = g.round_spec()
+    assert (spec.aggregation, spec.aggregation_f, spec.variance_correction) == (
+        "trimmed_mean",
+        1,
+        True,
+    )
+    # A rendered file reads back to the same network (the engine copies are not written).
+    assert parse_genesis(render_genesis(g)).network_id == g.network_id
