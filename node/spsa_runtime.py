@@ -109,6 +109,11 @@ STATE_ROUND = "spsa.round"
 FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
 #: Most log pulls of a late joiner's catch-up (the first one included).
 CATCH_UP_PULLS = 4
+# A network of at most this many live members gets each batch straight from its origin
+# (N - 1 copies); receivers do not forward what came from the origin itself. Larger
+# networks use push gossip with fan-out k. Either way anti-entropy pulls repair losses.
+DIRECT_PUSH_MAX_MEMBERS = 32
+MAX_HAVE_KEYS = 65_536
 STATE_BATCH = "spsa.batch."
 _META_ROUND = "fednode.spsa.round"
 _META_DIGEST = "fednode.spsa.digest"
@@ -158,6 +163,10 @@ def origin_signing_bytes(network_id: bytes, batch: pb.ScalarBatch) -> bytes:
     for e in batch.entries:
         parts.append(struct.pack("<QQIif", e.seed_id, e.round, e.step, e.q, e.value))
     return b"".join(parts)
+
+
+def _have_key(round_idx: int, origin_hex: str) -> bytes:
+    return struct.pack("<Q", round_idx) + bytes.fromhex(origin_hex)[:8]
 
 
 def batch_to_wire(batch: ScalarBatch, identity: Identity, network_id: bytes) -> pb.ScalarBatch:
@@ -774,7 +783,7 @@ class SpsaRuntime:
                 )
                 expected_self = False
         if body is not None:
-            for peer, address in self._sample(self.fanout):
+            for peer, address in self._own_targets():
                 self._spawn(self._push(peer, address, r, body))
         deadline = time.monotonic() + self.rounds.round_timeout
         pulled = False
@@ -949,8 +958,32 @@ class SpsaRuntime:
                 extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
             )
 
-    def _request(self, what: int, since_round: int = 0) -> Envelope:
-        body = pb.PullRequest(what=what, since_round=since_round).SerializeToString()  # type: ignore[arg-type]
+    def _have_keys(self, since: int) -> list[bytes]:
+        """Compact keys of the batches we hold for rounds >= ``since`` (see PullRequest.have)."""
+        keys = sorted(k for k in list(self._wire) if k[0] >= since)[:MAX_HAVE_KEYS]
+        return [_have_key(r, origin) for r, origin in keys]
+
+    def _direct_push(self) -> bool:
+        """True when the live network is small enough for origins to reach every member."""
+        return len(self._expected_origins()) <= DIRECT_PUSH_MAX_MEMBERS
+
+    def _own_targets(self) -> list[tuple[str, str]]:
+        if not self._direct_push():
+            return self._sample(self.fanout)
+        alive = self._expected_origins() - {self.node_id}
+        return [
+            (m.node_id.hex(), m.address)
+            for m in self._members()
+            if m.node_id.hex() in alive and m.address
+        ]
+
+    def _request(self, what: int, since_round: int = 0, have: Sequence[bytes] = ()) -> Envelope:
+        request = pb.PullRequest(
+            what=what,  # type: ignore[arg-type]
+            since_round=since_round,
+            have=list(have),
+        )
+        body = request.SerializeToString()
         env = seal(self.identity, self.network_id, "request", body, seq=self.seq.next("request"))
         self.daemon.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
         return env
@@ -1049,6 +1082,8 @@ class SpsaRuntime:
             raise Rejected("banned", f"origin {checked.origin[:16]} is banned here")
         if not await self._ingest(checked):
             raise Rejected("duplicate", "batch arrived twice at once")
+        if msg.sender_id.hex() == checked.origin and self._direct_push():
+            return  # the origin pushed to every member itself
         skip = {msg.sender_id.hex(), checked.origin, self.node_id}
         for peer, address in self._sample(self.fanout, exclude=skip):
             self._spawn(self._push(peer, address, checked.round, checked.wire))
@@ -1059,7 +1094,10 @@ class SpsaRuntime:
         if request.what != pb.PullRequest.SCALARS_SINCE:
             return
         since = int(request.since_round)
-        keys = sorted(k for k in list(self._wire) if k[0] >= since)[:MAX_PULL_BATCHES]
+        have = set(request.have[:MAX_HAVE_KEYS])
+        keys = sorted(k for k in list(self._wire) if k[0] >= since and _have_key(*k) not in have)[
+            :MAX_PULL_BATCHES
+        ]
         out = self.daemon.metrics.bytes.labels(direction="out", kind="spsa")
         for r, origin in keys:
             body = self._wire.get((r, origin))
@@ -1094,7 +1132,8 @@ class SpsaRuntime:
         metric = self.daemon.metrics.bytes.labels(direction="in", kind="spsa")
         try:
             call = stub.PullScalars(
-                self._request(pb.PullRequest.SCALARS_SINCE, since), timeout=60.0
+                self._request(pb.PullRequest.SCALARS_SINCE, since, self._have_keys(since)),
+                timeout=60.0,
             )
             async for env in call:
                 metric.inc(env.ByteSize())
