@@ -349,6 +349,19 @@ class TrainingRuntime:
             self._spawn(self.history_exchange.after_round(action.round))
         merged = await loop.run_in_executor(None, self._aggregate_within_f, action)
         self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
+        if not bool(torch.isfinite(merged).all()):
+            # Each row was finite, but an unprotected rule (e.g. the mean under IPM) can
+            # grow the model until it overflows. Keep our own model rather than crash.
+            log.warning(
+                "merged model is not finite; keeping our own for this round",
+                extra={"fields": {"round": action.round, "rule": action.rule}},
+            )
+            self.daemon.metrics.messages_rejected.labels(reason="nonfinite_merge").inc()
+            merged = (
+                action.base + action.own
+                if action.payload == "delta" and action.base is not None
+                else action.own.clone()
+            )
         self.trainer.set_vector(merged)
         self.model_hash = vector_hash(merged, self.trainer.layout)
         assert self.engine is not None
