@@ -56,8 +56,9 @@ CFG = GossipConfig.profile("lan")
 GI, PI = CFG.gossip_interval, CFG.probe_interval
 
 
-def build(n: int, seed: int, *, loss: float = 0.0, fast: bool = False
-          ) -> tuple[SimNetwork, SimNode]:
+def build(
+    n: int, seed: int, *, loss: float = 0.0, fast: bool = False
+) -> tuple[SimNetwork, SimNode]:
     net = SimNetwork(seed, CFG, loss=loss, fast_crypto=fast, record_history=True)
     boot = net.add_node()
     for _ in range(n - 1):
@@ -79,9 +80,15 @@ def convergence(n: int, seeds: list[int], fast: bool) -> dict[str, object]:
         t = until(net, net.full_view, GI, 60.0)
         out.append(math.inf if t is None else t / GI)
     goal = 2 * math.log2(n) + 4
-    return {"n": n, "runs": len(seeds), "median": statistics.median(out), "max": max(out),
-            "goal": goal, "ok": max(out) <= goal,
-            "wall_s": (time.perf_counter() - wall) / len(seeds)}
+    return {
+        "n": n,
+        "runs": len(seeds),
+        "median": statistics.median(out),
+        "max": max(out),
+        "goal": goal,
+        "ok": max(out) <= goal,
+        "wall_s": (time.perf_counter() - wall) / len(seeds),
+    }
 
 
 def staggered(n: int, seed: int, gap: float, fast: bool) -> dict[str, object]:
@@ -92,8 +99,13 @@ def staggered(n: int, seed: int, gap: float, fast: bool) -> dict[str, object]:
         net.run_until(net.now + gap)
         net.add_node(join=[boot.address])
     t = until(net, net.full_view, GI, 60.0)
-    return {"n": n, "join_gap_s": gap, "after_last_join_gi": None if t is None else t / GI,
-            "goal": 2 * math.log2(n) + 4, "wall_s": time.perf_counter() - wall}
+    return {
+        "n": n,
+        "join_gap_s": gap,
+        "after_last_join_gi": None if t is None else t / GI,
+        "goal": 2 * math.log2(n) + 4,
+        "wall_s": time.perf_counter() - wall,
+    }
 
 
 async def _driver_run(n: int, profile: str) -> dict[str, object]:
@@ -102,8 +114,15 @@ async def _driver_run(n: int, profile: str) -> dict[str, object]:
     drivers = []
     for i in range(n):
         ident = deterministic_identity(b"bench-drv-%d" % i)
-        core = Membership(ident, f"127.0.0.1:{7200 + i}", cfg, b"\x01" * 32, 0,
-                          random.Random(i), now=time.monotonic())
+        core = Membership(
+            ident,
+            f"127.0.0.1:{7200 + i}",
+            cfg,
+            b"\x01" * 32,
+            0,
+            random.Random(i),
+            now=time.monotonic(),
+        )
         d = MembershipDriver(core, net.transport(core.node_id))
         net.register(core.address, core.node_id, d.handle)
         drivers.append(d)
@@ -112,8 +131,11 @@ async def _driver_run(n: int, profile: str) -> dict[str, object]:
 
     def full(ds: list[MembershipDriver]) -> bool:
         want = {d.core.node_id for d in ds}
-        return all({m.node_id for m in d.core.members(states=[MemberState.ALIVE])}
-                   == want - {d.core.node_id} for d in ds)
+        return all(
+            {m.node_id for m in d.core.members(states=[MemberState.ALIVE])}
+            == want - {d.core.node_id}
+            for d in ds
+        )
 
     async def wait(pred: Callable[[], bool], limit: float) -> float | None:
         t0 = time.monotonic()
@@ -134,17 +156,29 @@ async def _driver_run(n: int, profile: str) -> dict[str, object]:
         e.set()
     rest = drivers[:-k]
     ids = [v.core.node_id for v in victims]
-    t_dead = await wait(lambda: all(
-        (m := d.core.get(i)) is not None and m.state is MemberState.DEAD
-        for d in rest for i in ids), 120.0)
+    t_dead = await wait(
+        lambda: all(
+            (m := d.core.get(i)) is not None and m.state is MemberState.DEAD
+            for d in rest
+            for i in ids
+        ),
+        120.0,
+    )
     for e in stops:
         e.set()
     await asyncio.gather(*tasks)
-    false_dead = sum(1 for d in rest for m in d.core.members(states=[MemberState.DEAD])
-                     if m.node_id not in ids)
-    return {"n": n, "profile": profile, "full_view_s": t_full, "killed": k,
-            "all_dead_s": t_dead, "false_dead": false_dead,
-            "wall_s": time.monotonic() - t0}
+    false_dead = sum(
+        1 for d in rest for m in d.core.members(states=[MemberState.DEAD]) if m.node_id not in ids
+    )
+    return {
+        "n": n,
+        "profile": profile,
+        "full_view_s": t_full,
+        "killed": k,
+        "all_dead_s": t_dead,
+        "false_dead": false_dead,
+        "wall_s": time.monotonic() - t0,
+    }
 
 
 def driver_realtime(n: int, profile: str) -> dict[str, object]:
@@ -173,13 +207,18 @@ def detection(n: int, seed: int, fast: bool) -> dict[str, object]:
     until(net, all_dead, 0.1, 300)
     times = sorted(done.values())
     live = {x.node_id for x in net.live_nodes()}
-    false_dead = sum(1 for (_, obs, m, st, _) in net.history
-                     if st == "dead" and obs in live and m in live)
-    return {"n": n, "killed": k,
-            "first_dead_everywhere_pi": times[0] / PI if times else None,
-            "median_pi": statistics.median(times) / PI if times else None,
-            "all_dead_everywhere_pi": times[-1] / PI if len(times) == k else None,
-            "false_dead": false_dead, "wall_s": time.perf_counter() - wall}
+    false_dead = sum(
+        1 for (_, obs, m, st, _) in net.history if st == "dead" and obs in live and m in live
+    )
+    return {
+        "n": n,
+        "killed": k,
+        "first_dead_everywhere_pi": times[0] / PI if times else None,
+        "median_pi": statistics.median(times) / PI if times else None,
+        "all_dead_everywhere_pi": times[-1] / PI if len(times) == k else None,
+        "false_dead": false_dead,
+        "wall_s": time.perf_counter() - wall,
+    }
 
 
 def lossy(n: int, seed: int, minutes: float, loss: float, fast: bool) -> dict[str, object]:
@@ -189,9 +228,16 @@ def lossy(n: int, seed: int, minutes: float, loss: float, fast: bool) -> dict[st
     dead = sum(1 for h in net.history if h[3] == "dead")
     suspicions = sum(x.core.stats["probe_failed"] for x in net.nodes.values())
     refuted = sum(x.core.stats["refuted"] for x in net.nodes.values())
-    return {"n": n, "loss": loss, "minutes": minutes, "false_dead": dead,
-            "suspicions": suspicions, "refutations": refuted, "messages": net.messages,
-            "wall_s": time.perf_counter() - wall}
+    return {
+        "n": n,
+        "loss": loss,
+        "minutes": minutes,
+        "false_dead": dead,
+        "suspicions": suspicions,
+        "refutations": refuted,
+        "messages": net.messages,
+        "wall_s": time.perf_counter() - wall,
+    }
 
 
 def partition(n: int, seed: int, fast: bool) -> dict[str, object]:
@@ -200,13 +246,18 @@ def partition(n: int, seed: int, fast: bool) -> dict[str, object]:
     net.run_until(10.0)
     addrs = list(net.nodes)
     random.Random(seed).shuffle(addrs)
-    net.partition([addrs[: n // 2], addrs[n // 2:]])
+    net.partition([addrs[: n // 2], addrs[n // 2 :]])
     net.run_until(net.now + 30 * PI)
     dead = net.count_states(MemberState.DEAD)
     net.heal()
     t = until(net, net.full_view, 0.1, 600)
-    return {"n": n, "cross_dead_pairs": dead, "cross_pairs": 2 * (n // 2) * (n - n // 2),
-            "heal_pi": None if t is None else t / PI, "wall_s": time.perf_counter() - wall}
+    return {
+        "n": n,
+        "cross_dead_pairs": dead,
+        "cross_pairs": 2 * (n // 2) * (n - n // 2),
+        "heal_pi": None if t is None else t / PI,
+        "wall_s": time.perf_counter() - wall,
+    }
 
 
 def bootstrap_loss(n: int, seed: int, fast: bool) -> dict[str, object]:
@@ -220,8 +271,13 @@ def bootstrap_loss(n: int, seed: int, fast: bool) -> dict[str, object]:
     entry = random.Random(seed).choice(rest)
     net.add_node(join=[entry.address])
     t2 = until(net, net.full_view, GI, 60)
-    return {"n": n, "boot_dead_pi": None if t is None else t / PI, "rest_full_view": kept,
-            "newcomer_gi": None if t2 is None else t2 / GI, "wall_s": time.perf_counter() - wall}
+    return {
+        "n": n,
+        "boot_dead_pi": None if t is None else t / PI,
+        "rest_full_view": kept,
+        "newcomer_gi": None if t2 is None else t2 / GI,
+        "wall_s": time.perf_counter() - wall,
+    }
 
 
 def crypto_cost() -> dict[str, float]:
@@ -247,8 +303,7 @@ def fmt(x: object) -> str:
 
 def table(title: str, rows: list[dict[str, object]]) -> str:
     keys = list(rows[0])
-    lines = [f"**{title}**", "", "| " + " | ".join(keys) + " |",
-             "|" + "---|" * len(keys)]
+    lines = [f"**{title}**", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -256,8 +311,11 @@ def table(title: str, rows: list[dict[str, object]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes; do not touch docs")
-    ap.add_argument("--fast-crypto", action="store_true",
-                    help="hash stand-in for Ed25519 (simulation only; faster)")
+    ap.add_argument(
+        "--fast-crypto",
+        action="store_true",
+        help="hash stand-in for Ed25519 (simulation only; faster)",
+    )
     ns = ap.parse_args(argv)
     fast = ns.fast_crypto
     sizes = [16, 64] if ns.quick else [16, 64, 256]
@@ -268,8 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(table("Convergence (gossip intervals of 0.2 s; goal 2*log2(N)+4)", conv))
     print(sections[-1], "\n", flush=True)
     stag = [staggered(n, 4, 0.01, fast) for n in sizes]
-    sections.append(table("Convergence after staggered joins (one every 10 ms through the "
-                          "bootstrap; gossip intervals after the last join)", stag))
+    sections.append(
+        table(
+            "Convergence after staggered joins (one every 10 ms through the "
+            "bootstrap; gossip intervals after the last join)",
+            stag,
+        )
+    )
     print(sections[-1], "\n", flush=True)
     det = [detection(n, 7, fast) for n in sizes[-2:]]
     sections.append(table("Failure detection after killing 10% (probe intervals of 1 s)", det))
@@ -284,12 +347,20 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(table("Bootstrap killed after the joins", boot))
     print(sections[-1], "\n", flush=True)
     drv = [driver_realtime(16, "local")]
-    sections.append(table("asyncio driver, in-memory async transport, REAL time (seconds; "
-                          "local profile; not gRPC)", drv))
+    sections.append(
+        table(
+            "asyncio driver, in-memory async transport, REAL time (seconds; "
+            "local profile; not gRPC)",
+            drv,
+        )
+    )
     print(sections[-1], "\n", flush=True)
     total = time.perf_counter() - t0
-    cmd = "OMP_NUM_THREADS=1 .venv/bin/python bench/bench_gossip.py" + (
-        " --quick" if ns.quick else "") + (" --fast-crypto" if fast else "")
+    cmd = (
+        "OMP_NUM_THREADS=1 .venv/bin/python bench/bench_gossip.py"
+        + (" --quick" if ns.quick else "")
+        + (" --fast-crypto" if fast else "")
+    )
     header = (
         f"Measured on {platform.machine()} with 2 shared cores, Python "
         f"{sys.version.split()[0]}, in virtual time (lan profile, 1-5 ms latency, "

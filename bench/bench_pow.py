@@ -59,20 +59,31 @@ def mint(difficulty: int, count: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer identities per level")
-    parser.add_argument("--budget", type=float, default=4.0,
-                        help="max expected seconds per identity to actually mint (default 4)")
-    parser.add_argument("--hundred-only", action="store_true",
-                        help="skip the per-difficulty table; mint 100 at the default only")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=4.0,
+        help="max expected seconds per identity to actually mint (default 4)",
+    )
+    parser.add_argument(
+        "--hundred-only",
+        action="store_true",
+        help="skip the per-difficulty table; mint 100 at the default only",
+    )
     args = parser.parse_args()
 
     rate = cpu_hash_rate()
     default = default_difficulty()
-    print(f"# PoW identity cost ({platform.machine()}, Python {platform.python_version()}, "
-          f"one core of a 2-core machine)")
+    print(
+        f"# PoW identity cost ({platform.machine()}, Python {platform.python_version()}, "
+        f"one core of a 2-core machine)"
+    )
     flags = (" --quick" if args.quick else "") + (" --hundred-only" if args.hundred_only else "")
     print(f"command: .venv/bin/python bench/bench_pow.py{flags}")
-    print(f"measured hash rate: {rate / 1e6:.2f} M SHA-256 per CPU second; "
-          f"genesis default difficulty {default}\n")
+    print(
+        f"measured hash rate: {rate / 1e6:.2f} M SHA-256 per CPU second; "
+        f"genesis default difficulty {default}\n"
+    )
     if not args.hundred_only:
         print("| bits | identities minted | mean CPU s | median | p90 | expected 2^bits/rate |")
         print("|---|---|---|---|---|---|")
@@ -86,8 +97,10 @@ def main() -> None:
             count = max(3, count // 10)
         costs = sorted(mint(bits, count))
         p90 = costs[min(len(costs) - 1, int(0.9 * len(costs)))]
-        print(f"| {bits} | {count} | {statistics.fmean(costs):.4f} | "
-              f"{statistics.median(costs):.4f} | {p90:.4f} | {expected:.4f} s |")
+        print(
+            f"| {bits} | {count} | {statistics.fmean(costs):.4f} | "
+            f"{statistics.median(costs):.4f} | {p90:.4f} | {expected:.4f} s |"
+        )
 
     n = 10 if args.quick else 100
     t0 = time.process_time()
@@ -95,8 +108,10 @@ def main() -> None:
     mint(default, n)
     cpu = time.process_time() - t0
     wall = time.perf_counter() - wall0
-    print(f"\nminting {n} identities at the default difficulty {default}: "
-          f"{cpu:.1f} CPU s ({wall:.1f} s wall), {cpu / n:.3f} s per identity")
+    print(
+        f"\nminting {n} identities at the default difficulty {default}: "
+        f"{cpu:.1f} CPU s ({wall:.1f} s wall), {cpu / n:.3f} s per identity"
+    )
 
 
 if __name__ == "__main__":

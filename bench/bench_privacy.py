@@ -48,8 +48,10 @@ def fmt(x: float) -> str:
 
 def epsilon_table(title: str, q: float, zs: list[float], steps_list: list[int]) -> None:
     print(f"\n### {title}: sample rate q={q}, delta={DELTA:g}\n")
-    print("| z | steps | RDP (dp-acc) | PLD (dp-acc) | Opacus RDP | Opacus PRV "
-          "| t RDP | t PLD | t Opacus RDP |")
+    print(
+        "| z | steps | RDP (dp-acc) | PLD (dp-acc) | Opacus RDP | Opacus PRV "
+        "| t RDP | t PLD | t Opacus RDP |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for z in zs:
         for steps in steps_list:
@@ -90,18 +92,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small grid")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"# privacy accounting bench ({platform.machine()}, {platform.python_version()}, "
-          f"torch {torch.__version__})")
+    print(
+        f"# privacy accounting bench ({platform.machine()}, {platform.python_version()}, "
+        f"torch {torch.__version__})"
+    )
     print(f"command: .venv/bin/python bench/bench_privacy.py{' --quick' if args.quick else ''}")
     if args.quick:
         epsilon_table("Sample-level DP-SGD", 0.01, [1.0], [100, 1000])
         epsilon_table("Node-level, every round released", 1.0, [5.0], [10, 100])
         inverse_table([("node-level, 100 rounds", 1.0, 100)], [3.0])
         return
-    epsilon_table("Sample-level DP-SGD (Opacus regime)", 0.01,
-                  [0.6, 0.8, 1.0, 1.5, 2.0], [100, 1000, 10_000])
-    epsilon_table("Node-level, every round released (sample_rate 1)", 1.0,
-                  [2.0, 5.0, 10.0, 20.0, 50.0], [10, 100, 1000])
+    epsilon_table(
+        "Sample-level DP-SGD (Opacus regime)", 0.01, [0.6, 0.8, 1.0, 1.5, 2.0], [100, 1000, 10_000]
+    )
+    epsilon_table(
+        "Node-level, every round released (sample_rate 1)",
+        1.0,
+        [2.0, 5.0, 10.0, 20.0, 50.0],
+        [10, 100, 1000],
+    )
     inverse_table(
         [
             ("node-level, 100 rounds", 1.0, 100),

@@ -195,8 +195,10 @@ def privatize_update(
         clipped_map, norm = clip_tensors(update, clip_norm)
         # Keys are visited in sorted order so a seeded generator gives the same noise
         # whatever order the caller built the dict in.
-        noisy = {key: add_gaussian_noise(clipped_map[key], std, generator=gen)
-                 for key in sorted(clipped_map)}
+        noisy = {
+            key: add_gaussian_noise(clipped_map[key], std, generator=gen)
+            for key in sorted(clipped_map)
+        }
         return PrivatizedTensors({key: noisy[key] for key in clipped_map}, norm, std)
     clipped, norm = clip_vector(update, clip_norm)
     return PrivatizedUpdate(add_gaussian_noise(clipped, std, generator=gen), norm, std)

@@ -7,6 +7,7 @@ cd "$ROOT"
 bash scripts/setup.sh
 echo "==> ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy node aggregation privacy
 echo "==> pytest"

@@ -274,8 +274,9 @@ class Membership:
         self.wall_offset = wall_offset
         self.rejected: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
-        self.verifier = RecordVerifier(network_id, difficulty, verify=verify,
-                                       rejected=self.rejected)
+        self.verifier = RecordVerifier(
+            network_id, difficulty, verify=verify, rejected=self.rejected
+        )
         self._now = now
         self._source: bytes | None = None
         self._incarnation = incarnation
@@ -306,15 +307,24 @@ class Membership:
             reap=now + max(1.0, config.dead_reclaim_time / 4),
         )
         clock = self._clock
-        self._inbound = RateLimiter(config.inbound_rate, config.inbound_burst,
-                                    max_keys=4 * config.max_members, clock=clock)
-        self._join_peer = RateLimiter(config.join_rate_per_peer, config.join_burst_per_peer,
-                                      max_keys=4 * config.max_members, clock=clock)
-        self._join_global = RateLimiter(config.join_rate_global, config.join_burst_global,
-                                        max_keys=1, clock=clock)
-        self._new_per_contact = RateLimiter(config.new_identities_per_contact / 60.0,
-                                            config.new_identities_burst_per_contact,
-                                            max_keys=4 * config.max_members, clock=clock)
+        self._inbound = RateLimiter(
+            config.inbound_rate, config.inbound_burst, max_keys=4 * config.max_members, clock=clock
+        )
+        self._join_peer = RateLimiter(
+            config.join_rate_per_peer,
+            config.join_burst_per_peer,
+            max_keys=4 * config.max_members,
+            clock=clock,
+        )
+        self._join_global = RateLimiter(
+            config.join_rate_global, config.join_burst_global, max_keys=1, clock=clock
+        )
+        self._new_per_contact = RateLimiter(
+            config.new_identities_per_contact / 60.0,
+            config.new_identities_burst_per_contact,
+            max_keys=4 * config.max_members,
+            clock=clock,
+        )
         self._queue_self()
 
     # ------------------------------------------------------------------ public views
@@ -354,8 +364,7 @@ class Membership:
         """Snapshots of all known members (not this node), optionally filtered by state."""
         wanted = None if states is None else frozenset(states)
         return [
-            self._snapshot(e) for e in self._table.values()
-            if wanted is None or e.state in wanted
+            self._snapshot(e) for e in self._table.values() if wanted is None or e.state in wanted
         ]
 
     def record_of(self, node_id: bytes) -> MemberRecord | None:
@@ -392,8 +401,9 @@ class Membership:
         if k < 0:
             raise ValueError(f"sample size must be >= 0, got {k}")
         ok = (MemberState.ALIVE,) if exclude_suspect else _LIVE
-        cands = sorted((e for e in self._table.values() if e.state in ok),
-                       key=lambda e: e.record.node_id)
+        cands = sorted(
+            (e for e in self._table.values() if e.state in ok), key=lambda e: e.record.node_id
+        )
         if topology is not None:
             allowed = topology.neighbors(self.node_id, [e.record.node_id for e in cands])
             cands = [e for e in cands if e.record.node_id in allowed]
@@ -448,14 +458,27 @@ class Membership:
         if self._left:
             return []
         self._left = True
-        st = sign_statement(self.signer, StatementKind.LEFT, target_id=self.node_id,
-                            incarnation=self._incarnation, network_id=self.network_id,
-                            timestamp_ms=self._wall_ms())
+        st = sign_statement(
+            self.signer,
+            StatementKind.LEFT,
+            target_id=self.node_id,
+            incarnation=self._incarnation,
+            network_id=self.network_id,
+            timestamp_ms=self._wall_ms(),
+        )
         self._enqueue(self.node_id, pb.Update(statement=st.to_pb()), own=True)
         targets = self._random_members(2 * self.config.gossip_nodes, _LIVE)
-        return [self._send(now, "gossip", e.record.node_id, e.record.address,
-                           self._message(gossip=pb.Gossip()), self.config.request_timeout)
-                for e in targets]
+        return [
+            self._send(
+                now,
+                "gossip",
+                e.record.node_id,
+                e.record.address,
+                self._message(gossip=pb.Gossip()),
+                self.config.request_timeout,
+            )
+            for e in targets
+        ]
 
     # ------------------------------------------------------------------ time
     def next_deadline(self) -> float:
@@ -491,8 +514,11 @@ class Membership:
         if now >= self._sched.reconnect:
             self._sched.reconnect = now + self.config.reconnect_interval
             self._push_pull_step(now, out, (MemberState.DEAD,), "reconnect")
-        if (self._live == 0 and math.isinf(self._sched.join)
-                and (self._join_addresses or self._seed_addresses)):
+        if (
+            self._live == 0
+            and math.isinf(self._sched.join)
+            and (self._join_addresses or self._seed_addresses)
+        ):
             # Isolated (everyone we knew is gone): go back to bootstraps and stored peers.
             self._sched.join = now
         if now >= self._sched.join:
@@ -549,8 +575,7 @@ class Membership:
         if self._left:
             return [Reply(token, self._message(ack=pb.Ack(seq=0)))]
         if kind == "ping":
-            return [Reply(token, self._message(ack=pb.Ack(seq=msg.ping.seq),
-                                               to=sender_id))]
+            return [Reply(token, self._message(ack=pb.Ack(seq=msg.ping.seq), to=sender_id))]
         if kind == "gossip":
             return [Reply(token, self._message(ack=pb.Ack(seq=0), to=sender_id))]
         if kind == "ping_req":
@@ -618,8 +643,9 @@ class Membership:
                 self._sched.push_pull = min(self._sched.push_pull, early)
         return out
 
-    def on_failure(self, now: float, request_id: int, *, _pending: _Pending | None = None
-                   ) -> list[Action]:
+    def on_failure(
+        self, now: float, request_id: int, *, _pending: _Pending | None = None
+    ) -> list[Action]:
         """The request ``request_id`` failed (transport error, timeout, bad reply)."""
         self._now = now
         p = _pending if _pending is not None else self._pending.pop(request_id, None)
@@ -632,8 +658,12 @@ class Membership:
             out.append(Reply(p.token, self._message(ack=pb.Ack(seq=p.seq, nack=True))))
         elif p.kind == "ping":
             probe = self._probe
-            if (probe is not None and not probe.done and probe.seq == p.seq
-                    and not probe.indirect_sent):
+            if (
+                probe is not None
+                and not probe.done
+                and probe.seq == p.seq
+                and not probe.indirect_sent
+            ):
                 # Refused outright (no need to wait for the probe timeout).
                 self._send_indirect(now, probe, out)
         return out
@@ -643,9 +673,14 @@ class Membership:
         return int((self._now + self.wall_offset) * 1000)
 
     def _sign_self(self) -> MemberRecord:
-        return sign_record(self.signer, address=self.address, incarnation=self._incarnation,
-                           network_id=self.network_id, timestamp_ms=self._wall_ms(),
-                           capabilities=self.capabilities)
+        return sign_record(
+            self.signer,
+            address=self.address,
+            incarnation=self._incarnation,
+            network_id=self.network_id,
+            timestamp_ms=self._wall_ms(),
+            capabilities=self.capabilities,
+        )
 
     def _bump_incarnation(self, incarnation: int) -> None:
         self._incarnation = incarnation
@@ -685,8 +720,11 @@ class Membership:
             # Lifeguard's buddy system: tell a suspect it is suspected, first thing (and a
             # member we hold dead that it is, so it can refute after a partition heals).
             e = self._table.get(to)
-            if (e is not None and e.statement is not None
-                    and e.state in (MemberState.SUSPECT, MemberState.DEAD)):
+            if (
+                e is not None
+                and e.statement is not None
+                and e.state in (MemberState.SUSPECT, MemberState.DEAD)
+            ):
                 u = pb.Update(statement=e.statement.to_pb())
                 msg.updates.append(u)
                 budget -= u.ByteSize()
@@ -714,11 +752,22 @@ class Membership:
     def _enqueue(self, key: bytes, update: pb.Update, *, own: bool = False) -> None:
         self._order += 1
         about = key if update.HasField("alive") else None
-        self._queue[key] = _Broadcast(update, update.ByteSize() + 3, 0, self._order,
-                                      None if own else self._source, about)
+        self._queue[key] = _Broadcast(
+            update, update.ByteSize() + 3, 0, self._order, None if own else self._source, about
+        )
 
-    def _send(self, now: float, kind: str, node_id: bytes | None, address: str, body: bytes,
-              timeout: float, *, seq: int = 0, token: int = 0) -> Send:
+    def _send(
+        self,
+        now: float,
+        kind: str,
+        node_id: bytes | None,
+        address: str,
+        body: bytes,
+        timeout: float,
+        *,
+        seq: int = 0,
+        token: int = 0,
+    ) -> Send:
         rid = self._next_id
         self._next_id += 1
         self._pending[rid] = _Pending(kind, node_id, now, now + timeout, seq, token, address)
@@ -750,9 +799,17 @@ class Membership:
     # ------------------------------------------------------------------ internals: state
     def _snapshot(self, e: _Entry) -> Member:
         r = e.record
-        return Member(node_id=r.node_id, public_key=r.public_key, address=r.address,
-                      state=e.state, incarnation=e.incarnation, last_seen=e.last_seen,
-                      rtt_ms=e.rtt_ms, capabilities=r.capabilities, state_since=e.state_since)
+        return Member(
+            node_id=r.node_id,
+            public_key=r.public_key,
+            address=r.address,
+            state=e.state,
+            incarnation=e.incarnation,
+            last_seen=e.last_seen,
+            rtt_ms=e.rtt_ms,
+            capabilities=r.capabilities,
+            state_since=e.state_since,
+        )
 
     def _set_state(self, e: _Entry, state: MemberState) -> None:
         was_live = e.state in _LIVE
@@ -791,8 +848,9 @@ class Membership:
 
     def _reap(self, now: float) -> None:
         horizon = now - self.config.dead_reclaim_time
-        for nid in [k for k, e in self._table.items()
-                    if e.state in _GONE and e.state_since <= horizon]:
+        for nid in [
+            k for k, e in self._table.items() if e.state in _GONE and e.state_since <= horizon
+        ]:
             self._forget(nid)
 
     def _accept_sender(self, now: float, sender_id: bytes, msg: pb.GossipMessage) -> None:
@@ -820,8 +878,10 @@ class Membership:
                     if e is not None and u.alive.signature == e.record.signature:
                         self.stats["duplicate"] += 1
                         continue
-                    if u.alive.node_id == self.node_id and \
-                            u.alive.signature == self._record.signature:
+                    if (
+                        u.alive.node_id == self.node_id
+                        and u.alive.signature == self._record.signature
+                    ):
                         continue
                     self._apply_alive(now, self.verifier.parse_record(u.alive))
                 elif which == "statement":
@@ -848,12 +908,16 @@ class Membership:
             if rec.incarnation < e.incarnation or (
                 rec.incarnation == e.incarnation and e.record.incarnation == e.incarnation
             ):
-                reason = ("stale_incarnation" if rec.incarnation < e.incarnation
-                          else "conflicting_record")
+                reason = (
+                    "stale_incarnation" if rec.incarnation < e.incarnation else "conflicting_record"
+                )
                 self.rejected[reason] += 1
                 return False
-        elif (self._source is not None and self._source != nid
-              and not self._new_per_contact.allow(self._source)):
+        elif (
+            self._source is not None
+            and self._source != nid
+            and not self._new_per_contact.allow(self._source)
+        ):
             # One member may introduce only so many identities new to us per minute, so
             # an attacker minting identities cannot fill the table through one contact.
             # Dropped records come back through anti-entropy once the bucket refills.
@@ -863,8 +927,9 @@ class Membership:
         if e is None:
             if not self._admit(nid):
                 return False
-            e = _Entry(record=rec, state=MemberState.ALIVE, incarnation=rec.incarnation,
-                       state_since=now)
+            e = _Entry(
+                record=rec, state=MemberState.ALIVE, incarnation=rec.incarnation, state_since=now
+            )
             self._table[nid] = e
             self._live += 1
             self.stats["learned"] += 1
@@ -887,8 +952,9 @@ class Membership:
         e = self._table.get(reporter_id)
         return None if e is None else e.record.public_key
 
-    def _apply_statement(self, now: float, st: Statement, *, from_state: bool = False,
-                         fresh: bool = False) -> None:
+    def _apply_statement(
+        self, now: float, st: Statement, *, from_state: bool = False, fresh: bool = False
+    ) -> None:
         target = st.target_id
         if target == self.node_id:
             if st.incarnation >= self._incarnation and not self._left:
@@ -914,10 +980,12 @@ class Membership:
             if e.state in _GONE and st.incarnation <= e.incarnation:
                 return
             s = e.suspicion
-            if (e.state is MemberState.SUSPECT and s is not None
-                    and st.incarnation == e.incarnation):
-                if st.reporter_id in s.confirmations or e.statement is None or \
-                        st.reporter_id == e.statement.reporter_id:
+            if e.state is MemberState.SUSPECT and s is not None and st.incarnation == e.incarnation:
+                if (
+                    st.reporter_id in s.confirmations
+                    or e.statement is None
+                    or st.reporter_id == e.statement.reporter_id
+                ):
                     self.stats["duplicate"] += 1
                     return
                 self.verifier.check_statement(st, self._reporter_key(st.reporter_id))
@@ -943,14 +1011,19 @@ class Membership:
             return
         e.incarnation = st.incarnation
         e.statement = st
-        self._set_state(e, MemberState.LEFT if st.kind is StatementKind.LEFT
-                        else MemberState.DEAD)
+        self._set_state(e, MemberState.LEFT if st.kind is StatementKind.LEFT else MemberState.DEAD)
         self._enqueue(target, pb.Update(statement=st.to_pb()))
         self._changed(e)
 
     def _statement(self, kind: StatementKind, target: bytes, incarnation: int) -> Statement:
-        return sign_statement(self.signer, kind, target_id=target, incarnation=incarnation,
-                              network_id=self.network_id, timestamp_ms=self._wall_ms())
+        return sign_statement(
+            self.signer,
+            kind,
+            target_id=target,
+            incarnation=incarnation,
+            network_id=self.network_id,
+            timestamp_ms=self._wall_ms(),
+        )
 
     def _start_suspicion(self, now: float, e: _Entry, st: Statement) -> None:
         n = self._live + 1
@@ -959,8 +1032,7 @@ class Membership:
         e.incarnation = st.incarnation
         e.statement = st
         self._set_state(e, MemberState.SUSPECT)
-        e.suspicion = _Suspicion(start=now, n=n, k=k, confirmations=set(),
-                                 deadline=now + timeout)
+        e.suspicion = _Suspicion(start=now, n=n, k=k, confirmations=set(), deadline=now + timeout)
         self._suspects[e.record.node_id] = e
         self._enqueue(st.target_id, pb.Update(statement=st.to_pb()))
         self._changed(e)
@@ -990,7 +1062,8 @@ class Membership:
             nid = bytes(ms.record.node_id)
             e = self._table.get(nid)
             known = (e is not None and ms.record.signature == e.record.signature) or (
-                nid == self.node_id and ms.record.signature == self._record.signature)
+                nid == self.node_id and ms.record.signature == self._record.signature
+            )
             if known:
                 continue
             try:
@@ -1010,10 +1083,12 @@ class Membership:
                 continue
 
     # ------------------------------------------------------------------ internals: steps
-    def _random_members(self, k: int, states: tuple[MemberState, ...],
-                        exclude: bytes | None = None) -> list[_Entry]:
-        cands = [e for e in self._table.values()
-                 if e.state in states and e.record.node_id != exclude]
+    def _random_members(
+        self, k: int, states: tuple[MemberState, ...], exclude: bytes | None = None
+    ) -> list[_Entry]:
+        cands = [
+            e for e in self._table.values() if e.state in states and e.record.node_id != exclude
+        ]
         if len(cands) <= k:
             self.rng.shuffle(cands)
             return cands
@@ -1037,14 +1112,26 @@ class Membership:
         if target is None:
             return
         self._seq += 1
-        probe = _Probe(target=target.record.node_id, seq=self._seq, start=now,
-                       timeout_at=now + self._scale(self.config.probe_timeout),
-                       deadline=now + self._scale(self.config.probe_interval))
+        probe = _Probe(
+            target=target.record.node_id,
+            seq=self._seq,
+            start=now,
+            timeout_at=now + self._scale(self.config.probe_timeout),
+            deadline=now + self._scale(self.config.probe_interval),
+        )
         self._probe = probe
-        body = self._message(ping=pb.Ping(seq=probe.seq, target_id=probe.target),
-                             to=probe.target)
-        out.append(self._send(now, "ping", probe.target, target.record.address, body,
-                              probe.deadline - now, seq=probe.seq))
+        body = self._message(ping=pb.Ping(seq=probe.seq, target_id=probe.target), to=probe.target)
+        out.append(
+            self._send(
+                now,
+                "ping",
+                probe.target,
+                target.record.address,
+                body,
+                probe.deadline - now,
+                seq=probe.seq,
+            )
+        )
 
     def _next_probe_target(self) -> _Entry | None:
         for _ in range(2):
@@ -1066,16 +1153,28 @@ class Membership:
         target = self._table.get(p.target)
         if target is None:
             return
-        helpers = self._random_members(self.config.indirect_checks, (MemberState.ALIVE,),
-                                       exclude=p.target)
+        helpers = self._random_members(
+            self.config.indirect_checks, (MemberState.ALIVE,), exclude=p.target
+        )
         remaining = max(0.001, p.deadline - now)
         for h in helpers:
-            req = pb.PingReq(seq=p.seq, target_id=p.target,
-                             target_address=target.record.address,
-                             timeout_ms=max(1, int(remaining * 1000)))
-            out.append(self._send(now, "ping_req", h.record.node_id, h.record.address,
-                                  self._message(ping_req=req, to=h.record.node_id),
-                                  remaining, seq=p.seq))
+            req = pb.PingReq(
+                seq=p.seq,
+                target_id=p.target,
+                target_address=target.record.address,
+                timeout_ms=max(1, int(remaining * 1000)),
+            )
+            out.append(
+                self._send(
+                    now,
+                    "ping_req",
+                    h.record.node_id,
+                    h.record.address,
+                    self._message(ping_req=req, to=h.record.node_id),
+                    remaining,
+                    seq=p.seq,
+                )
+            )
         p.expected_nacks = len(helpers)
 
     def _probe_failed(self, now: float, p: _Probe) -> None:
@@ -1107,12 +1206,14 @@ class Membership:
         self._seq += 1
         timeout = max(0.001, req.timeout_ms / 1000.0 * self.config.nack_fraction)
         body = self._message(ping=pb.Ping(seq=self._seq, target_id=target), to=target)
-        return [self._send(now, "relay", target, address, body, timeout,
-                           seq=req.seq, token=token)]
+        return [self._send(now, "relay", target, address, body, timeout, seq=req.seq, token=token)]
 
     def _suspicion_step(self, now: float) -> None:
-        due = [e for e in self._suspects.values()
-               if e.suspicion is not None and e.suspicion.deadline <= now]
+        due = [
+            e
+            for e in self._suspects.values()
+            if e.suspicion is not None and e.suspicion.deadline <= now
+        ]
         for e in due:
             st = self._statement(StatementKind.DEAD, e.record.node_id, e.incarnation)
             e.statement = st
@@ -1124,29 +1225,50 @@ class Membership:
     def _gossip_step(self, now: float, out: list[Action]) -> None:
         if not self._queue:
             return
-        cands = [e for e in self._table.values() if e.state in _LIVE or (
-            e.state is MemberState.DEAD
-            and now - e.state_since < self.config.gossip_to_the_dead_time)]
+        cands = [
+            e
+            for e in self._table.values()
+            if e.state in _LIVE
+            or (
+                e.state is MemberState.DEAD
+                and now - e.state_since < self.config.gossip_to_the_dead_time
+            )
+        ]
         k = self.config.gossip_nodes
         targets = cands if len(cands) <= k else self.rng.sample(cands, k)
         for e in targets:
             if not self._queue:
                 break
             nid = e.record.node_id
-            out.append(self._send(now, "gossip", nid, e.record.address,
-                                  self._message(gossip=pb.Gossip(), to=nid),
-                                  self.config.request_timeout))
+            out.append(
+                self._send(
+                    now,
+                    "gossip",
+                    nid,
+                    e.record.address,
+                    self._message(gossip=pb.Gossip(), to=nid),
+                    self.config.request_timeout,
+                )
+            )
 
-    def _push_pull_step(self, now: float, out: list[Action],
-                        states: tuple[MemberState, ...], kind: str) -> None:
+    def _push_pull_step(
+        self, now: float, out: list[Action], states: tuple[MemberState, ...], kind: str
+    ) -> None:
         peers = self._random_members(1, states)
         if not peers:
             return
         e = peers[0]
         nid = e.record.node_id
-        out.append(self._send(now, kind, nid, e.record.address,
-                              self._message(push_pull=self._full_state(), to=nid),
-                              self.config.request_timeout))
+        out.append(
+            self._send(
+                now,
+                kind,
+                nid,
+                e.record.address,
+                self._message(push_pull=self._full_state(), to=nid),
+                self.config.request_timeout,
+            )
+        )
 
     def _join_step(self, now: float, *, force: bool = False) -> list[Action]:
         if self._live > 0 and not force:
@@ -1163,5 +1285,7 @@ class Membership:
             self._sched.join = math.inf
             return []
         body = self._message(join=pb.Join())
-        return [self._send(now, "join", None, a, body, self.config.request_timeout)
-                for a in dict.fromkeys(addresses)]
+        return [
+            self._send(now, "join", None, a, body, self.config.request_timeout)
+            for a in dict.fromkeys(addresses)
+        ]

@@ -78,11 +78,12 @@ class MembershipDriver:
                     log.exception("gossip tick failed")
                 delay = min(MAX_SLEEP, max(0.0, self.core.next_deadline() - self.clock()))
                 self._wake.clear()
-                waits = [asyncio.ensure_future(stop_event.wait()),
-                         asyncio.ensure_future(self._wake.wait())]
+                waits = [
+                    asyncio.ensure_future(stop_event.wait()),
+                    asyncio.ensure_future(self._wake.wait()),
+                ]
                 try:
-                    await asyncio.wait(waits, timeout=delay,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     for w in waits:
                         w.cancel()

@@ -204,11 +204,20 @@ class SimNetwork:
             raise ValueError(f"address {address} is already taken in the simulation")
         seed = self.seed.to_bytes(8, "little") + i.to_bytes(4, "little")
         if signer is None:
-            signer = (FastSigner.from_seed(seed) if self.fast_crypto
-                      else deterministic_identity(seed, self.difficulty))
+            signer = (
+                FastSigner.from_seed(seed)
+                if self.fast_crypto
+                else deterministic_identity(seed, self.difficulty)
+            )
         core = Membership(
-            signer, address, config or self.config, self.network_id, self.difficulty,
-            random.Random(self.rng.getrandbits(64)), now=self.now, incarnation=incarnation,
+            signer,
+            address,
+            config or self.config,
+            self.network_id,
+            self.difficulty,
+            random.Random(self.rng.getrandbits(64)),
+            now=self.now,
+            incarnation=incarnation,
             verify=self.verify,
         )
         node = SimNode(address, core)
@@ -254,8 +263,9 @@ class SimNetwork:
             self._dispatch(ev[2], ev[3])
         self.now = max(self.now, t)
 
-    def run_until_true(self, pred: Callable[[], bool], *, step: float, limit: float
-                       ) -> float | None:
+    def run_until_true(
+        self, pred: Callable[[], bool], *, step: float, limit: float
+    ) -> float | None:
         """Advance in ``step``s until ``pred()``; returns the time or None after ``limit``."""
         end = self.now + limit
         while self.now < end:
@@ -298,8 +308,9 @@ class SimNetwork:
 
     def count_states(self, state: MemberState) -> int:
         """Number of (observer, member) pairs in ``state`` among live observers."""
-        return sum(1 for n in self.live_nodes()
-                   for s, _ in n.core.state_digest().values() if s is state)
+        return sum(
+            1 for n in self.live_nodes() for s, _ in n.core.state_digest().values() if s is state
+        )
 
     # ------------------------------------------------------------------ internals
     def _push(self, t: float, kind: str, *args: object) -> None:
@@ -371,11 +382,15 @@ class SimNetwork:
     def _send(self, node: SimNode, s: Send) -> None:
         self.messages += 1
         token = next(self._tokens)
-        self._inflight[token] = _InFlight(node.address, s.request_id, self.now, s.timeout,
-                                          s.address, s.body)
+        self._inflight[token] = _InFlight(
+            node.address, s.request_id, self.now, s.timeout, s.address, s.body
+        )
         dest = self.nodes.get(s.address)
-        if (dest is None or not self._reachable(node.address, s.address)
-                or self.rng.random() < self.loss):
+        if (
+            dest is None
+            or not self._reachable(node.address, s.address)
+            or self.rng.random() < self.loss
+        ):
             self.dropped += 1
             self._fail_at_timeout(token)
             return
@@ -409,8 +424,11 @@ class SimNetwork:
             return
         self.messages += 1
         arrival = self.now + self._delay()
-        if (not self._reachable(node.address, f.origin) or self.rng.random() < self.loss
-                or arrival > f.sent + f.timeout):
+        if (
+            not self._reachable(node.address, f.origin)
+            or self.rng.random() < self.loss
+            or arrival > f.sent + f.timeout
+        ):
             self.dropped += 1
             self._push(f.sent + f.timeout, "fail", f.origin, f.request_id)
             return

@@ -106,8 +106,9 @@ class MemberRecord:
             _lp(self.node_id),
             _lp(self.public_key),
             _lp(self.address.encode()),
-            struct.pack("<QQqI", self.pow_nonce, self.incarnation, self.timestamp_ms,
-                        len(self.capabilities)),
+            struct.pack(
+                "<QQqI", self.pow_nonce, self.incarnation, self.timestamp_ms, len(self.capabilities)
+            ),
         ]
         parts.extend(_lp(c.encode()) for c in self.capabilities)
         return b"".join(parts)

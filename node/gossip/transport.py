@@ -147,7 +147,6 @@ class MemoryTransport:
 
     async def request(self, address: str, body: bytes, timeout: float) -> bytes:
         try:
-            return await asyncio.wait_for(self.network._call(self.node_id, address, body),
-                                          timeout)
+            return await asyncio.wait_for(self.network._call(self.node_id, address, body), timeout)
         except TimeoutError:
             raise GossipTransportError(f"no reply from {address} in {timeout:.3f} s") from None

@@ -47,8 +47,8 @@ def reference_foolsgold(histories: torch.Tensor, confidence: float = 1.0) -> lis
     cs = [[0.0] * n for _ in range(n)]
     for i in range(n):
         for j in range(n):
-            cs[i][j] = -math.inf if i == j else float(
-                torch.dot(x[i], x[j]) / (x[i].norm() * x[j].norm())
+            cs[i][j] = (
+                -math.inf if i == j else float(torch.dot(x[i], x[j]) / (x[i].norm() * x[j].norm()))
             )
     v = [max(row) for row in cs]
     for i in range(n):
@@ -310,8 +310,7 @@ def test_property_weights_bounded_and_permutation_equivariant(
     assert weights.shape == (n,)
     assert bool(((weights >= 0) & (weights <= 1)).all())
     perm = torch.randperm(n, generator=g)
-    assert torch.allclose(sybil_weights(histories[perm], method=method), weights[perm],
-                          atol=1e-9)
+    assert torch.allclose(sybil_weights(histories[perm], method=method), weights[perm], atol=1e-9)
     if seed % 2:
         # Exact twins (cosine 1, not pardoned since neither is less suspicious) get 0.
         assert weights[0].item() == 0.0

@@ -30,11 +30,22 @@ def ident() -> Callable[..., Identity]:
 
 @pytest.fixture
 def make_core(ident: Callable[..., Identity]) -> Callable[..., Membership]:
-    def make(i: int, *, config: GossipConfig | None = None, difficulty: int = 0,
-             network: bytes = NETWORK, **kw: object) -> Membership:
+    def make(
+        i: int,
+        *,
+        config: GossipConfig | None = None,
+        difficulty: int = 0,
+        network: bytes = NETWORK,
+        **kw: object,
+    ) -> Membership:
         return Membership(
-            ident(i, difficulty), f"10.0.0.{i}:7000", config or GossipConfig.profile("lan"),
-            network, difficulty, random.Random(i), **kw,  # type: ignore[arg-type]
+            ident(i, difficulty),
+            f"10.0.0.{i}:7000",
+            config or GossipConfig.profile("lan"),
+            network,
+            difficulty,
+            random.Random(i),
+            **kw,  # type: ignore[arg-type]
         )
 
     return make

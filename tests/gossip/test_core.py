@@ -28,8 +28,12 @@ from node.identity import Identity
 LAN = GossipConfig.profile("lan")
 
 
-def body(sender: Membership, kind: str = "gossip", updates: list[pb.Update] | None = None,
-         record: MemberRecord | None = None) -> bytes:
+def body(
+    sender: Membership,
+    kind: str = "gossip",
+    updates: list[pb.Update] | None = None,
+    record: MemberRecord | None = None,
+) -> bytes:
     msg = pb.GossipMessage(sender=(record or sender.record).to_pb())
     getattr(msg, kind).SetInParent()
     msg.updates.extend(updates or [])
@@ -40,16 +44,20 @@ def alive(rec: MemberRecord) -> pb.Update:
     return pb.Update(alive=rec.to_pb())
 
 
-def rec_of(ident: Identity, network: bytes, incarnation: int = 0, address: str = "10.9.9.9:1"
-           ) -> MemberRecord:
-    return sign_record(ident, address=address, incarnation=incarnation, network_id=network,
-                       timestamp_ms=0)
+def rec_of(
+    ident: Identity, network: bytes, incarnation: int = 0, address: str = "10.9.9.9:1"
+) -> MemberRecord:
+    return sign_record(
+        ident, address=address, incarnation=incarnation, network_id=network, timestamp_ms=0
+    )
 
 
-def stmt(reporter: Identity, kind: StatementKind, target: bytes, inc: int, network: bytes
-         ) -> pb.Update:
-    st = sign_statement(reporter, kind, target_id=target, incarnation=inc,
-                        network_id=network, timestamp_ms=0)
+def stmt(
+    reporter: Identity, kind: StatementKind, target: bytes, inc: int, network: bytes
+) -> pb.Update:
+    st = sign_statement(
+        reporter, kind, target_id=target, incarnation=inc, network_id=network, timestamp_ms=0
+    )
     return pb.Update(statement=st.to_pb())
 
 
@@ -130,8 +138,23 @@ def test_replayed_and_older_incarnations_change_nothing(
     assert a.rejected["stale_incarnation"] == 1
     assert a.stats["duplicate"] >= 1
     # A suspicion about an older incarnation is stale too.
-    a.receive(0.3, b.node_id, body(b, updates=[stmt(b.signer, StatementKind.SUSPECT,  # type: ignore[arg-type]
-                                                    c.node_id, 1, network_id)]), token=4)
+    a.receive(
+        0.3,
+        b.node_id,
+        body(
+            b,
+            updates=[
+                stmt(
+                    b.signer,
+                    StatementKind.SUSPECT,  # type: ignore[arg-type]
+                    c.node_id,
+                    1,
+                    network_id,
+                )
+            ],
+        ),
+        token=4,
+    )
     assert a.get(c.node_id).state is MemberState.ALIVE  # type: ignore[union-attr]
     assert a.rejected["stale_incarnation"] == 2
 
@@ -145,13 +168,22 @@ def test_refutation_by_higher_incarnation(
     assert a.get(b.node_id) is not None and b.get(a.node_id) is not None
     # b hears that a is suspect (b itself reports it) ...
     b.receive(0.1, a.node_id, body(a, updates=[]), token=99)
-    sus = sign_statement(b.signer, StatementKind.SUSPECT, target_id=a.node_id,  # type: ignore[arg-type]
-                         incarnation=0, network_id=network_id, timestamp_ms=0)
+    sus = sign_statement(
+        b.signer,
+        StatementKind.SUSPECT,
+        target_id=a.node_id,  # type: ignore[arg-type]
+        incarnation=0,
+        network_id=network_id,
+        timestamp_ms=0,
+    )
     b._apply_statement(0.1, sus)
     assert b.get(a.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
     # ... and tells a; a refutes with incarnation 1, which b accepts on the ack.
-    ping = pb.GossipMessage(sender=b.record.to_pb(), ping=pb.Ping(seq=1, target_id=a.node_id),
-                            updates=[pb.Update(statement=sus.to_pb())])
+    ping = pb.GossipMessage(
+        sender=b.record.to_pb(),
+        ping=pb.Ping(seq=1, target_id=a.node_id),
+        updates=[pb.Update(statement=sus.to_pb())],
+    )
     out = a.receive(0.2, b.node_id, ping.SerializeToString(), token=5)
     assert a.incarnation == 1 and a.stats["refuted"] == 1
     assert a.awareness == 1  # Lifeguard: being suspected hints at our own slowness
@@ -175,22 +207,60 @@ def test_suspicion_timeline_with_independent_confirmations(
     assert n == 7
     lo, hi = LAN.suspicion_min(n), LAN.suspicion_max(n)
     t0 = 1.0
-    a.receive(t0, b.node_id, body(b, updates=[stmt(b.signer, StatementKind.SUSPECT,  # type: ignore[arg-type]
-                                                   x.node_id, 0, network_id)]), token=2)
+    a.receive(
+        t0,
+        b.node_id,
+        body(
+            b,
+            updates=[
+                stmt(
+                    b.signer,
+                    StatementKind.SUSPECT,  # type: ignore[arg-type]
+                    x.node_id,
+                    0,
+                    network_id,
+                )
+            ],
+        ),
+        token=2,
+    )
     assert a.get(x.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
     assert a.next_deadline() <= t0 + hi + 1e-9
     assert a._suspects[x.node_id].suspicion.deadline == pytest.approx(t0 + hi)  # type: ignore[union-attr]
     # The same reporter again is not a confirmation; two others are.
-    a.receive(t0 + 0.1, b.node_id, body(b, updates=[stmt(b.signer, StatementKind.SUSPECT,  # type: ignore[arg-type]
-                                                         x.node_id, 0, network_id)]), token=3)
+    a.receive(
+        t0 + 0.1,
+        b.node_id,
+        body(
+            b,
+            updates=[
+                stmt(
+                    b.signer,
+                    StatementKind.SUSPECT,  # type: ignore[arg-type]
+                    x.node_id,
+                    0,
+                    network_id,
+                )
+            ],
+        ),
+        token=3,
+    )
     assert a.stats["confirmations"] == 0
-    a.receive(t0 + 0.2, b.node_id, body(b, updates=[
-        stmt(others[1], StatementKind.SUSPECT, x.node_id, 0, network_id)]), token=4)
+    a.receive(
+        t0 + 0.2,
+        b.node_id,
+        body(b, updates=[stmt(others[1], StatementKind.SUSPECT, x.node_id, 0, network_id)]),
+        token=4,
+    )
     d1 = a._suspects[x.node_id].suspicion.deadline  # type: ignore[union-attr]
     assert d1 == pytest.approx(t0 + LAN.suspicion_timeout(n, 1))
     assert t0 + lo < d1 < t0 + hi
-    a.receive(t0 + 0.3, b.node_id, body(b, updates=[
-        stmt(others[2], StatementKind.SUSPECT, x.node_id, 0, network_id)]), token=5)
+    a.receive(
+        t0 + 0.3,
+        b.node_id,
+        body(b, updates=[stmt(others[2], StatementKind.SUSPECT, x.node_id, 0, network_id)]),
+        token=5,
+    )
     assert a._suspects[x.node_id].suspicion.deadline == pytest.approx(t0 + lo)  # type: ignore[union-attr]
     a.tick(t0 + lo - 0.01)
     assert a.get(x.node_id).state is MemberState.SUSPECT  # type: ignore[union-attr]
@@ -201,8 +271,7 @@ def test_suspicion_timeline_with_independent_confirmations(
     q = a._queue[x.node_id].update
     assert q.statement.kind == pb.Statement.DEAD and q.statement.reporter_id == a.node_id
     # A refutation (higher incarnation, owner-signed) revives x.
-    a.receive(t0 + lo + 1, b.node_id, body(b, updates=[alive(rec_of(x, network_id, 1))]),
-              token=6)
+    a.receive(t0 + lo + 1, b.node_id, body(b, updates=[alive(rec_of(x, network_id, 1))]), token=6)
     assert a.get(x.node_id).state is MemberState.ALIVE  # type: ignore[union-attr]
 
 
@@ -232,8 +301,13 @@ def test_local_health_stretches_probing_and_recovers(
 
 
 def test_join_flood_is_throttled(make_core: Callable[..., Membership]) -> None:
-    cfg = GossipConfig.profile("lan", join_rate_global=1.0, join_burst_global=5,
-                               join_rate_per_peer=0.1, join_burst_per_peer=2)
+    cfg = GossipConfig.profile(
+        "lan",
+        join_rate_global=1.0,
+        join_burst_global=5,
+        join_rate_per_peer=0.1,
+        join_burst_per_peer=2,
+    )
     a = make_core(1, config=cfg)
     refused = 0
     for i in range(100, 150):
@@ -283,8 +357,12 @@ def test_member_table_is_bounded_and_evicts_dead_first(
     a.receive(0.0, b.node_id, body(b, updates=[alive(r) for r in recs[:20]]), token=1)
     assert len(a.members()) == 10 and a.rejected["table_full"] == 11  # b + 9 fit
     victim = next(m for m in a.members() if m.node_id != b.node_id)
-    a.receive(0.1, b.node_id, body(b, updates=[
-        stmt(b.signer, StatementKind.DEAD, victim.node_id, 0, network_id)]), token=2)  # type: ignore[arg-type]
+    a.receive(
+        0.1,
+        b.node_id,
+        body(b, updates=[stmt(b.signer, StatementKind.DEAD, victim.node_id, 0, network_id)]),
+        token=2,
+    )  # type: ignore[arg-type]
     assert a.get(victim.node_id).state is MemberState.DEAD  # type: ignore[union-attr]
     a.receive(0.2, b.node_id, body(b, updates=[alive(recs[25])]), token=3)
     assert len(a.members()) == 10
@@ -298,8 +376,12 @@ def test_sample_excludes_suspects_and_respects_topology(
     a, b = make_core(1), make_core(2)
     recs = [rec_of(ident(i), network_id, 0, f"10.3.0.{i}:1") for i in range(10, 20)]
     a.receive(0.0, b.node_id, body(b, updates=[alive(r) for r in recs]), token=1)
-    a.receive(0.1, b.node_id, body(b, updates=[
-        stmt(b.signer, StatementKind.SUSPECT, recs[0].node_id, 0, network_id)]), token=2)  # type: ignore[arg-type]
+    a.receive(
+        0.1,
+        b.node_id,
+        body(b, updates=[stmt(b.signer, StatementKind.SUSPECT, recs[0].node_id, 0, network_id)]),
+        token=2,
+    )  # type: ignore[arg-type]
     for _ in range(20):
         s = a.sample(4)
         assert len(s) == 4 and len({m.node_id for m in s}) == 4
@@ -309,7 +391,8 @@ def test_sample_excludes_suspects_and_respects_topology(
     ring = a.sample(100, topology=Ring(2))
     assert 1 <= len(ring) <= 2
     assert {m.node_id for m in ring} <= Ring(2).neighbors(
-        a.node_id, [m.node_id for m in a.members(states=[MemberState.ALIVE])])
+        a.node_id, [m.node_id for m in a.members(states=[MemberState.ALIVE])]
+    )
     with pytest.raises(ValueError, match="sample size"):
         a.sample(-1)
 
@@ -319,23 +402,26 @@ def test_restore_seeds_join_candidates_and_rejects_tampered(
 ) -> None:
     a = make_core(1)
     good = rec_of(ident(5), network_id, 3, "10.4.0.5:1")
-    bad = dataclasses.replace(rec_of(ident(6), network_id, 0, "10.4.0.6:1"),
-                              address="10.6.6.6:1")
-    own_old = sign_record(a.signer, address=a.address, incarnation=7, network_id=network_id,
-                          timestamp_ms=0)
+    bad = dataclasses.replace(rec_of(ident(6), network_id, 0, "10.4.0.6:1"), address="10.6.6.6:1")
+    own_old = sign_record(
+        a.signer, address=a.address, incarnation=7, network_id=network_id, timestamp_ms=0
+    )
     assert a.restore([good, bad, own_old]) == 1
     assert a.incarnation == 8  # outbids its own previous life
     sends = [x for x in a.join(0.0, []) if isinstance(x, Send)]
     assert [s.address for s in sends] == ["10.4.0.5:1"] and sends[0].kind == "join"
     # Unanswered: retried after join_retry_interval.
     a.on_failure(0.1, sends[0].request_id)
-    again = [x for x in a.tick(LAN.join_retry_interval + 0.01) if isinstance(x, Send)
-             and x.kind == "join"]
+    again = [
+        x
+        for x in a.tick(LAN.join_retry_interval + 0.01)
+        if isinstance(x, Send) and x.kind == "join"
+    ]
     assert [s.address for s in again] == ["10.4.0.5:1"]
 
 
 def test_unstamped_identities_cannot_drain_the_join_budget(
-    make_core: Callable[..., Membership]
+    make_core: Callable[..., Membership],
 ) -> None:
     cfg = GossipConfig.profile("lan", join_rate_global=0.01, join_burst_global=1)
     a = make_core(1, config=cfg, difficulty=8)
@@ -364,7 +450,8 @@ def test_updates_are_not_echoed_to_their_source_or_subject(
     to_b = reply_of(out, 2)  # the reply to b, who told us about c
     assert c.node_id not in alive_ids(to_b) and b.node_id not in alive_ids(to_b)
     assert a.record_of(c.node_id) == c
-    ping_d = pb.GossipMessage.FromString(a._message(ping=pb.Ping(seq=1, target_id=d.node_id),
-                                                    to=d.node_id))
+    ping_d = pb.GossipMessage.FromString(
+        a._message(ping=pb.Ping(seq=1, target_id=d.node_id), to=d.node_id)
+    )
     assert {c.node_id, b.node_id} <= alive_ids(ping_d)
     assert d.node_id not in alive_ids(ping_d)

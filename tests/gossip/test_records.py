@@ -22,9 +22,13 @@ from node.identity import Identity, pow_check
 
 
 def _record(ident: Identity, network: bytes, **kw: object) -> MemberRecord:
-    args: dict[str, object] = {"address": "10.0.0.1:7000", "incarnation": 3,
-                               "network_id": network, "timestamp_ms": 1_700_000_000_000,
-                               "capabilities": ("spsa", "lora")}
+    args: dict[str, object] = {
+        "address": "10.0.0.1:7000",
+        "incarnation": 3,
+        "network_id": network,
+        "timestamp_ms": 1_700_000_000_000,
+        "capabilities": ("spsa", "lora"),
+    }
     args.update(kw)
     return sign_record(ident, **args)  # type: ignore[arg-type]
 
@@ -70,9 +74,10 @@ def test_record_signed_by_someone_else_is_forgery(
     ident: Callable[..., Identity], network_id: bytes
 ) -> None:
     victim, attacker = ident(1), ident(2)
-    forged = dataclasses.replace(_record(victim, network_id),
-                                 signature=attacker.sign(_record(victim, network_id)
-                                                         .signing_bytes()))
+    forged = dataclasses.replace(
+        _record(victim, network_id),
+        signature=attacker.sign(_record(victim, network_id).signing_bytes()),
+    )
     v = RecordVerifier(network_id, 0)
     with pytest.raises(RecordError, match="owner signature"):
         v.check_record(forged)
@@ -97,8 +102,14 @@ def test_statements_are_signed_by_their_reporter(
     ident: Callable[..., Identity], network_id: bytes
 ) -> None:
     reporter, other = ident(1), ident(2)
-    st = sign_statement(reporter, StatementKind.SUSPECT, target_id=other.node_id,
-                        incarnation=4, network_id=network_id, timestamp_ms=1)
+    st = sign_statement(
+        reporter,
+        StatementKind.SUSPECT,
+        target_id=other.node_id,
+        incarnation=4,
+        network_id=network_id,
+        timestamp_ms=1,
+    )
     v = RecordVerifier(network_id, 0)
     assert v.check_statement(st, reporter.public_key) is st
     # A relay cannot pass the statement off as someone else's, nor alter it.
@@ -112,11 +123,16 @@ def test_statements_are_signed_by_their_reporter(
     assert v.rejected == {"bad_signature": 2, "unknown_reporter": 1}
 
 
-def test_only_a_member_itself_can_leave(ident: Callable[..., Identity], network_id: bytes
-                                        ) -> None:
+def test_only_a_member_itself_can_leave(ident: Callable[..., Identity], network_id: bytes) -> None:
     a, b = ident(1), ident(2)
-    st = sign_statement(a, StatementKind.LEFT, target_id=b.node_id, incarnation=0,
-                        network_id=network_id, timestamp_ms=1)
+    st = sign_statement(
+        a,
+        StatementKind.LEFT,
+        target_id=b.node_id,
+        incarnation=0,
+        network_id=network_id,
+        timestamp_ms=1,
+    )
     v = RecordVerifier(network_id, 0)
     with pytest.raises(RecordError, match="only a member itself"):
         v.parse_statement(st.to_pb())

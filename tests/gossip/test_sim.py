@@ -36,7 +36,7 @@ def test_killed_members_are_detected_and_nobody_else_dies() -> None:
     net, _ = build(n, seed=7)
     net.run_until(5.0)
     assert net.full_view()
-    victims = list(net.nodes.values())[1:1 + n // 10]
+    victims = list(net.nodes.values())[1 : 1 + n // 10]
     for v in victims:
         net.kill(v.address)
     ids = [v.node_id for v in victims]
@@ -68,7 +68,7 @@ def test_partition_then_heal_remerges() -> None:
     net, _ = build(n, seed=5)
     net.run_until(5.0)
     addrs = list(net.nodes)
-    left, right = addrs[: n // 2], addrs[n // 2:]
+    left, right = addrs[: n // 2], addrs[n // 2 :]
     net.partition([left, right])
     net.run_until(net.now + 30 * PI)
     # Each side has declared (or at least suspects) the other side.
@@ -87,8 +87,9 @@ def test_bootstrap_loss_keeps_views_and_admits_newcomers() -> None:
     net.run_until(5.0)
     net.kill(boot.address)
     rest = net.live_nodes()
-    t = net.run_until_true(lambda: net.all_see([boot.node_id], [MemberState.DEAD]),
-                           step=PI, limit=120)
+    t = net.run_until_true(
+        lambda: net.all_see([boot.node_id], [MemberState.DEAD]), step=PI, limit=120
+    )
     assert t is not None and net.full_view(rest)
     newcomer = net.add_node(join=[rest[7].address])
     assert net.run_until_true(net.full_view, step=GI, limit=20 * GI) is not None

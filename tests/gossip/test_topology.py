@@ -11,8 +11,9 @@ from node.gossip import RandomRegular, Ring
 IDS = [hashlib.sha256(b"%d" % i).digest() for i in range(40)]
 
 
-@pytest.mark.parametrize("topo", [Ring(2), Ring(4), RandomRegular(4, seed=1),
-                                  RandomRegular(6, seed=2)])
+@pytest.mark.parametrize(
+    "topo", [Ring(2), Ring(4), RandomRegular(4, seed=1), RandomRegular(6, seed=2)]
+)
 def test_neighbourhoods_are_symmetric_and_bounded(topo: Ring | RandomRegular) -> None:
     nb = {i: topo.neighbors(i, IDS) for i in IDS}
     for i, ns in nb.items():

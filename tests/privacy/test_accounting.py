@@ -155,7 +155,10 @@ def test_noise_multiplier_inverse_round_trips(target: float, q: float, steps: in
 def test_noise_multiplier_agrees_with_opacus() -> None:
     ours = noise_multiplier_for(2.0, 0.01, 2000, DELTA)
     theirs = get_noise_multiplier(
-        target_epsilon=2.0, target_delta=DELTA, sample_rate=0.01, steps=2000,
+        target_epsilon=2.0,
+        target_delta=DELTA,
+        sample_rate=0.01,
+        steps=2000,
         epsilon_tolerance=0.001,
     )
     assert ours == pytest.approx(theirs, rel=0.01)
@@ -217,8 +220,9 @@ def test_pld_closed_form_matches_discretised_pld_accountant(z: float, steps: int
 def test_pld_closed_form_composes_heterogeneous_full_batch_blocks() -> None:
     # 10 steps at z=2 and 40 steps at z=4: 1/sigma^2 = 10/4 + 40/16 = 5 -> one query at
     # z = 1/sqrt(5).
-    both = epsilon_of_releases([Release(2.0, 1.0, 10), Release(4.0, 1.0, 40)], DELTA,
-                               accountant="pld")
+    both = epsilon_of_releases(
+        [Release(2.0, 1.0, 10), Release(4.0, 1.0, 40)], DELTA, accountant="pld"
+    )
     assert both == pytest.approx(epsilon(1 / math.sqrt(5), 1.0, 1, DELTA, accountant="pld"))
 
 

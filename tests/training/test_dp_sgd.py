@@ -53,7 +53,10 @@ def test_per_example_gradients_are_clipped_and_model_is_left_clean() -> None:
     clipped = grads * (clip / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)
     expected = -clipped.mean(dim=0)  # lr 1, batch = all 40 (q = 1), no noise
     spec = _dp(
-        optimizer="sgd", lr=1.0, local_steps=1, dp_sgd_noise_multiplier=0.0,
+        optimizer="sgd",
+        lr=1.0,
+        local_steps=1,
+        dp_sgd_noise_multiplier=0.0,
         dp_sgd_max_grad_norm=clip,
     )
     learner = SGDLearner(spec, batch_size=40, seed=0, node="a")
@@ -79,12 +82,15 @@ def test_noise_has_std_z_times_clip_over_expected_batch() -> None:
     for z in (0.0, 2.0):
         model = build_model(DIGITS, 0, input_dim=64, num_classes=10)
         spec = _dp(
-            optimizer="sgd", lr=1.0, local_steps=1, dp_sgd_noise_multiplier=z,
+            optimizer="sgd",
+            lr=1.0,
+            local_steps=1,
+            dp_sgd_noise_multiplier=z,
             dp_sgd_max_grad_norm=0.5,
         )
-        updates.append(SGDLearner(spec, batch_size=40, seed=0, node="a").train_round(
-            model, data, 0
-        ).update)
+        updates.append(
+            SGDLearner(spec, batch_size=40, seed=0, node="a").train_round(model, data, 0).update
+        )
     noise = updates[1] - updates[0]
     want = 2.0 * 0.5 / 40  # z * C / expected batch size, times lr 1
     assert noise.numel() > 4000
@@ -126,9 +132,7 @@ def test_empty_poisson_draws_are_noise_only_steps() -> None:
     # OS-random draws: 22 empty ones expected, fewer than 3 has probability ~1e-9.
     assert res.metrics["dp_sgd_empty_draws"] >= 3
     assert bool(torch.isfinite(res.update).all()) and float(res.update.abs().sum()) > 0
-    assert learner.sample_epsilon(1e-5) == pytest.approx(
-        epsilon(1.0, 1 / 200, 60, 1e-5), rel=5e-3
-    )
+    assert learner.sample_epsilon(1e-5) == pytest.approx(epsilon(1.0, 1 / 200, 60, 1e-5), rel=5e-3)
 
 
 def test_bad_dp_sgd_configuration_is_refused() -> None:
