@@ -3,8 +3,10 @@
 Each node runs its own round clock. In round ``r`` it computes ``spsa_steps`` (seed id,
 scalar) pairs on its shard with :class:`~node.training.learners.spsa.SPSALearner`, signs
 the batch as its *origin* (so relays cannot alter it), stores it in SQL and pushes it to
-``k`` sampled peers. A node that sees a batch for the first time verifies it, stores it
-and forwards it to ``k`` random peers, so every batch reaches every node. The round
+every live member (networks of up to ``DIRECT_PUSH_MAX_MEMBERS``) or to ``k`` sampled
+peers. A node that sees a batch for the first time verifies it and stores it; in a large
+network it forwards it to ``k`` random peers, so every batch reaches every node.
+Anti-entropy pulls list what the puller holds, so peers resend only missing batches. The round
 closes when every live member's batch of the round is in, or after ``round_timeout``.
 
 Deterministic application (why models agree bit for bit)
