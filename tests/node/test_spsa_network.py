@@ -9,6 +9,7 @@ malformed scalar batches to a node.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -374,6 +375,20 @@ def test_forged_duplicate_and_malformed_batches_are_refused(spsa_net: Testnet) -
             b.ParseFromString(env.body)
             origins.add(b.origin_id)
         assert len(origins) == 4, "every node's batches reached node 0"
+        # Anti-entropy with a have-list: the peer resends only batches the puller lacks.
+        held = []
+        for env in envs:
+            b = pb.ScalarBatch()
+            b.ParseFromString(env.body)
+            held.append(struct.pack("<Q", b.entries[0].round) + b.origin_id[:8])
+        request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0, have=held[1:])
+        missing = list(
+            stub.PullScalars(
+                seal(mallory, net_id, "request", request.SerializeToString(), seq=next(seq)),
+                timeout=20,
+            )
+        )
+        assert [e.body for e in missing] == [envs[0].body]
         # The last round every node closed (not the round of the last batch: a round whose
         # batches were all refused, e.g. a diverged loss, holds none); batches of it are
         # still inside every node's acceptance window.
