@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,10 @@ class TrainingRuntime:
     """
 
     def __init__(self, daemon: Daemon, shard: int, attack: str | None = None) -> None:
+        # Training and evaluation both run in executor threads and may overlap (the engine
+        # asks for round r's evaluation and round r+1's training together); they share the
+        # model (a Flower client sets its weights in place), so they take turns.
+        self._compute = threading.Lock()
         self.daemon = daemon
         self.shard = shard
         self.attack = attack
@@ -265,7 +270,24 @@ class TrainingRuntime:
 
     async def _train(self, round_idx: int) -> None:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, self.trainer.train, round_idx)
+        for attempt in range(1, 4):
+            start = self.trainer.vector()
+            try:
+                result = await loop.run_in_executor(
+                    None, self._locked, self.trainer.train, round_idx
+                )
+                break
+            except Exception:
+                # A learner error must not silently stop this node's rounds (its peers
+                # would wait for it every round); a transient one gets two more tries.
+                log.exception(
+                    "local training failed",
+                    extra={"fields": {"round": round_idx, "attempt": attempt}},
+                )
+                if attempt == 3:
+                    raise
+                self.trainer.set_vector(start)
+                await asyncio.sleep(1.0 * attempt)
         vector = self.trainer.vector()
         base = vector - result.update
         self._base = base
@@ -458,9 +480,13 @@ class TrainingRuntime:
         store.set_state(STATE_ROUND, next_round)
         store.prune_checkpoints(keep=2)
 
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self._compute:
+            return fn(*args)
+
     async def _evaluate(self, round_idx: int) -> None:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, self.trainer.evaluate)
+        result = await loop.run_in_executor(None, self._locked, self.trainer.evaluate)
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
         self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss, time.time()))

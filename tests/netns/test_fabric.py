@@ -157,7 +157,10 @@ def test_delay_proxy_adds_latency(tag: str, tmp_path: Path) -> None:
 
 
 SIGNALLED = """
-import sys, time
+import signal, sys, time
+# A shell's background job inherits SIGINT ignored (e.g. CI started with `&`); a testnet
+# run from a terminal has Python's default handler, which is what this test is about.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from node.genesis import Genesis
 from node.netns import NetnsTestnet
