@@ -228,6 +228,29 @@ def _damage(
     return value if math.isfinite(value) else float("inf")
 
 
+def _search_strength(
+    attack: Callable[[float], torch.Tensor],
+    honest: torch.Tensor,
+    f: int,
+    rule: str | Callable[..., torch.Tensor],
+    rule_params: dict[str, Any] | None,
+    evals: int,
+    start: float,
+    delta: float,
+    ratio: float,
+) -> float:
+    """The attack strength the line search finds most damaging against ``rule``."""
+    agg = _resolve_rule(rule)
+    params = dict(rule_params or {})
+    return line_search(
+        lambda x: _damage(honest, attack(x), agg, f, params),
+        evals=evals,
+        start=start,
+        delta=delta,
+        ratio=ratio,
+    )
+
+
 def optimal_ipm(
     honest: torch.Tensor,
     *,
@@ -254,14 +277,8 @@ def optimal_ipm(
         Line-search settings, see :func:`line_search` (defaults 20, 0.0, 10.0, 0.8).
     """
     _prepare(honest, f, "optimal_ipm")
-    agg = _resolve_rule(rule)
-    params = dict(rule_params or {})
-    best = line_search(
-        lambda e: _damage(honest, ipm(honest, f=f, eps=e), agg, f, params),
-        evals=evals,
-        start=start,
-        delta=delta,
-        ratio=ratio,
+    best = _search_strength(
+        lambda e: ipm(honest, f=f, eps=e), honest, f, rule, rule_params, evals, start, delta, ratio
     )
     return ipm(honest, f=f, eps=best)
 
@@ -282,14 +299,8 @@ def optimal_alie(
     (ByzFL ``Optimal_ALittleIsEnough``; Allouah et al., AISTATS 2023). Parameters as
     :func:`optimal_ipm`."""
     _prepare(honest, f, "optimal_alie")
-    agg = _resolve_rule(rule)
-    params = dict(rule_params or {})
-    best = line_search(
-        lambda z: _damage(honest, alie(honest, f=f, z=z), agg, f, params),
-        evals=evals,
-        start=start,
-        delta=delta,
-        ratio=ratio,
+    best = _search_strength(
+        lambda z: alie(honest, f=f, z=z), honest, f, rule, rule_params, evals, start, delta, ratio
     )
     return alie(honest, f=f, z=best)
 

@@ -46,8 +46,6 @@ from .logs import log
 from .training.params import ParamError, ParamLayout, decode_checkpoint
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
-
     from fednode_proto.v1.envelope_pb2 import Envelope
 
     from .envelope import SeqCounter
@@ -57,17 +55,14 @@ if TYPE_CHECKING:
     from .storage import Store
 
 __all__ = [
-    "CATCHUP_METRIC",
     "LagEvidence",
     "PulledCheckpoint",
-    "catchup_counter",
     "combine_checkpoints",
     "pull_checkpoint",
     "serve_checkpoint",
 ]
 
 #: Prometheus counter of completed catch-ups (registered in the daemon's registry).
-CATCHUP_METRIC = "fednode_training_catchups_total"
 
 
 class LagEvidence:
@@ -154,11 +149,6 @@ class PulledCheckpoint:
     model_hash: str
     data: bytes = b""
     """The checkpoint file as received (safetensors), for callers that store it as is."""
-
-
-def catchup_counter(metrics: Metrics) -> Counter:
-    """The daemon's ``fednode_training_catchups_total`` counter."""
-    return metrics.training_catchups
 
 
 async def serve_checkpoint(

@@ -25,7 +25,6 @@ from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 from .catchup import (
     LagEvidence,
     PulledCheckpoint,
-    catchup_counter,
     combine_checkpoints,
     pull_checkpoint,
     serve_checkpoint,
@@ -525,7 +524,6 @@ class TrainingRuntime:
             max_rounds=self.engine.spec.max_rounds,
             window_s=max(30.0, 6 * self.engine.spec.round_timeout),
         )
-        catchup_counter(self.daemon.metrics)
 
     def _note_rejection(self, action: eng.RejectUpdate) -> None:
         """A peer's update beyond our window proves (signed) that the peer is that far ahead."""
@@ -645,7 +643,7 @@ class TrainingRuntime:
             self._base = None
             self._recent = []
             self.catchups += 1
-            catchup_counter(d.metrics).inc()
+            d.metrics.training_catchups.inc()
             d.metrics.round.set(start)
             log.info("caught up", extra={"fields": detail})
         finally:
