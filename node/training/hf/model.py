@@ -1,0 +1,176 @@
+"""A Hugging Face model folder with FFA-LoRA adapters, as a fednode model.
+
+``text-classification`` loads ``AutoModelForSequenceClassification`` with a new head sized
+from the labels, ``causal-lm`` loads ``AutoModelForCausalLM``; both offline
+(``local_files_only``). peft adds LoRA adapters to the architecture's attention
+projections (peft's own per-architecture defaults, or ``TaskSpec.lora_targets``).
+
+Only the adapters' ``B`` factors and the task head train (FFA-LoRA, Sun et al. 2024):
+``A`` is drawn from the genesis seed and frozen, so averaging ``B`` over nodes averages
+their weight changes exactly (docs/training.md). Every weight the folder does not hold
+(the new classification head, a missing pooler) is initialised from the genesis seed,
+trains, and is saved with the adapter, so an export loads onto the plain folder.
+
+The base model always runs in eval mode (no dropout): a loss is a deterministic function
+of the trainable vector, which SPSA relies on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from node.training.hf.folder import HFFolderError, check_model_folder, folder_sha256
+from node.training.seeding import derive_seed
+from node.training.spec import TaskSpec
+
+__all__ = ["HFLoraModel", "lora_targets", "verify_model_folder"]
+
+
+def verify_model_folder(spec: TaskSpec) -> None:
+    """Refuse a local model folder whose weights differ from the genesis's.
+
+    Raises
+    ------
+    HFFolderError
+        The folder is incomplete, or its hash is not ``spec.model_sha256``.
+    """
+    assert spec.model_path is not None
+    actual = folder_sha256(spec.model_path)
+    if spec.model_sha256 is not None and actual != spec.model_sha256:
+        raise HFFolderError(
+            f"model folder {spec.model_path} hashes to {actual[:16]}…, but the genesis "
+            f"expects {spec.model_sha256[:16]}…: this node holds other weights than the "
+            "network; point model_path at the network's model folder"
+        )
+
+
+def lora_targets(spec: TaskSpec, model_type: str) -> list[str]:
+    """Module names to adapt: ``spec.lora_targets``, else peft's default for the architecture."""
+    if spec.lora_targets:
+        return list(spec.lora_targets)
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
+
+    targets = known.get(model_type)
+    if not targets:
+        raise HFFolderError(
+            f"no default LoRA target modules for model type {model_type!r}; set "
+            "task.lora_targets (e.g. ['q_proj', 'v_proj']) in the genesis"
+        )
+    return list(targets)
+
+
+def _new_modules(missing: list[str]) -> list[str]:
+    """Modules whose weights the folder lacks (initialised here: they must train and save)."""
+    return sorted({key.rsplit(".", 1)[0] for key in missing if "." in key})
+
+
+class HFLoraModel(nn.Module):
+    """A peft-wrapped Hugging Face model taking fednode's ``(batch, 2, length)`` input.
+
+    Parameters
+    ----------
+    spec
+        A ``text-classification`` or ``causal-lm`` task.
+    seed
+        Genesis seed: draws the frozen LoRA ``A`` factors (new head weights are drawn
+        from the caller's RNG, which :func:`~node.training.models.build_model` seeds).
+    num_classes
+        Classes of a ``text-classification`` task (ignored by ``causal-lm``).
+
+    Attributes
+    ----------
+    peft : peft.PeftModel
+        The adapted model; ``peft.save_pretrained(dir)`` writes what
+        ``PeftModel.from_pretrained(base, dir)`` loads.
+    """
+
+    def __init__(self, spec: TaskSpec, seed: int, num_classes: int):
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        # The load report and progress bars would repeat on every node start; what is
+        # missing from the folder is trained and saved anyway (new_modules).
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+        if not spec.is_hf or spec.model_path is None:
+            raise ValueError(f"HFLoraModel needs a Hugging Face task, not {spec.name!r}")
+        verify_model_folder(spec)
+        folder = check_model_folder(spec.model_path)
+        self.causal = spec.name == "causal-lm"
+        kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
+        try:
+            if self.causal:
+                base, info = AutoModelForCausalLM.from_pretrained(
+                    folder.path, output_loading_info=True, **kwargs
+                )
+            else:
+                base, info = AutoModelForSequenceClassification.from_pretrained(
+                    folder.path, num_labels=num_classes, output_loading_info=True, **kwargs
+                )
+        except (OSError, ValueError, KeyError) as exc:
+            raise HFFolderError(f"model folder {folder.path}: cannot load it: {exc}") from None
+        if base.config.pad_token_id is None:
+            # Sequence classification finds each row's last token through the pad id;
+            # tokenisation pads with eos when the tokenizer has no pad token.
+            base.config.pad_token_id = base.config.eos_token_id
+        self.model_type = str(base.config.model_type)
+        self.new_modules = _new_modules(list(info.get("missing_keys", [])))
+        config = LoraConfig(
+            r=spec.lora_rank,
+            lora_alpha=spec.lora_alpha,
+            target_modules=lora_targets(spec, self.model_type),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM" if self.causal else "SEQ_CLS",
+            modules_to_save=self.new_modules or None,
+        )
+        self.peft = get_peft_model(base, config)
+        gen = torch.Generator().manual_seed(derive_seed("lora-A", seed))
+        for name, p in self.peft.named_parameters():
+            if "lora_A" in name:
+                # peft's Kaiming-uniform bound, drawn from the genesis seed so that every
+                # node shares the same frozen A.
+                bound = 1.0 / float(p.shape[1]) ** 0.5
+                with torch.no_grad():
+                    p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+                p.requires_grad_(False)
+            elif "lora_B" in name:
+                with torch.no_grad():
+                    p.zero_()
+                p.requires_grad_(True)
+            elif "modules_to_save" in name:
+                p.requires_grad_(True)
+            else:
+                p.requires_grad_(False)
+        if not any(p.requires_grad for p in self.peft.parameters()):
+            raise HFFolderError(
+                f"LoRA targets {config.target_modules} matched no module of this "
+                f"{self.model_type} model; set task.lora_targets"
+            )
+        self.peft.eval()
+
+    def train(self, mode: bool = True) -> HFLoraModel:
+        super().train(mode)
+        self.peft.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids, mask = x[:, 0], x[:, 1]
+        if not self.causal:
+            # Inputs are right-padded to max_length: cut the columns no row uses. With the
+            # attention mask the logits are those of the full width.
+            width = max(1, int(mask.sum(1).max()))
+            ids, mask = ids[:, :width], mask[:, :width]
+            return self.peft(input_ids=ids, attention_mask=mask).logits
+        logits = self.peft(input_ids=ids, attention_mask=mask).logits
+        # (batch, vocab, length - 1): cross_entropy's class axis, against next-token targets.
+        return logits[:, :-1].transpose(1, 2)
