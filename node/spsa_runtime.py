@@ -539,6 +539,7 @@ class SpsaRuntime:
         self.ledger: RoundLedger | None = None
         self.round = 0
         self.ready = False
+        self.task: Any = None  # node.training.tasks.LocalTask
         self.model: Any = None
         self.data: Any = None
         self.layout: Any = None
@@ -560,20 +561,17 @@ class SpsaRuntime:
     # --- set-up --------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from .training.datasets import load_task, node_data
-        from .training.models import build_model
         from .training.params import flatten, layout_of
+        from .training.tasks import build_local_task, spsa_learner
 
         g = self.daemon.genesis
-        task = load_task(g.task, self.seed)
-        self.data = node_data(g.task, self.seed, self.shard % g.task.num_nodes, task=task)
-        self.model = build_model(
-            g.task, self.seed, input_dim=task.input_dim, num_classes=task.num_classes
-        )
+        self.task = build_local_task(g.task, self.seed, self.shard % g.task.num_nodes)
+        self.data = self.task.data
+        self.model = self.task.model
         self.layout = layout_of(self.model)
         self.init_vector = flatten(self.model).clone()
-        self.learner = SPSALearner(
-            self.spec, batch_size=g.task.batch_size, seed=self.seed, node=self.node_id
+        self.learner = spsa_learner(
+            self.task, self.spec, batch_size=g.task.batch_size, seed=self.seed, node=self.node_id
         )
 
     def _new_ledger(self, base: torch.Tensor, base_round: int) -> RoundLedger:
@@ -907,7 +905,6 @@ class SpsaRuntime:
         self.model_hash = vector_hash(self.ledger.vector(), self.layout)
 
     async def _evaluate(self, round_idx: int) -> None:
-        from .training.evaluate import evaluate
         from .training.params import load_vector
 
         assert self.ledger is not None
@@ -915,7 +912,7 @@ class SpsaRuntime:
 
         def work() -> Any:
             load_vector(self.model, vector)
-            return evaluate(self.model, self.data.x_test, self.data.y_test)
+            return self.task.evaluate()
 
         result = await asyncio.get_running_loop().run_in_executor(None, work)
         self.last_accuracy = float(result.accuracy)

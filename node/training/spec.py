@@ -43,14 +43,14 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal[
-        "mnist1d", "digits", "local", "text-classification", "causal-lm", "python"
-    ] = Field(
-        "mnist1d",
-        description="Task: generated MNIST-1D, scikit-learn digits, a local CSV/Parquet "
-        "file of numeric features, a Hugging Face model folder fine-tuned with LoRA on a "
-        "JSONL/CSV/Parquet file (text-classification, causal-lm), or a user factory "
-        "(python). 'sentiment' is read as the MiniLM tweet-sentiment text-classification.",
+    name: Literal["mnist1d", "digits", "local", "text-classification", "causal-lm", "python"] = (
+        Field(
+            "mnist1d",
+            description="Task: generated MNIST-1D, scikit-learn digits, a local CSV/Parquet "
+            "file of numeric features, a Hugging Face model folder fine-tuned with LoRA on a "
+            "JSONL/CSV/Parquet file (text-classification, causal-lm), or a user factory "
+            "(python). 'sentiment' is read as the MiniLM tweet-sentiment text-classification.",
+        )
     )
     model: Literal["mlp", "cnn", "lora"] = Field(
         "mlp",
@@ -220,8 +220,15 @@ class LearnerSpec(BaseModel):
     )
     flower_client: str | None = Field(
         None,
-        description="`module:attribute` of a Flower NumPyClient instance or of a "
-        "`client_fn(context)` factory (kind 'flower' only).",
+        description="`module:attribute` of a Flower NumPyClient instance, a "
+        "`client_fn(context)` factory or a ClientApp (kind 'flower' only); its folder "
+        "must be importable (PYTHONPATH).",
+    )
+    flower_initial: str | None = Field(
+        None,
+        description="`module:attribute` of the initial model of a Message-API ClientApp "
+        "(which has no get_parameters): a torch module, a callable returning one, an "
+        "ArrayRecord, a state dict or a list of numpy arrays.",
     )
     dp_sgd: bool = Field(
         False,
@@ -248,6 +255,8 @@ class LearnerSpec(BaseModel):
     def _check_flower(self) -> LearnerSpec:
         if self.kind == "flower" and (not self.flower_client or ":" not in self.flower_client):
             raise ValueError("learner 'flower' requires flower_client as 'module:attribute'")
+        if self.flower_initial is not None and ":" not in self.flower_initial:
+            raise ValueError("flower_initial must be 'module:attribute'")
         return self
 
     @model_validator(mode="after")

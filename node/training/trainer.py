@@ -11,14 +11,14 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from node.training.datasets import NodeData, TaskData, load_task, node_data
-from node.training.evaluate import EvalResult, evaluate
+from node.training.datasets import NodeData, TaskData
+from node.training.evaluate import EvalResult
 from node.training.learners import LocalResult
 from node.training.learners.flower import FlowerLearner, load_flower_client
 from node.training.learners.sgd import SGDLearner
-from node.training.models import build_model
 from node.training.params import ParamLayout, flatten, layout_of, load_vector
 from node.training.spec import LearnerSpec, TaskSpec
+from node.training.tasks import LocalTask, build_local_task
 
 __all__ = ["FlowerTrainer", "ModelTrainer", "Trainer", "make_trainer"]
 
@@ -52,17 +52,23 @@ class ModelTrainer:
     Parameters
     ----------
     model
-        Model built by :func:`~node.training.models.build_model`.
+        Model built by :func:`~node.training.models.build_model` (or a task factory).
     data
         The node's shard and test split.
     learner
         The :class:`SGDLearner`.
+    task
+        The :class:`~node.training.tasks.LocalTask` holding model and data, whose loss
+        and metric evaluation uses (default: cross-entropy and accuracy).
     """
 
-    def __init__(self, model: nn.Module, data: NodeData, learner: SGDLearner):
+    def __init__(
+        self, model: nn.Module, data: NodeData, learner: SGDLearner, task: LocalTask | None = None
+    ):
         self.model = model
         self.data = data
         self.learner = learner
+        self.task = task if task is not None else LocalTask(model, data)
         self.layout = layout_of(model)
         self.num_examples = data.num_examples
 
@@ -76,7 +82,7 @@ class ModelTrainer:
         return self.learner.train_round(self.model, self.data, round_idx)
 
     def evaluate(self) -> EvalResult:
-        return evaluate(self.model, self.data.x_test, self.data.y_test)
+        return self.task.evaluate()
 
 
 class FlowerTrainer:
@@ -130,14 +136,14 @@ def make_trainer(
     if learner.kind == "flower":
         assert learner.flower_client is not None
         client = load_flower_client(
-            learner.flower_client, node_index=node_index, num_nodes=task.num_nodes
+            learner.flower_client,
+            node_index=node_index,
+            num_nodes=task.num_nodes,
+            initial=learner.flower_initial,
         )
         return FlowerTrainer(FlowerLearner(client))
     if learner.kind != "sgd":
         raise ValueError(f"make_trainer handles 'sgd' and 'flower', not {learner.kind!r}")
-    data_all = task_data if task_data is not None else load_task(task, seed)
-    data = node_data(task, seed, node_index, task=data_all)
-    model = build_model(task, seed, input_dim=data_all.input_dim, num_classes=data_all.num_classes)
-    return ModelTrainer(
-        model, data, SGDLearner(learner, batch_size=task.batch_size, seed=seed, node=node_id)
-    )
+    local = build_local_task(task, seed, node_index, task_data=task_data)
+    sgd = SGDLearner(learner, batch_size=task.batch_size, seed=seed, node=node_id, loss=local.loss)
+    return ModelTrainer(local.model, local.data, sgd, local)

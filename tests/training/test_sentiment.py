@@ -1,26 +1,34 @@
 from __future__ import annotations
 
-import os
-
 import torch
 
-from node.training.models import LoraSentimentClassifier, build_model
+from node.training.hf.model import HFLoraModel
+from node.training.models import build_model
 from node.training.params import flatten, layout_of
-from node.training.spec import TaskSpec
+from node.training.spec import SENTIMENT_DEFAULTS, TaskSpec
 
 
-def test_lora_model_offline_a_frozen_only_b_and_head_trainable() -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    spec = TaskSpec(name="sentiment", model="lora", lora_rank=4)
+def test_sentiment_is_the_minilm_text_classification_instance() -> None:
+    spec = TaskSpec(name="sentiment", lora_rank=4)
+    assert spec.name == "text-classification" and spec.model == "lora"
+    assert spec.model_path == SENTIMENT_DEFAULTS["model_path"]
+    assert spec.labels == ("negative", "positive") and spec.label_column == "sentiment"
+    assert spec.model_sha256 is not None and len(spec.model_sha256) == 64
+    # The expansion is what a genesis stores: round-tripping gives the same spec.
+    assert TaskSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+def test_minilm_lora_model_offline_a_frozen_only_b_and_head_trainable() -> None:
+    spec = TaskSpec(name="sentiment", lora_rank=4)
     model = build_model(spec, 5, input_dim=48, num_classes=2)
-    assert isinstance(model, LoraSentimentClassifier)
+    assert isinstance(model, HFLoraModel)
     layout = layout_of(model)
-    assert layout.names and all("lora_B" in n or n.startswith("head.") for n in layout.names)
+    assert layout.names and all("lora_B" in n or "modules_to_save" in n for n in layout.names)
     assert sum("lora_B" in n for n in layout.names) == 12  # 6 layers x (query, value)
     a_params = {n: p for n, p in model.named_parameters() if "lora_A" in n}
     assert len(a_params) == 12 and not any(p.requires_grad for p in a_params.values())
     frozen_base = [
-        p for n, p in model.named_parameters() if "lora" not in n and not n.startswith("head.")
+        p for n, p in model.named_parameters() if "lora" not in n and "modules_to_save" not in n
     ]
     assert frozen_base and not any(p.requires_grad for p in frozen_base)
     # A comes from the genesis seed: a second node builds the identical A and trainable state
@@ -34,7 +42,7 @@ def test_lora_model_offline_a_frozen_only_b_and_head_trainable() -> None:
     ids = torch.tensor([[101, 2307, 2154, 102] + [0] * 4])
     x = torch.stack([ids, (ids != 0).long()], dim=1)
     model.train()
-    assert not model.encoder.training  # encoder never enters dropout mode
+    assert not model.peft.training  # the base never enters dropout mode
     logits = model(x)
     assert logits.shape == (1, 2)
     logits.sum().backward()

@@ -33,7 +33,13 @@ __all__ = ["IGNORE_INDEX", "load_text_arrays", "load_tokenizer", "read_table"]
 
 IGNORE_INDEX = -100
 _FORMAT = "fednode-hf-data-v1"
-_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_BUILDERS = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def _offline() -> None:
@@ -52,7 +58,9 @@ def load_tokenizer(spec: TaskSpec) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(folder.path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise HFFolderError(f"model folder {folder.path}: cannot load its tokenizer: {exc}") from None
+        raise HFFolderError(
+            f"model folder {folder.path}: cannot load its tokenizer: {exc}"
+        ) from None
     if tok.pad_token is None:
         # GPT-style tokenizers have no pad token; padded positions are masked anyway.
         if tok.eos_token is None:

@@ -17,10 +17,44 @@ import numpy as np
 
 __all__ = ["TINY_WORDS", "write_tiny_model", "write_tiny_text_data"]
 
-TINY_WORDS = (
-    "good great fine happy love nice fun best bad awful sad hate worst poor boring ugly "
-    "the a is was it this that movie day food film very so not and but i you we they"
-).split()
+TINY_WORDS = [
+    "good",
+    "great",
+    "fine",
+    "happy",
+    "love",
+    "nice",
+    "fun",
+    "best",
+    "bad",
+    "awful",
+    "sad",
+    "hate",
+    "worst",
+    "poor",
+    "boring",
+    "ugly",
+    "the",
+    "a",
+    "is",
+    "was",
+    "it",
+    "this",
+    "that",
+    "movie",
+    "day",
+    "food",
+    "film",
+    "very",
+    "so",
+    "not",
+    "and",
+    "but",
+    "i",
+    "you",
+    "we",
+    "they",
+]
 """The vocabulary of the tiny models (plus special tokens)."""
 
 _POSITIVE = TINY_WORDS[:8]
@@ -110,14 +144,20 @@ def write_tiny_text_data(
     for _ in range(rows):
         positive = bool(rng.random() < 0.5)
         words = list(rng.choice(_FILLER, size=int(rng.integers(2, 6))))
-        words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(_POSITIVE if positive else _NEGATIVE)))
+        words.insert(
+            int(rng.integers(0, len(words) + 1)),
+            str(rng.choice(_POSITIVE if positive else _NEGATIVE)),
+        )
         texts.append(" ".join(words))
         labels.append(label_names[int(positive)])
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         path.write_text(
-            "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in zip(texts, labels, strict=True))
+            "".join(
+                json.dumps({"text": t, "label": lab}) + "\n"
+                for t, lab in zip(texts, labels, strict=True)
+            )
         )
     else:
         import pandas as pd

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,15 +53,27 @@ class SGDLearner:
         is reproducible. DP-SGD draws use OS randomness instead (they must be secret).
     node
         Node identity used in the minibatch seed.
+    loss
+        Mean-reduced ``loss(outputs, targets)`` (default cross-entropy; a ``python``
+        task's factory supplies its own).
     """
 
-    def __init__(self, spec: LearnerSpec, *, batch_size: int, seed: int, node: str):
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        *,
+        batch_size: int,
+        seed: int,
+        node: str,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ):
         if spec.kind != "sgd":
             raise ValueError(f"SGDLearner needs learner kind 'sgd', got {spec.kind!r}")
         self.spec = spec
         self.batch_size = batch_size
         self.seed = seed
         self.node = node
+        self.loss = loss or nn.functional.cross_entropy
         self.accountant: RDPAccountant | None = None
         """Opacus accountant of the DP-SGD steps so far (None without ``dp_sgd``)."""
         if spec.dp_sgd:
@@ -127,7 +140,7 @@ class SGDLearner:
         for _ in range(self.spec.local_steps):
             idx = torch.randint(0, n, (bs,), generator=gen)
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(data.x[idx]), data.y[idx])
+            loss = self.loss(model(data.x[idx]), data.y[idx])
             loss.backward()
             opt.step()
             total += float(loss.detach())
@@ -177,7 +190,7 @@ class SGDLearner:
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 for _ in range(self.spec.local_steps):
                     total, counted = self._dp_step(
-                        wrapped, opt, params, data, gen, q, total, counted
+                        wrapped, opt, params, data, gen, q, total, counted, self.loss
                     )
         finally:
             opt.zero_grad(set_to_none=True)
@@ -204,6 +217,7 @@ class SGDLearner:
         q: float,
         total: float,
         counted: int,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> tuple[float, int]:
         """One DP-SGD step on a Poisson-sampled batch; returns the running loss sum and count."""
         # Poisson sampling, the sampling the RDP accountant's bound assumes.
@@ -214,7 +228,7 @@ class SGDLearner:
             for p in params:
                 p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)  # type: ignore[attr-defined]
         else:
-            loss = nn.functional.cross_entropy(wrapped(data.x[idx]), data.y[idx])
+            loss = loss_fn(wrapped(data.x[idx]), data.y[idx])
             loss.backward()
             total += float(loss.detach())
             counted += 1
