@@ -192,6 +192,10 @@ def _report_identity(
 # --- genesis ---------------------------------------------------------------------------
 
 
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
 @genesis_app.command("new")
 def genesis_new(
     path: Annotated[Path, typer.Argument(help="Where to write the genesis TOML file.")],
@@ -200,8 +204,81 @@ def genesis_new(
         int | None, typer.Option(help="Genesis seed \\[default: random].", show_default=False)
     ] = None,
     difficulty: Annotated[int, typer.Option(help="Identity proof-of-work bits.")] = 16,
-    task: Annotated[str, typer.Option(help="Task: mnist1d, digits, sentiment, local.")] = "mnist1d",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="Task: mnist1d, digits, local (numeric CSV/Parquet), text-classification or "
+            "causal-lm (a Hugging Face folder + a JSONL/CSV/Parquet file), python (a task "
+            "factory), or sentiment (MiniLM tweet sentiment, a text-classification preset)."
+        ),
+    ] = "mnist1d",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Hugging Face tasks: the model folder (config, weights, tokenizer; read "
+            "offline, its hash enters the genesis). Built-in tasks: mlp or cnn.",
+            show_default=False,
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Data file (local, text-classification, causal-lm).", show_default=False),
+    ] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column \\[default: text].")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="Label column \\[default: label].")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="text-classification: comma-separated label values to keep, in class "
+            "order \\[default: every value, sorted].",
+            show_default=False,
+        ),
+    ] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank \\[default: 8].")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha \\[default: 16].")] = None,
+    lora_targets: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated module names to adapt \\[default: peft's for the architecture].",
+            show_default=False,
+        ),
+    ] = None,
+    factory: Annotated[
+        str | None,
+        typer.Option(help="python task: the factory as module:attribute (on PYTHONPATH)."),
+    ] = None,
+    nodes: Annotated[
+        int | None, typer.Option(help="Shards the data is split into \\[default: 8].")
+    ] = None,
+    partition: Annotated[
+        str | None, typer.Option(help="iid or dirichlet \\[default: dirichlet].")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Dirichlet concentration \\[default: 0.5].")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token length of text inputs.")] = None,
+    max_samples: Annotated[
+        int | None, typer.Option(help="Subsample the labelled pool to this many rows.")
+    ] = None,
     learner: Annotated[str, typer.Option(help="Learner: sgd, spsa, flower.")] = "sgd",
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    local_steps: Annotated[int | None, typer.Option(help="sgd: local steps per round.")] = None,
+    spsa_steps: Annotated[int | None, typer.Option(help="spsa: steps per round.")] = None,
+    spsa_eps: Annotated[float | None, typer.Option(help="spsa: perturbation size.")] = None,
+    flower_client: Annotated[
+        str | None,
+        typer.Option(
+            help="flower: a NumPyClient, client_fn or ClientApp as module:attribute "
+            "(its folder on PYTHONPATH)."
+        ),
+    ] = None,
+    flower_initial: Annotated[
+        str | None,
+        typer.Option(help="flower: initial model of a Message-API ClientApp (module:attribute)."),
+    ] = None,
     rule: Annotated[str, typer.Option(help="Aggregation rule (see docs/aggregation.md).")] = "mean",
     bootstrap: Annotated[
         list[str] | None,
@@ -211,18 +288,60 @@ def genesis_new(
 ) -> None:
     """Write a genesis file with every setting and its default documented inline.
 
-    Example: fednode genesis new net.toml --name lab --bootstrap 10.0.0.5:7420
+    Flags not given keep the defaults recommended for the task and learner (small batches
+    and sequences for Hugging Face models on CPU). Examples:
+
+    fednode genesis new net.toml --name lab --bootstrap 10.0.0.5:7420
+
+    fednode genesis new net.toml --task text-classification --model ./my-bert --data
+    reviews.jsonl --label-column stars --learner spsa
+
+    fednode genesis new net.toml --task python --factory my_task:make_task
     """
     if path.exists() and not force:
         raise _fail(f"{path} exists; pass --force to overwrite")
+    from .genesis import task_and_learner
+
+    try:
+        task_table, learner_table = task_and_learner(
+            task,
+            learner,
+            model=model,
+            data=data,
+            task_options={
+                "text_column": text_column,
+                "label_column": label_column,
+                "labels": _csv(labels),
+                "lora_rank": lora_rank,
+                "lora_alpha": lora_alpha,
+                "lora_targets": _csv(lora_targets),
+                "factory": factory,
+                "num_nodes": nodes,
+                "partition": partition,
+                "alpha": alpha,
+                "batch_size": batch_size,
+                "max_length": max_length,
+                "max_samples": max_samples,
+            },
+            learner_options={
+                "lr": lr,
+                "local_steps": local_steps,
+                "spsa_steps": spsa_steps,
+                "spsa_eps": spsa_eps,
+                "flower_client": flower_client,
+                "flower_initial": flower_initial,
+            },
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     sections: dict[str, dict[str, Any]] = {
         "network": {
             "name": name,
             "pow_difficulty": difficulty,
             "bootstrap": list(bootstrap or []),
         },
-        "task": {"name": task},
-        "learner": {"kind": learner},
+        "task": task_table,
+        "learner": learner_table,
         "aggregation": {"rule": rule},
     }
     if seed is not None:
@@ -393,6 +512,13 @@ def start(
         try:
             parse_host_port(address)
         except ValueError as exc:
+            raise _fail(str(exc)) from None
+    if gen.task.is_hf and gen.task.model_path is not None and not no_train:
+        from .training.hf.folder import HFFolderError, verify_model_folder
+
+        try:
+            verify_model_folder(gen.task.model_path, gen.task.model_sha256)
+        except HFFolderError as exc:
             raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
     if not 0 <= shard < gen.task.num_nodes:

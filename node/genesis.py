@@ -45,6 +45,7 @@ __all__ = [
     "load_genesis",
     "parse_genesis",
     "render_genesis",
+    "task_and_learner",
 ]
 
 
@@ -251,6 +252,55 @@ class Genesis(_Section):
             merged.update(value)
             data[key] = merged
         return cls.model_validate(data)
+
+
+def _location(value: str) -> str:
+    """A path as every node on this machine reads it (absolute); ``pkg:`` names unchanged."""
+    if value.startswith("pkg:"):
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
+def task_and_learner(
+    task: str,
+    learner: str,
+    *,
+    model: str | None = None,
+    data: str | None = None,
+    task_options: dict[str, Any] | None = None,
+    learner_options: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``[task]`` and ``[learner]`` tables for a task/model/learner combination.
+
+    Starts from :func:`~node.training.spec.recommended_settings`, then applies the
+    options (None values are skipped). ``model`` is a Hugging Face folder for the
+    Hugging Face tasks (its hash is computed here and written as ``model_sha256``) and
+    ``mlp``/``cnn`` otherwise; ``data`` is the task's data file. Paths are made absolute.
+
+    Raises
+    ------
+    ValueError
+        A model folder that is incomplete (one line naming what is missing).
+    """
+    from .training.hf.folder import folder_sha256
+    from .training.spec import HF_TASKS, recommended_settings
+
+    task_table, learner_table = recommended_settings(task, learner)
+    task_table = {"name": task, **task_table}
+    learner_table = {"kind": learner, **learner_table}
+    hf = task in HF_TASKS or task == "sentiment"
+    if model is not None:
+        if hf:
+            task_table["model_path"] = _location(model)
+        else:
+            task_table["model"] = model
+    if data is not None:
+        task_table["data_path"] = _location(data)
+    task_table.update({k: v for k, v in (task_options or {}).items() if v is not None})
+    learner_table.update({k: v for k, v in (learner_options or {}).items() if v is not None})
+    if task in HF_TASKS and task_table.get("model_path") and "model_sha256" not in task_table:
+        task_table["model_sha256"] = folder_sha256(str(task_table["model_path"]))
+    return task_table, learner_table
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

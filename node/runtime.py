@@ -39,14 +39,21 @@ async def start_components(daemon: Daemon) -> None:
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
     if not daemon.train:
         return
-    if daemon.genesis.learner.kind in {"sgd", "flower"}:
-        from .training_runtime import start_training
+    from .training.usercode import TaskSetupError
 
-        await start_training(daemon, daemon.shard, daemon.attack)
-    elif daemon.genesis.learner.kind == "spsa":
-        from .spsa_runtime import start_spsa
+    try:
+        if daemon.genesis.learner.kind in {"sgd", "flower"}:
+            from .training_runtime import start_training
 
-        await start_spsa(daemon, daemon.shard)
+            await start_training(daemon, daemon.shard, daemon.attack)
+        elif daemon.genesis.learner.kind == "spsa":
+            from .spsa_runtime import start_spsa
+
+            await start_spsa(daemon, daemon.shard)
+    except TaskSetupError as exc:
+        # The operator's to fix (user code, model folder, data file): one line, and the
+        # node keeps serving membership.
+        log.error("training not started: %s", exc)
 
 
 async def _gauges(daemon: Daemon, membership: Any) -> None:

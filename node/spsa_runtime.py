@@ -741,8 +741,13 @@ class SpsaRuntime:
             prefetched = None
         try:
             await setup
-        except Exception:  # the daemon keeps serving membership; the operator sees the log
-            log.exception("spsa learner could not start")
+        except Exception as exc:  # the daemon keeps serving membership; the operator sees the log
+            from .training.usercode import TaskSetupError
+
+            if isinstance(exc, TaskSetupError):
+                log.error("spsa learner could not start: %s", exc)
+            else:
+                log.exception("spsa learner could not start")
             return
         await self._initial_catch_up(prefetched)
         if self.round == 0:

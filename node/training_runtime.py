@@ -42,6 +42,7 @@ from .training.params import (
     vector_hash,
 )
 from .training.trainer import make_trainer
+from .training.usercode import TaskSetupError
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -249,7 +250,11 @@ class TrainingRuntime:
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("training task failed", exc_info=task.exception())
+            exc = task.exception()
+            if isinstance(exc, TaskSetupError):
+                log.error("training task failed: %s", exc)
+            else:
+                log.error("training task failed", exc_info=exc)
 
     def _sample(self, k: int) -> list[str]:
         membership = self.daemon.membership
@@ -276,13 +281,14 @@ class TrainingRuntime:
                     None, self._locked, self.trainer.train, round_idx
                 )
                 break
-            except Exception:
+            except Exception as exc:
                 # A learner error must not silently stop this node's rounds (its peers
                 # would wait for it every round); a transient one gets two more tries.
-                log.exception(
-                    "local training failed",
-                    extra={"fields": {"round": round_idx, "attempt": attempt}},
-                )
+                fields = {"round": round_idx, "attempt": attempt}
+                if isinstance(exc, TaskSetupError):  # user code: one line with its file
+                    log.error("local training failed: %s", exc, extra={"fields": fields})
+                else:
+                    log.exception("local training failed", extra={"fields": fields})
                 if attempt == 3:
                     raise
                 self.trainer.set_vector(start)

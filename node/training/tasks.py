@@ -23,12 +23,12 @@ from node.training.models import build_model
 from node.training.params import load_vector
 from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec, TaskSpec
-from node.training.usercode import UserCodeError, describe, load_attribute
+from node.training.usercode import TaskSetupError, UserCodeError, describe, load_attribute
 
 __all__ = ["LocalTask", "TaskFactoryError", "TaskSPSALearner", "build_local_task", "spsa_learner"]
 
 
-class TaskFactoryError(ValueError):
+class TaskFactoryError(TaskSetupError):
     """A ``python`` task's factory could not be loaded or returned something unusable."""
 
 

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UserCodeError", "describe", "load_attribute"]
+__all__ = ["TaskSetupError", "UserCodeError", "describe", "load_attribute"]
 
 _OWN_ROOTS = tuple(
     str(Path(p).resolve())
@@ -26,7 +26,12 @@ _OWN_ROOTS = tuple(
 )
 
 
-class UserCodeError(RuntimeError):
+class TaskSetupError(ValueError):
+    """A node's learner cannot run for a reason its operator must fix: user code, a model
+    folder, a data file. ``str()`` is one line; the daemon logs it and keeps serving."""
+
+
+class UserCodeError(TaskSetupError):
     """User code failed to import or raised; ``str()`` is one line with file and line."""
 
 

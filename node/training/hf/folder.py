@@ -17,12 +17,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.training.usercode import TaskSetupError
+
 __all__ = [
     "HFFolderError",
     "ModelFolder",
     "check_model_folder",
     "folder_sha256",
     "resolve_location",
+    "verify_model_folder",
 ]
 
 CONFIG = "config.json"
@@ -42,7 +45,7 @@ TOKENIZER_FILES = (
 )
 
 
-class HFFolderError(ValueError):
+class HFFolderError(TaskSetupError):
     """A model folder or data location that cannot be used; ``str()`` says what is wrong."""
 
 
@@ -158,3 +161,22 @@ def folder_sha256(location: str | Path) -> str:
         name = os.fsencode(p.relative_to(folder.path).as_posix())
         h.update(len(name).to_bytes(4, "little") + name + bytes.fromhex(_file_sha256(p)))
     return h.hexdigest()
+
+
+def verify_model_folder(location: str, expected_sha256: str | None) -> str:
+    """Check a local model folder against the genesis's hash; return the folder's hash.
+
+    Raises
+    ------
+    HFFolderError
+        The folder is incomplete, or holds other weights than ``expected_sha256`` (the
+        message says both hashes: nodes with different weights must not train together).
+    """
+    actual = folder_sha256(location)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise HFFolderError(
+            f"model folder {location} hashes to {actual[:16]}…, but the genesis expects "
+            f"{expected_sha256[:16]}…: this node holds other weights than the network; "
+            "point model_path at the network's model folder"
+        )
+    return actual

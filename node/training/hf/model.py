@@ -23,29 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from node.training.hf.folder import HFFolderError, check_model_folder, folder_sha256
+from node.training.hf.folder import HFFolderError, check_model_folder, verify_model_folder
 from node.training.seeding import derive_seed
 from node.training.spec import TaskSpec
 
-__all__ = ["HFLoraModel", "lora_targets", "verify_model_folder"]
-
-
-def verify_model_folder(spec: TaskSpec) -> None:
-    """Refuse a local model folder whose weights differ from the genesis's.
-
-    Raises
-    ------
-    HFFolderError
-        The folder is incomplete, or its hash is not ``spec.model_sha256``.
-    """
-    assert spec.model_path is not None
-    actual = folder_sha256(spec.model_path)
-    if spec.model_sha256 is not None and actual != spec.model_sha256:
-        raise HFFolderError(
-            f"model folder {spec.model_path} hashes to {actual[:16]}…, but the genesis "
-            f"expects {spec.model_sha256[:16]}…: this node holds other weights than the "
-            "network; point model_path at the network's model folder"
-        )
+__all__ = ["HFLoraModel", "lora_targets"]
 
 
 def lora_targets(spec: TaskSpec, model_type: str) -> list[str]:
@@ -103,7 +85,7 @@ class HFLoraModel(nn.Module):
 
         if not spec.is_hf or spec.model_path is None:
             raise ValueError(f"HFLoraModel needs a Hugging Face task, not {spec.name!r}")
-        verify_model_folder(spec)
+        verify_model_folder(spec.model_path, spec.model_sha256)
         folder = check_model_folder(spec.model_path)
         self.causal = spec.name == "causal-lm"
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}

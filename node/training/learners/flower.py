@@ -34,7 +34,7 @@ import torch
 
 from node.training.learners import LocalResult
 from node.training.params import ParamLayout
-from node.training.usercode import UserCodeError, describe, load_attribute
+from node.training.usercode import TaskSetupError, UserCodeError, describe, load_attribute
 
 __all__ = [
     "FlowerClient",
@@ -48,7 +48,7 @@ _LOSS_KEYS = ("loss", "eval_loss", "val_loss", "test_loss")
 _ACC_KEYS = ("accuracy", "eval_acc", "eval_accuracy", "acc", "val_accuracy", "test_accuracy")
 
 
-class FlowerClientError(ValueError):
+class FlowerClientError(TaskSetupError):
     """The named Flower client cannot be loaded, failed, or returned inconsistent arrays."""
 
 
