@@ -26,6 +26,7 @@ the user's file and line (:mod:`node.training.usercode`).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,6 +145,7 @@ class ClientAppClient:
         # with registered @app.train/@app.evaluate functions handles the Message API.
         self.legacy = getattr(app, "_call", None) is not None
         self.names: list[str] = []
+        self._sent = 0
         self._initial: list[np.ndarray] | None = None
         if not self.legacy:
             if initial is None:
@@ -155,11 +157,23 @@ class ClientAppClient:
             self.names, self._initial = _initial_arrays(initial)
 
     def _send(self, content: Any, message_type: str, what: str) -> Any:
-        from flwr.app import Message
+        from flwr.app import DEFAULT_TTL, Message, Metadata
 
-        msg = Message(
-            content=content, dst_node_id=int(self.context.node_id), message_type=message_type
+        # What a SuperNode hands its ClientApp: an instruction with full metadata (the
+        # public constructor needs the ServerApp process's TaskIdentity).
+        self._sent += 1
+        metadata = Metadata(
+            run_id=int(self.context.run_id),
+            message_id=f"fednode-{self._sent}",
+            src_node_id=0,
+            dst_node_id=int(self.context.node_id),
+            reply_to_message_id="",
+            group_id="",
+            created_at=time.time(),
+            ttl=DEFAULT_TTL,
+            message_type=message_type,
         )
+        msg = Message(metadata=metadata, content=content)
         reply = _user_call(f"Flower ClientApp {self.target} ({what})", self.app, msg, self.context)
         if not isinstance(reply, Message):
             raise FlowerClientError(
