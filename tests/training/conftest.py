@@ -20,3 +20,19 @@ def rules() -> Mapping[str, Callable[..., torch.Tensor]]:
 @pytest.fixture(scope="session")
 def cache_path(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     return tmp_path_factory.mktemp("fednode-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Tiny random BERT and GPT-2 folders and a learnable text file, written offline."""
+    from node.training.hf.tiny import write_tiny_model, write_tiny_text_data
+
+    root = tmp_path_factory.mktemp("tiny-hf")
+    return {
+        "bert": write_tiny_model(root / "bert", "bert"),
+        "gpt2": write_tiny_model(root / "gpt2", "gpt2"),
+        "jsonl": write_tiny_text_data(root / "data.jsonl", rows=240),
+        "csv": write_tiny_text_data(root / "data.csv", rows=240),
+        "parquet": write_tiny_text_data(root / "data.parquet", rows=240),
+        "root": root,
+    }

@@ -93,8 +93,9 @@ def write_tiny_model(
         torch.manual_seed(seed)
         if kind == "bert":
             specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-            (path / "vocab.txt").write_text("\n".join(specials + list(TINY_WORDS)) + "\n")
-            tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+            words = specials + list(TINY_WORDS)
+            (path / "vocab.txt").write_text("\n".join(words) + "\n")
+            tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
             bconfig = BertConfig(
                 vocab_size=len(specials) + len(TINY_WORDS),
                 hidden_size=hidden,
@@ -103,6 +104,8 @@ def write_tiny_model(
                 intermediate_size=4 * hidden,
                 max_position_embeddings=max_positions,
                 pad_token_id=0,
+                # At BERT's 0.02 a tiny random encoder's outputs barely depend on the input.
+                initializer_range=0.2,
             )
             BertModel(bconfig).save_pretrained(path)
         else:
@@ -124,6 +127,7 @@ def write_tiny_model(
                 n_positions=max_positions,
                 bos_token_id=0,
                 eos_token_id=0,
+                initializer_range=0.2,
             )
             GPT2LMHeadModel(gconfig).save_pretrained(path)
     tok.save_pretrained(path)
