@@ -117,6 +117,9 @@ def testnet_genesis(
     noise: float = 6.5,
     clip: float = 1.0,
     sybil_weighting: bool = False,
+    data: str | None = None,
+    task_options: dict[str, Any] | None = None,
+    learner_options: dict[str, Any] | None = None,
 ) -> Genesis:
     """The genesis ``fednode testnet up`` runs with these options (the compose testnet's
     ``deploy/genesis.toml`` is one of them; a test keeps the two equal).
@@ -126,13 +129,18 @@ def testnet_genesis(
     pydantic.ValidationError
         If the combination is invalid (e.g. ``cnn`` outside mnist1d).
     """
-    task_spec: dict[str, Any] = {"name": task, "num_nodes": nodes}
-    if model:
-        task_spec["model"] = model
-    elif task == "mnist1d" and learner == "sgd":
-        task_spec["model"] = "cnn"  # the headline model: within a point of FedAvg (training.md)
-    elif task == "sentiment":
-        task_spec["model"] = "lora"
+    from .genesis import task_and_learner
+
+    if not model and task == "mnist1d" and learner == "sgd":
+        model = "cnn"  # the headline model: within a point of FedAvg (training.md)
+    task_spec, learner_spec = task_and_learner(
+        task,
+        learner,
+        model=model,
+        data=data,
+        task_options={"num_nodes": nodes, **(task_options or {})},
+        learner_options={"flower_client": flower_client, **(learner_options or {})},
+    )
     return Genesis.model_validate(
         {
             "network": {
@@ -142,11 +150,7 @@ def testnet_genesis(
                 "gossip_profile": "local",
             },
             "task": task_spec,
-            "learner": (
-                {"kind": learner, "flower_client": flower_client}
-                if flower_client
-                else {"kind": learner}
-            ),
+            "learner": learner_spec,
             "aggregation": {"rule": rule, "f": byzantine, "sybil_weighting": sybil_weighting},
             "rounds": {
                 "max_rounds": rounds,
@@ -173,23 +177,79 @@ def testnet_genesis(
 
 @testnet_app.command("up")
 def up(
-    nodes: Annotated[int, typer.Option("--nodes", "-n", help="Number of node processes.")] = 3,
-    task: Annotated[str, typer.Option(help="mnist1d, digits or sentiment.")] = "mnist1d",
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--nodes",
+            "-n",
+            help="Number of node processes.",
+            show_default="3, or the genesis's task.num_nodes with --genesis",
+        ),
+    ] = None,
+    genesis_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--genesis",
+            "-g",
+            help="Run this existing genesis file (task, learner and rounds flags are then "
+            "ignored; node i trains shard i mod task.num_nodes).",
+        ),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="mnist1d, digits, sentiment, text-classification, causal-lm (with --model "
+            "and --data) or python (with --factory)."
+        ),
+    ] = "mnist1d",
     model: Annotated[
         str | None,
         typer.Option(
-            help="mlp, cnn or lora.",
+            help="mlp or cnn; a Hugging Face model folder for text-classification/causal-lm.",
             show_default="cnn for mnist1d with --learner sgd (0.91 in 20 rounds on 3 nodes), "
             "else the task's own",
         ),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Data file of a Hugging Face or local task.")
+    ] = None,
+    factory: Annotated[
+        str | None,
+        typer.Option(help="python task: module:attribute of the factory (on PYTHONPATH)."),
+    ] = None,
+    local_steps: Annotated[
+        int | None, typer.Option(help="sgd: local steps per round.", show_default="per task")
+    ] = None,
+    spsa_steps: Annotated[
+        int | None, typer.Option(help="spsa: steps per node per round.", show_default="per task")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate.", show_default="per task")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Minibatch size.", show_default="per task")
+    ] = None,
+    max_samples: Annotated[
+        int | None,
+        typer.Option(
+            help="Subsample the labelled pool to this many rows.", show_default="per task"
+        ),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Token length of text inputs.", show_default="per task")
     ] = None,
     learner: Annotated[str, typer.Option(help="sgd, spsa or flower.")] = "sgd",
     flower_client: Annotated[
         str | None,
         typer.Option(
-            help="With --learner flower: an unmodified Flower NumPyClient or client_fn as "
-            "module:attribute, e.g. node.training.examples.digits_client:client_fn."
+            help="With --learner flower: an unmodified Flower NumPyClient, client_fn or "
+            "ClientApp as module:attribute, e.g. node.training.examples.digits_client:client_fn "
+            "(its folder on PYTHONPATH)."
         ),
+    ] = None,
+    flower_initial: Annotated[
+        str | None,
+        typer.Option(help="Initial model of a Message-API ClientApp (module:attribute)."),
     ] = None,
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
@@ -238,27 +298,53 @@ def up(
     """
     if fmt not in {"text", "json"}:
         raise typer.BadParameter("--format must be text or json")
+    if genesis_file is not None:
+        from .genesis import GenesisError, load_genesis
+
+        try:
+            genesis = load_genesis(genesis_file)
+        except GenesisError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        nodes = nodes or genesis.task.num_nodes
+        task, learner, rule = genesis.task.name, genesis.learner.kind, genesis.aggregation.rule
+        rounds = genesis.rounds.max_rounds or rounds
+    else:
+        nodes = nodes or 3
     if byzantine >= nodes:
         raise typer.BadParameter("--byzantine must be smaller than --nodes")
-    try:
-        genesis = testnet_genesis(
-            nodes=nodes,
-            task=task,
-            model=model,
-            learner=learner,
-            flower_client=flower_client,
-            rounds=rounds,
-            rule=rule,
-            byzantine=byzantine,
-            seed=seed,
-            eval_every=eval_every,
-            epsilon=epsilon,
-            noise=noise,
-            clip=clip,
-            sybil_weighting=sybil_weighting,
-        )
-    except Exception as exc:
-        raise typer.BadParameter(str(exc).splitlines()[0]) from None
+    if genesis_file is None:
+        try:
+            genesis = testnet_genesis(
+                nodes=nodes,
+                task=task,
+                model=model,
+                learner=learner,
+                flower_client=flower_client,
+                rounds=rounds,
+                rule=rule,
+                byzantine=byzantine,
+                seed=seed,
+                eval_every=eval_every,
+                epsilon=epsilon,
+                noise=noise,
+                clip=clip,
+                sybil_weighting=sybil_weighting,
+                data=data,
+                task_options={
+                    "factory": factory,
+                    "batch_size": batch_size,
+                    "max_samples": max_samples,
+                    "max_length": max_length,
+                },
+                learner_options={
+                    "flower_initial": flower_initial,
+                    "local_steps": local_steps,
+                    "spsa_steps": spsa_steps,
+                    "lr": lr,
+                },
+            )
+        except Exception as exc:
+            raise typer.BadParameter(str(exc).splitlines()[0]) from None
     tmp = None
     root = workdir
     if root is None:
