@@ -89,15 +89,17 @@ class HFLoraModel(nn.Module):
         folder = check_model_folder(spec.model_path)
         self.causal = spec.name == "causal-lm"
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
+        loaded: Any
         try:
             if self.causal:
-                base, info = AutoModelForCausalLM.from_pretrained(
+                loaded = AutoModelForCausalLM.from_pretrained(
                     folder.path, output_loading_info=True, **kwargs
                 )
             else:
-                base, info = AutoModelForSequenceClassification.from_pretrained(
+                loaded = AutoModelForSequenceClassification.from_pretrained(
                     folder.path, num_labels=num_classes, output_loading_info=True, **kwargs
                 )
+            base, info = loaded
         except (OSError, ValueError, KeyError) as exc:
             raise HFFolderError(f"model folder {folder.path}: cannot load it: {exc}") from None
         if base.config.pad_token_id is None:

@@ -82,7 +82,7 @@ def write_tiny_model(
     from transformers import (
         BertConfig,
         BertModel,
-        BertTokenizerFast,
+        BertTokenizerFast,  # type: ignore[attr-defined]
         GPT2Config,
         GPT2LMHeadModel,
         PreTrainedTokenizerFast,

@@ -173,7 +173,7 @@ class ClientAppClient:
             ttl=DEFAULT_TTL,
             message_type=message_type,
         )
-        msg = Message(metadata=metadata, content=content)
+        msg = Message(metadata=metadata, content=content)  # type: ignore[call-overload]
         reply = _user_call(f"Flower ClientApp {self.target} ({what})", self.app, msg, self.context)
         if not isinstance(reply, Message):
             raise FlowerClientError(
