@@ -140,7 +140,8 @@ def simulate(
     data = (
         task_data
         if task_data is not None
-        else (None if learner.kind == "flower" else load_task(task, seed))
+        # Flower clients and task factories bring their own data.
+        else (None if learner.kind == "flower" or task.name == "python" else load_task(task, seed))
     )
     ids = [f"node-{i}" for i in range(n)]
     index = {nid: i for i, nid in enumerate(ids)}

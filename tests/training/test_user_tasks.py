@@ -151,3 +151,18 @@ def test_flower_user_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:  
     assert "no_such_dependency_xyz" in str(info2.value) and "bad_import.py:1" in str(info2.value)
     with pytest.raises(FlowerClientError, match="PYTHONPATH"):
         load_flower_client("missing_client_module:app")
+
+
+def test_simulate_runs_a_factory_task(python_tasks: None) -> None:
+    from node.training.simulate import simulate
+    from node.training.spec import RoundSpec
+
+    spec = _python("digits_task:make_task", nodes=3, batch_size=32)
+    res = simulate(
+        spec,
+        LearnerSpec(kind="sgd", lr=1e-2, local_steps=20),
+        RoundSpec(peers_per_round=2, eval_every=1),
+        seed=1,
+        num_rounds=3,
+    )
+    assert min(res.final_accuracy) > 0.7
