@@ -19,8 +19,10 @@ Layouts (what :class:`~node.training.datasets.TaskData` holds):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ def load_text_arrays(spec: TaskSpec, cache: Path) -> tuple[dict[str, np.ndarray]
 
     Tokenisation runs once per (model, data file, settings); later calls read the cache.
     """
-    from node.training.datasets import _atomic_savez, _load_npz
+    from node.training.datasets import _load_npz
 
     assert spec.data_path is not None
     path = resolve_location(spec.data_path)
@@ -141,6 +143,38 @@ def load_text_arrays(spec: TaskSpec, cache: Path) -> tuple[dict[str, np.ndarray]
     arrays = _load_npz(cpath, ("x", "y", "classes")) if cpath.exists() else None
     if arrays is not None:
         return {"x": arrays["x"], "y": arrays["y"]}, tuple(str(c) for c in arrays["classes"])
+    # Nodes of a local testnet start together and share the cache: one tokenises, the
+    # others wait for its file instead of doing the same work.
+    with _cache_lock(cpath):
+        arrays = _load_npz(cpath, ("x", "y", "classes")) if cpath.exists() else None
+        if arrays is not None:
+            classes = tuple(str(c) for c in arrays["classes"])
+            return {"x": arrays["x"], "y": arrays["y"]}, classes
+        return _tokenise(spec, path, cpath)
+
+
+@contextlib.contextmanager
+def _cache_lock(cpath: Path) -> Iterator[None]:
+    try:
+        cpath.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(cpath.with_suffix(".lock"), "a+b")  # noqa: SIM115
+    except OSError:
+        yield  # a read-only cache: no lock, every caller tokenises
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _tokenise(
+    spec: TaskSpec, path: Path, cpath: Path
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    from node.training.datasets import _atomic_savez
+
+    assert spec.data_path is not None
     classify = spec.name == "text-classification"
     cols = [spec.text_column] + ([spec.label_column] if classify else [])
     table = read_table(spec.data_path, cols)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def write_tiny_model(
     from transformers import (
         BertConfig,
         BertModel,
-        BertTokenizerFast,  # type: ignore[attr-defined]
+        BertTokenizer,
         GPT2Config,
         GPT2LMHeadModel,
         PreTrainedTokenizerFast,
@@ -95,7 +95,7 @@ def write_tiny_model(
             specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
             words = specials + list(TINY_WORDS)
             (path / "vocab.txt").write_text("\n".join(words) + "\n")
-            tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+            tok: Any = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
             bconfig = BertConfig(
                 vocab_size=len(specials) + len(TINY_WORDS),
                 hidden_size=hidden,
