@@ -34,7 +34,11 @@ __all__ = [
 async def start_components(daemon: Daemon) -> None:
     """Start membership (joining through the bootstrap addresses and stored peers)."""
     from .membership import start_membership
+    from .privacy_guard import ReleaseGuard
 
+    assert daemon.store is not None
+    # One guard per node: every release path of every learner goes through it.
+    daemon.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store, daemon.metrics)
     membership = await start_membership(daemon)
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
     if not daemon.train:
@@ -117,6 +121,10 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
     )
     if daemon.training is not None:
         daemon.training.fill_status(reply)
+    guard = daemon.guard
+    if guard is not None and guard.enabled:
+        reply.epsilon_spent = guard.spent()
+        reply.releasing = guard.releasing
     return reply
 
 
@@ -186,8 +194,24 @@ def privacy_reply(daemon: Daemon) -> admin_pb2.PrivacyReply:
     reply = admin_pb2.PrivacyReply(
         epsilon_budget=spec.epsilon_budget, delta=spec.delta, releasing=True
     )
-    if daemon.training is not None and hasattr(daemon.training, "fill_privacy"):
-        daemon.training.fill_privacy(reply)
+    guard = daemon.guard
+    if guard is None:
+        return reply
+    reply.epsilon_spent = guard.spent()
+    reply.releasing = guard.releasing or not guard.enabled
+    reply.reason = guard.reason if guard.enabled else "privacy is disabled"
+    for row in guard.rows:
+        reply.releases.append(
+            admin_pb2.Release(
+                seq=row.seq,
+                created_at=row.created_at,
+                kind=row.release_kind,
+                noise_multiplier=row.noise_multiplier,
+                sample_rate=row.sample_rate,
+                steps=row.steps,
+                epsilon_after=row.epsilon_after,
+            )
+        )
     return reply
 
 

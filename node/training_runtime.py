@@ -91,7 +91,9 @@ class TrainingRuntime:
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
-        self.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store)
+        self.guard: ReleaseGuard = daemon.guard or ReleaseGuard(
+            daemon.genesis.privacy, daemon.store, daemon.metrics
+        )
         # Catch-up of a node many rounds behind (node/catchup.py).
         self.lag: LagEvidence | None = None
         self.catchups = 0
@@ -744,30 +746,10 @@ class TrainingRuntime:
         reply.round = self.engine.round if self.engine is not None else 0
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
-        if self.guard.enabled:
-            reply.epsilon_spent = self.guard.spent()
-            reply.releasing = self.guard.releasing
         for r, acc, loss, ts in self.evaluations:
             reply.history.append(
                 admin_pb2.Evaluation(
                     round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
-                )
-            )
-
-    def fill_privacy(self, reply: admin_pb2.PrivacyReply) -> None:
-        reply.epsilon_spent = self.guard.spent()
-        reply.releasing = self.guard.releasing or not self.guard.enabled
-        reply.reason = self.guard.reason if self.guard.enabled else "privacy is disabled"
-        for row in self.guard.rows:
-            reply.releases.append(
-                admin_pb2.Release(
-                    seq=row.seq,
-                    created_at=row.created_at,
-                    kind=row.release_kind,
-                    noise_multiplier=row.noise_multiplier,
-                    sample_rate=row.sample_rate,
-                    steps=row.steps,
-                    epsilon_after=row.epsilon_after,
                 )
             )
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -508,8 +508,26 @@ class SPSALearner:
         load_vector(model, w, check=False)
         return float(nn.functional.cross_entropy(model(x), y))
 
-    def train_round(self, model: nn.Module, data: NodeData, round_idx: int) -> ScalarBatch:
-        """Return this node's quantised scalar batch for ``round_idx``; ``model`` is unchanged."""
+    def train_round(
+        self,
+        model: nn.Module,
+        data: NodeData,
+        round_idx: int,
+        *,
+        privatize: Callable[[float], float] | None = None,
+    ) -> ScalarBatch:
+        """Return this node's quantised scalar batch for ``round_idx``; ``model`` is unchanged.
+
+        Parameters
+        ----------
+        model, data, round_idx
+            The model at the round's start, the node's data, the round.
+        privatize : callable or None, default None
+            Applied to every scalar as soon as it is computed (the release guard's
+            per-scalar clip and noise). The node's own next step within the round uses
+            the privatized value, so everything the learner computes after a step is a
+            function of released values and the data, never of an unreleased scalar.
+        """
         n = data.num_examples
         if n == 0:
             raise ValueError("node has no training examples")
@@ -532,6 +550,8 @@ class SPSALearner:
                 lp = self._loss(model, w + spec.spsa_eps * z, x, y)
                 lm = self._loss(model, w - spec.spsa_eps * z, x, y)
                 g = (lp - lm) / (2 * spec.spsa_eps)
+                if privatize is not None:
+                    g = privatize(g)
                 sids.append(sid)
                 scalars.append(g)
                 losses.append(0.5 * (lp + lm))

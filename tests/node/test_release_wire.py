@@ -1,0 +1,172 @@
+"""What a node with privacy on puts on the wire, read off the wire.
+
+Each test runs the node under test (the *subject*) as a real daemon next to a *tap*
+(``tests/node/wiretap.py``): a second real daemon that joins by gossip, trains nothing and
+records every update or scalar batch the subject pushes to it, together with the subject's
+ledger rows for that exact payload as read from the subject's SQLite file when the push
+arrived. From those bytes the tests check that
+
+* every released value carries Gaussian noise of the configured std (clip C small against
+  the noise z*C, so the released values are the noise up to at most C);
+* the ledger row for a payload was committed before the payload arrived;
+* once the budget is spent, nothing more is released (no push, no ledger row), while the
+  node keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from node.genesis import Genesis
+from node.testnet import Testnet
+from privacy import epsilon
+
+TAP = Path(__file__).with_name("wiretap.py")
+DELTA = 1e-5
+BASE = {
+    "network": {"name": "tap-net", "seed": 11, "pow_difficulty": 4, "gossip_profile": "test"},
+    "task": {"name": "digits", "num_nodes": 2, "partition": "iid"},
+}
+
+
+@contextmanager
+def tapped(root: Path, genesis: dict[str, Any]) -> Iterator[tuple[Testnet, Path]]:
+    """Start the tap, then the subject bootstrapping from it; stop both at the end."""
+    net = Testnet(root, Genesis.model_validate(genesis), 2)
+    net.prepare()
+    subject, tap = net.nodes
+    out = root / "tap"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        str(TAP),
+        "--data-dir",
+        str(tap.data_dir.root),
+        "--genesis",
+        str(net.genesis_path),
+        "--out",
+        str(out),
+        "--watch",
+        str(subject.data_dir.root / "fednode.db"),
+    ]
+    try:
+        with open(tap.log_path, "ab") as log:
+            tap.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        net.wait_started([tap], timeout=150)
+        net.start_node(subject, tap.address, timeout=150)
+        yield net, out / "pushes.jsonl"
+    finally:
+        net.stop()
+
+
+def pushes(path: Path, sender: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["sender"] == sender]
+
+
+def wait_status(net: Testnet, pred: Any, timeout: float, what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    st: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        st = net.statuses().get(0, {})
+        if st and pred(st):
+            return st
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not reached in {timeout:.0f} s; last status: {st}")
+
+
+def assert_noise_std(values: np.ndarray, std: float, signal_bound: float) -> None:
+    """``values`` = bounded signal (|s| <= signal_bound per entry) + N(0, std^2) noise.
+
+    The sample std of n normals has relative standard error ~1/sqrt(2n); the bound allows
+    five of those plus the largest shift the signal can cause.
+    """
+    n = values.size
+    s = float(values.std(ddof=1))
+    tol = 5.0 / math.sqrt(2 * n) + signal_bound / std
+    assert abs(s / std - 1.0) < tol, (s, std, n, tol)
+    assert abs(float(values.mean())) < 5.0 * std / math.sqrt(n) + signal_bound, values.mean()
+
+
+def ledger_rows(net: Testnet) -> list[dict[str, Any]]:
+    import sqlite3
+
+    db = net.nodes[0].data_dir.root / "fednode.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        cur = conn.execute("SELECT * FROM privacy_ledger ORDER BY seq")
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+# --- spsa ----------------------------------------------------------------------------------
+
+SPSA_Z, SPSA_C, SPSA_M = 100.0, 0.01, 64
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_spsa_scalars_are_noised_debited_before_send_and_stop_at_the_budget(
+    tmp_path: Path,
+) -> None:
+    fits = 3  # batches the budget allows
+    spend = [epsilon(SPSA_Z, 1.0, k * SPSA_M, DELTA) for k in (fits, fits + 1)]
+    budget = 0.5 * sum(spend)
+    genesis = {
+        **BASE,
+        "learner": {"kind": "spsa", "lr": 1e-3, "spsa_steps": SPSA_M},
+        "privacy": {
+            "enabled": True,
+            "clip": SPSA_C,
+            "noise_multiplier": SPSA_Z,
+            "epsilon_budget": budget,
+            "delta": DELTA,
+        },
+        "rounds": {"max_rounds": 7, "round_timeout": 2.0, "eval_every": 7, "peers_per_round": 1},
+    }
+    with tapped(tmp_path, genesis) as (net, log):
+        st = wait_status(net, lambda s: int(s.get("round", 0)) >= 7, 300, "round 7")
+        subject = st["node_id"]
+        got = pushes(log, subject)
+        rows = ledger_rows(net)
+        with net.nodes[0].client() as client:
+            priv = client.privacy()
+    # One batch per round while the budget lasts, none after it.
+    assert [p["round"] for p in got] == list(range(fits)), [p["round"] for p in got]
+    assert len(rows) == fits, rows
+    for p in got:
+        assert p["kind"] == "spsa" and len(p["values"]) == SPSA_M
+        # The ledger row for these exact bytes was committed before they arrived.
+        (row,) = p["ledger"]["rows"]
+        assert row["release_kind"] == "spsa"
+        assert row["steps"] == SPSA_M and row["sample_rate"] == 1.0
+        assert row["noise_multiplier"] == SPSA_Z
+    # Each scalar is clip(g) + N(0, (z C)^2): the noise std is z C = 1.
+    values = np.array([v for p in got for v in p["values"]])
+    assert_noise_std(values, SPSA_Z * SPSA_C, SPSA_C)
+    # The node says what it spent and that it stopped; the ledger's epsilon is the
+    # accountant's for fits * m steps at z.
+    want = epsilon(SPSA_Z, 1.0, fits * SPSA_M, DELTA)
+    assert st["epsilon_spent"] == pytest.approx(want, rel=1e-9)
+    assert rows[-1]["epsilon_after"] == pytest.approx(want, rel=1e-9)
+    assert st["releasing"] is False
+    assert not priv.releasing and "budget" in priv.reason
+    assert [r.kind for r in priv.releases] == ["spsa"] * fits
