@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,66 @@ def test_spsa_scalars_are_noised_debited_before_send_and_stop_at_the_budget(
     assert st["releasing"] is False
     assert not priv.releasing and "budget" in priv.reason
     assert [r.kind for r in priv.releases] == ["spsa"] * fits
+
+
+# --- vector learners (sgd, flower) ---------------------------------------------------------
+
+VEC_Z, VEC_C = 50.0, 0.02
+LEARNERS = {
+    "sgd": {"kind": "sgd", "local_steps": 5},
+    "flower": {
+        "kind": "flower",
+        "flower_client": "node.training.examples.digits_client:client_fn",
+    },
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("learner", sorted(LEARNERS))
+def test_vector_updates_are_noised_debited_before_send_and_stop_at_the_budget(
+    tmp_path: Path, learner: str
+) -> None:
+    fits = 3
+    spend = [epsilon(VEC_Z, 1.0, k, DELTA) for k in (fits, fits + 1)]
+    genesis = {
+        **BASE,
+        "learner": LEARNERS[learner],
+        "privacy": {
+            "enabled": True,
+            "clip": VEC_C,
+            "noise_multiplier": VEC_Z,
+            "epsilon_budget": 0.5 * sum(spend),
+            "delta": DELTA,
+        },
+        "rounds": {
+            "max_rounds": 7,
+            "round_timeout": 2.0,
+            "eval_every": 7,
+            "peers_per_round": 1,
+            "min_updates": 0,
+        },
+    }
+    with tapped(tmp_path, genesis) as (net, log):
+        st = wait_status(net, lambda s: int(s.get("round", 0)) >= 7, 300, "round 7")
+        got = pushes(log, st["node_id"])
+        rows = ledger_rows(net)
+        with net.nodes[0].client() as client:
+            priv = client.privacy()
+    assert [p["round"] for p in got] == list(range(fits)), [p["round"] for p in got]
+    assert len(rows) == fits, rows
+    for p in got:
+        assert p["kind"] == "update"
+        assert p["num_samples"] == 0, "an example count is not sent under DP"
+        (row,) = p["ledger"]["rows"]  # committed before the vector arrived
+        assert row["release_kind"] == "update" and row["steps"] == 1
+        assert row["noise_multiplier"] == VEC_Z
+    # The tap sends nothing back, so round r starts from the vector released in round
+    # r - 1: the difference of consecutive released vectors is clip(u_r) + N(0, (zC)^2 I).
+    vectors = [np.array(p["values"]) for p in got]
+    residuals = np.concatenate([b - a for a, b in pairwise(vectors)])
+    assert_noise_std(residuals, VEC_Z * VEC_C, VEC_C)
+    want = epsilon(VEC_Z, 1.0, fits, DELTA)
+    assert st["epsilon_spent"] == pytest.approx(want, rel=1e-9)
+    assert st["releasing"] is False
+    assert not priv.releasing and "budget" in priv.reason

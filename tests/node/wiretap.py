@@ -68,8 +68,11 @@ class Tap:
         self.watch = watch
         self.network_id = network_id
 
-    def _record(self, kind: str, msg: Verified, rnd: int, digest: str, values: list[float]) -> None:
+    def _record(
+        self, kind: str, msg: Verified, rnd: int, digest: str, values: list[float], **extra: Any
+    ) -> None:
         entry = {
+            **extra,
             "kind": kind,
             "sender": msg.sender_id.hex(),
             "round": rnd,
@@ -83,7 +86,10 @@ class Tap:
 
     async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
         values = np.frombuffer(payload, dtype="<f4").astype(float).tolist()
-        self._record("update", msg, int(header.round), hashlib.sha256(payload).hexdigest(), values)
+        digest = hashlib.sha256(payload).hexdigest()
+        self._record(
+            "update", msg, int(header.round), digest, values, num_samples=int(header.num_samples)
+        )
 
     async def on_scalars(self, msg: Verified, batch: pb.ScalarBatch) -> None:
         if batch.dtype == "int8":
