@@ -32,7 +32,7 @@ from .catchup import (
 from .envelope import SeqCounter, Verified, seal
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
-from .privacy_guard import ReleaseGuard, ReleaseRefused, tensor_digest
+from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from .service import Rejected
 from .training import engine as eng
 from .training.params import (
@@ -124,6 +124,7 @@ class TrainingRuntime:
                 node_id=self.node_id,
             ),
         )
+        self._record_mechanism()
         assert d.store is not None
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
         if start_round > 0:
@@ -170,6 +171,19 @@ class TrainingRuntime:
             },
         )
         self._task = asyncio.create_task(self._run(), name="training")
+
+    def _record_mechanism(self) -> None:
+        """Tell the guard what record-level DP the learner runs per round (DP-SGD)."""
+        learner = getattr(self.trainer, "learner", None)
+        dp_round = getattr(learner, "dp_round", None)
+        got = dp_round(self.trainer.num_examples) if dp_round is not None else None
+        if got is None or got[0] <= 0:
+            return
+        self.guard.set_record_mechanism(RecordMechanism("dp_sgd", *got))
+        # The learner's own accountant continues from the durable ledger after a restart.
+        learner.resume_accounting(  # type: ignore[union-attr]
+            [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
+        )
 
     def _restore(self) -> bool:
         store = self.daemon.store

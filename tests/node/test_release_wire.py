@@ -234,3 +234,104 @@ def test_vector_updates_are_noised_debited_before_send_and_stop_at_the_budget(
     assert st["epsilon_spent"] == pytest.approx(want, rel=1e-9)
     assert st["releasing"] is False
     assert not priv.releasing and "budget" in priv.reason
+
+
+# --- record level (DP-SGD) -----------------------------------------------------------------
+
+DPSGD = {"kind": "sgd", "local_steps": 5, "dp_sgd": True, "dp_sgd_noise_multiplier": 1.2}
+VECTOR_ROUNDS = {"round_timeout": 1.0, "eval_every": 50, "peers_per_round": 1, "min_updates": 0}
+
+
+def dp_sgd_release(net: Testnet) -> tuple[float, float, int]:
+    """(z, q, steps) of one DP-SGD round of the subject, from its ledger's record rows."""
+    (z, q, steps) = {
+        (r["noise_multiplier"], r["sample_rate"], r["steps"])
+        for r in ledger_rows(net)
+        if r["scope"] == "record"
+    }.pop()
+    return z, q, steps
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_record_budget_stops_local_training(tmp_path: Path) -> None:
+    # q = 100 / 719 local examples (digits, two iid shards); 5 steps per round.
+    q, fits = 100 / 719, 3
+    z, steps = DPSGD["dp_sgd_noise_multiplier"], DPSGD["local_steps"]
+    spend = [epsilon(z, q, k * steps, 1e-6) for k in (fits, fits + 1)]
+    genesis = {
+        **BASE,
+        "learner": DPSGD,
+        "privacy": {"sample_epsilon": 0.5 * sum(spend), "sample_delta": 1e-6},
+        "rounds": {**VECTOR_ROUNDS, "max_rounds": 7},
+    }
+    with tapped(tmp_path, genesis) as (net, log):
+        st = wait_status(net, lambda s: int(s.get("round", 0)) >= 7, 300, "round 7")
+        got = pushes(log, st["node_id"])
+        rows = ledger_rows(net)
+    assert dp_sgd_release(net) == pytest.approx((z, q, steps))
+    # Local training stopped after `fits` rounds: as many updates left the node, each
+    # debited (record-level row with its digest) before it arrived; nothing after.
+    assert [p["round"] for p in got] == list(range(fits))
+    assert [(r["scope"], r["release_kind"]) for r in rows] == [("record", "dp_sgd")] * fits
+    for p in got:
+        (row,) = p["ledger"]["rows"]
+        assert row["scope"] == "record"
+    rec = st["record_privacy"]
+    assert rec["enabled"] and rec["mechanism"] == "dp_sgd" and rec["active"] is False
+    assert "record-level" in rec["reason"]
+    assert rec["epsilon_spent"] == pytest.approx(spend[0], rel=1e-9)
+    assert rec["epsilon_remaining"] == pytest.approx(rec["epsilon_budget"] - spend[0])
+    assert int(rec["steps"]) == fits * steps
+    assert st["node_privacy"]["enabled"] is False
+    assert st["releasing"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_killed_node_never_reports_less_than_it_spent(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random()
+    genesis = {
+        **BASE,
+        "learner": DPSGD,
+        "privacy": {
+            "enabled": True,
+            "clip": 1.0,
+            "noise_multiplier": 5.0,
+            "epsilon_budget": 1e4,
+            "sample_delta": 1e-6,
+        },
+        "rounds": {**VECTOR_ROUNDS, "max_rounds": 10_000},
+    }
+    z_node = 5.0
+    with tapped(tmp_path, genesis) as (net, log):
+        subject, tap = net.nodes
+        st = wait_status(net, lambda s: int(s.get("round", 0)) >= 2, 300, "round 2")
+        node_id = st["node_id"]
+        for kill in range(4):
+            time.sleep(rng.uniform(0.2, 4.0))
+            reported = net.statuses().get(0, st)
+            assert subject.process is not None
+            subject.process.kill()  # SIGKILL: no shutdown, wherever the node was
+            subject.process.wait()
+            seen = len(pushes(log, node_id))  # releases that provably left the node
+            net.start_node(subject, tap.address, timeout=150)
+            after = wait_status(net, lambda s: "record_privacy" in s, 60, "status")
+            z, q, steps = dp_sgd_release(net)
+            for level, floor in (
+                ("node_privacy", epsilon(z_node, 1.0, seen, DELTA) if seen else 0.0),
+                ("record_privacy", epsilon(z, q, seen * steps, 1e-6) if seen else 0.0),
+            ):
+                now = after[level]["epsilon_spent"]
+                # Never less than the node said before it died, nor than what the bytes
+                # that reached the tap prove it spent.
+                assert now >= reported[level]["epsilon_spent"] - 1e-12, (kill, level)
+                assert now >= floor * (1 - 1e-9), (kill, level, now, floor, seen)
+            assert after["releasing"] is True, after.get("node_privacy")
+        # It keeps releasing after the restarts, each release still debited before it left.
+        wait_status(
+            net, lambda s: len(pushes(log, node_id)) > seen + 1, 120, "releases after restarts"
+        )
+    assert all(len(p["ledger"]["rows"]) == 2 for p in pushes(log, node_id))
