@@ -62,7 +62,7 @@ from .catchup import pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from .identity import Identity, node_id_for, verify_signature
 from .logs import log
-from .privacy_guard import ReleaseGuard, ReleaseRefused, Ticket
+from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
 from .service import Rejected
 from .storage.records import SpsaEntry
 from .storage.spsa_digest import SeedSetDigest
@@ -591,6 +591,10 @@ class SpsaRuntime:
         self.learner = SPSALearner(
             self.spec, batch_size=g.task.batch_size, seed=self.seed, node=self.node_id
         )
+        dp_round = self.learner.dp_round(self.data.num_examples)
+        if dp_round is not None:
+            # Record-level DP-ZO: every round's m steps are debited with its batch.
+            self.guard.set_record_mechanism(RecordMechanism("dp_zo", *dp_round))
 
     def _new_ledger(self, base: torch.Tensor, base_round: int) -> RoundLedger:
         g = self.daemon.genesis

@@ -335,3 +335,48 @@ def test_killed_node_never_reports_less_than_it_spent(tmp_path: Path) -> None:
             net, lambda s: len(pushes(log, node_id)) > seen + 1, 120, "releases after restarts"
         )
     assert all(len(p["ledger"]["rows"]) == 2 for p in pushes(log, node_id))
+
+
+# --- record level (DP-ZO) ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dp_zo_scalars_carry_noise_on_the_scalar_and_stop_at_the_record_budget(
+    tmp_path: Path,
+) -> None:
+    z, clip, m, fits = 2000.0, 0.05, 64, 3
+    q = 100 / 719  # batch 100 over this node's 719 digits examples
+    std = z * clip / (q * 719)  # noise on the sum, divided by the expected batch: 1.0
+    spend = [epsilon(z, q, k * m, 1e-6) for k in (fits, fits + 1)]
+    genesis = {
+        **BASE,
+        "learner": {
+            "kind": "spsa",
+            "lr": 1e-3,
+            "spsa_steps": m,
+            "dp_zo": True,
+            "dp_zo_clip": clip,
+            "dp_zo_noise_multiplier": z,
+        },
+        "privacy": {"sample_epsilon": 0.5 * sum(spend), "sample_delta": 1e-6},
+        "rounds": {"max_rounds": 7, "round_timeout": 2.0, "eval_every": 7, "peers_per_round": 1},
+    }
+    with tapped(tmp_path, genesis) as (net, log):
+        st = wait_status(net, lambda s: int(s.get("round", 0)) >= 7, 300, "round 7")
+        got = pushes(log, st["node_id"])
+        rows = ledger_rows(net)
+    assert [p["round"] for p in got] == list(range(fits))
+    assert [(r["scope"], r["release_kind"]) for r in rows] == [("record", "dp_zo")] * fits
+    for p in got:
+        (row,) = p["ledger"]["rows"]  # committed before the batch arrived
+        assert row["steps"] == m and row["noise_multiplier"] == z
+        assert row["sample_rate"] == pytest.approx(q)
+    # Each scalar: (sum of |batch| clipped estimates + N(0, (zC)^2)) / (q n); the signal is
+    # at most C |batch| / (q n), about C.
+    values = np.array([v for p in got for v in p["values"]])
+    assert_noise_std(values, std, 2 * clip)
+    rec = st["record_privacy"]
+    assert rec["mechanism"] == "dp_zo" and rec["active"] is False
+    assert rec["epsilon_spent"] == pytest.approx(spend[0], rel=1e-9)
+    assert rows[-1]["epsilon_after"] == pytest.approx(spend[0], rel=1e-9)
