@@ -35,6 +35,20 @@ from node.testnet import Testnet
 from privacy import epsilon
 
 TAP = Path(__file__).with_name("wiretap.py")
+
+
+def fednode(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+        check=True,
+    )
+
+
 DELTA = 1e-5
 BASE = {
     "network": {"name": "tap-net", "seed": 11, "pow_difficulty": 4, "gossip_profile": "test"},
@@ -269,6 +283,17 @@ def test_record_budget_stops_local_training(tmp_path: Path) -> None:
         st = wait_status(net, lambda s: int(s.get("round", 0)) >= 7, 300, "round 7")
         got = pushes(log, st["node_id"])
         rows = ledger_rows(net)
+        # What an operator reads: both levels, one line each, and the JSON objects.
+        data_dir = str(net.nodes[0].data_dir.root)
+        text = fednode("privacy", "-d", data_dir).stdout
+        status_text = fednode("status", "-d", data_dir).stdout
+        as_json = json.loads(fednode("privacy", "-d", data_dir, "-f", "json").stdout)
+    assert "node-level:   off" in text
+    assert f"record-level: dp_sgd: epsilon {spend[0]:.3f} of {0.5 * sum(spend):.3f}" in text
+    assert "not training" in text and text.count("dp_sgd") >= 1 + fits
+    assert "record privacy" in status_text and "not training" in status_text
+    assert as_json["record"]["mechanism"] == "dp_sgd" and as_json["record"]["active"] is False
+    assert [r["scope"] for r in as_json["releases"]] == ["record"] * fits
     assert dp_sgd_release(net) == pytest.approx((z, q, steps))
     # Local training stopped after `fits` rounds: as many updates left the node, each
     # debited (record-level row with its digest) before it arrived; nothing after.
