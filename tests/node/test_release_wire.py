@@ -32,7 +32,9 @@ import numpy as np
 import pytest
 
 from node.genesis import Genesis
+from node.storage import open_store
 from node.testnet import Testnet
+from node.training.params import ParamLayout, decode_checkpoint
 from privacy import epsilon
 
 TAP = Path(__file__).with_name("wiretap.py")
@@ -248,6 +250,15 @@ def test_vector_updates_are_noised_debited_before_send_and_stop_at_the_budget(
     assert st["epsilon_spent"] == pytest.approx(want, rel=1e-9)
     assert st["releasing"] is False
     assert not priv.releasing and "budget" in priv.reason
+    # The checkpoint it serves for catch-up (the file `Pull` streams) is built from released
+    # values only: with nothing received it is exactly the last vector it released, not a
+    # model that kept training on un-noised updates after the budget ran out.
+    with open_store(data_dir=net.nodes[0].data_dir.root) as store:
+        latest = store.latest_checkpoint()
+        assert latest is not None and latest.round >= fits
+        layout = ParamLayout(("vector",), ((vectors[-1].size,),))
+        served = decode_checkpoint(store.checkpoint_bytes(latest), layout)
+    assert np.array_equal(served.numpy().astype(float), vectors[-1])
 
 
 # --- record level (DP-SGD) -----------------------------------------------------------------
