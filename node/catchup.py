@@ -20,9 +20,9 @@ Byzantine bounds
   and the engine restarts at most at ``target + slack``.
 * Several checkpoints are combined coordinate-wise by the median (one of three may lie).
 
-Privacy: a checkpoint is post-processing of released (noised) vectors as long as the node
-still releases; a node whose budget is exhausted keeps training on un-noised updates, so
-it no longer serves checkpoints. Catching up releases nothing: the ledger is per release,
+Privacy: a checkpoint is post-processing of released (noised) vectors: the node merges its
+released vector, and once a budget is spent it stops training rather than keep un-noised
+work (node/privacy_guard.py). Catching up releases nothing: the ledger is per release,
 and the skipped rounds are never trained, so nothing is released for them.
 """
 

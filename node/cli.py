@@ -602,8 +602,12 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
     table.add_column("key", style="bold")
     table.add_column("value")
     history = data.pop("history", [])
+    for key in ("node_privacy", "record_privacy"):
+        data.pop(key, None)
     for key, value in data.items():
         table.add_row(key, str(value))
+    table.add_row("node privacy", _privacy_line(reply.node_privacy))
+    table.add_row("record privacy", _privacy_line(reply.record_privacy))
     table.add_row("evaluations", str(len(history)))
     console.print(table)
 
@@ -684,19 +688,16 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
     if fmt is OutputFormat.json:
         _emit_json(data)
         return
-    left = max(0.0, reply.epsilon_budget - reply.epsilon_spent)
-    console.print(
-        f"epsilon spent {reply.epsilon_spent:.3f} of {reply.epsilon_budget:.3f} "
-        f"(left {left:.3f}), delta {reply.delta:g}; "
-        + ("releasing" if reply.releasing else f"[red]not releasing[/]: {reply.reason}")
-    )
-    table = Table(title=f"{len(reply.releases)} releases")
-    for col in ("seq", "time", "kind", "noise", "sample rate", "steps", "epsilon after"):
+    console.print(f"node-level:   {_privacy_line(reply.node)}")
+    console.print(f"record-level: {_privacy_line(reply.record)}")
+    table = Table(title=f"{len(reply.releases)} ledger rows")
+    for col in ("seq", "time", "level", "kind", "noise", "sample rate", "steps", "epsilon after"):
         table.add_column(col)
     for r in reply.releases:
         table.add_row(
             str(r.seq),
             time.strftime("%H:%M:%S", time.gmtime(r.created_at)),
+            r.scope or "node",
             r.kind,
             f"{r.noise_multiplier:g}",
             f"{r.sample_rate:g}",
@@ -704,6 +705,23 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
             f"{r.epsilon_after:.3f}",
         )
     console.print(table)
+
+
+def _privacy_line(level: Any) -> str:
+    """One line for a PrivacyLevel: spent, budget, left, delta and whether it still runs."""
+    if not level.enabled:
+        return "off" + (f" ({level.reason})" if level.reason else "")
+    budget = (
+        f"of {level.epsilon_budget:.3f} (left {level.epsilon_remaining:.3f})"
+        if level.has_budget
+        else "(no budget set)"
+    )
+    what = "releasing" if level.level == "node" else "training"
+    state = what if level.active else f"[red]not {what}[/]: {level.reason}"
+    return (
+        f"{level.mechanism}: epsilon {level.epsilon_spent:.3f} {budget}, delta "
+        f"{level.delta:g}, {level.steps} steps; {state}"
+    )
 
 
 @app.command()

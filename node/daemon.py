@@ -125,6 +125,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self.membership: Any = None
         self.training: Any = None
+        self.guard: Any = None  # node.privacy_guard.ReleaseGuard, set when components start
         self.training_factory: Any = None
         self.shard = shard
         self.attack = attack

@@ -44,6 +44,7 @@ __all__ = [
     "RoundSpec",
     "load_genesis",
     "parse_genesis",
+    "record_mechanism",
     "render_genesis",
     "task_and_learner",
 ]
@@ -155,7 +156,7 @@ class AggregationSpec(_Section):
 
 
 class PrivacySpec(_Section):
-    """Node-level differential privacy of every release, and its budget."""
+    """Differential privacy: node-level on every release, record-level budget, both ledgers."""
 
     enabled: bool = Field(False, description="Clip and noise every update before it leaves")
     clip: float = Field(1.0, gt=0, description="L2 clipping norm C of one release")
@@ -172,6 +173,22 @@ class PrivacySpec(_Section):
     )
     delta: float = Field(
         1e-5, gt=0, lt=1, description="Target delta of the (epsilon, delta) budget"
+    )
+    sample_epsilon: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "Record-level epsilon budget of the learner's DP mechanism (learner.dp_sgd or "
+            "learner.dp_zo): local training stops for good when the next round would exceed "
+            "it; unset: spent record-level epsilon is still recorded and shown"
+        ),
+    )
+    sample_delta: float = Field(
+        1e-5,
+        gt=0,
+        lt=1,
+        description="Delta of the record-level guarantee (keep it below 1 / local examples)",
     )
 
     @model_validator(mode="after")
@@ -214,6 +231,36 @@ class Genesis(_Section):
         self.round_spec()
         return self
 
+    @model_validator(mode="after")
+    def _privacy_the_node_can_keep(self) -> Genesis:
+        # Combinations the node could not protect are refused here, not at run time.
+        learner, privacy = self.learner, self.privacy
+        record = record_mechanism(learner)
+        if privacy.sample_epsilon is not None:
+            if learner.kind == "flower":
+                raise ValueError(
+                    "privacy.sample_epsilon cannot be kept with learner 'flower': the node "
+                    "cannot see or account for what an opaque Flower client does with single "
+                    "records (its own DP, e.g. a DP mod, is not verified); use node-level "
+                    "privacy.enabled, or learner 'sgd' with dp_sgd"
+                )
+            if record is None:
+                raise ValueError(
+                    "privacy.sample_epsilon needs a record-level mechanism: learner.dp_sgd = "
+                    "true (kind 'sgd') or learner.dp_zo = true (kind 'spsa')"
+                )
+            if record[1] == 0:
+                raise ValueError(
+                    f"privacy.sample_epsilon needs learner.{record[0]}_noise_multiplier > 0 "
+                    "(without noise no finite record-level epsilon exists)"
+                )
+        if (privacy.enabled or record is not None) and self.rounds.weight_by_examples:
+            raise ValueError(
+                "rounds.weight_by_examples cannot be used with differential privacy: example "
+                "counts are computed from private data and would be sent un-noised"
+            )
+        return self
+
     def round_spec(self) -> RoundSpec:
         """The engine's effective :class:`RoundSpec`: ``[rounds]`` plus the ``[aggregation]``
         rule, f, parameters and variance switch, validated together (so, e.g., sample
@@ -252,6 +299,18 @@ class Genesis(_Section):
             merged.update(value)
             data[key] = merged
         return cls.model_validate(data)
+
+
+def record_mechanism(learner: LearnerSpec) -> tuple[str, float] | None:
+    """``(kind, noise multiplier)`` of the learner's record-level DP mechanism, or None.
+
+    ``kind`` is ``"dp_sgd"`` (learner ``sgd``) or ``"dp_zo"`` (learner ``spsa``).
+    """
+    if learner.dp_sgd:
+        return "dp_sgd", learner.dp_sgd_noise_multiplier
+    if learner.dp_zo:
+        return "dp_zo", learner.dp_zo_noise_multiplier
+    return None
 
 
 def _location(value: str) -> str:

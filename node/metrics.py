@@ -45,7 +45,28 @@ class Metrics:
         )
         self.loss = Gauge("fednode_loss", "Last loss on the local test split", registry=r)
         self.epsilon_spent = Gauge(
-            "fednode_epsilon_spent", "Differential-privacy epsilon spent so far", registry=r
+            "fednode_epsilon_spent",
+            "Node-level differential-privacy epsilon spent so far",
+            registry=r,
+        )
+        self.privacy_epsilon_spent = Gauge(
+            "fednode_privacy_epsilon_spent",
+            "Differential-privacy epsilon spent, by level (node: everything sent; record: "
+            "one training example, DP-SGD/DP-ZO)",
+            ["level"],
+            registry=r,
+        )
+        self.privacy_epsilon_remaining = Gauge(
+            "fednode_privacy_epsilon_remaining",
+            "Budget minus spent epsilon, by level (0 when that level has no budget)",
+            ["level"],
+            registry=r,
+        )
+        self.privacy_active = Gauge(
+            "fednode_privacy_active",
+            "1 while the level's budget allows more (node: releasing; record: training)",
+            ["level"],
+            registry=r,
         )
         self.aggregation_seconds = Histogram(
             "fednode_aggregation_seconds",

@@ -24,6 +24,7 @@ __all__ = [
     "export_model",
     "is_banned",
     "peers_reply",
+    "privacy_levels",
     "privacy_reply",
     "start_components",
     "status_reply",
@@ -33,8 +34,19 @@ __all__ = [
 
 async def start_components(daemon: Daemon) -> None:
     """Start membership (joining through the bootstrap addresses and stored peers)."""
+    from .genesis import record_mechanism
     from .membership import start_membership
+    from .privacy_guard import ReleaseGuard
 
+    assert daemon.store is not None
+    # One guard per node: every release path of every learner goes through it.
+    record = record_mechanism(daemon.genesis.learner)
+    daemon.guard = ReleaseGuard(
+        daemon.genesis.privacy,
+        daemon.store,
+        daemon.metrics,
+        record_kind=None if record is None or record[1] == 0 else record[0],
+    )
     membership = await start_membership(daemon)
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
     if not daemon.train:
@@ -124,6 +136,14 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
     )
     if daemon.training is not None:
         daemon.training.fill_status(reply)
+    guard = daemon.guard
+    if guard is not None:
+        if guard.enabled:
+            reply.epsilon_spent = guard.spent()
+        reply.releasing = guard.releasing or not guard.private
+        node, record = privacy_levels(daemon)
+        reply.node_privacy.CopyFrom(node)
+        reply.record_privacy.CopyFrom(record)
     return reply
 
 
@@ -188,13 +208,70 @@ def export_model(daemon: Daemon) -> admin_pb2.ExportReply:
     return result
 
 
+def privacy_levels(daemon: Daemon) -> tuple[admin_pb2.PrivacyLevel, admin_pb2.PrivacyLevel]:
+    """The node-level and record-level guarantees as the operator sees them."""
+    spec = daemon.genesis.privacy
+    guard = daemon.guard
+    node = admin_pb2.PrivacyLevel(
+        level="node",
+        enabled=spec.enabled,
+        mechanism="gaussian",
+        epsilon_budget=spec.epsilon_budget,
+        delta=spec.delta,
+        has_budget=True,
+        active=True,
+    )
+    record = admin_pb2.PrivacyLevel(
+        level="record",
+        delta=spec.sample_delta,
+        has_budget=spec.sample_epsilon is not None,
+        epsilon_budget=spec.sample_epsilon or 0.0,
+        active=True,
+    )
+    if guard is None:
+        return node, record
+    record.enabled = guard.record_kind is not None
+    record.mechanism = guard.record_kind or ""
+    for level, account in ((node, guard.node), (record, guard.record)):
+        level.epsilon_spent = account.spent()
+        level.steps = account.steps
+        level.releases = len(account.rows)
+        level.active = account.active
+        level.reason = account.reason
+        if level.has_budget and level.enabled:
+            level.epsilon_remaining = max(0.0, level.epsilon_budget - level.epsilon_spent)
+    if not node.enabled:
+        node.reason = node.reason or "node-level privacy is disabled"
+    return node, record
+
+
 def privacy_reply(daemon: Daemon) -> admin_pb2.PrivacyReply:
     spec = daemon.genesis.privacy
     reply = admin_pb2.PrivacyReply(
         epsilon_budget=spec.epsilon_budget, delta=spec.delta, releasing=True
     )
-    if daemon.training is not None and hasattr(daemon.training, "fill_privacy"):
-        daemon.training.fill_privacy(reply)
+    guard = daemon.guard
+    if guard is None:
+        return reply
+    node, record = privacy_levels(daemon)
+    reply.node.CopyFrom(node)
+    reply.record.CopyFrom(record)
+    reply.epsilon_spent = guard.spent()
+    reply.releasing = guard.releasing or not guard.private
+    reply.reason = guard.reason if guard.private else "privacy is disabled"
+    for row in guard.rows:
+        reply.releases.append(
+            admin_pb2.Release(
+                seq=row.seq,
+                created_at=row.created_at,
+                kind=row.release_kind,
+                noise_multiplier=row.noise_multiplier,
+                sample_rate=row.sample_rate,
+                steps=row.steps,
+                epsilon_after=row.epsilon_after,
+                scope=row.scope,
+            )
+        )
     return reply
 
 

@@ -394,12 +394,15 @@ def _stored_state(net: NetnsTestnet, index: int) -> dict[str, Any]:
         ).fetchone()
         out["checkpoint_round"] = None if row is None else int(row[0])
         out["model_hash"] = None if row is None else str(row[1])
-        row = con.execute(
-            "SELECT seq, epsilon_after FROM privacy_ledger ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        if row is not None:
+        row = con.execute("SELECT MAX(seq) FROM privacy_ledger").fetchone()
+        if row is not None and row[0] is not None:
             out["ledger_seq"] = int(row[0])
-            out["epsilon_after"] = float(row[1])
+            # The node-level spend (status's epsilon_spent); record rows have their own.
+            node = con.execute(
+                "SELECT epsilon_after FROM privacy_ledger WHERE scope = 'node' "
+                "ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            out["epsilon_after"] = 0.0 if node is None else float(node[0])
     except (sqlite3.Error, ValueError, TypeError) as exc:
         out["error"] = f"cannot read {db}: {exc}"
     finally:

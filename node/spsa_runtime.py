@@ -40,6 +40,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import hashlib
 import json
 import math
 import struct
@@ -61,6 +62,7 @@ from .catchup import pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from .identity import Identity, node_id_for, verify_signature
 from .logs import log
+from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
 from .service import Rejected
 from .storage.records import SpsaEntry
 from .storage.spsa_digest import SeedSetDigest
@@ -96,6 +98,7 @@ __all__ = [
     "entry_key",
     "origin_signing_bytes",
     "parse_entry_key",
+    "release_digest",
     "start_spsa",
 ]
 
@@ -165,6 +168,15 @@ def origin_signing_bytes(network_id: bytes, batch: pb.ScalarBatch) -> bytes:
     for e in batch.entries:
         parts.append(struct.pack("<QQIif", e.seed_id, e.round, e.step, e.q, e.value))
     return b"".join(parts)
+
+
+def release_digest(network_id: bytes, batch: pb.ScalarBatch) -> str:
+    """sha256 hex the privacy ledger records for a scalar batch: of its origin-signed bytes.
+
+    Anyone holding the batch recomputes it, so a ledger row binds the debit to the exact
+    values that left the node.
+    """
+    return hashlib.sha256(origin_signing_bytes(network_id, batch)).hexdigest()
 
 
 def _have_key(round_idx: int, origin_hex: str) -> bytes:
@@ -536,6 +548,10 @@ class SpsaRuntime:
         self.future = max(1, g.rounds.max_future, self.past)
         self.fanout = max(1, g.rounds.peers_per_round)
         self.seq = SeqCounter()
+        assert daemon.store is not None
+        self.guard: ReleaseGuard = daemon.guard or ReleaseGuard(
+            g.privacy, daemon.store, daemon.metrics
+        )
         self.ledger: RoundLedger | None = None
         self.round = 0
         self.ready = False
@@ -573,6 +589,10 @@ class SpsaRuntime:
         self.learner = spsa_learner(
             self.task, self.spec, batch_size=g.task.batch_size, seed=self.seed, node=self.node_id
         )
+        dp_round = self.learner.dp_round(self.data.num_examples)
+        if dp_round is not None:
+            # Record-level DP-ZO: every round's m steps are debited with its batch.
+            self.guard.set_record_mechanism(RecordMechanism("dp_zo", *dp_round))
 
     def _new_ledger(self, base: torch.Tensor, base_round: int) -> RoundLedger:
         g = self.daemon.genesis
@@ -763,7 +783,6 @@ class SpsaRuntime:
             await self._one_round(self.round)
 
     async def _one_round(self, r: int) -> None:
-        loop = asyncio.get_running_loop()
         assert self.ledger is not None and self.learner is not None
         newest = self.ledger.newest_round()
         if newest > r + 1:
@@ -772,21 +791,11 @@ class SpsaRuntime:
             self._jump(newest)
             self._refresh_hash()
             return
+        # A batch already stored (a restart) is re-sent as is: it was debited when made.
         body = self._wire.get((r, self.node_id))
-        expected_self = True
         if body is None:
-            vector = self.ledger.vector().clone()
-            batch = await loop.run_in_executor(None, self._compute, vector, r)
-            wire = batch_to_wire(batch, self.identity, self.network_id)
-            try:
-                checked = self._checked(wire)
-                await self._ingest(checked)
-                body = checked.wire
-            except Rejected as exc:  # e.g. a diverged loss gave non-finite scalars: skip
-                log.warning(
-                    "own SPSA batch refused", extra={"fields": {"round": r, "reason": exc.reason}}
-                )
-                expected_self = False
+            body = await self._release_own(r)
+        expected_self = body is not None
         if body is not None:
             for peer, address in self._own_targets():
                 self._spawn(self._push(peer, address, r, body))
@@ -807,12 +816,49 @@ class SpsaRuntime:
                 await asyncio.wait_for(self._wake.wait(), 0.25)
         await self._close(r)
 
-    def _compute(self, vector: torch.Tensor, r: int) -> ScalarBatch:
+    async def _release_own(self, r: int) -> bytes | None:
+        """Compute, debit and store this node's batch of round ``r`` (the release path).
+
+        The guard is asked first (no computation once the budget is spent), privatizes
+        every scalar as the learner computes it, and debits the ledger with the digest of
+        the signed batch before the batch is stored, and so before anyone can receive it.
+        Returns the stored wire bytes, or None when this node releases nothing this round.
+        """
+        loop = asyncio.get_running_loop()
+        assert self.ledger is not None
+        guard = self.guard
+        try:
+            ticket = await loop.run_in_executor(
+                None, lambda: guard.open("spsa", steps=self.spec.spsa_steps)
+            )
+        except ReleaseRefused:
+            return None  # the guard logged why, once; the node keeps following the network
+        vector = self.ledger.vector().clone()
+        batch = await loop.run_in_executor(None, self._compute, vector, r, ticket)
+        wire = batch_to_wire(batch, self.identity, self.network_id)
+        try:
+            await loop.run_in_executor(
+                None, guard.commit, ticket, release_digest(self.network_id, wire)
+            )
+        except ReleaseRefused:
+            return None
+        try:
+            checked = self._checked(wire)
+            await self._ingest(checked)
+        except Rejected as exc:  # e.g. a diverged loss gave non-finite scalars: skip
+            log.warning(
+                "own SPSA batch refused", extra={"fields": {"round": r, "reason": exc.reason}}
+            )
+            return None
+        return checked.wire
+
+    def _compute(self, vector: torch.Tensor, r: int, ticket: Ticket) -> ScalarBatch:
         from .training.params import load_vector
 
         assert self.learner is not None
         load_vector(self.model, vector)
-        return self.learner.train_round(self.model, self.data, r)
+        privatize = ticket.privatize_scalar if ticket.noised else None
+        return self.learner.train_round(self.model, self.data, r, privatize=privatize)
 
     async def _close(self, r: int) -> None:
         assert self.ledger is not None

@@ -32,7 +32,7 @@ from .catchup import (
 from .envelope import SeqCounter, Verified, seal
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
-from .privacy_guard import ReleaseGuard, ReleaseRefused
+from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from .service import Rejected
 from .training import engine as eng
 from .training.params import (
@@ -89,10 +89,16 @@ class TrainingRuntime:
         self._task: asyncio.Task[Any] | None = None
         self._base: torch.Tensor | None = None
         self._recent: list[torch.Tensor] = []
+        # The last model that is post-processing of released values (our last release or
+        # merge): what a peer's vector is compared with, never the model mid-training.
+        self._public: torch.Tensor | None = None
+        self._silent: set[int] = set()  # rounds in which this node released nothing
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
-        self.guard = ReleaseGuard(daemon.genesis.privacy, daemon.store)
+        self.guard: ReleaseGuard = daemon.guard or ReleaseGuard(
+            daemon.genesis.privacy, daemon.store, daemon.metrics
+        )
         # Catch-up of a node many rounds behind (node/catchup.py).
         self.lag: LagEvidence | None = None
         self.catchups = 0
@@ -119,6 +125,7 @@ class TrainingRuntime:
                 node_id=self.node_id,
             ),
         )
+        self._record_mechanism()
         assert d.store is not None
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
         if start_round > 0:
@@ -136,6 +143,7 @@ class TrainingRuntime:
             layer_sizes=self.trainer.layout.sizes,
         )
         self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
+        self._public = self.trainer.vector()
         self._setup_catchup()
         if agg.sybil_weighting:
             from aggregation.sybil import SimilarityHistory
@@ -164,6 +172,19 @@ class TrainingRuntime:
             },
         )
         self._task = asyncio.create_task(self._run(), name="training")
+
+    def _record_mechanism(self) -> None:
+        """Tell the guard what record-level DP the learner runs per round (DP-SGD)."""
+        learner = getattr(self.trainer, "learner", None)
+        dp_round = getattr(learner, "dp_round", None)
+        got = dp_round(self.trainer.num_examples) if dp_round is not None else None
+        if got is None or got[0] <= 0:
+            return
+        self.guard.set_record_mechanism(RecordMechanism("dp_sgd", *got))
+        # The learner's own accountant continues from the durable ledger after a restart.
+        learner.resume_accounting(  # type: ignore[union-attr]
+            [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
+        )
 
     def _restore(self) -> bool:
         store = self.daemon.store
@@ -273,14 +294,52 @@ class TrainingRuntime:
         return None if member is None else member.address
 
     async def _train(self, round_idx: int) -> None:
+        """Train one round and release the result through the guard (the release path).
+
+        The guard is asked before training: once a budget is spent the node trains no
+        more (its data is never touched again) and its round contribution is its current
+        model, which it does not send. Otherwise the update is privatized and debited
+        with the digest of the exact vector that will be sent, and that released value
+        replaces the trained model, so the model, its checkpoints and everything sent
+        later are post-processing of released values.
+        """
+        loop = asyncio.get_running_loop()
+        base = self.trainer.vector()
+        self._base = base
+        assert self.engine is not None
+        try:
+            ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
+        except ReleaseRefused:
+            ticket = None
+        own = base
+        if ticket is not None:
+            result = await self._train_local(round_idx, base)
+            private = ticket.privatize_update(result.update)
+            model = base + private if ticket.noised else self.trainer.vector()
+            own = private if self.engine.spec.payload == "delta" else model
+            try:
+                await loop.run_in_executor(None, self.guard.commit, ticket, tensor_digest(own))
+            except ReleaseRefused:
+                ticket = None
+            else:
+                self.trainer.set_vector(model)
+                self._public = model
+        if ticket is None:
+            # Nothing is released this round: keep (or go back to) the public model.
+            self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
+            self.trainer.set_vector(base)
+            own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
+        actions = self.engine.on_local_result(
+            round_idx, own, time.monotonic(), base=base, num_examples=self.trainer.num_examples
+        )
+        await self._execute(actions)
+
+    async def _train_local(self, round_idx: int, start: torch.Tensor) -> Any:
+        """The learner's round (two retries on failure, from the same start)."""
         loop = asyncio.get_running_loop()
         for attempt in range(1, 4):
-            start = self.trainer.vector()
             try:
-                result = await loop.run_in_executor(
-                    None, self._locked, self.trainer.train, round_idx
-                )
-                break
+                return await loop.run_in_executor(None, self._locked, self.trainer.train, round_idx)
             except Exception as exc:
                 # A learner error must not silently stop this node's rounds (its peers
                 # would wait for it every round); a transient one gets two more tries.
@@ -293,38 +352,22 @@ class TrainingRuntime:
                     raise
                 self.trainer.set_vector(start)
                 await asyncio.sleep(1.0 * attempt)
-        vector = self.trainer.vector()
-        base = vector - result.update
-        self._base = base
-        if self.guard.enabled and self.guard.releasing:
-            try:
-                private = await loop.run_in_executor(None, self.guard.release, result.update)
-            except ReleaseRefused:
-                pass  # not releasing any more: _send drops this round's vector
-            else:
-                # What we released is our contribution from now on (see privacy_guard).
-                vector = base + private
-                self.trainer.set_vector(vector)
-            self.daemon.metrics.epsilon_spent.set(self.guard.spent())
-        assert self.engine is not None
-        actions = self.engine.on_local_result(
-            round_idx, vector, time.monotonic(), base=base, num_examples=self.trainer.num_examples
-        )
-        await self._execute(actions)
+        raise AssertionError("unreachable")
 
     async def _send(self, peer: str, round_idx: int, vector: torch.Tensor) -> None:
         address = self._address(peer)
         if address is None:
             return
-        if self.guard.enabled and not self.guard.releasing:
-            return
+        if round_idx in self._silent:
+            return  # nothing was released for this round
         d = self.daemon
         assert self.identity is not None
         outgoing = self._byzantine(vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
-            num_samples=self.trainer.num_examples,
+            # An example count is computed from the data: under DP it is not sent.
+            num_samples=0 if self.guard.private else self.trainer.num_examples,
             model_hash=self.model_hash,
         )
         env = seal(
@@ -390,6 +433,7 @@ class TrainingRuntime:
                 else action.own.clone()
             )
         self.trainer.set_vector(merged)
+        self._public = merged
         self.model_hash = vector_hash(merged, self.trainer.layout)
         assert self.engine is not None
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
@@ -630,6 +674,7 @@ class TrainingRuntime:
                 return  # caught up meanwhile, or the old round would not finish
             loop = asyncio.get_running_loop()
             self.trainer.set_vector(vector)
+            self._public = vector
             self.model_hash = vector_hash(vector, self.trainer.layout)
             await loop.run_in_executor(None, self._checkpoint, start, vector.clone())
             detail = {
@@ -704,7 +749,8 @@ class TrainingRuntime:
         if header.round != msg.round:
             raise Rejected("bad_round", "header round differs from the signed envelope round")
         limit = self.daemon.genesis.aggregation.max_update_norm
-        distance = float(torch.linalg.vector_norm(vector - self.trainer.vector()))
+        ours = self._public if self._public is not None else self.trainer.vector()
+        distance = float(torch.linalg.vector_norm(vector - ours))
         if not distance <= limit:
             raise Rejected("norm_exceeded", f"vector is {distance:.3g} from ours, limit {limit:g}")
         actions = self.engine.on_update(
@@ -729,9 +775,8 @@ class TrainingRuntime:
     async def pull(self, msg: Verified, request: PullRequest) -> Any:
         if request.what != PullRequest.CHECKPOINT:
             raise Rejected("unsupported", "this learner serves only checkpoints")
-        if self.guard.enabled and not self.guard.releasing:
-            # Our model now holds un-noised training: serving it would leak it.
-            raise Rejected("not_releasing", "privacy budget spent: no checkpoints served")
+        # Our checkpoints are post-processing of released values (see _train), also once
+        # the budget is spent: the node then stops training rather than keep un-noised work.
         d = self.daemon
         assert d.store is not None and self.identity is not None
         async for chunk in serve_checkpoint(
@@ -750,30 +795,10 @@ class TrainingRuntime:
         reply.round = self.engine.round if self.engine is not None else 0
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
-        if self.guard.enabled:
-            reply.epsilon_spent = self.guard.spent()
-            reply.releasing = self.guard.releasing
         for r, acc, loss, ts in self.evaluations:
             reply.history.append(
                 admin_pb2.Evaluation(
                     round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
-                )
-            )
-
-    def fill_privacy(self, reply: admin_pb2.PrivacyReply) -> None:
-        reply.epsilon_spent = self.guard.spent()
-        reply.releasing = self.guard.releasing or not self.guard.enabled
-        reply.reason = self.guard.reason if self.guard.enabled else "privacy is disabled"
-        for row in self.guard.rows:
-            reply.releases.append(
-                admin_pb2.Release(
-                    seq=row.seq,
-                    created_at=row.created_at,
-                    kind=row.release_kind,
-                    noise_multiplier=row.noise_multiplier,
-                    sample_rate=row.sample_rate,
-                    steps=row.steps,
-                    epsilon_after=row.epsilon_after,
                 )
             )
 

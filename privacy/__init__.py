@@ -31,6 +31,8 @@ from privacy.noise import (
     noise_std,
     privatize_scalars,
     privatize_update,
+    secure_normal,
+    secure_uniform,
 )
 
 __all__ = [
@@ -56,4 +58,6 @@ __all__ = [
     "noise_std",
     "privatize_scalars",
     "privatize_update",
+    "secure_normal",
+    "secure_uniform",
 ]

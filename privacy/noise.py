@@ -27,11 +27,16 @@ for a node's own releases it is not (peers see every message), so use ``sample_r
 
 Randomness
 ----------
-By default each call draws a fresh ``torch.Generator`` seeded with 64 bits from
-``os.urandom``. Torch's CPU generator is a Mersenne Twister: fine statistically, not a
-cryptographic generator, and floating-point Gaussian sampling is not the discrete Gaussian
-of Canonne, Kamath and Steinke (2020); both are known gaps shared with Opacus's default
-mode. Pass a seeded generator only in tests.
+By default noise comes from :func:`secure_normal`: every uniform is 53 bits read from the
+operating system's CSPRNG (``os.urandom``), turned into Gaussians by Box-Muller in float64,
+and each output is the sum of four such samples divided by two (std unchanged): the
+mitigation of floating-point attacks on Gaussian samplers of Holohan and Braghin (2021,
+section 5.1) that Opacus's ``secure_mode`` uses. Nothing an observer sees can be used to
+predict the next noise value. What remains is floating point: the output is not the
+discrete Gaussian of Canonne, Kamath and Steinke (2020), and adding float64 noise to the
+clipped value then rounding to float32 (or int8 for SPSA) leaves a residual,
+hard-to-exploit dependence of the low-order bits on the un-noised value (docs/privacy.md).
+Pass a seeded ``torch.Generator`` only in tests (Mersenne Twister: not secret).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, overload
 
+import numpy as np
 import torch
 
 from privacy.clipping import clip_scalars, clip_tensors, clip_vector
@@ -53,7 +59,11 @@ __all__ = [
     "noise_std",
     "privatize_scalars",
     "privatize_update",
+    "secure_normal",
+    "secure_uniform",
 ]
+
+_TWO_PI = 2.0 * math.pi
 
 
 class PrivatizedUpdate(NamedTuple):
@@ -83,10 +93,59 @@ class PrivatizedTensors(NamedTuple):
 
 
 def fresh_generator() -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with 64 bits from ``os.urandom``."""
+    """A CPU ``torch.Generator`` seeded with 64 bits from ``os.urandom``.
+
+    A Mersenne Twister: its outputs are predictable from enough earlier outputs. Use it
+    where only statistical quality matters; noise and secret sampling use
+    :func:`secure_normal` / :func:`secure_uniform`.
+    """
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int.from_bytes(os.urandom(8), "little"))
     return generator
+
+
+def secure_uniform(n: int) -> torch.Tensor:
+    """``n`` float64 uniforms in (0, 1) from the OS CSPRNG, 53 random bits each.
+
+    Values are ``(k + 0.5) / 2**53`` for a uniform 53-bit integer ``k``: never 0 or 1, so
+    ``log`` is always finite. For secret subsampling (Poisson draws of DP-SGD / DP-ZO).
+    """
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    raw = np.frombuffer(os.urandom(8 * n), dtype="<u8") >> np.uint64(11)
+    return torch.from_numpy((raw.astype(np.float64) + 0.5) * (1.0 / 2.0**53))
+
+
+def _box_muller(n: int) -> torch.Tensor:
+    half = (n + 1) // 2
+    u1, u2 = secure_uniform(half), secure_uniform(half)
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    angle = _TWO_PI * u2
+    return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:n]
+
+
+def secure_normal(shape: Sequence[int] | torch.Size, std: float = 1.0) -> torch.Tensor:
+    """Float64 N(0, std^2) samples of ``shape`` from the OS CSPRNG.
+
+    Each value is ``(g1 + g2 + g3 + g4) / 2`` for four independent Box-Muller normals
+    (Holohan and Braghin 2021, section 5.1; Opacus ``secure_mode`` does the same), which
+    removes the structure floating-point attacks exploit in a single sample.
+
+    Parameters
+    ----------
+    shape : sequence of int
+    std : float, default 1.0
+        Standard deviation >= 0 (finite).
+    """
+    s = float(std)
+    if not math.isfinite(s) or s < 0.0:
+        raise ValueError(f"std must be finite and >= 0, got {std!r}")
+    size = torch.Size(shape)
+    n = size.numel()
+    total = _box_muller(n)
+    for _ in range(3):
+        total += _box_muller(n)
+    return (total * (0.5 * s)).reshape(size)
 
 
 def noise_std(clip_norm: float, noise_multiplier: float) -> float:
@@ -128,7 +187,8 @@ def add_gaussian_noise(
     std : float
         Standard deviation >= 0.
     generator : torch.Generator or None, default None
-        Source of randomness; ``None`` uses :func:`fresh_generator`.
+        ``None`` (the default, and the only choice outside tests) draws the noise from
+        :func:`secure_normal`; a seeded generator makes it reproducible.
     """
     if not tensor.is_floating_point():
         raise TypeError(f"tensor must have a floating dtype, got {tensor.dtype}")
@@ -137,9 +197,11 @@ def add_gaussian_noise(
         raise ValueError(f"std must be finite and >= 0, got {std!r}")
     if s == 0.0:
         return tensor.clone()
-    gen = generator if generator is not None else fresh_generator()
-    noise = torch.randn(tensor.shape, generator=gen, dtype=torch.float64)
-    return (tensor.to(torch.float64) + s * noise).to(tensor.dtype)
+    if generator is None:
+        noise = secure_normal(tensor.shape, s)
+    else:
+        noise = s * torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+    return (tensor.to(torch.float64) + noise).to(tensor.dtype)
 
 
 @overload
@@ -182,7 +244,8 @@ def privatize_update(
     noise_multiplier : float
         z >= 0.
     generator : torch.Generator or None, default None
-        ``None`` draws fresh OS-seeded randomness; pass a seeded one only in tests.
+        ``None`` draws the noise from the OS CSPRNG (:func:`secure_normal`); pass a
+        seeded one only in tests.
 
     Returns
     -------
@@ -190,7 +253,7 @@ def privatize_update(
         The noisy update, the pre-clip norm and the noise std.
     """
     std = noise_std(clip_norm, noise_multiplier)
-    gen = generator if generator is not None else fresh_generator()
+    gen = generator
     if isinstance(update, Mapping):
         clipped_map, norm = clip_tensors(update, clip_norm)
         # Keys are visited in sorted order so a seeded generator gives the same noise
@@ -226,7 +289,7 @@ def privatize_scalars(
     noise_multiplier : float
         z >= 0.
     generator : torch.Generator or None, default None
-        ``None`` draws fresh OS-seeded randomness.
+        ``None`` draws the noise from the OS CSPRNG (:func:`secure_normal`).
 
     Returns
     -------

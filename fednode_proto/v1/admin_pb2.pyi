@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node_id", "network_id", "network_name", "listen", "version", "uptime_s", "round", "peers_alive", "peers_suspect", "peers_dead", "model_hash", "last_accuracy", "epsilon_spent", "epsilon_budget", "releasing", "state", "bytes_sent", "bytes_received", "messages_rejected", "spsa_digest", "pid", "learner", "task", "history")
+    __slots__ = ("node_id", "network_id", "network_name", "listen", "version", "uptime_s", "round", "peers_alive", "peers_suspect", "peers_dead", "model_hash", "last_accuracy", "epsilon_spent", "epsilon_budget", "releasing", "state", "bytes_sent", "bytes_received", "messages_rejected", "spsa_digest", "pid", "learner", "task", "history", "node_privacy", "record_privacy")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class StatusReply(_message.Message):
     LEARNER_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    NODE_PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_PRIVACY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     network_id: str
     network_name: str
@@ -60,7 +62,37 @@ class StatusReply(_message.Message):
     learner: str
     task: str
     history: _containers.RepeatedCompositeFieldContainer[Evaluation]
-    def __init__(self, node_id: _Optional[str] = ..., network_id: _Optional[str] = ..., network_name: _Optional[str] = ..., listen: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., round: _Optional[int] = ..., peers_alive: _Optional[int] = ..., peers_suspect: _Optional[int] = ..., peers_dead: _Optional[int] = ..., model_hash: _Optional[str] = ..., last_accuracy: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., releasing: bool = ..., state: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., messages_rejected: _Optional[int] = ..., spsa_digest: _Optional[str] = ..., pid: _Optional[int] = ..., learner: _Optional[str] = ..., task: _Optional[str] = ..., history: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ...) -> None: ...
+    node_privacy: PrivacyLevel
+    record_privacy: PrivacyLevel
+    def __init__(self, node_id: _Optional[str] = ..., network_id: _Optional[str] = ..., network_name: _Optional[str] = ..., listen: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., round: _Optional[int] = ..., peers_alive: _Optional[int] = ..., peers_suspect: _Optional[int] = ..., peers_dead: _Optional[int] = ..., model_hash: _Optional[str] = ..., last_accuracy: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., releasing: bool = ..., state: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., messages_rejected: _Optional[int] = ..., spsa_digest: _Optional[str] = ..., pid: _Optional[int] = ..., learner: _Optional[str] = ..., task: _Optional[str] = ..., history: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., node_privacy: _Optional[_Union[PrivacyLevel, _Mapping]] = ..., record_privacy: _Optional[_Union[PrivacyLevel, _Mapping]] = ...) -> None: ...
+
+class PrivacyLevel(_message.Message):
+    __slots__ = ("level", "enabled", "mechanism", "epsilon_spent", "epsilon_budget", "epsilon_remaining", "delta", "has_budget", "active", "reason", "steps", "releases")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MECHANISM_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    HAS_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    enabled: bool
+    mechanism: str
+    epsilon_spent: float
+    epsilon_budget: float
+    epsilon_remaining: float
+    delta: float
+    has_budget: bool
+    active: bool
+    reason: str
+    steps: int
+    releases: int
+    def __init__(self, level: _Optional[str] = ..., enabled: bool = ..., mechanism: _Optional[str] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., epsilon_remaining: _Optional[float] = ..., delta: _Optional[float] = ..., has_budget: bool = ..., active: bool = ..., reason: _Optional[str] = ..., steps: _Optional[int] = ..., releases: _Optional[int] = ...) -> None: ...
 
 class Evaluation(_message.Message):
     __slots__ = ("round", "accuracy", "loss", "unix_time")
@@ -149,7 +181,7 @@ class PrivacyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Release(_message.Message):
-    __slots__ = ("seq", "created_at", "kind", "noise_multiplier", "sample_rate", "steps", "epsilon_after")
+    __slots__ = ("seq", "created_at", "kind", "noise_multiplier", "sample_rate", "steps", "epsilon_after", "scope")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +189,7 @@ class Release(_message.Message):
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     EPSILON_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     created_at: float
     kind: str
@@ -164,20 +197,25 @@ class Release(_message.Message):
     sample_rate: float
     steps: int
     epsilon_after: float
-    def __init__(self, seq: _Optional[int] = ..., created_at: _Optional[float] = ..., kind: _Optional[str] = ..., noise_multiplier: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., epsilon_after: _Optional[float] = ...) -> None: ...
+    scope: str
+    def __init__(self, seq: _Optional[int] = ..., created_at: _Optional[float] = ..., kind: _Optional[str] = ..., noise_multiplier: _Optional[float] = ..., sample_rate: _Optional[float] = ..., steps: _Optional[int] = ..., epsilon_after: _Optional[float] = ..., scope: _Optional[str] = ...) -> None: ...
 
 class PrivacyReply(_message.Message):
-    __slots__ = ("epsilon_spent", "epsilon_budget", "delta", "releasing", "reason", "releases")
+    __slots__ = ("epsilon_spent", "epsilon_budget", "delta", "releasing", "reason", "releases", "node", "record")
     EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
     EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     RELEASING_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RELEASES_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     epsilon_spent: float
     epsilon_budget: float
     delta: float
     releasing: bool
     reason: str
     releases: _containers.RepeatedCompositeFieldContainer[Release]
-    def __init__(self, epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., releasing: bool = ..., reason: _Optional[str] = ..., releases: _Optional[_Iterable[_Union[Release, _Mapping]]] = ...) -> None: ...
+    node: PrivacyLevel
+    record: PrivacyLevel
+    def __init__(self, epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., releasing: bool = ..., reason: _Optional[str] = ..., releases: _Optional[_Iterable[_Union[Release, _Mapping]]] = ..., node: _Optional[_Union[PrivacyLevel, _Mapping]] = ..., record: _Optional[_Union[PrivacyLevel, _Mapping]] = ...) -> None: ...

@@ -16,7 +16,10 @@ Schema (``SCHEMA_VERSION`` 1) of :func:`build_state`'s result::
                   incarnation, last_seen_s (-1 never), rtt_ms (-1 unknown), banned}]
     evaluations   [{round, accuracy, loss, unix_time}]  (oldest first)
     privacy       enabled, epsilon_spent, epsilon_budget, delta, releasing, reason,
-                  releases [{seq, created_at, kind, epsilon_after}]
+                  releases [{seq, created_at, kind, epsilon_after}]  (node level),
+                  node / record {enabled, mechanism, epsilon_spent, epsilon_budget (null
+                  without a budget), epsilon_remaining, delta, active, reason, steps},
+                  record_releases [{seq, created_at, kind, epsilon_after}]
     traffic       bytes [{direction, kind, bytes}], bytes_in, bytes_out,
                   messages_received {kind: n}
     rejected      messages {reason: n}, gossip {reason: n}, rate_limited, total
@@ -147,14 +150,9 @@ def _peers(daemon: Daemon) -> dict[str, Any]:
 
 def _privacy(daemon: Daemon) -> dict[str, Any]:
     p = runtime.privacy_reply(daemon)
-    return {
-        "enabled": daemon.genesis.privacy.enabled,
-        "epsilon_spent": _finite(p.epsilon_spent),
-        "epsilon_budget": _finite(p.epsilon_budget),
-        "delta": p.delta,
-        "releasing": p.releasing,
-        "reason": p.reason,
-        "releases": [
+
+    def rows(scope: str) -> list[dict[str, Any]]:
+        return [
             {
                 "seq": int(r.seq),
                 "created_at": r.created_at,
@@ -162,7 +160,33 @@ def _privacy(daemon: Daemon) -> dict[str, Any]:
                 "epsilon_after": _finite(r.epsilon_after),
             }
             for r in p.releases
-        ],
+            if (r.scope or "node") == scope
+        ]
+
+    def level(lv: Any) -> dict[str, Any]:
+        return {
+            "enabled": lv.enabled,
+            "mechanism": lv.mechanism,
+            "epsilon_spent": _finite(lv.epsilon_spent),
+            "epsilon_budget": _finite(lv.epsilon_budget) if lv.has_budget else None,
+            "epsilon_remaining": _finite(lv.epsilon_remaining) if lv.has_budget else None,
+            "delta": lv.delta,
+            "active": lv.active,
+            "reason": lv.reason,
+            "steps": int(lv.steps),
+        }
+
+    return {
+        "enabled": daemon.genesis.privacy.enabled,
+        "epsilon_spent": _finite(p.epsilon_spent),
+        "epsilon_budget": _finite(p.epsilon_budget),
+        "delta": p.delta,
+        "releasing": p.releasing,
+        "reason": p.reason,
+        "releases": rows("node"),
+        "node": level(p.node),
+        "record": level(p.record),
+        "record_releases": rows("record"),
     }
 
 

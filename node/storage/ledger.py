@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select, text
@@ -41,6 +41,7 @@ class LedgerStore(StoreCore):
             release_digest=row.release_digest,
             prev_hash=row.prev_hash,
             row_hash=row.row_hash,
+            scope=row.scope,
         )
 
     @staticmethod
@@ -94,10 +95,39 @@ class LedgerStore(StoreCore):
         ValueError
             On non-finite or negative numbers, or a malformed release digest.
         """
-        _validate_release(release)
+        (row,) = self.ledger_extend(
+            [release],
+            budget_check=budget_check,
+            expected_prev_seq=expected_prev_seq,
+            event_detail=event_detail,
+            created_at=created_at,
+        )
+        return row
+
+    def ledger_extend(
+        self,
+        releases: Sequence[LedgerRelease],
+        *,
+        budget_check: BudgetCheck | None = None,
+        expected_prev_seq: int | None = None,
+        event_detail: Mapping[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> list[LedgerRow]:
+        """Debit several releases in one transaction (all stored, or none).
+
+        Used when one outgoing message costs in several scopes, e.g. a vector update that
+        is both a node-level release and the output of record-level DP-SGD steps. Same
+        guarantees and parameters as :meth:`ledger_append`; ``budget_check(tip, release)``
+        is called for every release with the tip as it was when the transaction began, and
+        ``event_detail`` gives one ``privacy.release`` event per row.
+        """
+        if not releases:
+            raise ValueError("ledger_extend needs at least one release")
+        for release in releases:
+            _validate_release(release)
         ts = now_or(created_at)
 
-        def work(s: Session) -> LedgerRow:
+        def work(s: Session) -> list[LedgerRow]:
             if s.get_bind().dialect.name == "postgresql":
                 # Serialise ledger writers up front (SQLite's BEGIN IMMEDIATE already does),
                 # so two debits never race for the same seq and the budget check sees the tip.
@@ -109,38 +139,48 @@ class LedgerStore(StoreCore):
                     f"privacy ledger moved on: expected the newest row to be {expected_prev_seq}, "
                     f"it is {tip_seq}; recompute epsilon_after and retry"
                 )
-            prev_hash, seq = (
-                (ledger_chain.GENESIS_HASH, 1) if tip is None else (tip.row_hash, tip.seq + 1)
-            )
             if budget_check is not None:
-                budget_check(tip, release)
-            new = ledger_chain.make_row(seq, ts, release, prev_hash)
-            s.add(
-                LedgerEntryRow(
-                    seq=new.seq,
-                    created_at=new.created_at,
-                    epsilon_after=new.epsilon_after,
-                    delta=new.delta,
-                    noise_multiplier=new.noise_multiplier,
-                    sample_rate=new.sample_rate,
-                    steps=new.steps,
-                    release_kind=new.release_kind,
-                    release_digest=new.release_digest,
-                    prev_hash=new.prev_hash,
-                    row_hash=new.row_hash,
+                for release in releases:
+                    budget_check(tip, release)
+            prev_hash = ledger_chain.GENESIS_HASH if tip is None else tip.row_hash
+            out: list[LedgerRow] = []
+            for i, release in enumerate(releases):
+                new = ledger_chain.make_row(tip_seq + 1 + i, ts, release, prev_hash)
+                prev_hash = new.row_hash
+                s.add(
+                    LedgerEntryRow(
+                        seq=new.seq,
+                        created_at=new.created_at,
+                        epsilon_after=new.epsilon_after,
+                        delta=new.delta,
+                        noise_multiplier=new.noise_multiplier,
+                        sample_rate=new.sample_rate,
+                        steps=new.steps,
+                        release_kind=new.release_kind,
+                        release_digest=new.release_digest,
+                        prev_hash=new.prev_hash,
+                        row_hash=new.row_hash,
+                        scope=new.scope,
+                    )
                 )
-            )
+                s.flush()
+                if event_detail is not None:
+                    detail = {
+                        "seq": new.seq,
+                        "scope": new.scope,
+                        "epsilon_after": new.epsilon_after,
+                        **event_detail,
+                    }
+                    s.add(EventRow(ts=ts, level="info", kind="privacy.release", detail=detail))
+                out.append(new)
+            last = out[-1]
+            self._put_state(s, LEDGER_TIP_KEY, {"seq": last.seq, "row_hash": last.row_hash})
             s.flush()
-            self._put_state(s, LEDGER_TIP_KEY, {"seq": new.seq, "row_hash": new.row_hash})
-            if event_detail is not None:
-                detail = {"seq": new.seq, "epsilon_after": new.epsilon_after, **event_detail}
-                s.add(EventRow(ts=ts, level="info", kind="privacy.release", detail=detail))
-            s.flush()
-            return new
+            return out
 
-        row = self._write(work)
-        self._ledger_verified = (row.seq, row.row_hash)
-        return row
+        rows = self._write(work)
+        self._ledger_verified = (rows[-1].seq, rows[-1].row_hash)
+        return rows
 
     def _verified_ledger_tip(self, s: Session) -> LedgerRow | None:
         """Verify the chain inside transaction ``s`` and return its newest row.
@@ -251,3 +291,8 @@ def _validate_release(release: LedgerRelease) -> None:
             f"ledger release_kind must be 1..32 characters, got {release.release_kind!r}"
         )
     check_hex("ledger release_digest", release.release_digest)
+    if release.scope not in ledger_chain.SCOPES:
+        raise ValueError(
+            f"ledger release scope must be one of {sorted(ledger_chain.SCOPES)}, "
+            f"got {release.scope!r}"
+        )

@@ -17,16 +17,25 @@ from collections.abc import Iterable
 from node.storage.errors import LedgerCorrupted
 from node.storage.records import LedgerRelease, LedgerRow
 
-__all__ = ["GENESIS_HASH", "compute_row_hash", "make_row", "verify_chain", "verify_row"]
+__all__ = ["GENESIS_HASH", "SCOPES", "compute_row_hash", "make_row", "verify_chain", "verify_row"]
 
 GENESIS_HASH = "0" * 64
 _DOMAIN = "fednode/privacy-ledger/v1"
+_DOMAIN_SCOPED = "fednode/privacy-ledger/v2"
+#: Accounting scopes a row may belong to (see ``LedgerRelease.scope``).
+SCOPES = frozenset({"node", "record"})
 
 
 def compute_row_hash(seq: int, created_at: float, release: LedgerRelease, prev_hash: str) -> str:
-    """sha256 hex of the canonical encoding of one ledger row."""
-    body = [
-        _DOMAIN,
+    """sha256 hex of the canonical encoding of one ledger row.
+
+    Node-scope rows hash exactly as before scopes existed (ledgers written then still
+    verify); rows of any other scope use a second domain and append the scope, so
+    relabelling a row's scope breaks its hash.
+    """
+    scoped = release.scope != "node"
+    body: list[object] = [
+        _DOMAIN_SCOPED if scoped else _DOMAIN,
         seq,
         float(created_at).hex(),
         float(release.epsilon_after).hex(),
@@ -38,6 +47,8 @@ def compute_row_hash(seq: int, created_at: float, release: LedgerRelease, prev_h
         release.release_digest,
         prev_hash,
     ]
+    if scoped:
+        body.append(release.scope)
     encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return hashlib.sha256(encoded).hexdigest()
 
@@ -56,6 +67,7 @@ def make_row(seq: int, created_at: float, release: LedgerRelease, prev_hash: str
         release_digest=release.release_digest,
         prev_hash=prev_hash,
         row_hash=compute_row_hash(seq, created_at, release, prev_hash),
+        scope=release.scope,
     )
 
 
@@ -68,6 +80,7 @@ def _release_of(row: LedgerRow) -> LedgerRelease:
         steps=row.steps,
         release_kind=row.release_kind,
         release_digest=row.release_digest,
+        scope=row.scope,
     )
 
 

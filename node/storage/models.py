@@ -211,6 +211,7 @@ class LedgerEntryRow(Base):
     release_digest: Mapped[str] = mapped_column(String(HEX64))
     prev_hash: Mapped[str] = mapped_column(String(HEX64))
     row_hash: Mapped[str] = mapped_column(String(HEX64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16), default="node", server_default="node")
 
 
 class EventRow(Base):

@@ -225,6 +225,10 @@ class LedgerRelease:
         What was released (``update``, ``spsa``, ...).
     release_digest : str
         sha256 hex of the released bytes, binding the debit to what left the node.
+    scope : str, default "node"
+        Which guarantee the row accounts for: ``node`` (node-level DP of the node's
+        releases) or ``record`` (record-level DP of the local mechanism, e.g. DP-SGD
+        steps). Each scope's ``epsilon_after`` composes only rows of that scope.
     """
 
     epsilon_after: float
@@ -234,6 +238,7 @@ class LedgerRelease:
     steps: int
     release_kind: str
     release_digest: str
+    scope: str = "node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +256,7 @@ class LedgerRow:
     release_digest: str
     prev_hash: str
     row_hash: str
+    scope: str = "node"
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,6 +284,27 @@ class LearnerSpec(BaseModel):
         description="DP-SGD per-example L2 clipping bound (over all trainable parameters).",
     )
 
+    dp_zo: bool = Field(
+        False,
+        description="Record-level DP-ZO (kind 'spsa' only): each step's scalar is the mean "
+        "over a Poisson-sampled minibatch (rate batch_size/examples) of per-example "
+        "projected-gradient estimates clipped to dp_zo_clip, plus Gaussian noise of std "
+        "dp_zo_noise_multiplier * dp_zo_clip on their sum.",
+    )
+    dp_zo_noise_multiplier: float = Field(
+        1.0,
+        ge=0.0,
+        le=1e4,
+        allow_inf_nan=False,
+        description="DP-ZO noise std / dp_zo_clip (0 clips without noise: no privacy).",
+    )
+    dp_zo_clip: float = Field(
+        1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="DP-ZO bound on each example's |(L(w+eps z) - L(w-eps z)) / (2 eps)|.",
+    )
+
     @model_validator(mode="after")
     def _check_flower(self) -> LearnerSpec:
         if self.kind == "flower" and (not self.flower_client or ":" not in self.flower_client):
@@ -295,9 +316,15 @@ class LearnerSpec(BaseModel):
     @model_validator(mode="after")
     def _check_dp_sgd(self) -> LearnerSpec:
         if self.dp_sgd and self.kind != "sgd":
+            hint = "; for spsa use dp_zo" if self.kind == "spsa" else ""
             raise ValueError(
                 f"dp_sgd is only available with learner kind 'sgd', not {self.kind!r} "
-                "(Opacus needs per-example gradients of a local torch model)"
+                f"(Opacus needs per-example gradients of a local torch model{hint})"
+            )
+        if self.dp_zo and self.kind != "spsa":
+            raise ValueError(
+                f"dp_zo is only available with learner kind 'spsa', not {self.kind!r} "
+                "(it privatizes the zeroth-order scalar; for sgd use dp_sgd)"
             )
         return self
 

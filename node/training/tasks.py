@@ -178,7 +178,19 @@ class TaskSPSALearner(SPSALearner):
 def spsa_learner(
     task: LocalTask, spec: LearnerSpec, *, batch_size: int, seed: int, node: str
 ) -> SPSALearner:
-    """The SPSA learner for ``task``: the stock one, or one with the task's own loss."""
+    """The SPSA learner for ``task``: the stock one, or one with the task's own loss.
+
+    Raises
+    ------
+    TaskFactoryError
+        DP-ZO on a task without per-example class losses (a factory's own loss, causal-lm
+        token targets): its clipping is per example of a cross-entropy.
+    """
+    if getattr(spec, "dp_zo", False) and (task.loss is not None or task.data.y.ndim != 1):
+        raise TaskFactoryError(
+            "dp_zo clips per-example cross-entropy differences; this task has its own loss "
+            "or sequence targets, which DP-ZO does not support yet"
+        )
     if task.loss is None:
         return SPSALearner(spec, batch_size=batch_size, seed=seed, node=node)
     return TaskSPSALearner(spec, batch_size=batch_size, seed=seed, node=node, loss=task.loss)

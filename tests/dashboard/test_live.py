@@ -154,6 +154,12 @@ def test_api_state_schema(dashnet: Any, http_get: Get) -> None:
     assert releases and [r["seq"] for r in releases] == sorted(r["seq"] for r in releases)
     eps = [r["epsilon_after"] for r in releases]
     assert eps == sorted(eps) and privacy["epsilon_spent"] == pytest.approx(eps[-1])
+    # Both levels: node-level on with what is left of its budget, record-level off.
+    level = privacy["node"]
+    assert level["enabled"] is True and level["mechanism"] == "gaussian"
+    assert level["epsilon_spent"] == pytest.approx(privacy["epsilon_spent"])
+    assert level["epsilon_remaining"] == pytest.approx(1000.0 - level["epsilon_spent"])
+    assert privacy["record"]["enabled"] is False and privacy["record_releases"] == []
 
     traffic = state["traffic"]
     kinds = {(t["direction"], t["kind"]) for t in traffic["bytes"] if t["bytes"] > 0}
@@ -215,6 +221,8 @@ def test_chromium_renders_curves_and_peers_from_live_data(dashnet: Any, browser:
     assert len(before["privacy"]["releases"]) <= releases <= len(after["privacy"]["releases"])
     assert len(path_points(eps["d"])) == releases >= 1
     assert dom.select("line", "budget", svg="eps-chart")
+    assert int(dom.by_id("eps-record-path")["data-points"]) == 0
+    assert "record-level off" in dom.text_by_id["kpi-eps-sub"]
 
     # Peers table: one row per peer with its state badge, ids from the live view. (States
     # are not asserted: on an overloaded machine a peer can turn suspect at any moment.)

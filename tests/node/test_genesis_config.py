@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,77 @@ def test_rule_under_rounds_is_refused_and_the_effective_spec_is_validated() -> N
     )
     # A rendered file reads back to the same network (the engine copies are not written).
     assert parse_genesis(render_genesis(g)).network_id == g.network_id
+
+
+@pytest.mark.parametrize(
+    ("sections", "match"),
+    [
+        # Record-level budget with an opaque Flower client: the node cannot account for it.
+        (
+            {
+                "learner": {"kind": "flower", "flower_client": "m:c"},
+                "privacy": {"sample_epsilon": 3.0},
+            },
+            r"privacy\.sample_epsilon cannot be kept with learner 'flower'",
+        ),
+        # A record-level budget without a record-level mechanism.
+        ({"privacy": {"sample_epsilon": 3.0}}, r"privacy\.sample_epsilon needs a record-level"),
+        (
+            {"learner": {"kind": "spsa"}, "privacy": {"sample_epsilon": 3.0}},
+            r"learner\.dp_zo = true",
+        ),
+        # ... or with one that adds no noise.
+        (
+            {
+                "learner": {"dp_sgd": True, "dp_sgd_noise_multiplier": 0.0},
+                "privacy": {"sample_epsilon": 3.0},
+            },
+            r"learner\.dp_sgd_noise_multiplier > 0",
+        ),
+        # Example counts would leave the node un-noised.
+        (
+            {"privacy": {"enabled": True}, "rounds": {"weight_by_examples": True}},
+            r"rounds\.weight_by_examples cannot be used with differential privacy",
+        ),
+        (
+            {"learner": {"dp_sgd": True}, "rounds": {"weight_by_examples": True}},
+            r"rounds\.weight_by_examples cannot be used with differential privacy",
+        ),
+        # Sample-level DP-SGD needs per-example gradients; spsa has DP-ZO instead.
+        ({"learner": {"kind": "spsa", "dp_sgd": True}}, "for spsa use dp_zo"),
+        ({"learner": {"kind": "flower", "flower_client": "m:c", "dp_sgd": True}}, "dp_sgd"),
+        ({"learner": {"kind": "sgd", "dp_zo": True}}, "dp_zo is only available"),
+    ],
+)
+def test_privacy_the_node_cannot_keep_is_refused_naming_the_key(
+    sections: dict[str, Any], match: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        Genesis.model_validate(sections)
+    # The same refusal reaches an operator as one line from the file.
+    text = "\n".join(
+        f"[{name}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in body.items())
+        for name, body in sections.items()
+    )
+    with pytest.raises(GenesisError) as info:
+        parse_genesis(text, source="net.toml")
+    assert "\n" not in str(info.value) and str(info.value).startswith("net.toml:")
+
+
+def _toml(value: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).split(" = ", 1)[1].strip()
+
+
+def test_record_level_settings_are_accepted_where_the_node_keeps_them() -> None:
+    g = Genesis.model_validate(
+        {"learner": {"dp_sgd": True}, "privacy": {"sample_epsilon": 3.0, "sample_delta": 1e-6}}
+    )
+    assert g.privacy.sample_epsilon == 3.0
+    z = Genesis.model_validate({"learner": {"kind": "spsa", "dp_zo": True}})
+    assert z.learner.dp_zo and z.privacy.sample_epsilon is None
+    # Node-level privacy with an opaque Flower client is fine: the node noises its vector.
+    Genesis.model_validate(
+        {"learner": {"kind": "flower", "flower_client": "m:c"}, "privacy": {"enabled": True}}
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +21,8 @@ from privacy.noise import (
     noise_std,
     privatize_scalars,
     privatize_update,
+    secure_normal,
+    secure_uniform,
 )
 
 
@@ -180,3 +183,59 @@ def test_add_gaussian_noise_keeps_low_precision_dtype() -> None:
     assert 0.8 < out.float().std().item() < 1.2
     with pytest.raises(ValueError, match="std"):
         add_gaussian_noise(x, -1.0)
+
+
+def test_secure_normal_is_standard_normal_at_the_given_std() -> None:
+    from scipy import stats
+
+    x = secure_normal((400, 500), std=3.0)
+    assert x.shape == (400, 500) and x.dtype == torch.float64
+    flat = x.reshape(-1).numpy()
+    # 2e5 samples: std within 1 % (se 0.16 %), mean within 5 se, and Gaussian by KS.
+    assert flat.std() == pytest.approx(3.0, rel=0.01)
+    assert abs(flat.mean()) < 5 * 3.0 / math.sqrt(flat.size)
+    assert stats.kstest(flat / 3.0, "norm").pvalue > 1e-4
+    assert torch.equal(secure_normal((3,), 0.0), torch.zeros(3, dtype=torch.float64))
+    odd = secure_normal((7,))
+    assert odd.shape == (7,) and bool(torch.isfinite(odd).all())
+    with pytest.raises(ValueError, match="std"):
+        secure_normal((2,), -1.0)
+    with pytest.raises(ValueError, match="std"):
+        secure_normal((2,), math.inf)
+
+
+def test_secure_uniform_is_open_interval_uniform() -> None:
+    from scipy import stats
+
+    u = secure_uniform(100_000).numpy()
+    assert u.min() > 0.0 and u.max() < 1.0
+    assert stats.kstest(u, "uniform").pvalue > 1e-4
+    assert len(np.unique(u)) == u.size  # 53 random bits: no collisions at this size
+    assert secure_uniform(0).numel() == 0
+    with pytest.raises(ValueError):
+        secure_uniform(-1)
+
+
+def test_default_noise_comes_from_the_os_csprng_not_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import privacy.noise as noise_module
+
+    calls: list[int] = []
+    real = os.urandom
+
+    def counting(n: int) -> bytes:
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(noise_module.os, "urandom", counting)
+    torch.manual_seed(1234)
+    expected_next = torch.rand(4)
+    torch.manual_seed(1234)
+    out = privatize_update(torch.zeros(1000), clip_norm=1.0, noise_multiplier=1.0).update
+    scalars = privatize_scalars([0.5, -0.5], clip_bound=1.0, noise_multiplier=2.0)
+    # torch's global generator was not consumed: the noise is not torch's Mersenne Twister.
+    assert torch.equal(torch.rand(4), expected_next)
+    # 4 Box-Muller draws of 500 pairs, two 53-bit uniforms each (8 bytes per uniform).
+    assert sum(calls) >= 4 * 2 * 500 * 8
+    assert 0.9 < float(out.std()) < 1.1 and scalars.shape == (2,)

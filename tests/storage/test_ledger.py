@@ -75,7 +75,7 @@ def test_budget_check_runs_inside_and_refusal_stores_nothing(store: Store) -> No
 def test_event_is_logged_in_the_same_transaction(store: Store) -> None:
     row = store.ledger_append(release(0.3), event_detail={"round": 4})
     (ev,) = store.events(kind="privacy.release")
-    assert ev.detail == {"seq": row.seq, "epsilon_after": 0.3, "round": 4}
+    assert ev.detail == {"seq": row.seq, "scope": "node", "epsilon_after": 0.3, "round": 4}
 
 
 @pytest.mark.parametrize(
@@ -168,3 +168,35 @@ def test_expected_prev_seq_refuses_a_stale_computation(store: Store) -> None:
         store.ledger_append(release(0.5, 2), expected_prev_seq=0)
     assert store.ledger_append(release(1.0, 2), expected_prev_seq=1).seq == 2
     assert store.ledger_verify() == 2
+
+
+def test_one_transaction_debits_both_scopes_or_neither(store: Store) -> None:
+    node = release(0.5, 1)
+    record = dataclasses.replace(
+        release(2.0, 2), scope="record", sample_rate=0.01, release_kind="dp_sgd", steps=60
+    )
+    rows = store.ledger_extend([node, record], event_detail={"round": 0})
+    assert [(r.seq, r.scope) for r in rows] == [(1, "node"), (2, "record")]
+    assert rows[1].prev_hash == rows[0].row_hash
+    assert store.ledger_verify() == 2
+    assert [e.detail["scope"] for e in store.events(kind="privacy.release")] == ["node", "record"]
+
+    def refuse_record(tip: LedgerRow | None, rel: LedgerRelease) -> None:
+        if rel.scope == "record":
+            raise BudgetExceeded("record-level budget")
+
+    with pytest.raises(BudgetExceeded):
+        store.ledger_extend([release(0.6, 3), record], budget_check=refuse_record)
+    assert store.ledger_verify() == 2  # the node row of the refused pair was not stored
+    with pytest.raises(ValueError, match="scope"):
+        store.ledger_extend([dataclasses.replace(record, scope="world")])
+
+
+def test_relabelling_a_rows_scope_breaks_the_chain(store: Store) -> None:
+    store.ledger_append(release(0.5, 1))
+    store.ledger_append(dataclasses.replace(release(1.0, 2), scope="record"))
+    with store.engine.begin() as conn:
+        # Passing a record-level spend off as node-level (or back) is an edit like any other.
+        conn.execute(text("UPDATE privacy_ledger SET scope = 'node' WHERE seq = 2"))
+    with pytest.raises(LedgerCorrupted, match="row 2"):
+        store.ledger_verify()

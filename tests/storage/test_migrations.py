@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -76,7 +77,7 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (MIGRATIONS_DIR / "versions" / "__init__.py").is_file()
-    assert head_revision() == "0001_initial"
+    assert head_revision() == "0002_ledger_scope"
 
 
 def test_in_memory_sqlite_is_migrated_on_its_single_connection() -> None:
@@ -153,3 +154,50 @@ def test_database_from_a_newer_release_is_a_clear_error(fresh_db_url: str, data_
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(StorageError, match="newer release"):
         open_store(fresh_db_url, data_dir=data_dir)
+
+
+def _row(i: int, scope: str = "node") -> Any:
+    from node.storage import LedgerRelease
+
+    return LedgerRelease(
+        epsilon_after=0.1 * (i + 1),
+        delta=1e-5,
+        noise_multiplier=2.0,
+        sample_rate=1.0 if scope == "node" else 0.01,
+        steps=1,
+        release_kind="update" if scope == "node" else "dp_sgd",
+        release_digest=f"{i:064x}",
+        scope=scope,
+    )
+
+
+def test_ledger_written_before_scopes_upgrades_and_still_verifies(
+    fresh_db_url: str, data_dir: Path
+) -> None:
+    with open_store(fresh_db_url, data_dir=data_dir) as s:
+        for i in range(3):
+            s.ledger_append(_row(i))
+        # Back to the schema without scopes: the rows stay, the column goes ...
+        with s.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001_initial")
+        columns = {c["name"] for c in inspect(s.engine).get_columns("privacy_ledger")}
+        assert "scope" not in columns
+        with s.engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM privacy_ledger")).scalar() == 3
+    # ... and the upgrade makes them node rows whose chain verifies (their hashes never
+    # covered a scope), after which record rows chain on.
+    with open_store(fresh_db_url, data_dir=data_dir) as s:
+        assert s.schema_revision() == head_revision()
+        assert s.ledger_verify() == 3
+        assert {r.scope for r in s.ledger_rows()} == {"node"}
+        s.ledger_append(_row(3, "record"))
+        assert s.ledger_verify() == 4
+
+
+def test_downgrade_refuses_to_drop_record_level_rows(fresh_db_url: str, data_dir: Path) -> None:
+    with open_store(fresh_db_url, data_dir=data_dir) as s:
+        s.ledger_append(_row(0, "record"))
+        with s.engine.begin() as conn, pytest.raises(RuntimeError, match="record-level"):
+            command.downgrade(alembic_config(conn), "0001_initial")
+    with open_store(fresh_db_url, data_dir=data_dir) as s:
+        assert [r.scope for r in s.ledger_rows()] == ["record"]

@@ -16,6 +16,7 @@ optimizer, as ``PrivacyEngine`` wires it: :meth:`SGDLearner.sample_epsilon`.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -29,12 +30,37 @@ from node.training.learners import LocalResult
 from node.training.params import flatten, layout_of
 from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec
-from privacy import fresh_generator
+from privacy import secure_normal, secure_uniform
 
 if TYPE_CHECKING:
     from opacus.accountants import RDPAccountant
 
-__all__ = ["SGDLearner"]
+__all__ = ["SGDLearner", "secure_dp_optimizer"]
+
+
+@functools.cache
+def secure_dp_optimizer() -> type:
+    """Opacus's ``DPOptimizer`` with its Gaussian noise from :func:`privacy.secure_normal`.
+
+    Opacus's own ``secure_mode`` needs ``torchcsprng``, which is not available here; this
+    subclass keeps everything of ``DPOptimizer`` (clipping, accounting hooks, scaling) and
+    replaces only the noise draw: OS CSPRNG uniforms, Box-Muller, four samples summed
+    (the same floating-point mitigation as ``secure_mode``).
+    """
+    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    class SecureDPOptimizer(DPOptimizer):
+        def add_noise(self) -> None:
+            std = self.noise_multiplier * self.max_grad_norm
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                summed = p.summed_grad
+                noise = secure_normal(summed.shape, std).to(summed.dtype)
+                p.grad = (summed + noise).view_as(p)
+                _mark_as_processed(p.summed_grad)
+
+    return SecureDPOptimizer
 
 
 class SGDLearner:
@@ -81,6 +107,35 @@ class SGDLearner:
             from opacus.accountants import RDPAccountant
 
             self.accountant = RDPAccountant()
+
+    def sample_rate(self, examples: int) -> float:
+        """DP-SGD's Poisson sampling rate ``q = min(1, batch_size / examples)``."""
+        if examples <= 0:
+            raise ValueError("node has no training examples")
+        return min(1.0, self.batch_size / examples)
+
+    def dp_round(self, examples: int) -> tuple[float, float, int] | None:
+        """``(noise multiplier, sample rate, steps)`` of one DP-SGD round, None without DP.
+
+        What the node's record-level ledger debits per round (every local step is a
+        Poisson-subsampled Gaussian mechanism, empty draws included).
+        """
+        if not self.spec.dp_sgd:
+            return None
+        return (
+            self.spec.dp_sgd_noise_multiplier,
+            self.sample_rate(examples),
+            self.spec.local_steps,
+        )
+
+    def resume_accounting(self, history: list[tuple[float, float, int]]) -> None:
+        """Restore the accountant's history ``[(z, q, steps), ...]`` (from the durable ledger).
+
+        A restarted node's learner then reports the same :meth:`sample_epsilon` as before.
+        """
+        if self.accountant is None:
+            raise ValueError("resume_accounting needs a learner spec with dp_sgd = true")
+        self.accountant.history = [(float(z), float(q), int(n)) for z, q, n in history]
 
     @property
     def dp_steps(self) -> int:
@@ -153,11 +208,10 @@ class SGDLearner:
 
     def _train_round_dp(self, model: nn.Module, data: NodeData, round_idx: int) -> LocalResult:
         from opacus import GradSampleModule
-        from opacus.optimizers import DPOptimizer
 
         assert self.accountant is not None
         n = data.num_examples
-        q = min(1.0, self.batch_size / n)
+        q = self.sample_rate(n)
         errors = GradSampleModule.validate(model, strict=False)
         if errors:
             raise ValueError(f"dp_sgd: Opacus cannot compute per-example gradients: {errors[0]}")
@@ -167,20 +221,14 @@ class SGDLearner:
         # objects, so flatten/load_vector on ``model`` see the trained values; the
         # wrapper is removed at the end of the round.
         wrapped = GradSampleModule(model, loss_reduction="mean", strict=True)
-        opt = DPOptimizer(
+        opt = secure_dp_optimizer()(
             self._optimizer(params),
             noise_multiplier=self.spec.dp_sgd_noise_multiplier,
             max_grad_norm=self.spec.dp_sgd_max_grad_norm,
             expected_batch_size=max(1, round(q * n)),
             loss_reduction="mean",
-            # The noise must be secret: OS-seeded like privacy.privatize_update.
-            generator=fresh_generator(),
         )
         opt.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=q))
-        # Amplification by subsampling needs a *secret* sample: the genesis seed is known
-        # to every peer, so the Poisson draws come from OS randomness, not derive_seed
-        # (DP-SGD rounds are therefore not reproducible).
-        gen = fresh_generator()
         model.train()
         total = 0.0
         counted = 0
@@ -190,7 +238,7 @@ class SGDLearner:
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 for _ in range(self.spec.local_steps):
                     total, counted = self._dp_step(
-                        wrapped, opt, params, data, gen, q, total, counted, self.loss
+                        wrapped, opt, params, data, q, total, counted, self.loss
                     )
         finally:
             opt.zero_grad(set_to_none=True)
@@ -213,15 +261,16 @@ class SGDLearner:
         opt: torch.optim.Optimizer,
         params: list[nn.Parameter],
         data: NodeData,
-        gen: torch.Generator,
         q: float,
         total: float,
         counted: int,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> tuple[float, int]:
         """One DP-SGD step on a Poisson-sampled batch; returns the running loss sum and count."""
-        # Poisson sampling, the sampling the RDP accountant's bound assumes.
-        idx = torch.nonzero(torch.rand(data.num_examples, generator=gen) < q).reshape(-1)
+        # Poisson sampling, the sampling the RDP accountant's bound assumes. Amplification
+        # by subsampling needs a *secret* sample: the genesis seed is known to every peer,
+        # so the draws come from the OS CSPRNG (DP-SGD rounds are not reproducible).
+        idx = torch.nonzero(secure_uniform(data.num_examples) < q).reshape(-1)
         opt.zero_grad(set_to_none=True)
         if idx.numel() == 0:
             # An empty draw is still a step of the mechanism: noise only.

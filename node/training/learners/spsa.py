@@ -19,6 +19,13 @@ sorted ``(seed id, node)`` order, which makes models bit-identical on every node
 that applied the same set. A digest of the applied set (:meth:`ScalarLog.digest`)
 makes that agreement checkable.
 
+DP-ZO (``LearnerSpec.dp_zo``, record-level DP): each step's scalar is instead
+:func:`dp_zo_scalar` of the per-example estimates of a Poisson-sampled minibatch (sample
+rate ``q = batch_size / examples``, secret draws from the OS CSPRNG): clipped to
+``[-C, C]``, summed, Gaussian noise ``N(0, (zC)^2)`` added, divided by ``q * examples``.
+Noise goes on one scalar per step, so its cost does not grow with the model. The node's
+next step within the round uses the released (noised) scalar.
+
 Perturbation distribution: Rademacher (±1 per coordinate, default; ``E[z z^T] = I``
 with bounded entries, so an int8 scalar's effect per coordinate is bounded by
 ``lr * |g|``) or standard Gaussian (MeZO's choice).
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,6 +47,7 @@ from node.training.datasets import NodeData
 from node.training.params import flatten, load_vector
 from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec
+from privacy import secure_normal, secure_uniform
 
 __all__ = [
     "SPSALearner",
@@ -51,6 +59,7 @@ __all__ = [
     "apply_scalars",
     "combine_shared",
     "dequantize",
+    "dp_zo_scalar",
     "perturbation",
     "quantize",
     "replay",
@@ -473,6 +482,40 @@ class ScalarLog:
         return seed_set_digest(keys)
 
 
+def dp_zo_scalar(
+    differences: torch.Tensor, *, clip: float, noise_multiplier: float, expected_batch: float
+) -> float:
+    """DP-ZO's released scalar from one step's per-example projected-gradient estimates.
+
+    ``(sum_i clip(d_i) + N(0, (z C)^2)) / expected_batch`` with ``clip`` to ``[-C, C]``; a
+    NaN difference (a diverged loss) counts as 0 and +-Inf as +-C, so each example moves
+    the sum by at most C whatever the model does. Adding or removing one example of the
+    Poisson-sampled batch changes the sum by at most C: one step is the sampled Gaussian
+    mechanism with noise multiplier z, accounted exactly as a DP-SGD step on a
+    one-dimensional gradient (Tang et al. 2024, "Private fine-tuning of large language
+    models with zeroth-order optimization"; DPZero, Zhang et al. 2024).
+
+    Parameters
+    ----------
+    differences : torch.Tensor
+        ``(L_i(w + eps z) - L_i(w - eps z)) / (2 eps)`` of the sampled examples (may be
+        empty: an empty draw is still a step, noise only).
+    clip : float
+        C > 0.
+    noise_multiplier : float
+        z >= 0 (noise from the OS CSPRNG).
+    expected_batch : float
+        ``q * examples`` (> 0), the normaliser that keeps the sensitivity fixed.
+    """
+    if not expected_batch > 0:
+        raise ValueError(f"expected_batch must be > 0, got {expected_batch!r}")
+    c = float(clip)
+    d = torch.nan_to_num(differences.detach().to(torch.float64), nan=0.0, posinf=c, neginf=-c)
+    total = float(d.clamp(-c, c).sum())
+    noise = float(secure_normal((1,), float(noise_multiplier) * c)[0])
+    return (total + noise) / expected_batch
+
+
 class SPSALearner:
     """Compute one round's SPSA scalars on local data.
 
@@ -502,14 +545,77 @@ class SPSALearner:
         self.batch_size = batch_size
         self.seed = seed
         self.node = node
+        self.empty_draws = 0
+        """DP-ZO steps whose Poisson draw was empty (noise only), since creation."""
+
+    def sample_rate(self, examples: int) -> float:
+        """DP-ZO's Poisson sampling rate ``q = min(1, batch_size / examples)``."""
+        if examples <= 0:
+            raise ValueError("node has no training examples")
+        return min(1.0, self.batch_size / examples)
+
+    def dp_round(self, examples: int) -> tuple[float, float, int] | None:
+        """``(noise multiplier, sample rate, steps)`` of one DP-ZO round, None without DP-ZO."""
+        if not self.spec.dp_zo:
+            return None
+        return self.spec.dp_zo_noise_multiplier, self.sample_rate(examples), self.spec.spsa_steps
+
+    @torch.no_grad()
+    def _dp_zo_step(
+        self, model: nn.Module, w: torch.Tensor, z: torch.Tensor, data: NodeData
+    ) -> tuple[float, float]:
+        """One DP-ZO scalar at ``w`` along ``z``, and the batch's mean loss (NaN if empty)."""
+        spec = self.spec
+        n = data.num_examples
+        q = self.sample_rate(n)
+        # The sample must be secret (amplification by subsampling): OS CSPRNG, never the
+        # genesis seed every peer knows.
+        idx = torch.nonzero(secure_uniform(n) < q).reshape(-1)
+        if idx.numel() == 0:
+            self.empty_draws += 1
+            diffs = torch.zeros(0, dtype=torch.float64)
+            loss = float("nan")
+        else:
+            x, y = data.x[idx], data.y[idx]
+            load_vector(model, w + spec.spsa_eps * z, check=False)
+            lp = nn.functional.cross_entropy(model(x), y, reduction="none").double()
+            load_vector(model, w - spec.spsa_eps * z, check=False)
+            lm = nn.functional.cross_entropy(model(x), y, reduction="none").double()
+            diffs = (lp - lm) / (2 * spec.spsa_eps)
+            loss = float(0.5 * (lp.mean() + lm.mean()))
+        g = dp_zo_scalar(
+            diffs,
+            clip=spec.dp_zo_clip,
+            noise_multiplier=spec.dp_zo_noise_multiplier,
+            expected_batch=q * n,
+        )
+        return g, loss
 
     @torch.no_grad()
     def _loss(self, model: nn.Module, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
         load_vector(model, w, check=False)
         return float(nn.functional.cross_entropy(model(x), y))
 
-    def train_round(self, model: nn.Module, data: NodeData, round_idx: int) -> ScalarBatch:
-        """Return this node's quantised scalar batch for ``round_idx``; ``model`` is unchanged."""
+    def train_round(
+        self,
+        model: nn.Module,
+        data: NodeData,
+        round_idx: int,
+        *,
+        privatize: Callable[[float], float] | None = None,
+    ) -> ScalarBatch:
+        """Return this node's quantised scalar batch for ``round_idx``; ``model`` is unchanged.
+
+        Parameters
+        ----------
+        model, data, round_idx
+            The model at the round's start, the node's data, the round.
+        privatize : callable or None, default None
+            Applied to every scalar as soon as it is computed (the release guard's
+            per-scalar clip and noise). The node's own next step within the round uses
+            the privatized value, so everything the learner computes after a step is a
+            function of released values and the data, never of an unreleased scalar.
+        """
         n = data.num_examples
         if n == 0:
             raise ValueError("node has no training examples")
@@ -526,15 +632,23 @@ class SPSALearner:
             for step in steps:
                 sid = seed_id(self.seed, round_idx, self.node, step, spec.spsa_seed_schedule)
                 z = perturbation(sid, w.numel(), spec.spsa_distribution)
-                gen = torch.Generator().manual_seed(derive_seed("spsa-batch", sid, self.node))
-                idx = torch.randint(0, n, (bs,), generator=gen)
-                x, y = data.x[idx], data.y[idx]
-                lp = self._loss(model, w + spec.spsa_eps * z, x, y)
-                lm = self._loss(model, w - spec.spsa_eps * z, x, y)
-                g = (lp - lm) / (2 * spec.spsa_eps)
+                if spec.dp_zo:
+                    g, loss = self._dp_zo_step(model, w, z, data)
+                else:
+                    gen = torch.Generator().manual_seed(derive_seed("spsa-batch", sid, self.node))
+                    idx = torch.randint(0, n, (bs,), generator=gen)
+                    x, y = data.x[idx], data.y[idx]
+                    lp = self._loss(model, w + spec.spsa_eps * z, x, y)
+                    lm = self._loss(model, w - spec.spsa_eps * z, x, y)
+                    g = (lp - lm) / (2 * spec.spsa_eps)
+                    loss = 0.5 * (lp + lm)
+                if privatize is not None:
+                    g = privatize(g)
                 sids.append(sid)
                 scalars.append(g)
-                losses.append(0.5 * (lp + lm))
+                losses.append(loss)
+                # The next step starts from released values only (DP-ZO's output, then
+                # the node-level privatizer's): never from an unreleased scalar.
                 w.add_(z, alpha=-spec.lr * g)
         finally:
             load_vector(model, w0)
@@ -548,5 +662,5 @@ class SPSALearner:
             seed_ids=tuple(sids),
             codes=codes,
             scale=scale,
-            loss=float(np.mean(losses)),
+            loss=float(np.nanmean(losses)) if not np.isnan(losses).all() else float("nan"),
         )
