@@ -60,8 +60,6 @@ def recommended_settings(task: str, learner: str) -> tuple[dict[str, Any], dict[
             # Hugging Face tasks"): iid shards until scalars are weighted by examples.
             task_over["partition"] = "iid"
             learner_over = {"lr": 2e-2, "spsa_eps": 1e-3, "spsa_steps": 8}
-    elif learner == "spsa":
-        learner_over = {"lr": 2e-3, "spsa_steps": 4}
     return task_over, learner_over
 
 
