@@ -49,6 +49,18 @@ class DaemonMembership:
     def get(self, node_id: bytes) -> Member | None:
         return self.core.get(node_id)
 
+    def is_member(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` is a live (alive or suspect) member of this node's view."""
+        m = self.core.get(node_id)
+        return m is not None and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+
+    def standing_s(self, node_id: bytes) -> float | None:
+        """Seconds since ``node_id`` entered this node's view; None if it is not a live member."""
+        m = self.core.get(node_id)
+        if m is None or m.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+            return None
+        return max(0.0, self.driver.clock() - m.first_seen)
+
     def sample(self, k: int) -> list[Member]:
         """Up to ``k`` random live members that the operator has not banned."""
         from .runtime import is_banned

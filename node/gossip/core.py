@@ -92,6 +92,8 @@ class Member:
 
     ``last_seen`` is on the caller's clock (the ``now`` passed in), None if this node never
     heard from the member directly; ``rtt_ms`` is the round trip of the last direct ping.
+    ``first_seen`` is when this member entered this node's view (core clock); admission and
+    catch-up use the age ``now - first_seen`` as standing, which a fresh identity lacks.
     """
 
     node_id: bytes
@@ -103,6 +105,7 @@ class Member:
     rtt_ms: float | None
     capabilities: tuple[str, ...]
     state_since: float
+    first_seen: float = 0.0
 
     @property
     def node_id_hex(self) -> str:
@@ -166,6 +169,7 @@ class _Entry:
     last_seen: float | None = None
     rtt_ms: float | None = None
     record_pb: pb.MemberRecord | None = None
+    first_seen: float = 0.0
 
     def pb_record(self) -> pb.MemberRecord:
         if self.record_pb is None:
@@ -809,6 +813,7 @@ class Membership:
             rtt_ms=e.rtt_ms,
             capabilities=r.capabilities,
             state_since=e.state_since,
+            first_seen=e.first_seen,
         )
 
     def _set_state(self, e: _Entry, state: MemberState) -> None:
@@ -928,7 +933,11 @@ class Membership:
             if not self._admit(nid):
                 return False
             e = _Entry(
-                record=rec, state=MemberState.ALIVE, incarnation=rec.incarnation, state_since=now
+                record=rec,
+                state=MemberState.ALIVE,
+                incarnation=rec.incarnation,
+                state_since=now,
+                first_seen=now,
             )
             self._table[nid] = e
             self._live += 1

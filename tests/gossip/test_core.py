@@ -455,3 +455,15 @@ def test_updates_are_not_echoed_to_their_source_or_subject(
     )
     assert {c.node_id, b.node_id} <= alive_ids(ping_d)
     assert d.node_id not in alive_ids(ping_d)
+
+
+def test_first_seen_is_kept_across_later_messages(make_core: Callable[..., Membership]) -> None:
+    # Standing (age in the view) is what admission and catch-up trust; a member's later
+    # messages or refutations must not reset it, or an old identity would look fresh.
+    a, b = make_core(1), make_core(2)
+    ping = pb.GossipMessage(sender=b.record.to_pb(), ping=pb.Ping(seq=1, target_id=a.node_id))
+    a.receive(5.0, b.node_id, ping.SerializeToString(), token=1)
+    again = pb.GossipMessage(sender=b.record.to_pb(), ping=pb.Ping(seq=2, target_id=a.node_id))
+    a.receive(40.0, b.node_id, again.SerializeToString(), token=2)
+    m = a.get(b.node_id)
+    assert m is not None and m.first_seen == 5.0 and m.last_seen == 40.0
