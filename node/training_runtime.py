@@ -478,7 +478,7 @@ class TrainingRuntime:
         """
         import dataclasses
 
-        from aggregation import PreconditionError  # type: ignore[attr-defined]
+        from aggregation import PreconditionError
 
         f = action.f
         while True:
