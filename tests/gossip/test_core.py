@@ -268,7 +268,7 @@ def test_suspicion_timeline_with_independent_confirmations(
     m = a.get(x.node_id)
     assert m is not None and m.state is MemberState.DEAD and a.stats["declared_dead"] == 1
     # The dead statement a gossips is signed by a itself.
-    q = a._queue[x.node_id].update
+    q = pb.GossipMessage.FromString(a._queue[x.node_id].wire).updates[0]
     assert q.statement.kind == pb.Statement.DEAD and q.statement.reporter_id == a.node_id
     # A refutation (higher incarnation, owner-signed) revives x.
     a.receive(t0 + lo + 1, b.node_id, body(b, updates=[alive(rec_of(x, network_id, 1))]), token=6)
