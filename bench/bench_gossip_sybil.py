@@ -12,8 +12,9 @@ at the default difficulty); the protocol logic under test is the same.
    introduction budgets, ``max(0, (N-1-burst_global)/rate_global - W)`` seconds (W = 10 s
    join window; see docs/gossip.md).
 2. **Sybil burst**: H honest nodes run for 60 s (their members become established), then
-   1,000 fresh identities (each a real core that answers every probe) join through random
-   honest nodes within 1 s. Reported at +5/+10/+30/+60 s: share of Sybils in honest views,
+   1,000 fresh identities (each a real core that answers every probe but runs no timers of
+   its own: ``SimNetwork.add_node(passive=True)``) join through random honest nodes
+   within 1 s. Reported at +5/+10/+30/+60 s: share of Sybils in honest views,
    share of ``sample(4)`` (training's fan-out) that picks a Sybil, with the standing
    preference (default) and without it (uniform, the behaviour before issue 12), and the
    same for a no-attack run.
@@ -136,7 +137,7 @@ def sybil_burst(
         gap = 1.0 / sybils
         for i in range(sybils):
             net.run_until(start + gap * i)
-            s = net.add_node(join=[rng.choice(honest).address])
+            s = net.add_node(join=[rng.choice(honest).address], passive=True)
             sybil_ids.add(s.node_id)
     rows = []
     for after in (5.0, 10.0, 30.0, 60.0):
