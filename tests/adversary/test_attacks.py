@@ -140,7 +140,7 @@ def test_free_key_faults_write_no_reputation_rows(advnet: AdversaryNet) -> None:
     # charged: only members get reputation rows, so a flood of keys cannot grow the table.
     import sqlite3
 
-    db = advnet.net.nodes[VICTIM].data_dir.root / "node.db"
+    db = advnet.net.nodes[VICTIM].data_dir.root / "fednode.db"
     for _ in range(30):
         adv = Adversary(Identity.generate(0), advnet.network_id, advnet.victim_address)
         try:
