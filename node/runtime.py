@@ -48,6 +48,9 @@ async def start_components(daemon: Daemon) -> None:
         record_kind=None if record is None or record[1] == 0 else record[0],
     )
     membership = await start_membership(daemon)
+    # Admission (node/admission.py) of every non-gossip request asks this view.
+    assert daemon.service is not None
+    daemon.service.membership = membership
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
     if not daemon.train:
         return

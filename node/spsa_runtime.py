@@ -1106,6 +1106,9 @@ class SpsaRuntime:
         self._wake.set()
         return True
 
+    #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
+    update_numel: int | None = None
+
     async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
         raise Rejected("wrong_learner", "this network's learner is spsa: it exchanges scalars")
 

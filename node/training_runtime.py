@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
+#: learned of this node by gossip), ADMISSION_RETRY_S apart.
+ADMISSION_RETRIES = 3
+ADMISSION_RETRY_S = 1.0
 
 
 class TrainingRuntime:
@@ -370,21 +374,33 @@ class TrainingRuntime:
             num_samples=0 if self.guard.private else self.trainer.num_examples,
             model_hash=self.model_hash,
         )
-        env = seal(
-            self.identity,
-            d.genesis.network_id,
-            "update",
-            header.SerializeToString(),
-            seq=self.seq.next("update"),
-            round=round_idx,
-        )
         stub = d.channels.stub(address)
-        try:
-            receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
-        except grpc.aio.AioRpcError as exc:
-            log.debug(
-                "update push failed", extra={"fields": {"peer": peer[:12], "code": exc.code().name}}
+        for attempt in range(ADMISSION_RETRIES + 1):
+            env = seal(
+                self.identity,
+                d.genesis.network_id,
+                "update",
+                header.SerializeToString(),
+                seq=self.seq.next("update"),
+                round=round_idx,
             )
+            try:
+                receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
+                break
+            except grpc.aio.AioRpcError as exc:
+                # Nodes started together: the peer may not have learned of us by gossip yet
+                # (node/admission.py refuses non-members). Re-sealed: the refused copy's
+                # sequence number is spent.
+                details = exc.details() or ""
+                if attempt < ADMISSION_RETRIES and details.startswith(("not_member", "not_ready")):
+                    await asyncio.sleep(ADMISSION_RETRY_S)
+                    continue
+                log.debug(
+                    "update push failed",
+                    extra={"fields": {"peer": peer[:12], "code": exc.code().name}},
+                )
+                return
+        else:  # pragma: no cover - the loop always breaks or returns
             return
         d.metrics.bytes.labels(direction="out", kind="update").inc(env.ByteSize() + len(payload))
         if not receipt.accepted:
@@ -738,6 +754,11 @@ class TrainingRuntime:
             await asyncio.wait(busy, timeout=left)
 
     # --- inbound -------------------------------------------------------------------------
+
+    @property
+    def update_numel(self) -> int:
+        """Values in an update of this model (the service checks headers against it)."""
+        return int(self.trainer.layout.numel)
 
     async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
         if self.engine is None:
