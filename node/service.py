@@ -21,6 +21,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1.envelope_pb2 import Envelope, Receipt
+from fednode_proto.v1.evidence_pb2 import Evidence
 from fednode_proto.v1.training_pb2 import (
     HistoryGossip,
     PullRequest,
@@ -37,6 +38,7 @@ from .ratelimit import RateLimiter
 
 __all__ = [
     "FAULT_REASONS",
+    "EvidenceHandler",
     "GossipHandler",
     "HistoryHandler",
     "NodeService",
@@ -74,6 +76,11 @@ FAULT_REASONS = frozenset(
         "history_bad_reporter",
         "history_bad_shape",
         "history_bad_signature",
+        # Equivocation evidence (node/evidence_gossip.py): relays verify before relaying.
+        "evidence_malformed",
+        "evidence_bad_envelope",
+        "evidence_not_a_pair",
+        "evidence_same_update",
     }
 )
 
@@ -99,6 +106,18 @@ class HistoryHandler(Protocol):
 
     async def on_history(self, msg: Verified, batch: HistoryGossip) -> None:
         """Take a verified batch of history reports; raise :class:`Rejected` to refuse it."""
+        ...
+
+
+class EvidenceHandler(Protocol):
+    """Equivocation detection behind ``PushEvidence`` (node/evidence_gossip.py)."""
+
+    def seen_update(self, env: Envelope, msg: Verified, header: TensorHeader) -> None:
+        """Every update header the service verified (its signed first-chunk envelope)."""
+        ...
+
+    async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
+        """Take a verified sighting or proof; raise :class:`Rejected` to refuse it."""
         ...
 
 
@@ -174,6 +193,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.gossip: GossipHandler | None = None
         self.training: TrainingHandler | None = None
         self.history: HistoryHandler | None = None
+        self.evidence: EvidenceHandler | None = None
 
     # --- admission -----------------------------------------------------------------------
 
@@ -343,6 +363,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused(
                 "bad_hash", "payload does not match its signed hash", verified.sender_id
             )
+        if self.evidence is not None and first is not None:
+            self.evidence.seen_update(first.header, verified, header)
         if self.training is None:
             return self._receipt_refused("not_training", "this node runs no learner")
         try:
@@ -372,6 +394,23 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused("not_training", "this node keeps no Sybil histories")
         try:
             await self.history.on_history(verified, batch)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        return Receipt(accepted=True)
+
+    async def PushEvidence(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
+        verified = await self._admit(request, context, frozenset({"evidence"}))
+        evidence = Evidence()
+        try:
+            evidence.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused(
+                "evidence_malformed", "body is not an Evidence", verified.sender_id
+            )
+        if self.evidence is None:
+            return self._receipt_refused("not_ready", "starting up")
+        try:
+            await self.evidence.on_evidence(verified, evidence)
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
         return Receipt(accepted=True)

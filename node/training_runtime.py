@@ -23,9 +23,12 @@ from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 
 from .catchup import (
+    Adoption,
     LagEvidence,
     PulledCheckpoint,
-    combine_checkpoints,
+    VoucherPolicy,
+    adopt_checkpoints,
+    catchup_quorum,
     pull_checkpoint,
     serve_checkpoint,
 )
@@ -101,6 +104,8 @@ class TrainingRuntime:
         )
         # Catch-up of a node many rounds behind (node/catchup.py).
         self.lag: LagEvidence | None = None
+        self.vouchers: VoucherPolicy | None = None
+        self.catchup_f = 0
         self.catchups = 0
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
@@ -564,9 +569,9 @@ class TrainingRuntime:
 
     def _setup_catchup(self) -> None:
         spec = self.daemon.genesis
-        # f colluding peers must not be able to make us jump: f + 1 distinct vouchers, at
-        # least 2 (fewer only when the network has fewer other nodes).
-        quorum = max(1, min(max(2, spec.aggregation.f + 1), spec.task.num_nodes - 1))
+        # Keys are free: only members with standing vouch, 2f of them (f lying), and they
+        # must outnumber the standing members we hear inside our window (node/catchup.py).
+        self.catchup_f, quorum = catchup_quorum(spec.catchup.byzantine, spec.task.num_nodes)
         assert self.engine is not None
         self.lag = LagEvidence(
             self.engine.spec.max_future,
@@ -574,18 +579,43 @@ class TrainingRuntime:
             max_rounds=self.engine.spec.max_rounds,
             window_s=max(30.0, 6 * self.engine.spec.round_timeout),
         )
+        if self.daemon.membership is not None:
+            from .runtime import is_banned
+
+            daemon = self.daemon
+            self.vouchers = VoucherPolicy(
+                self.daemon.membership,
+                min_standing_s=spec.catchup.min_standing_s,
+                excluded=lambda node_id: is_banned(daemon, node_id),
+            )
+
+    def _observe_round(self, sender: str, round_idx: int) -> bool:
+        """Record a verified update's round as lag evidence; False if its sender may not vouch."""
+        if self.lag is None or self.vouchers is None:
+            return False
+        refusal = self.vouchers.refusal(sender)
+        if refusal is not None:
+            return False
+        self.lag.observe(sender, round_idx, time.monotonic())
+        return True
 
     def _note_rejection(self, action: eng.RejectUpdate) -> None:
-        """A peer's update beyond our window proves (signed) that the peer is that far ahead."""
+        """A peer's update beyond our window proves (signed) that the peer is that far ahead.
+
+        Only a standing member's proof counts, and only together with the others: see
+        :meth:`node.catchup.LagEvidence.target`.
+        """
         if action.reason != "future" or self.lag is None or self.engine is None:
             return
+        if not self._observe_round(action.sender, action.round):
+            self.daemon.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
+            return
         now = time.monotonic()
-        self.lag.observe(action.sender, action.round, now)
         if self._catching_up or self._stopping or now < self._catchup_not_before:
             return
         if self._catchup_task is not None and not self._catchup_task.done():
             return
-        target = self.lag.target(self.engine.round, now)
+        target = self.lag.target(self.engine.round, now, self.vouchers)
         if target is None:
             return
         self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
@@ -605,14 +635,15 @@ class TrainingRuntime:
         return env
 
     async def _catch_up(self, target: int) -> None:
-        """Adopt vouching peers' checkpoints and restart the engine at their round.
+        """Merge vouching members' checkpoints and restart the engine at their round.
 
-        Checkpoints are pulled from up to 3 peers that claimed ``target`` or beyond, each
-        checked strictly (node/catchup.py) and of a round in ``(ours + max_future,
-        claim + max_future + 2]``; the accepted ones are combined by their coordinate-wise
-        median and the engine restarts at their lowest round, at most
-        ``target + max_future + 2``. In-flight training/aggregation of the old engine
-        finishes first, so it cannot overwrite the adopted model or checkpoint.
+        Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
+        ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
+        ``(ours + max_future, claim + max_future + 2]``; at least ``quorum`` of them and our
+        own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
+        the engine restarts at their lowest round, at most ``target + max_future + 2``.
+        In-flight training/aggregation of the old engine finishes first, so it cannot
+        overwrite the adopted model or checkpoint.
         """
         assert self.engine is not None and self.lag is not None
         d = self.daemon
@@ -623,7 +654,7 @@ class TrainingRuntime:
         self._catchup_not_before = t0 + spec.round_timeout
         pulls = []
         asked: list[str] = []
-        for peer in self.lag.vouchers(target, t0)[:3]:
+        for peer in self.lag.vouchers(target, t0, self.vouchers)[: 2 * self.catchup_f + 1]:
             address = self._address(peer)
             if address is None:
                 continue
@@ -665,7 +696,28 @@ class TrainingRuntime:
         start = min(min(c.round for c in good), target + slack)
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
-        vector = combine_checkpoints([c.vector for c in good])
+        agg = d.genesis.aggregation
+        own = self._public if self._public is not None else self.trainer.vector()
+        adopted = adopt_checkpoints(
+            own,
+            good,
+            rule=agg.rule,
+            f=self.catchup_f,
+            params=agg.params,
+            max_norm=agg.max_update_norm,
+            min_rows=self.lag.quorum,
+        )
+        if not isinstance(adopted, Adoption):
+            log.info("catch-up refused", extra={"fields": {"reason": adopted[:160]}})
+            d.metrics.messages_rejected.labels(reason="catchup_refused").inc()
+            return
+        for peer, why in adopted.refused:
+            log.info(
+                "catch-up checkpoint refused",
+                extra={"fields": {"peer": peer[:12], "reason": why[:160]}},
+            )
+            d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
+        vector = adopted.vector
         self._catching_up = True
         swapped = False
         try:
@@ -682,6 +734,8 @@ class TrainingRuntime:
                 "to_round": start,
                 "target": target,
                 "peers": len(good),
+                "rule": adopted.rule,
+                "rows": adopted.rows,
                 "seconds": round(time.monotonic() - t0, 2),
             }
             store = d.store
@@ -761,6 +815,10 @@ class TrainingRuntime:
             num_examples=int(header.num_samples),
         )
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
+        if not rejected or rejected[0].reason in ("stale", "duplicate"):
+            # In step (or behind us): a standing member heard inside our window outvotes
+            # a voucher that claims we are behind (node/catchup.py).
+            self._observe_round(msg.sender_id.hex(), int(header.round))
         await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
         if rejected:
             self._note_rejection(rejected[0])
