@@ -16,19 +16,20 @@ standing (:class:`VoucherPolicy`: live in our view for ``min_standing_s``, not b
 not quarantined). With ``f`` tolerated lying vouchers:
 
 * The node is *behind by its own evidence* only when at least ``quorum = max(1, 2 f)``
-  standing members signed updates beyond ``round + max_future`` **and** they outnumber
-  the standing members it heard from inside its window (a node in step with its peers
-  keeps hearing them, so vouchers must also outvote them).
-* The jump target is the ``quorum``-th largest claim: ``f`` liars claiming a huge round
-  cannot move it beyond what ``f`` honest members signed. It is capped at
+  standing members **and** a strict majority of the standing members it heard from
+  recently (inside its window or beyond) signed updates beyond ``round + max_future``: a
+  node in step with its peers keeps hearing them, so liars must also outvote them.
+* The jump target is the largest round that many members reached: liars that are not a
+  majority cannot move it beyond what an honest member signed. It is capped at
   ``max_rounds - 1``.
 * A served checkpoint is accepted only if it is signed by the peer asked, within the byte
   limit, hash-checked, exactly one finite float32 vector of our layout
   (:func:`~node.training.params.decode_checkpoint`, never unpickled), of a round in
-  ``(our round + max_future, claim + slack]`` and within ``max_update_norm`` of our own
+  ``(our round + max_future, target + slack]`` and within ``max_update_norm`` of our own
   model; the engine restarts at most at ``target + slack``.
-* At least ``quorum`` checkpoints are needed; they and the node's own model (``2 f + 1``
-  rows, at most ``f`` of them forged) go through the network's robust rule (the median
+* Exactly ``quorum`` checkpoints are used (the vouchers whose claims are closest to the
+  target first); they and the node's own model (``2 f + 1`` rows, at most ``f`` of them
+  forged) go through the network's robust rule (the median
   when the network's rule is the plain mean, which no row count makes robust): the
   result stays within what the honest rows span, it never *is* a forged checkpoint.
 
@@ -212,21 +213,21 @@ class LagEvidence:
     ) -> int | None:
         """Round to jump to, or None when this node is not provably behind.
 
-        Only senders for which ``admit`` holds count (all when None). Behind means: at
-        least ``quorum`` of them are beyond ``current + max_future`` and they outnumber
-        those heard at or below it. The target is the ``quorum``-th largest claim (at least
-        ``quorum`` distinct senders are at or beyond it), capped at ``max_rounds - 1``.
+        Only senders for which ``admit`` holds count (all when None); each counts with its
+        latest round, whether inside our window or beyond it. The target is the largest
+        round that at least ``quorum`` of them *and* a strict majority of them have
+        reached (so liars that are not the majority of the standing members we hear
+        cannot lift it above an honest round), capped at ``max_rounds - 1``; None unless
+        it lies beyond ``current + max_future``.
         """
-        fresh = self._fresh(now, admit)
-        edge = current + self.max_future
-        ahead = sorted((r for r in fresh.values() if r > edge), reverse=True)
-        level = len(fresh) - len(ahead)
-        if len(ahead) < self.quorum or len(ahead) <= level:
+        claims = sorted(self._fresh(now, admit).values(), reverse=True)
+        need = max(self.quorum, len(claims) // 2 + 1)
+        if len(claims) < need:
             return None
-        target = ahead[self.quorum - 1]
+        target = claims[need - 1]
         if self.max_rounds is not None:
             target = min(target, self.max_rounds - 1)
-        return target if target > edge else None
+        return target if target > current + self.max_future else None
 
     def vouchers(
         self, target: int, now: float, admit: Callable[[str], bool] | None = None

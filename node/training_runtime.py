@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Last round this node released an update for: it never signs a second, different update
+#: for a round (peers would hold proof of equivocation, node/equivocation.py).
+STATE_RELEASED = "training.released_round"
 
 
 class TrainingRuntime:
@@ -96,6 +99,7 @@ class TrainingRuntime:
         # merge): what a peer's vector is compared with, never the model mid-training.
         self._public: torch.Tensor | None = None
         self._silent: set[int] = set()  # rounds in which this node released nothing
+        self._released_round = -1  # see STATE_RELEASED
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -133,6 +137,8 @@ class TrainingRuntime:
         self._record_mechanism()
         assert d.store is not None
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
+        released = d.store.get_state(STATE_RELEASED, None)
+        self._released_round = -1 if released is None else int(released)
         if start_round > 0:
             restored = await loop.run_in_executor(None, self._restore)
             if not restored:
@@ -312,10 +318,14 @@ class TrainingRuntime:
         base = self.trainer.vector()
         self._base = base
         assert self.engine is not None
-        try:
-            ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
-        except ReleaseRefused:
-            ticket = None
+        ticket = None
+        if round_idx > self._released_round:
+            # A round already released (before a restart, or before the engine restarted
+            # its round) stays silent: a second, different update would be equivocation.
+            try:
+                ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
+            except ReleaseRefused:
+                ticket = None
         own = base
         if ticket is not None:
             result = await self._train_local(round_idx, base)
@@ -323,7 +333,7 @@ class TrainingRuntime:
             model = base + private if ticket.noised else self.trainer.vector()
             own = private if self.engine.spec.payload == "delta" else model
             try:
-                await loop.run_in_executor(None, self.guard.commit, ticket, tensor_digest(own))
+                await loop.run_in_executor(None, self._commit_release, ticket, round_idx, own)
             except ReleaseRefused:
                 ticket = None
             else:
@@ -338,6 +348,13 @@ class TrainingRuntime:
             round_idx, own, time.monotonic(), base=base, num_examples=self.trainer.num_examples
         )
         await self._execute(actions)
+
+    def _commit_release(self, ticket: Any, round_idx: int, own: torch.Tensor) -> None:
+        """Debit the release, then record its round durably, both before anything is sent."""
+        self.guard.commit(ticket, tensor_digest(own))
+        assert self.daemon.store is not None
+        self.daemon.store.set_state(STATE_RELEASED, round_idx)
+        self._released_round = round_idx
 
     async def _train_local(self, round_idx: int, start: torch.Tensor) -> Any:
         """The learner's round (two retries on failure, from the same start)."""
@@ -639,7 +656,7 @@ class TrainingRuntime:
 
         Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
         ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
-        ``(ours + max_future, claim + max_future + 2]``; at least ``quorum`` of them and our
+        ``(ours + max_future, target + max_future + 2]``; ``quorum`` of them and our
         own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
         the engine restarts at their lowest round, at most ``target + max_future + 2``.
         In-flight training/aggregation of the old engine finishes first, so it cannot
@@ -675,8 +692,8 @@ class TrainingRuntime:
         slack = spec.max_future + 2  # the peers kept training since they vouched
         lo = from_round + spec.max_future + 1
         good: list[PulledCheckpoint] = []
+        hi = target + slack
         for peer, res in zip(asked, results, strict=True):
-            hi = max(target, self.lag.claim(peer) or 0) + slack
             if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
                 good.append(res)
                 continue
@@ -698,9 +715,11 @@ class TrainingRuntime:
             start = min(start, spec.max_rounds - 1)
         agg = d.genesis.aggregation
         own = self._public if self._public is not None else self.trainer.vector()
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
         adopted = adopt_checkpoints(
             own,
-            good,
+            good[: self.lag.quorum],
             rule=agg.rule,
             f=self.catchup_f,
             params=agg.params,

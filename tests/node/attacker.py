@@ -5,7 +5,7 @@ so the honest nodes see it as a member, sample it and push their updates to it. 
 nothing. It builds the genesis' model once to learn its size, then attacks:
 
 ``--mode lag``
-    Every 0.3 s it pushes to every member a correctly signed update for round ``--claim``
+    Every second it pushes to every member a correctly signed update for round ``--claim``
     (far beyond everyone's window) holding a forged model (all zeros), and it serves that
     forged model, signed, as its checkpoint at round ``--claim`` to anyone who pulls.
     Before the catch-up defence this made a node that was not behind adopt the forgery.
@@ -175,13 +175,16 @@ class AttackerDaemon(Daemon):
         assert self.attack is not None
         done: set[int] = set()
         while True:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)
             if self.attack.numel is None or self.membership is None:
                 continue
             if self.mode == "lag":
                 forged = torch.zeros(self.attack.numel)
-                for hexid, address in self._addresses(None):
-                    got = await self._push(address, self.claim, forged)
+                targets = self._addresses(None)
+                results = await asyncio.gather(
+                    *(self._push(address, self.claim, forged) for _, address in targets)
+                )
+                for (hexid, _), got in zip(targets, results, strict=True):
                     self.record({"kind": "future_update", "to": hexid, "result": got})
             elif self.mode == "equivocate":
                 for r, honest in list(self.attack.honest.items()):

@@ -7,16 +7,18 @@ moment they learn the model size, push to every member correctly signed updates 
 the defence this made a node that was not behind adopt the forgery (accuracy to chance).
 
 The attackers are fresh identities at first (no standing: refused as vouchers), then
-members with standing: ``f + 1 = 2`` of them with the default ``catchup.byzantine = 1``.
-Each honest node hears its two honest peers inside its window, so the liars do not
-outnumber them and no honest node ever catches up; every honest node finishes with a
-model that learned.
+members with standing: ``f + 1 = 2`` of them with ``catchup.byzantine = 1``, one beyond
+the bound. Each honest node hears its two honest peers, so the liars are not the majority
+of the standing members it hears and cannot lift a catch-up target above an honest round;
+every honest node keeps a model that learned. (Against ``main`` before the defence every
+honest node jumped to round 999 and adopted the zeros.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,10 +28,11 @@ from pathlib import Path
 import pytest
 
 from node.genesis import Genesis
+from node.identity import Identity
 from node.testnet import Testnet
 
 ATTACKER = Path(__file__).with_name("attacker.py")
-ROUNDS = 50
+ROUNDS = 20  # rounds trained with the liars present; the network could run to 1000
 
 
 class _FixedPorts:
@@ -98,8 +101,8 @@ def test_lying_members_cannot_make_an_in_step_node_catch_up(tmp_path: Path) -> N
             # (starting one daemon takes tens of seconds at load 20): none of them starts
             # behind, so none has a reason to catch up.
             "rounds": {
-                "max_rounds": ROUNDS,
-                "round_timeout": 30.0,
+                "max_rounds": 1000,
+                "round_timeout": 10.0,
                 "eval_every": 4,
                 "peers_per_round": 2,
             },
@@ -118,10 +121,13 @@ def test_lying_members_cannot_make_an_in_step_node_catch_up(tmp_path: Path) -> N
         for i in (3, 4):
             spawn_attacker(net, i, bootstrap, "lag")
         net.wait_started([net.nodes[i] for i in (3, 4)], timeout=150)
-        deadline = time.monotonic() + 150
+        # The liars gain standing after 3 s; the honest nodes must then train on for
+        # ROUNDS more rounds with them in the network.
+        until = max(_rounds(net, honest).values(), default=0) + ROUNDS
+        deadline = time.monotonic() + 300
         while True:
             rounds = _rounds(net, honest)
-            if len(rounds) == 3 and all(r >= ROUNDS for r in rounds.values()):
+            if len(rounds) == 3 and all(r >= until for r in rounds.values()):
                 break
             assert time.monotonic() < deadline, f"not all finished: {rounds}"
             time.sleep(0.5)
@@ -129,12 +135,23 @@ def test_lying_members_cannot_make_an_in_step_node_catch_up(tmp_path: Path) -> N
     finally:
         net.stop()
     # The attack really ran: the honest nodes got the forged far-future updates...
-    pushed = [a for i in (3, 4) for a in attacks(net, i) if a["kind"] == "future_update"]
+    honest_ids = {Identity.load(net.nodes[i].data_dir.identity).node_id_hex for i in honest}
+    pushed = [
+        a
+        for i in (3, 4)
+        for a in attacks(net, i)
+        if a["kind"] == "future_update" and a["to"] in honest_ids
+    ]
     assert len(pushed) >= 20, pushed[:3]
     assert all(p["result"].startswith("future") for p in pushed), pushed[:3]
     for i in honest:
         log = net.nodes[i].log_path.read_text(errors="replace")
-        assert "caught up" not in log, log[-2000:]
+        # A node that fell a few rounds behind its honest peers (rounds time out at load
+        # 20) may catch up to *their* round; it never jumps towards the liars' round
+        # (capped at 999, where the forged checkpoints are).
+        for m in re.finditer(r"caught up from_round=(\d+) to_round=(\d+) target=(\d+)", log):
+            assert int(m.group(3)) < 100, m.group(0)
+            assert int(m.group(2)) - int(m.group(1)) <= 10, m.group(0)
     # ...and no honest node adopted the all-zero model: they learned (chance is 0.1).
     acc = {i: float(statuses[i]["last_accuracy"]) for i in honest}
     assert min(acc.values()) > 0.6, acc
