@@ -93,6 +93,28 @@ class ReputationBook:
             return False
         return True
 
+    def convict(self, node_id_hex: str, reason: str) -> None:
+        """Quarantine ``node_id_hex`` now for ``quarantine_s`` (misbehaviour proven at once).
+
+        For offences a single piece of evidence proves, such as two signed updates for one
+        round (node/equivocation.py); counted faults are for ambiguous ones.
+        """
+        now = self.clock()
+        already = self.is_quarantined(node_id_hex)
+        self._until[node_id_hex] = max(self._until.get(node_id_hex, 0.0), now + self.quarantine_s)
+        if not already:
+            log.warning(
+                "peer quarantined",
+                extra={
+                    "fields": {
+                        "node_id": node_id_hex[:16],
+                        "reason": reason,
+                        "seconds": self.quarantine_s,
+                    }
+                },
+            )
+        self._persist(node_id_hex, True, now)
+
     def fault(self, node_id_hex: str, reason: str) -> None:
         """Charge one authenticated fault to ``node_id_hex`` (non-blocking)."""
         now = self.clock()

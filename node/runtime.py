@@ -52,6 +52,9 @@ async def start_components(daemon: Daemon) -> None:
     assert daemon.service is not None
     daemon.service.membership = membership
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
+    from .evidence_gossip import start_evidence
+
+    start_evidence(daemon)
     if not daemon.train:
         return
     from .training.usercode import TaskSetupError

@@ -23,6 +23,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1.envelope_pb2 import Envelope, Receipt
+from fednode_proto.v1.evidence_pb2 import Evidence
 from fednode_proto.v1.training_pb2 import (
     HistoryGossip,
     PullRequest,
@@ -41,6 +42,7 @@ from .ratelimit import RateLimiter
 
 __all__ = [
     "FAULT_REASONS",
+    "EvidenceHandler",
     "GossipHandler",
     "HistoryHandler",
     "NodeService",
@@ -81,6 +83,11 @@ FAULT_REASONS = frozenset(
         "history_bad_reporter",
         "history_bad_shape",
         "history_bad_signature",
+        # Equivocation evidence (node/evidence_gossip.py): relays verify before relaying.
+        "evidence_malformed",
+        "evidence_bad_envelope",
+        "evidence_not_a_pair",
+        "evidence_same_update",
     }
 )
 
@@ -106,6 +113,18 @@ class HistoryHandler(Protocol):
 
     async def on_history(self, msg: Verified, batch: HistoryGossip) -> None:
         """Take a verified batch of history reports; raise :class:`Rejected` to refuse it."""
+        ...
+
+
+class EvidenceHandler(Protocol):
+    """Equivocation detection behind ``PushEvidence`` (node/evidence_gossip.py)."""
+
+    def seen_update(self, env: Envelope, msg: Verified, header: TensorHeader) -> None:
+        """Every update header the service verified (its signed first-chunk envelope)."""
+        ...
+
+    async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
+        """Take a verified sighting or proof; raise :class:`Rejected` to refuse it."""
         ...
 
 
@@ -203,6 +222,11 @@ def add_node_service(service: NodeService, server: grpc.aio.Server) -> None:
             request_deserializer=_tolerant(env),
             response_serializer=Receipt.SerializeToString,
         ),
+        "PushEvidence": grpc.unary_unary_rpc_method_handler(
+            service.PushEvidence,
+            request_deserializer=_tolerant(env),
+            response_serializer=Receipt.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("fednode.v1.Node", handlers),)
@@ -269,6 +293,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.gossip: GossipHandler | None = None
         self.training: TrainingHandler | None = None
         self.history: HistoryHandler | None = None
+        self.evidence: EvidenceHandler | None = None
 
     # --- admission -----------------------------------------------------------------------
 
@@ -436,6 +461,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         # against this node's model before any body byte is kept, the stream is refused at
         # the first byte past its declared size, and at most max_chunks chunks are read.
         verified: Verified | None = None
+        first_env: Envelope | None = None
         header = TensorHeader()
         digest = hashlib.sha256()
         payload = bytearray()
@@ -452,6 +478,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
                 raise AssertionError("unreachable")
             chunks += 1
             if verified is None:
+                first_env = chunk.header
                 verified = await self._admit(chunk.header, context, frozenset({"update"}))
                 max_chunks = await self._check_update_header(verified, header, context)
             elif chunk.HasField("header"):
@@ -484,6 +511,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused(
                 "bad_hash", "payload does not match its signed hash", verified.sender_id
             )
+        if self.evidence is not None and first_env is not None:
+            self.evidence.seen_update(first_env, verified, header)
         assert self.training is not None  # _check_update_header refused otherwise
         try:
             await self.training.on_update(verified, header, bytes(payload))
@@ -564,6 +593,25 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused("not_training", "this node keeps no Sybil histories")
         try:
             await self.history.on_history(verified, batch)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        return Receipt(accepted=True)
+
+    async def PushEvidence(
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
+    ) -> Receipt:
+        verified = await self._admit(request, context, frozenset({"evidence"}))
+        evidence = Evidence()
+        try:
+            evidence.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused(
+                "evidence_malformed", "body is not an Evidence", verified.sender_id
+            )
+        if self.evidence is None:
+            return self._receipt_refused("not_ready", "starting up")
+        try:
+            await self.evidence.on_evidence(verified, evidence)
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
         return Receipt(accepted=True)
