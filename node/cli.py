@@ -280,6 +280,15 @@ def genesis_new(
         typer.Option(help="flower: initial model of a Message-API ClientApp (module:attribute)."),
     ] = None,
     rule: Annotated[str, typer.Option(help="Aggregation rule (see docs/aggregation.md).")] = "mean",
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Rounds each node trains, then stops training (rounds.max_rounds) "
+            "\\[default: no limit: nodes train until stopped].",
+            show_default=False,
+            min=1,
+        ),
+    ] = None,
     bootstrap: Annotated[
         list[str] | None,
         typer.Option("--bootstrap", "-b", help="First-contact address host:port (repeatable)."),
@@ -290,6 +299,8 @@ def genesis_new(
 
     Flags not given keep the defaults recommended for the task and learner (small batches
     and sequences for Hugging Face models on CPU). Examples:
+
+    fednode genesis new net.toml --name lab --nodes 2 --rounds 20
 
     fednode genesis new net.toml --name lab --bootstrap 10.0.0.5:7420
 
@@ -344,6 +355,8 @@ def genesis_new(
         "learner": learner_table,
         "aggregation": {"rule": rule},
     }
+    if rounds is not None:
+        sections["rounds"] = {"max_rounds": rounds}
     if seed is not None:
         sections["network"]["seed"] = seed
     try:
@@ -357,6 +370,17 @@ def genesis_new(
         raise
     path.write_text(render_genesis(gen), encoding="utf-8")
     console.print(f"wrote {path}: network [bold]{gen.network.name}[/] id {gen.network_id_hex}")
+    spec = gen.round_spec()
+    console.print(
+        f"its data is split into {gen.task.num_nodes} shards (one per node: fednode start "
+        f"--shard 0..{gen.task.num_nodes - 1}); "
+        + (
+            f"nodes train {spec.max_rounds} rounds"
+            if spec.max_rounds is not None
+            else "nodes train until stopped (fednode stop; --rounds N sets a limit)"
+        ),
+        highlight=False,
+    )
 
 
 @genesis_app.command("show")
@@ -433,12 +457,14 @@ def start(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
     shard: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Which shard of a built-in task's partition is this node's data "
-            "(0..task.num_nodes-1; a local-data task ignores it)."
+            "(0..task.num_nodes-1; a local-data task ignores it) \\[default: derived from "
+            "the node id, so nodes of one network rarely share a shard].",
+            show_default=False,
         ),
-    ] = 0,
+    ] = None,
     no_train: Annotated[
         bool,
         typer.Option(
@@ -521,7 +547,7 @@ def start(
         except HFFolderError as exc:
             raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
-    if not 0 <= shard < gen.task.num_nodes:
+    if shard is not None and not 0 <= shard < gen.task.num_nodes:
         raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
     if attack is not None:
         from aggregation.attacks import ATTACKS

@@ -94,6 +94,9 @@ class Daemon:
         Local settings (addresses, limits, logging).
     bootstrap : list of str
         Extra first-contact addresses on top of the genesis file's.
+    shard : int or None, default 0
+        This node's shard of a built-in task's partition; None derives it from the node
+        id (:func:`node.runtime.default_shard`).
     """
 
     def __init__(
@@ -103,7 +106,7 @@ class Daemon:
         settings: NodeSettings,
         bootstrap: list[str] | None = None,
         *,
-        shard: int = 0,
+        shard: int | None = 0,
         attack: str | None = None,
         train: bool = True,
     ) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ban",
+    "default_shard",
     "export_model",
     "is_banned",
     "peers_reply",
@@ -53,19 +54,38 @@ async def start_components(daemon: Daemon) -> None:
         return
     from .training.usercode import TaskSetupError
 
+    shard = daemon.shard
+    if shard is None:
+        assert daemon.identity is not None
+        shard = default_shard(daemon.identity.node_id_hex, daemon.genesis.task.num_nodes)
+        log.info(
+            "data shard derived from the node id (fednode start --shard N chooses it)",
+            extra={"fields": {"shard": shard, "shards": daemon.genesis.task.num_nodes}},
+        )
     try:
         if daemon.genesis.learner.kind in {"sgd", "flower"}:
             from .training_runtime import start_training
 
-            await start_training(daemon, daemon.shard, daemon.attack)
+            await start_training(daemon, shard, daemon.attack)
         elif daemon.genesis.learner.kind == "spsa":
             from .spsa_runtime import start_spsa
 
-            await start_spsa(daemon, daemon.shard)
+            await start_spsa(daemon, shard)
     except TaskSetupError as exc:
         # The operator's to fix (user code, model folder, data file): one line, and the
         # node keeps serving membership.
         log.error("training not started: %s", exc)
+
+
+def default_shard(node_id_hex: str, shards: int) -> int:
+    """The shard a node takes when the operator names none: its node id modulo ``shards``.
+
+    Node ids are uniform hashes, so two nodes share a shard with probability ``1/shards``;
+    operators who must rule that out pass ``--shard``.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    return int(node_id_hex, 16) % shards
 
 
 async def _gauges(daemon: Daemon, membership: Any) -> None:

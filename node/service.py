@@ -105,8 +105,11 @@ class HistoryHandler(Protocol):
 class TrainingHandler(Protocol):
     """Training runtime behind the update/scalar RPCs."""
 
-    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
-        """Take a verified, complete update; raise :class:`Rejected` to refuse it."""
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified, complete update; raise :class:`Rejected` to refuse it.
+
+        Returns a note for the (accepted) receipt, e.g. that no answer will come.
+        """
         ...
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
@@ -346,10 +349,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
         if self.training is None:
             return self._receipt_refused("not_training", "this node runs no learner")
         try:
-            await self.training.on_update(verified, header, payload)
+            note = await self.training.on_update(verified, header, payload)
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return Receipt(accepted=True, reason=note or "")
 
     def _receipt_refused(self, reason: str, message: str, sender: bytes | None = None) -> Receipt:
         self.metrics.messages_rejected.labels(reason=reason).inc()

@@ -32,6 +32,8 @@ from .catchup import (
 from .envelope import SeqCounter, Verified, seal
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
+from .participation import NO_REPLY, is_no_reply
+from .peer_wait import wait_for_peers
 from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from .service import Rejected
 from .training import engine as eng
@@ -167,6 +169,7 @@ class TrainingRuntime:
                     "shard": self.shard,
                     "examples": self.trainer.num_examples,
                     "start_round": start_round,
+                    "max_rounds": rounds.max_rounds or "none (until fednode stop)",
                     "setup_s": round(time.monotonic() - t0, 2),
                 }
             },
@@ -222,11 +225,10 @@ class TrainingRuntime:
         """
         spec = self.daemon.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
-        deadline = time.monotonic() + spec.rounds.round_timeout
-        while not self._stopping and time.monotonic() < deadline:
-            if len(self._sample(want)) >= want:
-                return
-            await asyncio.sleep(0.1)
+        if await wait_for_peers(
+            lambda: len(self._sample(want)), want, spec, lambda: self._stopping
+        ):
+            return
         log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
 
     async def _run(self) -> None:
@@ -239,7 +241,34 @@ class TrainingRuntime:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._drop_departed()
             await self._execute(self.engine.tick(time.monotonic()))
+
+    async def _drop_departed(self) -> None:
+        """Stop waiting for sampled peers that died, left or no longer release updates."""
+        membership = self.daemon.membership
+        engine = self.engine
+        if membership is None or engine is None or self._catching_up:
+            return
+        for peer in engine.awaited_peers():
+            if not membership.takes_part(bytes.fromhex(peer)):
+                await self._peer_unavailable(peer, engine.round, "peer no longer takes part")
+
+    async def _peer_unavailable(self, peer: str, round_idx: int, why: str) -> None:
+        engine = self.engine
+        if engine is None or peer not in engine.awaited_peers():
+            return
+        log.info(
+            "not waiting for a peer this round",
+            extra={"fields": {"round": round_idx, "peer": peer, "why": why}},
+        )
+        await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
+
+    def _sync_participation(self) -> None:
+        """Tell peers (through our member record) whether this node still releases."""
+        membership = self.daemon.membership
+        if membership is not None:
+            membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     async def _execute(self, actions: list[eng.Action]) -> None:
         if self._catching_up:
@@ -329,8 +358,22 @@ class TrainingRuntime:
             self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
             self.trainer.set_vector(base)
             own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
+        self._sync_participation()
+        if ticket is None and self.engine.spec.max_rounds is None:
+            # No round limit: rounds without a release would spin as fast as the CPU goes
+            # and change nothing. Stop here; the node keeps serving its peers.
+            log.warning(
+                "rounds stopped: this node releases no more updates",
+                extra={"fields": {"round": round_idx, "reason": self.guard.reason}},
+            )
+            return
         actions = self.engine.on_local_result(
-            round_idx, own, time.monotonic(), base=base, num_examples=self.trainer.num_examples
+            round_idx,
+            own,
+            time.monotonic(),
+            base=base,
+            num_examples=self.trainer.num_examples,
+            silent=ticket is None,
         )
         await self._execute(actions)
 
@@ -385,6 +428,7 @@ class TrainingRuntime:
             log.debug(
                 "update push failed", extra={"fields": {"peer": peer[:12], "code": exc.code().name}}
             )
+            await self._peer_unavailable(peer, round_idx, f"push failed: {exc.code().name}")
             return
         d.metrics.bytes.labels(direction="out", kind="update").inc(env.ByteSize() + len(payload))
         if not receipt.accepted:
@@ -392,6 +436,12 @@ class TrainingRuntime:
                 "peer refused update",
                 extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
             )
+            # A duplicate was delivered before, and a finished peer answers with its last
+            # model: both still answer. Any other refusal means no answer is coming.
+            if not receipt.reason.startswith(("duplicate", "done")):
+                await self._peer_unavailable(peer, round_idx, f"refused: {receipt.reason}")
+        elif is_no_reply(receipt.reason):
+            await self._peer_unavailable(peer, round_idx, receipt.reason)
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
@@ -739,7 +789,13 @@ class TrainingRuntime:
 
     # --- inbound -------------------------------------------------------------------------
 
-    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified update; returns a note for the receipt (None: none).
+
+        A node that releases nothing still merges what it is sent, but it will not answer:
+        its receipt says so (:data:`~node.participation.NO_REPLY`), so the pusher does not
+        wait for it until its new member record has spread.
+        """
         if self.engine is None:
             raise Rejected("not_ready", "training is still starting")
         try:
@@ -768,6 +824,9 @@ class TrainingRuntime:
             reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
             raise Rejected(reason, f"update of round {header.round} refused")
         self._wake.set()
+        if not (self.guard.releasing or not self.guard.private):
+            return f"{NO_REPLY}: this node releases no more updates ({self.guard.reason})"
+        return None
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
         raise Rejected("wrong_learner", "this network's learner does not use SPSA scalars")
