@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
@@ -616,26 +615,58 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
 
     Example: fednode status -d ./node1 --format json
     """
+    from .status_json import status_document
+
+    dd = _data_dir(data_dir)
+    starting = _starting_pid(dd)
+    if starting is not None:
+        # The daemon holds the data dir but has not written daemon.json yet.
+        if fmt is OutputFormat.json:
+            _emit_json({"state": "starting", "pid": starting})
+        else:
+            console.print(f"starting: the daemon on {dd.root} (pid {starting}) is starting up")
+        return
     with _client(data_dir) as client:
         reply = _call(client.status)
-    data = MessageToDict(
-        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    data = status_document(reply)
     if fmt is OutputFormat.json:
         _emit_json(data)
         return
     table = Table(show_header=False, title="fednode status")
     table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     history = data.pop("history", [])
     for key in ("node_privacy", "record_privacy"):
         data.pop(key, None)
     for key, value in data.items():
-        table.add_row(key, str(value))
+        table.add_row(key, "-" if value is None else str(value))
     table.add_row("node privacy", _privacy_line(reply.node_privacy))
     table.add_row("record privacy", _privacy_line(reply.record_privacy))
     table.add_row("evaluations", str(len(history)))
     console.print(table)
+
+
+def _starting_pid(dd: DataDir) -> int | None:
+    """The pid of a daemon that holds ``dd`` but has not finished starting, else None."""
+    if dd.runtime.exists() or not dd.lock_path.exists():
+        return None
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(dd.lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = dd.lock_path.read_text().strip()
+        return int(text) if text.isdigit() else 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 @app.command()
@@ -646,12 +677,9 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
     """
     with _client(data_dir) as client:
         reply = _call(client.peers)
-    rows = [
-        MessageToDict(
-            p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        for p in reply.peers
-    ]
+    from .status_json import message_to_json
+
+    rows = [message_to_json(p) for p in reply.peers]
     if fmt is OutputFormat.json:
         _emit_json(rows)
         return
@@ -708,9 +736,9 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
     """
     with _client(data_dir) as client:
         reply = _call(client.privacy)
-    data = MessageToDict(
-        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    from .status_json import message_to_json
+
+    data = message_to_json(reply)
     if fmt is OutputFormat.json:
         _emit_json(data)
         return

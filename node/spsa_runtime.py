@@ -60,6 +60,7 @@ from fednode_proto.v1.envelope_pb2 import Envelope
 
 from .catchup import pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
+from .evaluations import load_history, record_evaluation
 from .identity import Identity, node_id_for, verify_signature
 from .logs import log
 from .participation import releases
@@ -674,6 +675,11 @@ class SpsaRuntime:
         await loop.run_in_executor(None, self._restore)
         assert self.ledger is not None
         self._refresh_hash()
+        history = await loop.run_in_executor(None, load_history, self.daemon.store)
+        if history:  # the accuracy curve survives restarts
+            self.evaluations = history + self.evaluations
+            if len(history) == len(self.evaluations):
+                _, self.last_accuracy, self.last_loss, _ = history[-1]
         log.info(
             "spsa ready",
             extra={
@@ -984,6 +990,14 @@ class SpsaRuntime:
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
         self.evaluations.append((round_idx, self.last_accuracy, self.last_loss, time.time()))
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            record_evaluation,
+            self.daemon.store,
+            round_idx,
+            self.last_accuracy,
+            self.last_loss,
+        )
         m = self.daemon.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)

@@ -31,6 +31,17 @@ testnet_app = typer.Typer(
 )
 
 
+def _one_line(exc: Exception) -> str:
+    """One line naming the setting and the reason (pydantic's first line names neither)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        return f"{where}: {err['msg']}" if where else str(err["msg"])
+    return str(exc).splitlines()[0]
+
+
 def _private(status: dict[str, Any]) -> bool:
     return bool((status.get("node_privacy") or {}).get("enabled"))
 
@@ -173,9 +184,13 @@ def testnet_genesis(
                 "eval_every": eval_every,
                 # Measured in docs/training.md: merging every reply of the round and
                 # FedAvg's sample weighting close most of the gap to FedAvg. Weighting
-                # trusts self-reported example counts, so only on an honest testnet.
+                # trusts self-reported example counts, so only on an honest testnet, and
+                # never under DP (an example count computed from the data is not sent).
                 "await_replies": True,
-                "weight_by_examples": rule == "mean" and byzantine == 0 and not sybil_weighting,
+                "weight_by_examples": rule == "mean"
+                and byzantine == 0
+                and not sybil_weighting
+                and epsilon is None,
             },
             "privacy": (
                 {
@@ -360,7 +375,7 @@ def up(
                 },
             )
         except Exception as exc:
-            raise typer.BadParameter(str(exc).splitlines()[0]) from None
+            raise typer.BadParameter(_one_line(exc)) from None
     tmp = None
     root = workdir
     if root is None:

@@ -30,6 +30,7 @@ from .catchup import (
     serve_checkpoint,
 )
 from .envelope import SeqCounter, Verified, seal
+from .evaluations import load_history, record_evaluation
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
 from .participation import NO_REPLY, is_no_reply
@@ -134,6 +135,7 @@ class TrainingRuntime:
             restored = await loop.run_in_executor(None, self._restore)
             if not restored:
                 start_round = 0
+        self._restore_history(await loop.run_in_executor(None, load_history, d.store))
         agg = d.genesis.aggregation
         # The genesis [aggregation] table is the one source of the rule and its parameters.
         rounds = d.genesis.round_spec()
@@ -188,6 +190,12 @@ class TrainingRuntime:
         learner.resume_accounting(  # type: ignore[union-attr]
             [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
         )
+
+    def _restore_history(self, history: list[tuple[int, float, float, float]]) -> None:
+        """Take the stored evaluations (the accuracy curve survives restarts)."""
+        self.evaluations = history
+        if history:
+            _, self.last_accuracy, self.last_loss, _ = history[-1]
 
     def _restore(self) -> bool:
         store = self.daemon.store
@@ -599,11 +607,7 @@ class TrainingRuntime:
         store = self.daemon.store
         assert store is not None
         await loop.run_in_executor(
-            None,
-            lambda: store.log_event(
-                "evaluation",
-                {"round": round_idx + 1, "accuracy": self.last_accuracy, "loss": self.last_loss},
-            ),
+            None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
         )
         log.info(
             "evaluated",
