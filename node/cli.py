@@ -500,11 +500,17 @@ def start(
     Mutual TLS (see fednode certs --help): add --tls-cert n2/node.crt --tls-key n2/node.key
     --tls-ca n2/ca.crt
     """
+    dd = _data_dir(data_dir)
+    try:
+        # First thing: while the daemon loads, `fednode status` sees the lock and says
+        # "starting" rather than "no daemon is running".
+        lock_fd = dd.acquire_lock()
+    except DataDirLocked as exc:
+        raise _fail(str(exc)) from None
     from .config import ConfigError, load_settings
     from .daemon import Daemon, DaemonError
     from .logs import configure_logging
 
-    dd = _data_dir(data_dir)
     try:
         settings = load_settings(
             dd.root / "node.toml",
@@ -561,6 +567,7 @@ def start(
         shard=shard,
         attack=attack,
         train=not no_train,
+        lock_fd=lock_fd,
     )
     try:
         code = asyncio.run(daemon.run())
@@ -675,6 +682,13 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
 
     Example: fednode peers -d ./node1
     """
+    dd = _data_dir(data_dir)
+    starting = _starting_pid(dd)
+    if starting is not None:
+        err_console.print(f"starting: the daemon on {dd.root} (pid {starting}) is starting up")
+        if fmt is OutputFormat.json:
+            _emit_json([])
+        return
     with _client(data_dir) as client:
         reply = _call(client.peers)
     from .status_json import message_to_json

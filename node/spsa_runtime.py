@@ -791,6 +791,11 @@ class SpsaRuntime:
         await self._anti_entropy(max(0, self.round - 1))
         while not self._stopping:
             if self.max_rounds is not None and self.round >= self.max_rounds:
+                log.info(
+                    "training finished: rounds.max_rounds reached; the node keeps serving its "
+                    "peers until `fednode stop`",
+                    extra={"fields": {"rounds": self.round}},
+                )
                 await self._idle()
                 return
             await self._one_round(self.round)

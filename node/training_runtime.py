@@ -613,6 +613,12 @@ class TrainingRuntime:
             "evaluated",
             extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
         )
+        if self.engine.phase == eng.Phase.DONE and round_idx + 1 == self.engine.round:
+            log.info(
+                "training finished: rounds.max_rounds reached; the node keeps serving its "
+                "peers until `fednode stop`",
+                extra={"fields": {"rounds": self.engine.round}},
+            )
 
     # --- catch-up (a node many rounds behind) -----------------------------------------------
 
