@@ -15,6 +15,7 @@ from fednode_proto.v1 import admin_pb2
 
 from . import __version__
 from .logs import log
+from .metrics import OPERATOR_REJECT_REASONS
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -133,7 +134,10 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
                     sent += sample.value
                 else:
                     received += sample.value
-            elif sample.name == "fednode_messages_rejected_total":
+            elif (
+                sample.name == "fednode_messages_rejected_total"
+                and sample.labels.get("reason") not in OPERATOR_REJECT_REASONS
+            ):
                 rejected += sample.value
     reply = admin_pb2.StatusReply(
         node_id=daemon.identity.node_id_hex,
