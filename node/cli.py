@@ -699,13 +699,14 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
         return
     table = Table(title=f"{len(rows)} peers")
     for col in ("node id", "address", "state", "incarnation", "last seen", "rtt", "banned"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     style = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
     for p in reply.peers:
         table.add_row(
-            p.node_id[:16],
+            p.node_id,
             p.address,
-            f"[{style.get(p.state, 'white')}]{p.state}[/]",
+            f"[{style.get(p.state, 'white')}]{p.state}[/]"
+            + (" [dim](no release)[/]" if p.no_release else ""),
             str(p.incarnation),
             "never" if p.last_seen_s < 0 else f"{p.last_seen_s:.1f} s ago",
             "-" if p.rtt_ms < 0 else f"{p.rtt_ms:.1f} ms",

@@ -16,6 +16,7 @@ from fednode_proto.v1 import admin_pb2
 from . import __version__
 from .logs import log
 from .metrics import OPERATOR_REJECT_REASONS
+from .participation import releases
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -186,6 +187,7 @@ def peers_reply(daemon: Daemon) -> admin_pb2.PeersReply:
                 last_seen_s=-1.0 if m.last_seen is None else max(0.0, now - m.last_seen),
                 rtt_ms=-1.0 if m.rtt_ms is None else m.rtt_ms,
                 banned=is_banned(daemon, m.node_id),
+                no_release=not releases(m.capabilities),
             )
         )
     return out

@@ -111,7 +111,7 @@ class PeersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PeerInfo(_message.Message):
-    __slots__ = ("node_id", "address", "state", "incarnation", "last_seen_s", "rtt_ms", "banned", "reputation")
+    __slots__ = ("node_id", "address", "state", "incarnation", "last_seen_s", "rtt_ms", "banned", "reputation", "no_release")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class PeerInfo(_message.Message):
     RTT_MS_FIELD_NUMBER: _ClassVar[int]
     BANNED_FIELD_NUMBER: _ClassVar[int]
     REPUTATION_FIELD_NUMBER: _ClassVar[int]
+    NO_RELEASE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     state: str
@@ -128,7 +129,8 @@ class PeerInfo(_message.Message):
     rtt_ms: float
     banned: bool
     reputation: float
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., incarnation: _Optional[int] = ..., last_seen_s: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., banned: bool = ..., reputation: _Optional[float] = ...) -> None: ...
+    no_release: bool
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., incarnation: _Optional[int] = ..., last_seen_s: _Optional[float] = ..., rtt_ms: _Optional[float] = ..., banned: bool = ..., reputation: _Optional[float] = ..., no_release: bool = ...) -> None: ...
 
 class PeersReply(_message.Message):
     __slots__ = ("peers",)

@@ -143,6 +143,7 @@ def test_api_state_schema(dashnet: Any, http_get: Get) -> None:
             "last_seen_s",
             "rtt_ms",
             "banned",
+            "no_release",
         }
         assert p["banned"] is False and p["address"].startswith("127.0.0.1:")
         assert p["state"] in {"alive", "suspect", "dead"}
