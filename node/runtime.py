@@ -158,6 +158,8 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
         task=daemon.genesis.task.name,
         epsilon_budget=daemon.genesis.privacy.epsilon_budget,
         releasing=True,
+        metrics=daemon.metrics_address or "",
+        dashboard=daemon.dashboard_address or "",
     )
     if daemon.training is not None:
         daemon.training.fill_status(reply)

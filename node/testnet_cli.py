@@ -117,6 +117,9 @@ def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -
     for i, h in sorted(points.items()):
         rounds, accs = zip(*sorted(dict(h).items()), strict=True)
         ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (local split)")
     ax.set_title(title)
@@ -401,8 +404,11 @@ def up(
     try:
         if fmt == "text":
             console.print(
-                f"starting {nodes} nodes in {root} (network {genesis.network_id_hex[:16]}, "
-                f"task {task}, learner {learner}, rule {rule})"
+                f"starting {nodes} nodes in {root} (network {genesis.network_id_hex}, "
+                f"task {task}, learner {learner}, rule {rule}); accuracy plot: "
+                f"{plot.resolve()}",
+                highlight=False,
+                soft_wrap=True,
             )
         (fabric or net).start()
         url = _dashboard_url(net)
