@@ -58,7 +58,7 @@ def _fix(msg: Message, data: dict[str, Any]) -> None:
         if field.name not in data:
             continue
         value = getattr(msg, field.name)
-        repeated = field.label == FieldDescriptor.LABEL_REPEATED
+        repeated = field.is_repeated
         if field.type in _INTEGERS:
             data[field.name] = [int(v) for v in value] if repeated else int(value)
         elif (
