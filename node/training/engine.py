@@ -233,6 +233,11 @@ class RoundEngine:
         self._seen: set[tuple[str, int]] = set()
         self._final: tuple[int, torch.Tensor] | None = None
         self._answered_when_done: set[str] = set()
+        # Sampled peers that let a round time out without answering: later rounds still
+        # push to them and merge what they send, but do not wait for them until they
+        # deliver an update again (a live peer that never answers, e.g. a silent Byzantine
+        # one, costs one round_timeout, not one per round).
+        self._unresponsive: set[str] = set()
 
     # -- queries ---------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -253,7 +258,7 @@ class RoundEngine:
         if cur is None or cur.peers is None or self.phase != Phase.EXCHANGING:
             return ()
         fresh = {s for s, rec in self._usable().items() if rec.round >= self.round}
-        gone = cur.answered_unusable | cur.unavailable
+        gone = cur.answered_unusable | cur.unavailable | self._unresponsive
         return tuple(p for p in cur.peers if p not in fresh and p not in gone)
 
     # -- events ----------------------------------------------------------
@@ -292,6 +297,7 @@ class RoundEngine:
             and now >= cur.exchange_deadline
         ):
             self.stats["timeouts"] += 1
+            self._unresponsive.update(self.awaited_peers())
             return self._aggregate()
         return []
 
@@ -381,6 +387,7 @@ class RoundEngine:
                 out.append(SendUpdate((sender,), self._final[0], self._final[1], reply=True))
             return out
         self._seen.add((sender, round_idx))
+        self._unresponsive.discard(sender)
         self._buffer[(sender, round_idx)] = Received(
             sender, round_idx, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
         )
@@ -502,14 +509,14 @@ class RoundEngine:
         want = self.spec.wait_for
         if cur.peers is not None:
             # A sampled peer known not to answer cannot count towards the wait.
-            want = min(want, len(set(cur.peers) - cur.unavailable))
+            want = min(want, len(set(cur.peers) - cur.unavailable - self._unresponsive))
         # Stale updates are merged when present but never satisfy the wait.
         fresh = {s for s, rec in self._usable().items() if rec.round >= self.round}
         if self.spec.reply and self.spec.await_replies and cur.peers:
             # Push-pull owes us an answer from every peer we pushed to: merge them all
             # (and every other push that came meanwhile) in this round rather than
             # letting the later ones arrive after we aggregated, discounted as stale.
-            gone = cur.answered_unusable | cur.unavailable
+            gone = cur.answered_unusable | cur.unavailable | self._unresponsive
             return all(p in fresh or p in gone for p in cur.peers)
         return len(fresh) >= want
 

@@ -105,3 +105,38 @@ def test_silent_round_sends_nothing_and_waits_for_nobody() -> None:
     assert not [a for a in acts if type(a).__name__ == "SendUpdate"]
     agg = _aggregates(acts)
     assert len(agg) == 1 and [r.sender for r in agg[0].received] == ["x"]
+
+
+def test_a_live_peer_that_never_answers_costs_one_timeout_not_one_per_round() -> None:
+    spec = RoundSpec(peers_per_round=2, round_timeout=5.0, await_replies=True)
+    e = RoundEngine("me", spec, numel=D)
+
+    def run_round(now: float) -> float:
+        """Start a round sampling a and b; only a answers. Returns when it aggregated."""
+        r = e.round
+        e.tick(now)
+        e.on_sampled_peers(r, ("a", "b"), now)
+        e.on_local_result(r, torch.ones(D), now)
+        agg = _aggregates(e.on_update("a", r, torch.zeros(D), now + 0.1))
+        t = now + 0.1
+        while not agg:
+            t += 1.0
+            agg = _aggregates(e.tick(t))
+        e.on_aggregated(r, torch.zeros(D), t)
+        return t
+
+    t = run_round(0.0)
+    assert t >= 5.0 and e.stats["timeouts"] == 1  # the first silent round waits it out
+    t2 = run_round(t)
+    assert t2 - t < 1.0 and e.stats["timeouts"] == 1  # later rounds do not wait for b
+    # Once b delivers again, it is waited for as before.
+    r = e.round
+    e.tick(t2)
+    e.on_update("b", r, torch.zeros(D), t2)
+    e.on_sampled_peers(r, ("a", "b"), t2)
+    e.on_local_result(r, torch.ones(D), t2)
+    assert len(_aggregates(e.on_update("a", r, torch.zeros(D), t2 + 0.1))) == 1
+    e.on_aggregated(r, torch.zeros(D), t2 + 0.2)
+    e.on_sampled_peers(r + 1, ("a", "b"), t2 + 0.2)
+    e.on_local_result(r + 1, torch.ones(D), t2 + 0.2)
+    assert e.awaited_peers() == ("a", "b")
