@@ -97,6 +97,12 @@ class Daemon:
         Local settings (addresses, limits, logging).
     bootstrap : list of str
         Extra first-contact addresses on top of the genesis file's.
+    lock_fd : int, optional
+        The data dir's lock, when the caller took it already (``fednode start`` takes it
+        first thing, so that ``fednode status`` can say "starting" early).
+    shard : int or None, default 0
+        This node's shard of a built-in task's partition; None derives it from the node
+        id (:func:`node.runtime.default_shard`).
     """
 
     def __init__(
@@ -106,9 +112,10 @@ class Daemon:
         settings: NodeSettings,
         bootstrap: list[str] | None = None,
         *,
-        shard: int = 0,
+        shard: int | None = 0,
         attack: str | None = None,
         train: bool = True,
+        lock_fd: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.genesis = genesis
@@ -124,7 +131,7 @@ class Daemon:
         self.metrics_address = ""
         self.dashboard_address = ""
         self.dashboard: Any = None
-        self._lock_fd: int | None = None
+        self._lock_fd: int | None = lock_fd
         self._tasks: list[asyncio.Task[Any]] = []
         self.membership: Any = None
         self.training: Any = None
@@ -316,7 +323,8 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
         self.data_dir.ensure()
-        self._lock_fd = self.data_dir.acquire_lock()
+        if self._lock_fd is None:
+            self._lock_fd = self.data_dir.acquire_lock()
         servers: tuple[grpc.aio.Server, grpc.aio.Server] | None = None
         try:
             self._load_tls()

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["Metrics"]
+__all__ = ["OPERATOR_REJECT_REASONS", "Metrics"]
+
+#: ``fednode_messages_rejected_total`` reasons of requests to the operator API and the
+#: dashboard (a bad or missing token): not peers' messages, so kept out of the "rejected"
+#: count that status and the testnet table show for peer traffic.
+OPERATOR_REJECT_REASONS = frozenset({"admin_token", "dashboard_token"})
 
 
 class Metrics:

@@ -139,8 +139,11 @@ class TrainingHandler(Protocol):
     @property
     def update_numel(self) -> int | None: ...
 
-    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
-        """Take a verified, complete update; raise :class:`Rejected` to refuse it."""
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified, complete update; raise :class:`Rejected` to refuse it.
+
+        Returns a note for the (accepted) receipt, e.g. that no answer will come.
+        """
         ...
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
@@ -515,10 +518,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
             self.evidence.seen_update(first_env, verified, header)
         assert self.training is not None  # _check_update_header refused otherwise
         try:
-            await self.training.on_update(verified, header, bytes(payload))
+            note = await self.training.on_update(verified, header, bytes(payload))
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return Receipt(accepted=True, reason=note or "")
 
     async def _check_update_header(
         self, verified: Verified, header: TensorHeader, context: grpc.aio.ServicerContext

@@ -61,8 +61,11 @@ from fednode_proto.v1.envelope_pb2 import Envelope
 
 from .catchup import VoucherPolicy, catchup_quorum, pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
+from .evaluations import load_history, record_evaluation
 from .identity import Identity, node_id_for, verify_signature
 from .logs import log
+from .participation import releases
+from .peer_wait import wait_for_peers
 from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
 from .service import Rejected
 from .storage.records import SpsaEntry
@@ -673,6 +676,11 @@ class SpsaRuntime:
         await loop.run_in_executor(None, self._restore)
         assert self.ledger is not None
         self._refresh_hash()
+        history = await loop.run_in_executor(None, load_history, self.daemon.store)
+        if history:  # the accuracy curve survives restarts
+            self.evaluations = history + self.evaluations
+            if len(history) == len(self.evaluations):
+                _, self.last_accuracy, self.last_loss, _ = history[-1]
         log.info(
             "spsa ready",
             extra={
@@ -711,24 +719,29 @@ class SpsaRuntime:
         picked = membership.sample(k + len(skip))
         return [(m.node_id.hex(), m.address) for m in picked if m.node_id.hex() not in skip][:k]
 
-    def _expected_origins(self) -> set[str]:
+    def _alive(self) -> set[str]:
         alive = {
             m.node_id.hex()
             for m in self._members()
             if getattr(m.state, "value", m.state) == "alive"
         }
-        return (alive - self.daemon.banned) | {self.node_id}
+        return alive - self.daemon.banned
+
+    def _expected_origins(self) -> set[str]:
+        """Whose batch of the round this node waits for: itself and every live member that
+        still releases (one that announced ``no-release`` sends none, see node/participation.py).
+        """
+        takes_part = {
+            m.node_id.hex() for m in self._members() if releases(getattr(m, "capabilities", ()))
+        }
+        return (self._alive() & takes_part) | {self.node_id}
 
     async def _wait_for_peers(self, want: int | None = None) -> None:
         """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most a round."""
         g = self.daemon.genesis
         if want is None:
             want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
-        deadline = time.monotonic() + self.rounds.round_timeout
-        while not self._stopping and time.monotonic() < deadline:
-            if len(self._sample(want)) >= want:
-                return
-            await asyncio.sleep(0.1)
+        await wait_for_peers(lambda: len(self._sample(want)), want, g, lambda: self._stopping)
 
     async def _prefetch(self) -> tuple[str, list[CheckedBatch]] | None:
         """A fresh node's first pull of the network's whole log (runs while the model loads).
@@ -779,6 +792,11 @@ class SpsaRuntime:
         await self._anti_entropy(max(0, self.round - 1))
         while not self._stopping:
             if self.max_rounds is not None and self.round >= self.max_rounds:
+                log.info(
+                    "training finished: rounds.max_rounds reached; the node keeps serving its "
+                    "peers until `fednode stop`",
+                    extra={"fields": {"rounds": self.round}},
+                )
                 await self._idle()
                 return
             await self._one_round(self.round)
@@ -833,6 +851,7 @@ class SpsaRuntime:
                 None, lambda: guard.open("spsa", steps=self.spec.spsa_steps)
             )
         except ReleaseRefused:
+            self._sync_participation()
             return None  # the guard logged why, once; the node keeps following the network
         vector = self.ledger.vector().clone()
         batch = await loop.run_in_executor(None, self._compute, vector, r, ticket)
@@ -842,6 +861,7 @@ class SpsaRuntime:
                 None, guard.commit, ticket, release_digest(self.network_id, wire)
             )
         except ReleaseRefused:
+            self._sync_participation()
             return None
         try:
             checked = self._checked(wire)
@@ -852,6 +872,12 @@ class SpsaRuntime:
             )
             return None
         return checked.wire
+
+    def _sync_participation(self) -> None:
+        """Tell peers (through our member record) that this node releases no more batches."""
+        membership = self.daemon.membership
+        if membership is not None:
+            membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     def _compute(self, vector: torch.Tensor, r: int, ticket: Ticket) -> ScalarBatch:
         from .training.params import load_vector
@@ -970,6 +996,14 @@ class SpsaRuntime:
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
         self.evaluations.append((round_idx, self.last_accuracy, self.last_loss, time.time()))
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            record_evaluation,
+            self.daemon.store,
+            round_idx,
+            self.last_accuracy,
+            self.last_loss,
+        )
         m = self.daemon.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
@@ -1021,7 +1055,8 @@ class SpsaRuntime:
     def _own_targets(self) -> list[tuple[str, str]]:
         if not self._direct_push():
             return self._sample(self.fanout)
-        alive = self._expected_origins() - {self.node_id}
+        # Also members that release nothing themselves: they follow the model all the same.
+        alive = self._alive() - {self.node_id}
         return [
             (m.node_id.hex(), m.address)
             for m in self._members()

@@ -33,8 +33,11 @@ from .catchup import (
     serve_checkpoint,
 )
 from .envelope import SeqCounter, Verified, seal
+from .evaluations import load_history, record_evaluation
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
+from .participation import NO_REPLY, is_no_reply
+from .peer_wait import wait_for_peers
 from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from .service import Rejected
 from .training import engine as eng
@@ -147,6 +150,7 @@ class TrainingRuntime:
             restored = await loop.run_in_executor(None, self._restore)
             if not restored:
                 start_round = 0
+        self._restore_history(await loop.run_in_executor(None, load_history, d.store))
         agg = d.genesis.aggregation
         # The genesis [aggregation] table is the one source of the rule and its parameters.
         rounds = d.genesis.round_spec()
@@ -182,6 +186,7 @@ class TrainingRuntime:
                     "shard": self.shard,
                     "examples": self.trainer.num_examples,
                     "start_round": start_round,
+                    "max_rounds": rounds.max_rounds or "none (until fednode stop)",
                     "setup_s": round(time.monotonic() - t0, 2),
                 }
             },
@@ -200,6 +205,12 @@ class TrainingRuntime:
         learner.resume_accounting(  # type: ignore[union-attr]
             [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
         )
+
+    def _restore_history(self, history: list[tuple[int, float, float, float]]) -> None:
+        """Take the stored evaluations (the accuracy curve survives restarts)."""
+        self.evaluations = history
+        if history:
+            _, self.last_accuracy, self.last_loss, _ = history[-1]
 
     def _restore(self) -> bool:
         store = self.daemon.store
@@ -237,11 +248,10 @@ class TrainingRuntime:
         """
         spec = self.daemon.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
-        deadline = time.monotonic() + spec.rounds.round_timeout
-        while not self._stopping and time.monotonic() < deadline:
-            if len(self._sample(want)) >= want:
-                return
-            await asyncio.sleep(0.1)
+        if await wait_for_peers(
+            lambda: len(self._sample(want)), want, spec, lambda: self._stopping
+        ):
+            return
         log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
 
     async def _run(self) -> None:
@@ -254,7 +264,34 @@ class TrainingRuntime:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._drop_departed()
             await self._execute(self.engine.tick(time.monotonic()))
+
+    async def _drop_departed(self) -> None:
+        """Stop waiting for sampled peers that died, left or no longer release updates."""
+        membership = self.daemon.membership
+        engine = self.engine
+        if membership is None or engine is None or self._catching_up:
+            return
+        for peer in engine.awaited_peers():
+            if not membership.takes_part(bytes.fromhex(peer)):
+                await self._peer_unavailable(peer, engine.round, "peer no longer takes part")
+
+    async def _peer_unavailable(self, peer: str, round_idx: int, why: str) -> None:
+        engine = self.engine
+        if engine is None or peer not in engine.awaited_peers():
+            return
+        log.info(
+            "not waiting for a peer this round",
+            extra={"fields": {"round": round_idx, "peer": peer, "why": why}},
+        )
+        await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
+
+    def _sync_participation(self) -> None:
+        """Tell peers (through our member record) whether this node still releases."""
+        membership = self.daemon.membership
+        if membership is not None:
+            membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     async def _execute(self, actions: list[eng.Action]) -> None:
         if self._catching_up:
@@ -348,8 +385,22 @@ class TrainingRuntime:
             self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
             self.trainer.set_vector(base)
             own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
+        self._sync_participation()
+        if ticket is None and self.engine.spec.max_rounds is None:
+            # No round limit: rounds without a release would spin as fast as the CPU goes
+            # and change nothing. Stop here; the node keeps serving its peers.
+            log.warning(
+                "rounds stopped: this node releases no more updates",
+                extra={"fields": {"round": round_idx, "reason": self.guard.reason}},
+            )
+            return
         actions = self.engine.on_local_result(
-            round_idx, own, time.monotonic(), base=base, num_examples=self.trainer.num_examples
+            round_idx,
+            own,
+            time.monotonic(),
+            base=base,
+            num_examples=self.trainer.num_examples,
+            silent=ticket is None,
         )
         await self._execute(actions)
 
@@ -421,6 +472,7 @@ class TrainingRuntime:
                     "update push failed",
                     extra={"fields": {"peer": peer[:12], "code": exc.code().name}},
                 )
+                await self._peer_unavailable(peer, round_idx, f"push failed: {exc.code().name}")
                 return
         else:  # pragma: no cover - the loop always breaks or returns
             return
@@ -430,6 +482,12 @@ class TrainingRuntime:
                 "peer refused update",
                 extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
             )
+            # A duplicate was delivered before, and a finished peer answers with its last
+            # model: both still answer. Any other refusal means no answer is coming.
+            if not receipt.reason.startswith(("duplicate", "done")):
+                await self._peer_unavailable(peer, round_idx, f"refused: {receipt.reason}")
+        elif is_no_reply(receipt.reason):
+            await self._peer_unavailable(peer, round_idx, receipt.reason)
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
@@ -587,16 +645,18 @@ class TrainingRuntime:
         store = self.daemon.store
         assert store is not None
         await loop.run_in_executor(
-            None,
-            lambda: store.log_event(
-                "evaluation",
-                {"round": round_idx + 1, "accuracy": self.last_accuracy, "loss": self.last_loss},
-            ),
+            None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
         )
         log.info(
             "evaluated",
             extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
         )
+        if self.engine.phase == eng.Phase.DONE and round_idx + 1 == self.engine.round:
+            log.info(
+                "training finished: rounds.max_rounds reached; the node keeps serving its "
+                "peers until `fednode stop`",
+                extra={"fields": {"rounds": self.engine.round}},
+            )
 
     # --- catch-up (a node many rounds behind) -----------------------------------------------
 
@@ -833,7 +893,13 @@ class TrainingRuntime:
         """Values in an update of this model (the service checks headers against it)."""
         return int(self.trainer.layout.numel)
 
-    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified update; returns a note for the receipt (None: none).
+
+        A node that releases nothing still merges what it is sent, but it will not answer:
+        its receipt says so (:data:`~node.participation.NO_REPLY`), so the pusher does not
+        wait for it until its new member record has spread.
+        """
         if self.engine is None:
             raise Rejected("not_ready", "training is still starting")
         try:
@@ -866,6 +932,9 @@ class TrainingRuntime:
             reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
             raise Rejected(reason, f"update of round {header.round} refused")
         self._wake.set()
+        if not (self.guard.releasing or not self.guard.private):
+            return f"{NO_REPLY}: this node releases no more updates ({self.guard.reason})"
+        return None
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
         raise Rejected("wrong_learner", "this network's learner does not use SPSA scalars")
