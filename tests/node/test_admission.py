@@ -59,3 +59,16 @@ def test_the_peer_service_does_not_load_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_ban_takes_only_plausible_node_ids() -> None:
+    from node.admin import check_node_id_prefix
+
+    assert check_node_id_prefix(" ABcd12 ") == "abcd12"
+    assert check_node_id_prefix("ab" * 32) == "ab" * 32
+    with pytest.raises(ValueError, match="hexadecimal"):
+        check_node_id_prefix("zz" * 32)  # 64 characters, not a node id
+    with pytest.raises(ValueError, match="64 hex characters; this one has 66"):
+        check_node_id_prefix("ab" * 33)
+    with pytest.raises(ValueError, match="at least 4"):
+        check_node_id_prefix("ab")
