@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "adversar
 
 from malicious_peer import Adversary, CountingStream, raw_header
 
+from node.envelope import SeqCounter
 from node.genesis import Genesis
 from node.identity import Identity
 from node.testnet import Testnet
@@ -55,7 +56,7 @@ def attacks(
     numel: int,
 ) -> dict[str, Callable[[Adversary], tuple[CountingStream, dict[str, object]]]]:
     honest = np.zeros(numel, dtype="<f4").tobytes()
-    big = 48 * MiB // 4  # 192 MiB declared: under the default 256 MiB max_update_bytes
+    big = 48 * MiB // 4  # 12 Mi values, 48 MiB declared: under max_update_bytes (256 MiB)
 
     def over_declared(a: Adversary) -> tuple[CountingStream, dict[str, object]]:
         header = raw_header(b"", numel=big)
@@ -74,10 +75,10 @@ def attacks(
         return a.update_stream(header, b"", extra=extra), {"compression": grpc.Compression.Gzip}
 
     return {
-        "over-declared header, 192 MiB body": over_declared,
+        "header declares 48 MiB (not the model's size), 192 MiB sent": over_declared,
         "stream past its declared size (+192 MiB)": past_size,
         "1-byte chunks": tiny_chunks,
-        "gzip bomb (192 MiB of zeros, ~0.2 MiB on the wire)": gzip_bomb,
+        "gzip bomb: header declares 48 MiB, 192 MiB of zeros gzip-compressed": gzip_bomb,
     }
 
 
@@ -95,6 +96,7 @@ def main() -> int:
                 g.task, g.learner, seed=g.network.seed, node_index=0, node_id="00" * 32
             ).layout.numel
             key = Identity.load(net.nodes[1].data_dir.identity)
+            seq = SeqCounter()
             proc = net.nodes[0].process
             assert proc is not None
             cols = "refusal | chunks pulled | RSS before | RSS peak"
@@ -111,6 +113,7 @@ def main() -> int:
                     pulled: list[int] = pulled,
                 ) -> None:
                     adv = Adversary(key, g.network_id, net.nodes[0].address)
+                    adv.seq = seq  # one counter: concurrent streams never share a number
                     stream, kw = make(adv)
                     try:
                         r = adv.push(stream, timeout=120, **kw)  # type: ignore[arg-type]
@@ -133,7 +136,7 @@ def main() -> int:
                 time.sleep(0.5)
                 peak = max(peak, rss_mb(proc.pid))
                 print(
-                    f"| {name} | {sorted(set(outcomes))[0]} | {max(pulled)} "
+                    f"| {name} | {', '.join(sorted(set(outcomes)))} | {max(pulled)} "
                     f"| {base:.0f} MB | {peak:.0f} MB |"
                 )
             print(f"victim alive: {net.nodes[0].alive()}")
