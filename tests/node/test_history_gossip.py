@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -172,20 +173,54 @@ def test_a_learns_bs_history_through_c(hist_net: Testnet) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_forged_and_tampered_reports_are_refused_and_counted(hist_net: Testnet) -> None:
-    net_id = hist_net.genesis.network_id
+def test_forged_and_tampered_reports_are_refused_and_counted(
+    hist_net: Testnet, tmp_path: Path
+) -> None:
     a, b, c = (Identity.load(n.data_dir.identity) for n in hist_net.nodes)
     mallory = Identity.generate(hist_net.genesis.network.pow_difficulty)
     dim = 2048  # digits MLP has > 4096 parameters: histories are sketched to 2048
     vec = torch.ones(dim)
+    # Admission (node/admission.py) takes history batches only from members: the attacker
+    # relays through a member daemon of its own (joined by gossip, trains nothing).
+    relay_net = Testnet(tmp_path / "relay", hist_net.genesis, 1, node_args={0: ["--no-train"]})
+    relay_net.prepare()
+    relay = Identity.load(relay_net.nodes[0].data_dir.identity)
+    relay_net.start_node(relay_net.nodes[0], hist_net.nodes[2].address, timeout=120)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with hist_net.nodes[0].client() as client:
+                if any(p.node_id == relay.node_id_hex for p in client.peers().peers):
+                    break
+            time.sleep(0.2)
+        _forged_reports(hist_net, relay, mallory, a, b, c, vec)
+    finally:
+        relay_net.stop()
 
-    def push(reports: list[HistoryReport], seq: int) -> Any:
+
+def _forged_reports(
+    hist_net: Testnet,
+    relay: Identity,
+    mallory: Identity,
+    a: Identity,
+    b: Identity,
+    c: Identity,
+    vec: torch.Tensor,
+) -> None:
+    net_id = hist_net.genesis.network_id
+    dim = vec.numel()
+
+    def push(reports: list[HistoryReport], seq: int, sender: Identity = relay) -> Any:
         env = seal(
-            mallory, net_id, "history", HistoryGossip(reports=reports).SerializeToString(), seq=seq
+            sender, net_id, "history", HistoryGossip(reports=reports).SerializeToString(), seq=seq
         )
         with grpc.insecure_channel(hist_net.nodes[0].address) as channel:
             return node_pb2_grpc.NodeStub(channel).PushHistory(env, timeout=10)
 
+    # From a key that never joined: refused before the batch is read.
+    with pytest.raises(grpc.RpcError) as refused:
+        push([sign_report(mallory, net_id, b.node_id, vec, 1)], 1, sender=mallory)
+    assert refused.value.details().startswith("not_member")
     before = _metric(hist_net, 0, "fednode_messages_rejected_total", 'reason="history_bad')
     # A report claiming C as reporter with a made-up signature.
     forged = HistoryReport(
