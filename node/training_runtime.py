@@ -100,6 +100,7 @@ class TrainingRuntime:
         self._public: torch.Tensor | None = None
         self._silent: set[int] = set()  # rounds in which this node released nothing
         self._released_round = -1  # see STATE_RELEASED
+        self._byz_sent: tuple[int, torch.Tensor] | None = None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -384,7 +385,7 @@ class TrainingRuntime:
             return  # nothing was released for this round
         d = self.daemon
         assert self.identity is not None
-        outgoing = self._byzantine(vector) if self.attack else vector
+        outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
@@ -414,6 +415,18 @@ class TrainingRuntime:
                 "peer refused update",
                 extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
             )
+
+    def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """The round's Byzantine vector, computed once: every peer gets the same one.
+
+        A testnet attacker plays the aggregation attack, not equivocation (different
+        vectors per peer would be proven and quarantined by node/equivocation.py).
+        """
+        cached = self._byz_sent
+        if cached is None or cached[0] != round_idx:
+            cached = (round_idx, self._byzantine(vector))
+            self._byz_sent = cached
+        return cached[1]
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
