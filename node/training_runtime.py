@@ -669,7 +669,7 @@ class TrainingRuntime:
 
         Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
         ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
-        ``(ours + max_future, target + max_future + 2]``; ``quorum`` of them and our
+        ``(ours + max_future, claim + max_future + 2]``; ``quorum`` of them and our
         own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
         the engine restarts at their lowest round, at most ``target + max_future + 2``.
         In-flight training/aggregation of the old engine finishes first, so it cannot
@@ -705,8 +705,10 @@ class TrainingRuntime:
         slack = spec.max_future + 2  # the peers kept training since they vouched
         lo = from_round + spec.max_future + 1
         good: list[PulledCheckpoint] = []
-        hi = target + slack
         for peer, res in zip(asked, results, strict=True):
+            # A voucher ahead of the target serves a later checkpoint: fine, the engine
+            # restarts at most at target + slack whatever the checkpoints' rounds.
+            hi = max(target, self.lag.claim(peer) or 0) + slack
             if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
                 good.append(res)
                 continue
