@@ -3,11 +3,11 @@
 A node that equivocates sends different peers different updates for one round, so no
 single receiver sees both. Every node therefore relays the signed *header* of each update
 it receives from a member (a sighting: a few hundred bytes, never the payload) to
-``fanout`` random members. A node holding two headers of one sender and round with different payload hashes
-has a proof (:mod:`node.equivocation`): it quarantines the sender through the reputation
-book and pushes the pair to every member it knows (up to ``max_relay``); each node that
-verifies the pair does the same once, so the proof floods the view while each node checks
-it at most once.
+``fanout`` random members. A node holding two headers of one sender and round with
+different payload hashes has a proof (:mod:`node.equivocation`): it quarantines the
+sender through the reputation book and pushes the pair to every member it knows (up to
+``max_relay``); each node that verifies the pair does the same once, so the proof floods
+the view while each node checks it at most once.
 
 Bounded work: a relayed sighting costs one signature check and one table entry (bounded,
 least recently seen evicted), a proof two checks and is ignored once its sender is
