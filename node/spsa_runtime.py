@@ -1295,7 +1295,12 @@ class SpsaRuntime:
             )
             self.daemon.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
             return None
-        return groups[max(agreed)][0]
+        best = max(agreed)
+        log.info(
+            "agreed checkpoint",
+            extra={"fields": {"round": best[0], "members": len(groups[best]), "need": need}},
+        )
+        return groups[best][0]
 
     async def _pull_checkpoint(
         self, address: str, expect_sender: str | None = None
@@ -1363,6 +1368,11 @@ class SpsaRuntime:
                     )
                     self.ledger = self._new_ledger(vec, ck_round)
                     used_checkpoint = True
+                else:
+                    log.info(
+                        "agreed checkpoint does not match the pulled log; replaying it",
+                        extra={"fields": {"round": ck_round}},
+                    )
         await self._ingest_pulled(fresh, folded_ok=used_checkpoint)
         if newest > self.round:
             self._jump(newest)
