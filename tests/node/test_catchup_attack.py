@@ -139,9 +139,8 @@ def test_lying_members_cannot_make_an_in_step_node_catch_up(tmp_path: Path) -> N
         # A node that fell a few rounds behind its honest peers (rounds time out at load
         # 20) may catch up to *their* round; it never jumps towards the liars' round
         # (capped at 999, where the forged checkpoints are).
-        for m in re.finditer(r"caught up from_round=(\d+) to_round=(\d+) target=(\d+)", log):
-            assert int(m.group(3)) < 100, m.group(0)
-            assert int(m.group(2)) - int(m.group(1)) <= 10, m.group(0)
+        for m in re.finditer(r"caught up from_round=\d+ to_round=(\d+) target=(\d+)", log):
+            assert int(m.group(1)) < 100 and int(m.group(2)) < 100, m.group(0)
     # No honest node adopted the all-zero model: they learned (chance is 0.1).
     acc = {i: float(statuses[i]["last_accuracy"]) for i in honest}
     assert min(acc.values()) > 0.6, acc
