@@ -724,17 +724,18 @@ class TrainingRuntime:
             d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
         if not good or self._stopping:
             return
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
+        good = good[: self.lag.quorum]
         # Never beyond what the quorum vouched for, whatever one checkpoint claims.
         start = min(min(c.round for c in good), target + slack)
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
         agg = d.genesis.aggregation
         own = self._public if self._public is not None else self.trainer.vector()
-        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
-        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
         adopted = adopt_checkpoints(
             own,
-            good[: self.lag.quorum],
+            good,
             rule=agg.rule,
             f=self.catchup_f,
             params=agg.params,
