@@ -35,6 +35,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.admission_refused = Counter(
+            "fednode_admission_refused_total",
+            "Authenticated requests refused by admission (node/admission.py), by reason "
+            "(not_member, banned, quarantined, no_standing, not_ready) and message kind",
+            ["reason", "kind"],
+            registry=r,
+        )
         self.bytes = Counter(
             "fednode_bytes_total",
             "Bytes of peer traffic, by direction (in/out) and message kind",

@@ -51,7 +51,13 @@ async def start_components(daemon: Daemon) -> None:
         record_kind=None if record is None or record[1] == 0 else record[0],
     )
     membership = await start_membership(daemon)
+    # Admission (node/admission.py) of every non-gossip request asks this view.
+    assert daemon.service is not None
+    daemon.service.membership = membership
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
+    from .evidence_gossip import start_evidence
+
+    start_evidence(daemon)
     if not daemon.train:
         return
     from .training.usercode import TaskSetupError

@@ -24,9 +24,10 @@ that a late joiner can start from.
 
 Catch-up: a joiner (or a restarted node) pulls every signed batch from a peer
 (``PullScalars``, ``SCALARS_SINCE``), verifies each origin signature, and either takes
-the peer's latest final checkpoint (``Pull``, ``CHECKPOINT``), accepted only when the
-seed-set digest in its metadata equals the digest of the pulled batches of the rounds it
-covers, or replays the whole log from the genesis initialisation (exact, needs no trust).
+a final checkpoint (``Pull``, ``CHECKPOINT``) that ``f + 1`` members with standing serve
+bit for bit (``[catchup]``, node/catchup.py) and whose seed-set digest equals the digest
+of the pulled batches of the rounds it covers, or replays the whole log from the genesis
+initialisation (exact, needs no trust).
 A fresh node makes that first pull while its data and model load, then pulls again until a
 pull brings nothing new, so it joins the round the network is in by then (issue 4: a late
 joiner agrees within 5 rounds; each node logs a ``round closed`` line per round with the
@@ -58,7 +59,7 @@ from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1 import training_pb2 as pb
 from fednode_proto.v1.envelope_pb2 import Envelope
 
-from .catchup import pull_checkpoint, serve_checkpoint
+from .catchup import VoucherPolicy, catchup_quorum, pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from .evaluations import load_history, record_evaluation
 from .identity import Identity, node_id_for, verify_signature
@@ -1141,6 +1142,9 @@ class SpsaRuntime:
         self._wake.set()
         return True
 
+    #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
+    update_numel: int | None = None
+
     async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
         raise Rejected("wrong_learner", "this network's learner is spsa: it exchanges scalars")
 
@@ -1239,15 +1243,74 @@ class SpsaRuntime:
             log.info("scalar pull failed", extra={"fields": {"code": exc.code().name}})
         return got
 
+    async def _agreed_checkpoint(self) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
+        """A final checkpoint that ``f + 1`` standing members serve bit for bit, or None.
+
+        Final SPSA state is a deterministic function of the signed log, so honest members
+        at the same final round serve identical checkpoints; ``f`` liars (members with
+        standing, ``catchup.byzantine``) cannot make ``f + 1`` agree on a forgery. Waits at
+        most ``catchup.min_standing_s`` for enough standing members; on no agreement the
+        caller replays the whole log from the genesis initialisation (exact, needs no trust).
+        """
+        d = self.daemon
+        g = d.genesis
+        membership = d.membership
+        if membership is None:
+            return None
+        from .runtime import is_banned
+
+        f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
+        need = f + 1
+        policy = VoucherPolicy(
+            membership,
+            min_standing_s=g.catchup.min_standing_s,
+            excluded=lambda node_id: is_banned(d, node_id),
+        )
+        deadline = time.monotonic() + g.catchup.min_standing_s + 1.0
+        while True:
+            standing = [
+                (m.node_id.hex(), m.address)
+                for m in self._members()
+                if m.node_id != self.identity.node_id and policy(m.node_id.hex())
+            ]
+            if len(standing) >= need or time.monotonic() > deadline or self._stopping:
+                break
+            await asyncio.sleep(0.2)
+        if len(standing) < need:
+            log.info(
+                "no agreed checkpoint: too few standing members",
+                extra={"fields": {"standing": len(standing), "need": need}},
+            )
+            return None
+        picked = standing[: 2 * f + 1]
+        got = await asyncio.gather(*(self._pull_checkpoint(a, sender) for sender, a in picked))
+        groups: dict[tuple[int, str, str], list[tuple[int, torch.Tensor, dict[str, str], bytes]]]
+        groups = {}
+        for ckpt in got:
+            if ckpt is None:
+                continue
+            ck_round, vec, meta, _ = ckpt
+            digest = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
+            groups.setdefault((ck_round, digest, meta.get(_META_DIGEST, "")), []).append(ckpt)
+        agreed = [k for k, v in groups.items() if len(v) >= need]
+        if not agreed:
+            log.info(
+                "no agreed checkpoint: members serve different ones",
+                extra={"fields": {"asked": len(picked), "need": need}},
+            )
+            self.daemon.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
+            return None
+        return groups[max(agreed)][0]
+
     async def _pull_checkpoint(
-        self, address: str
+        self, address: str, expect_sender: str | None = None
     ) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
         """A peer's latest final checkpoint, checked (hash, safetensors, shape, finite)."""
         assert self.layout is not None
         got = await pull_checkpoint(
             self.daemon.channels,
             address,
-            expect_sender=None,
+            expect_sender=expect_sender,
             request=self._request(pb.PullRequest.CHECKPOINT),
             network_id=self.network_id,
             layout=self.layout,
@@ -1287,7 +1350,7 @@ class SpsaRuntime:
         newest = max((b.round for b in batches), default=-1)
         used_checkpoint = False
         if fresh and len(self.ledger) == 0 and newest - self.past > 0:
-            ckpt = await self._pull_checkpoint(address)
+            ckpt = await self._agreed_checkpoint()
             if ckpt is not None:
                 ck_round, vec, meta, data = ckpt
                 folded = digest_of(e.key for b in batches if b.round < ck_round for e in b.entries)

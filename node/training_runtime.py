@@ -23,9 +23,12 @@ from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 
 from .catchup import (
+    Adoption,
     LagEvidence,
     PulledCheckpoint,
-    combine_checkpoints,
+    VoucherPolicy,
+    adopt_checkpoints,
+    catchup_quorum,
     pull_checkpoint,
     serve_checkpoint,
 )
@@ -53,6 +56,13 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
+#: learned of this node by gossip), ADMISSION_RETRY_S apart.
+ADMISSION_RETRIES = 3
+ADMISSION_RETRY_S = 1.0
+#: Last round this node released an update for: it never signs a second, different update
+#: for a round (peers would hold proof of equivocation, node/equivocation.py).
+STATE_RELEASED = "training.released_round"
 
 
 class TrainingRuntime:
@@ -96,6 +106,7 @@ class TrainingRuntime:
         # merge): what a peer's vector is compared with, never the model mid-training.
         self._public: torch.Tensor | None = None
         self._silent: set[int] = set()  # rounds in which this node released nothing
+        self._released_round = -1  # see STATE_RELEASED
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -104,6 +115,8 @@ class TrainingRuntime:
         )
         # Catch-up of a node many rounds behind (node/catchup.py).
         self.lag: LagEvidence | None = None
+        self.vouchers: VoucherPolicy | None = None
+        self.catchup_f = 0
         self.catchups = 0
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
@@ -131,6 +144,8 @@ class TrainingRuntime:
         self._record_mechanism()
         assert d.store is not None
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
+        released = d.store.get_state(STATE_RELEASED, None)
+        self._released_round = -1 if released is None else int(released)
         if start_round > 0:
             restored = await loop.run_in_executor(None, self._restore)
             if not restored:
@@ -344,10 +359,14 @@ class TrainingRuntime:
         base = self.trainer.vector()
         self._base = base
         assert self.engine is not None
-        try:
-            ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
-        except ReleaseRefused:
-            ticket = None
+        ticket = None
+        if round_idx > self._released_round:
+            # A round already released (before a restart, or before the engine restarted
+            # its round) stays silent: a second, different update would be equivocation.
+            try:
+                ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
+            except ReleaseRefused:
+                ticket = None
         own = base
         if ticket is not None:
             result = await self._train_local(round_idx, base)
@@ -355,7 +374,7 @@ class TrainingRuntime:
             model = base + private if ticket.noised else self.trainer.vector()
             own = private if self.engine.spec.payload == "delta" else model
             try:
-                await loop.run_in_executor(None, self.guard.commit, ticket, tensor_digest(own))
+                await loop.run_in_executor(None, self._commit_release, ticket, round_idx, own)
             except ReleaseRefused:
                 ticket = None
             else:
@@ -384,6 +403,13 @@ class TrainingRuntime:
             silent=ticket is None,
         )
         await self._execute(actions)
+
+    def _commit_release(self, ticket: Any, round_idx: int, own: torch.Tensor) -> None:
+        """Debit the release, then record its round durably, both before anything is sent."""
+        self.guard.commit(ticket, tensor_digest(own))
+        assert self.daemon.store is not None
+        self.daemon.store.set_state(STATE_RELEASED, round_idx)
+        self._released_round = round_idx
 
     async def _train_local(self, round_idx: int, start: torch.Tensor) -> Any:
         """The learner's round (two retries on failure, from the same start)."""
@@ -421,22 +447,34 @@ class TrainingRuntime:
             num_samples=0 if self.guard.private else self.trainer.num_examples,
             model_hash=self.model_hash,
         )
-        env = seal(
-            self.identity,
-            d.genesis.network_id,
-            "update",
-            header.SerializeToString(),
-            seq=self.seq.next("update"),
-            round=round_idx,
-        )
         stub = d.channels.stub(address)
-        try:
-            receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
-        except grpc.aio.AioRpcError as exc:
-            log.debug(
-                "update push failed", extra={"fields": {"peer": peer[:12], "code": exc.code().name}}
+        for attempt in range(ADMISSION_RETRIES + 1):
+            env = seal(
+                self.identity,
+                d.genesis.network_id,
+                "update",
+                header.SerializeToString(),
+                seq=self.seq.next("update"),
+                round=round_idx,
             )
-            await self._peer_unavailable(peer, round_idx, f"push failed: {exc.code().name}")
+            try:
+                receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
+                break
+            except grpc.aio.AioRpcError as exc:
+                # Nodes started together: the peer may not have learned of us by gossip yet
+                # (node/admission.py refuses non-members). Re-sealed: the refused copy's
+                # sequence number is spent.
+                details = exc.details() or ""
+                if attempt < ADMISSION_RETRIES and details.startswith(("not_member", "not_ready")):
+                    await asyncio.sleep(ADMISSION_RETRY_S)
+                    continue
+                log.debug(
+                    "update push failed",
+                    extra={"fields": {"peer": peer[:12], "code": exc.code().name}},
+                )
+                await self._peer_unavailable(peer, round_idx, f"push failed: {exc.code().name}")
+                return
+        else:  # pragma: no cover - the loop always breaks or returns
             return
         d.metrics.bytes.labels(direction="out", kind="update").inc(env.ByteSize() + len(payload))
         if not receipt.accepted:
@@ -536,7 +574,7 @@ class TrainingRuntime:
         """
         import dataclasses
 
-        from aggregation import PreconditionError  # type: ignore[attr-defined]
+        from aggregation import PreconditionError
 
         f = action.f
         while True:
@@ -624,9 +662,9 @@ class TrainingRuntime:
 
     def _setup_catchup(self) -> None:
         spec = self.daemon.genesis
-        # f colluding peers must not be able to make us jump: f + 1 distinct vouchers, at
-        # least 2 (fewer only when the network has fewer other nodes).
-        quorum = max(1, min(max(2, spec.aggregation.f + 1), spec.task.num_nodes - 1))
+        # Keys are free: only members with standing vouch, 2f of them (f lying), and they
+        # must outnumber the standing members we hear inside our window (node/catchup.py).
+        self.catchup_f, quorum = catchup_quorum(spec.catchup.byzantine, spec.task.num_nodes)
         assert self.engine is not None
         self.lag = LagEvidence(
             self.engine.spec.max_future,
@@ -634,18 +672,43 @@ class TrainingRuntime:
             max_rounds=self.engine.spec.max_rounds,
             window_s=max(30.0, 6 * self.engine.spec.round_timeout),
         )
+        if self.daemon.membership is not None:
+            from .runtime import is_banned
+
+            daemon = self.daemon
+            self.vouchers = VoucherPolicy(
+                self.daemon.membership,
+                min_standing_s=spec.catchup.min_standing_s,
+                excluded=lambda node_id: is_banned(daemon, node_id),
+            )
+
+    def _observe_round(self, sender: str, round_idx: int) -> bool:
+        """Record a verified update's round as lag evidence; False if its sender may not vouch."""
+        if self.lag is None or self.vouchers is None:
+            return False
+        refusal = self.vouchers.refusal(sender)
+        if refusal is not None:
+            return False
+        self.lag.observe(sender, round_idx, time.monotonic())
+        return True
 
     def _note_rejection(self, action: eng.RejectUpdate) -> None:
-        """A peer's update beyond our window proves (signed) that the peer is that far ahead."""
+        """A peer's update beyond our window proves (signed) that the peer is that far ahead.
+
+        Only a standing member's proof counts, and only together with the others: see
+        :meth:`node.catchup.LagEvidence.target`.
+        """
         if action.reason != "future" or self.lag is None or self.engine is None:
             return
+        if not self._observe_round(action.sender, action.round):
+            self.daemon.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
+            return
         now = time.monotonic()
-        self.lag.observe(action.sender, action.round, now)
         if self._catching_up or self._stopping or now < self._catchup_not_before:
             return
         if self._catchup_task is not None and not self._catchup_task.done():
             return
-        target = self.lag.target(self.engine.round, now)
+        target = self.lag.target(self.engine.round, now, self.vouchers)
         if target is None:
             return
         self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
@@ -665,14 +728,15 @@ class TrainingRuntime:
         return env
 
     async def _catch_up(self, target: int) -> None:
-        """Adopt vouching peers' checkpoints and restart the engine at their round.
+        """Merge vouching members' checkpoints and restart the engine at their round.
 
-        Checkpoints are pulled from up to 3 peers that claimed ``target`` or beyond, each
-        checked strictly (node/catchup.py) and of a round in ``(ours + max_future,
-        claim + max_future + 2]``; the accepted ones are combined by their coordinate-wise
-        median and the engine restarts at their lowest round, at most
-        ``target + max_future + 2``. In-flight training/aggregation of the old engine
-        finishes first, so it cannot overwrite the adopted model or checkpoint.
+        Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
+        ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
+        ``(ours + max_future, target + max_future + 2]``; ``quorum`` of them and our
+        own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
+        the engine restarts at their lowest round, at most ``target + max_future + 2``.
+        In-flight training/aggregation of the old engine finishes first, so it cannot
+        overwrite the adopted model or checkpoint.
         """
         assert self.engine is not None and self.lag is not None
         d = self.daemon
@@ -683,7 +747,7 @@ class TrainingRuntime:
         self._catchup_not_before = t0 + spec.round_timeout
         pulls = []
         asked: list[str] = []
-        for peer in self.lag.vouchers(target, t0)[:3]:
+        for peer in self.lag.vouchers(target, t0, self.vouchers)[: 2 * self.catchup_f + 1]:
             address = self._address(peer)
             if address is None:
                 continue
@@ -704,8 +768,8 @@ class TrainingRuntime:
         slack = spec.max_future + 2  # the peers kept training since they vouched
         lo = from_round + spec.max_future + 1
         good: list[PulledCheckpoint] = []
+        hi = target + slack
         for peer, res in zip(asked, results, strict=True):
-            hi = max(target, self.lag.claim(peer) or 0) + slack
             if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
                 good.append(res)
                 continue
@@ -725,7 +789,30 @@ class TrainingRuntime:
         start = min(min(c.round for c in good), target + slack)
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
-        vector = combine_checkpoints([c.vector for c in good])
+        agg = d.genesis.aggregation
+        own = self._public if self._public is not None else self.trainer.vector()
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
+        adopted = adopt_checkpoints(
+            own,
+            good[: self.lag.quorum],
+            rule=agg.rule,
+            f=self.catchup_f,
+            params=agg.params,
+            max_norm=agg.max_update_norm,
+            min_rows=self.lag.quorum,
+        )
+        if not isinstance(adopted, Adoption):
+            log.info("catch-up refused", extra={"fields": {"reason": adopted[:160]}})
+            d.metrics.messages_rejected.labels(reason="catchup_refused").inc()
+            return
+        for peer, why in adopted.refused:
+            log.info(
+                "catch-up checkpoint refused",
+                extra={"fields": {"peer": peer[:12], "reason": why[:160]}},
+            )
+            d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
+        vector = adopted.vector
         self._catching_up = True
         swapped = False
         try:
@@ -742,6 +829,8 @@ class TrainingRuntime:
                 "to_round": start,
                 "target": target,
                 "peers": len(good),
+                "rule": adopted.rule,
+                "rows": adopted.rows,
                 "seconds": round(time.monotonic() - t0, 2),
             }
             store = d.store
@@ -799,6 +888,11 @@ class TrainingRuntime:
 
     # --- inbound -------------------------------------------------------------------------
 
+    @property
+    def update_numel(self) -> int:
+        """Values in an update of this model (the service checks headers against it)."""
+        return int(self.trainer.layout.numel)
+
     async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
         """Take a verified update; returns a note for the receipt (None: none).
 
@@ -827,6 +921,10 @@ class TrainingRuntime:
             num_examples=int(header.num_samples),
         )
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
+        if not rejected or rejected[0].reason in ("stale", "duplicate"):
+            # In step (or behind us): a standing member heard inside our window outvotes
+            # a voucher that claims we are behind (node/catchup.py).
+            self._observe_round(msg.sender_id.hex(), int(header.round))
         await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
         if rejected:
             self._note_rejection(rejected[0])

@@ -570,9 +570,9 @@ _NEEDS_REFERENCE = frozenset({"self_centered_clipping", "bristle"})
 
 
 def _rules() -> Mapping[str, RuleFn]:
-    from aggregation import RULES  # type: ignore[attr-defined]
+    from aggregation import RULES
 
-    return RULES  # type: ignore[no-any-return]
+    return RULES
 
 
 def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None) -> torch.Tensor:
