@@ -467,6 +467,9 @@ def up(
                 "peers_alive": int(s.get("peers_alive", 0)),
                 "bytes_sent": int(s.get("bytes_sent", 0)),
                 "bytes_received": int(s.get("bytes_received", 0)),
+                "bytes_sent_by_kind": {
+                    k: int(v) for k, v in (s.get("bytes_sent_by_kind") or {}).items()
+                },
                 "rejected": int(s.get("messages_rejected", 0)),
                 "epsilon_spent": float(s.get("epsilon_spent", 0.0)),
                 "releasing": bool(s.get("releasing", True)),
@@ -512,6 +515,20 @@ def up(
                 *([_privacy_cell(row)] if private else []),
             )
         console.print(table)
+        kinds: dict[str, int] = {}
+        for row in rows:
+            for kind, n in row["bytes_sent_by_kind"].items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        if kinds:
+            # "sent" mixes membership gossip with training traffic; SPSA's few bytes per
+            # step only show next to it.
+            console.print(
+                "sent by kind, all nodes: "
+                + ", ".join(
+                    f"{k} {_bytes(n)}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])
+                ),
+                highlight=False,
+            )
         stopped = [r["node"] for r in rows if r["private"] and not r["releasing"]]
         if stopped:
             console.print(

@@ -69,6 +69,8 @@ def _reply(private: bool, evaluated: bool) -> admin_pb2.StatusReply:
         releasing=True,
         state="running",
     )
+    reply.bytes_sent_by_kind["gossip"] = 2**40
+    reply.bytes_sent_by_kind["spsa"] = 275
     reply.node_privacy.enabled = private
     reply.node_privacy.steps = 7
     if evaluated:
@@ -84,6 +86,7 @@ def test_schema_is_documented_and_numbers_are_numbers() -> None:
     _check(doc, documented)
     assert doc["round"] == 2**40 and doc["bytes_sent"] == 12345
     assert doc["history"][0]["round"] == 5 and doc["node_privacy"]["steps"] == 7
+    assert doc["bytes_sent_by_kind"] == {"gossip": 2**40, "spsa": 275}
     # What `jq '.round > 5'` needs: a number, which a string never compares as.
     assert json.loads(json.dumps(doc))["round"] > 5
 
