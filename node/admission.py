@@ -101,9 +101,9 @@ class AdmissionPolicy:
     Parameters
     ----------
     min_standing_s : mapping of str to float, default empty
-        Per message kind (``update``, ``request``, ``spsa``, ``history``), the seconds a
-        sender must have been a member before its messages of that kind are processed.
-        Kinds not listed need none.
+        Per message kind (``update``, ``request``, ``spsa``, ``history``, ``evidence``),
+        the seconds a sender must have been a member before its messages of that kind are
+        processed. Kinds not listed need none.
     """
 
     min_standing_s: Mapping[str, float] = field(default_factory=dict)
@@ -115,7 +115,7 @@ def decide(kind: str, facts: SenderFacts, policy: AdmissionPolicy | None = None)
     Parameters
     ----------
     kind : str
-        The envelope kind (``update``, ``request``, ``spsa``, ``history``).
+        The envelope kind (``update``, ``request``, ``spsa``, ``history``, ``evidence``).
     facts : SenderFacts
         The sender's state, gathered by the caller.
     policy : AdmissionPolicy, optional

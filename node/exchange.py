@@ -18,6 +18,8 @@ import torch
 from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.training_pb2 import TensorChunk, TensorHeader
 
+from .update_header import MIN_CHUNK_BYTES, UpdateError, check_header
+
 __all__ = [
     "CHUNK_BYTES",
     "MIN_CHUNK_BYTES",
@@ -29,16 +31,6 @@ __all__ = [
 ]
 
 CHUNK_BYTES = 1 << 20
-#: A receiver reads at most ``2 + ceil(total_bytes / MIN_CHUNK_BYTES)`` chunks of a stream.
-MIN_CHUNK_BYTES = 1 << 16
-
-
-class UpdateError(ValueError):
-    """A received update is unusable; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def encode_update(
@@ -68,32 +60,6 @@ def chunks_for(
     yield TensorChunk(header=envelope, data=payload[:chunk_bytes])
     for start in range(chunk_bytes, len(payload), chunk_bytes):
         yield TensorChunk(data=payload[start : start + chunk_bytes])
-
-
-def check_header(header: TensorHeader, expected_numel: int | None) -> None:
-    """Check a signed header against our layout before any body byte is read.
-
-    Raises
-    ------
-    UpdateError
-        ``bad_format``, ``bad_dtype``, ``bad_shape`` or ``size_mismatch`` (declared size is
-        not 4 bytes per declared value).
-    """
-    if header.format != TensorHeader.RAW_LE:
-        raise UpdateError("bad_format", f"unsupported tensor format {header.format}")
-    if header.dtype != "float32":
-        raise UpdateError("bad_dtype", f"updates are float32, got {header.dtype!r}")
-    if len(header.shape) != 1:
-        raise UpdateError("bad_shape", f"updates are flat vectors, got shape {list(header.shape)}")
-    numel = int(header.shape[0])
-    if expected_numel is not None and numel != expected_numel:
-        raise UpdateError(
-            "bad_shape", f"update has {numel} parameters, this model has {expected_numel}"
-        )
-    if header.total_bytes != numel * 4:
-        raise UpdateError(
-            "size_mismatch", f"header declares {header.total_bytes} bytes for {numel} values"
-        )
 
 
 def decode_update(header: TensorHeader, payload: bytes, expected_numel: int | None) -> torch.Tensor:

@@ -34,11 +34,11 @@ from fednode_proto.v1.training_pb2 import (
 
 from .admission import AdmissionPolicy, Admit, MembershipView, SenderFacts, decide
 from .envelope import EnvelopeError, ReplayWindow, SeqCounter, Verified, check_envelope, seal
-from .exchange import MIN_CHUNK_BYTES, UpdateError, check_header
 from .identity import Identity
 from .logs import log
 from .metrics import Metrics
 from .ratelimit import RateLimiter
+from .update_header import MIN_CHUNK_BYTES, UpdateError, check_header
 
 __all__ = [
     "FAULT_REASONS",

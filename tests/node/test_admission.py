@@ -46,3 +46,29 @@ def test_standing_is_required_only_for_the_kinds_that_ask_for_it() -> None:
     assert "3.0s" in refused.message
     assert decide("update", young, policy) == Admit()
     assert decide("request", MEMBER, policy) == Admit()
+
+
+def test_the_peer_service_does_not_load_torch() -> None:
+    # Membership-only daemons never need torch; importing it adds seconds to start and
+    # exit (its static destructors), which once made --no-train daemons miss their stop
+    # deadline on a loaded machine.
+    import subprocess
+    import sys
+
+    code = "import sys, node.daemon, node.service, node.runtime; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_ban_takes_only_plausible_node_ids() -> None:
+    from node.admin import check_node_id_prefix
+
+    assert check_node_id_prefix(" ABcd12 ") == "abcd12"
+    assert check_node_id_prefix("ab" * 32) == "ab" * 32
+    with pytest.raises(ValueError, match="hexadecimal"):
+        check_node_id_prefix("zz" * 32)  # 64 characters, not a node id
+    with pytest.raises(ValueError, match="64 hex characters; this one has 66"):
+        check_node_id_prefix("ab" * 33)
+    with pytest.raises(ValueError, match="at least 4"):
+        check_node_id_prefix("ab")

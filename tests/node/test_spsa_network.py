@@ -21,12 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from fednode_proto.v1 import gossip_pb2 as gossip_pb
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1 import training_pb2 as pb
 from node.envelope import check_envelope, seal
 from node.genesis import Genesis
-from node.gossip import sign_record
 from node.identity import Identity
 from node.service import Rejected
 from node.spsa_runtime import (
@@ -353,125 +351,127 @@ def _closed(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # start-up on shared cores can be slow
-def _join_by_ping(stub: Any, ident: Identity, net_id: bytes, target: bytes, seq: int) -> None:
-    """Enter the target's view as a member: one signed ping carrying a PoW-stamped record.
-
-    The address is unreachable, so the member is later suspected and declared dead; the
-    test's requests come before that.
-    """
-    rec = sign_record(
-        ident,
-        address="127.0.0.1:9",
-        incarnation=0,
-        network_id=net_id,
-        timestamp_ms=int(time.time() * 1000),
-    )
-    msg = gossip_pb.GossipMessage(sender=rec.to_pb(), ping=gossip_pb.Ping(seq=1, target_id=target))
-    stub.Gossip(seal(ident, net_id, "gossip", msg.SerializeToString(), seq=seq), timeout=10)
-
-
-def test_forged_duplicate_and_malformed_batches_are_refused(spsa_net: Testnet) -> None:
+def test_forged_duplicate_and_malformed_batches_are_refused(
+    spsa_net: Testnet, tmp_path: Path
+) -> None:
     st = _wait(spsa_net, lambda st: _agreed(st, 4), 240, "agreement of 4 nodes")
     net_id = spsa_net.genesis.network_id
-    # mallory signs batches as their origin and never joins; relay is a member (a valid
-    # proof of work and a signed record) that forwards them. A non-member's requests are
-    # refused before any batch check (node/admission.py).
+    # Admission (node/admission.py) serves and takes batches only from members: the
+    # attacker relays through a member daemon of its own (joined by gossip, trains
+    # nothing), signing the envelopes with its key; the batches' origin is a Sybil key.
+    relay_net = Testnet(tmp_path / "relay", spsa_net.genesis, 1, node_args={0: ["--no-train"]})
+    relay_net.prepare()
+    relay = Identity.load(relay_net.nodes[0].data_dir.identity)
     mallory = Identity.generate(4)
-    relay = Identity.generate(4)
     seq = iter(range(1, 10_000))
     channel = grpc.insecure_channel(spsa_net.nodes[0].address)
     stub = node_pb2_grpc.NodeStub(channel)
-    with channel:
-        request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0)
-        with pytest.raises(grpc.RpcError) as refused:
-            list(
-                stub.PullScalars(
-                    seal(mallory, net_id, "request", request.SerializeToString(), seq=next(seq)),
-                    timeout=20,
-                )
-            )
-        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        assert (refused.value.details() or "").startswith("not_member")
-        target = bytes.fromhex(str(spsa_net.statuses()[0]["node_id"]))
-        _join_by_ping(stub, relay, net_id, target, next(seq))
-        envs = list(
-            stub.PullScalars(
-                seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
-                timeout=20,
-            )
-        )
-        assert len(envs) >= ROUNDS
-        real = pb.ScalarBatch()
-        real.ParseFromString(check_envelope(envs[-1], net_id, replay=None).body)
-        origins = set()
-        for env in envs:
-            b = pb.ScalarBatch()
-            b.ParseFromString(env.body)
-            origins.add(b.origin_id)
-        assert len(origins) == 4, "every node's batches reached node 0"
-        # Anti-entropy with a have-list: the peer resends only batches the puller lacks.
-        held = []
-        for env in envs:
-            b = pb.ScalarBatch()
-            b.ParseFromString(env.body)
-            held.append(struct.pack("<Q", b.entries[0].round) + b.origin_id[:8])
-        request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0, have=held[1:])
-        missing = list(
-            stub.PullScalars(
-                seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
-                timeout=20,
-            )
-        )
-        assert [e.body for e in missing] == [envs[0].body]
-        # The last round every node closed (not the round of the last batch: a round whose
-        # batches were all refused, e.g. a diverged loss, holds none); batches of it are
-        # still inside every node's acceptance window.
-        r = ROUNDS - 1
-
-        def push(batch: pb.ScalarBatch, round_idx: int | None = None) -> str:
-            rr = int(batch.entries[0].round) if round_idx is None else round_idx
-            env = seal(relay, net_id, "spsa", batch.SerializeToString(), seq=next(seq), round=rr)
-            receipt = stub.PushScalars(env, timeout=10)
-            assert not receipt.accepted
-            return receipt.reason.split(":")[0]
-
-        assert push(real) == "duplicate"
-        tampered = pb.ScalarBatch()
-        tampered.CopyFrom(real)
-        tampered.entries[0].q = -tampered.entries[0].q or 5
-        assert push(tampered) == "bad_origin_signature"
-
-        node = mallory.node_id_hex
-
-        def own(round_idx: int, values: list[float], seeds: tuple[int, ...] = ()) -> pb.ScalarBatch:
-            batch = _learner_batch(node, round_idx, values)
-            if seeds:
-                batch = replace(batch, seed_ids=seeds)
-            return batch_to_wire(batch, mallory, net_id)
-
-        assert push(own(r, [0.1], seeds=(99,))) == "unknown_seed"
-        assert push(own(r + 50, [0.1])) == "future_round"
-        assert push(own(0, [0.1])) == "stale_round"
-        assert push(own(r, [0.1] * 17)) == "oversized"
-        nan = own(r, [0.1])
-        nan.scale = float("nan")
-        assert push(nan) == "nonfinite"
-        huge = own(r, [0.1])
-        huge.scale = 1e12
-        huge.origin_signature = mallory.sign(origin_signing_bytes(net_id, huge))
-        assert push(huge) == "out_of_bounds"
-        wrong_dtype = own(r, [0.1])
-        wrong_dtype.dtype = "float16"
-        assert push(wrong_dtype) == "bad_dtype"
-        assert push(own(r, [0.1]), round_idx=r + 1) == "bad_round"
-        # Well formed and correctly signed, but its origin is no member (a Sybil key).
-        assert push(own(r, [0.1])) == "unknown_origin"
-        garbage = seal(relay, net_id, "spsa", b"\xff\x00junk", seq=next(seq), round=r)
-        assert not stub.PushScalars(garbage, timeout=10).accepted
+    try:
+        relay_net.start_node(relay_net.nodes[0], spsa_net.nodes[0].address, timeout=150)
+        _wait(spsa_net, lambda st: int(st.get(0, {}).get("peers_alive", 0)) >= 4, 60, "relay")
+        with channel:
+            _forged_batches(spsa_net, stub, relay, mallory, seq, net_id)
+    finally:
+        relay_net.stop()
     after = spsa_net.statuses()
     assert after[0]["spsa_digest"] == st[0]["spsa_digest"]
     assert after[0]["model_hash"] == st[0]["model_hash"]
     assert int(after[0]["messages_rejected"]) >= int(st[0]["messages_rejected"]) + 12
+
+
+def _forged_batches(
+    spsa_net: Testnet,
+    stub: node_pb2_grpc.NodeStub,
+    relay: Identity,
+    mallory: Identity,
+    seq: Iterator[int],
+    net_id: bytes,
+) -> None:
+    """Pulls and pushes of a member relay carrying batches of the Sybil origin ``mallory``."""
+    request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0)
+    # A key that never joined gets nothing.
+    with pytest.raises(grpc.RpcError) as refused:
+        list(
+            stub.PullScalars(
+                seal(mallory, net_id, "request", request.SerializeToString(), seq=next(seq)),
+                timeout=20,
+            )
+        )
+    assert refused.value.details().startswith("not_member")
+    envs = list(
+        stub.PullScalars(
+            seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
+            timeout=20,
+        )
+    )
+    assert len(envs) >= ROUNDS
+    real = pb.ScalarBatch()
+    real.ParseFromString(check_envelope(envs[-1], net_id, replay=None).body)
+    origins = set()
+    for env in envs:
+        b = pb.ScalarBatch()
+        b.ParseFromString(env.body)
+        origins.add(b.origin_id)
+    assert len(origins) == 4, "every node's batches reached node 0"
+    # Anti-entropy with a have-list: the peer resends only batches the puller lacks.
+    held = []
+    for env in envs:
+        b = pb.ScalarBatch()
+        b.ParseFromString(env.body)
+        held.append(struct.pack("<Q", b.entries[0].round) + b.origin_id[:8])
+    request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0, have=held[1:])
+    missing = list(
+        stub.PullScalars(
+            seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
+            timeout=20,
+        )
+    )
+    assert [e.body for e in missing] == [envs[0].body]
+    # The last round every node closed (not the round of the last batch: a round whose
+    # batches were all refused, e.g. a diverged loss, holds none); batches of it are
+    # still inside every node's acceptance window.
+    r = ROUNDS - 1
+
+    def push(batch: pb.ScalarBatch, round_idx: int | None = None) -> str:
+        rr = int(batch.entries[0].round) if round_idx is None else round_idx
+        env = seal(relay, net_id, "spsa", batch.SerializeToString(), seq=next(seq), round=rr)
+        receipt = stub.PushScalars(env, timeout=10)
+        assert not receipt.accepted
+        return receipt.reason.split(":")[0]
+
+    assert push(real) == "duplicate"
+    tampered = pb.ScalarBatch()
+    tampered.CopyFrom(real)
+    tampered.entries[0].q = -tampered.entries[0].q or 5
+    assert push(tampered) == "bad_origin_signature"
+
+    node = mallory.node_id_hex
+
+    def own(round_idx: int, values: list[float], seeds: tuple[int, ...] = ()) -> pb.ScalarBatch:
+        batch = _learner_batch(node, round_idx, values)
+        if seeds:
+            batch = replace(batch, seed_ids=seeds)
+        return batch_to_wire(batch, mallory, net_id)
+
+    assert push(own(r, [0.1], seeds=(99,))) == "unknown_seed"
+    assert push(own(r + 50, [0.1])) == "future_round"
+    assert push(own(0, [0.1])) == "stale_round"
+    assert push(own(r, [0.1] * 17)) == "oversized"
+    nan = own(r, [0.1])
+    nan.scale = float("nan")
+    assert push(nan) == "nonfinite"
+    huge = own(r, [0.1])
+    huge.scale = 1e12
+    huge.origin_signature = mallory.sign(origin_signing_bytes(net_id, huge))
+    assert push(huge) == "out_of_bounds"
+    wrong_dtype = own(r, [0.1])
+    wrong_dtype.dtype = "float16"
+    assert push(wrong_dtype) == "bad_dtype"
+    assert push(own(r, [0.1]), round_idx=r + 1) == "bad_round"
+    # Well formed and correctly signed, but its origin is no member (a Sybil key).
+    assert push(own(r, [0.1])) == "unknown_origin"
+    garbage = seal(relay, net_id, "spsa", b"\xff\x00junk", seq=next(seq), round=r)
+    assert not stub.PushScalars(garbage, timeout=10).accepted
 
 
 @pytest.mark.slow
