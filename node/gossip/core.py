@@ -548,6 +548,20 @@ class Membership:
             for e in targets
         ]
 
+    def set_capabilities(self, now: float, capabilities: Sequence[str]) -> bool:
+        """Re-announce this node's record with new ``capabilities``; True if they changed.
+
+        The incarnation is bumped so that every member prefers the new record over the
+        old one (an equal incarnation with another signature is refused as conflicting).
+        """
+        caps = tuple(capabilities)
+        if caps == self.capabilities:
+            return False
+        self._now = now
+        self.capabilities = caps
+        self._bump_incarnation(self._incarnation + 1)
+        return True
+
     # ------------------------------------------------------------------ time
     def next_deadline(self) -> float:
         """Earliest time at which :meth:`tick` has work (may be in the past)."""

@@ -449,3 +449,24 @@ def test_first_seen_is_kept_across_later_messages(make_core: Callable[..., Membe
     a.receive(40.0, b.node_id, again.SerializeToString(), token=2)
     m = a.get(b.node_id)
     assert m is not None and m.first_seen == 5.0 and m.last_seen == 40.0
+
+
+def test_new_capabilities_spread_at_a_higher_incarnation(
+    make_core: Callable[..., Membership], wire: type
+) -> None:
+    # A node whose privacy budget is spent re-announces itself without taking part
+    # (node/participation.py): every member must take the new record.
+    a, b, c = make_core(1, capabilities=("sgd",)), make_core(2), make_core(3)
+    w = wire(a, b, c)
+    w.run(0.0, b, b.join(0.0, [a.address]))
+    w.run(0.0, c, c.join(0.0, [a.address]))
+    w.advance(0.1, 2.0, 0.05)
+    assert c.get(a.node_id).capabilities == ("sgd",)  # type: ignore[union-attr]
+    assert a.set_capabilities(2.0, ("sgd", "no-release")) is True
+    assert a.set_capabilities(2.0, ("sgd", "no-release")) is False  # unchanged: no bump
+    assert a.incarnation == 1 and a.record.capabilities == ("sgd", "no-release")
+    w.advance(2.05, 4.0, 0.05)
+    for peer in (b, c):
+        m = peer.get(a.node_id)
+        assert m is not None and m.state is MemberState.ALIVE and m.incarnation == 1
+        assert m.capabilities == ("sgd", "no-release")
