@@ -670,6 +670,8 @@ class Membership:
         # bounded part of our state: answering every fresh identity of a flood with the
         # whole table would turn the budgets into an amplifier (1.2 MB per reply at 4096).
         limit = None if sender_id in self._table else self.config.unadmitted_state_members
+        if limit is not None and kind in ("push_pull", "join"):
+            self.stats["state_cut_unadmitted"] += 1
         if kind == "push_pull":
             self._merge_states(now, msg.push_pull.states)
             state = self._full_state(limit)
@@ -734,6 +736,11 @@ class Membership:
             out.append(Reply(p.token, self._message(ack=pb.Ack(seq=p.seq, nack=not ok))))
         elif p.kind in ("push_pull", "reconnect", "join") and kind == "push_pull":
             self._merge_states(now, msg.push_pull.states)
+            if len(msg.push_pull.states) == self.config.unadmitted_state_members + 1:
+                # Probably cut short because the responder has not admitted us yet (over
+                # its introduction budget): ask again soon rather than a full period later.
+                early = now + self.config.probe_interval * (0.5 + self.rng.random())
+                self._sched.push_pull = min(self._sched.push_pull, early)
             if p.kind == "join":
                 self.stats["joined"] += 1
                 # The contact's state predates members joining right after us, and their
