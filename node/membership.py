@@ -74,9 +74,9 @@ class DaemonMembership:
     def sample(self, k: int) -> list[Member]:
         """Up to ``k`` live members that release updates and are not banned, established first.
 
-        Established members are drawn at random; only when fewer than ``k`` qualify is the
-        rest filled with the oldest other members, so a burst of fresh identities cannot
-        capture training's fan-out. A member that announced
+        Established members are drawn at random, weighted by their age in the view; only
+        when fewer than ``k`` qualify is the rest filled with the oldest other members,
+        so a burst of fresh identities cannot capture training's fan-out. A member that announced
         :data:`~node.participation.NO_RELEASE` would neither push nor answer: sampling it
         would only make this node wait for it.
         """
