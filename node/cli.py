@@ -555,10 +555,12 @@ def start(
     if shard is not None and not 0 <= shard < gen.task.num_nodes:
         raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
     if attack is not None:
-        from aggregation.attacks import ATTACKS
+        from .training.byzantine_sim import ByzantineSimError, parse_attack
 
-        if attack not in ATTACKS:
-            raise _fail(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
+        try:
+            parse_attack(attack)  # name or name:key=value,... (e.g. ipm:eps=100)
+        except ByzantineSimError as exc:
+            raise _fail(str(exc)) from None
     daemon = Daemon(
         dd,
         gen,

@@ -104,7 +104,12 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -> bool:
+def _plot(
+    history: dict[int, list[tuple[int, float]]],
+    path: Path,
+    title: str,
+    byzantine: frozenset[int] = frozenset(),
+) -> bool:
     points = {i: h for i, h in history.items() if h}
     if not points:
         return False
@@ -116,7 +121,10 @@ def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, h in sorted(points.items()):
         rounds, accs = zip(*sorted(dict(h).items()), strict=True)
-        ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
+        if i in byzantine:  # its own accuracy says nothing of the honest nodes'
+            ax.plot(rounds, accs, label=f"node {i} (Byzantine)", linewidth=1.2, linestyle="--")
+        else:
+            ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
@@ -288,7 +296,13 @@ def up(
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
-    attack: Annotated[str, typer.Option(help="Attack of the malicious nodes.")] = "sign_flip",
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="Attack of the malicious nodes: a name in aggregation.ATTACKS, with "
+            "parameters as name:key=value (e.g. ipm:eps=100, which breaks plain mean)."
+        ),
+    ] = "sign_flip",
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
     epsilon: Annotated[
@@ -346,6 +360,13 @@ def up(
         nodes = nodes or 3
     if byzantine >= nodes:
         raise typer.BadParameter("--byzantine must be smaller than --nodes")
+    if byzantine:
+        from .training.byzantine_sim import ByzantineSimError, parse_attack
+
+        try:
+            parse_attack(attack)
+        except ByzantineSimError as exc:
+            raise typer.BadParameter(str(exc)) from None
     if genesis_file is None:
         try:
             genesis = testnet_genesis(
@@ -490,7 +511,11 @@ def up(
         "interrupted": interrupted,
         "per_node": rows,
     }
-    wrote_plot = _plot(history, plot, f"{task}, {nodes} nodes, {learner}, {rule}")
+    attackers = frozenset(range(nodes - byzantine, nodes))
+    title = f"{task}, {nodes} nodes, {learner}, {rule}"
+    if byzantine:
+        title += f", {byzantine} Byzantine ({attack})"
+    wrote_plot = _plot(history, plot, title, attackers)
     summary["plot"] = str(plot) if wrote_plot else None
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -501,7 +501,10 @@ class TrainingRuntime:
         base = self._base if self._base is not None else vector
         seen = self._recent or [vector]
         deltas = torch.stack([v - base for v in seen])
-        malicious = ATTACKS[self.attack](deltas, f=1)[0]  # type: ignore[index]
+        from .training.byzantine_sim import parse_attack
+
+        spec = parse_attack(self.attack)  # type: ignore[arg-type]
+        malicious = ATTACKS[spec.name](deltas, f=1, **spec.kwargs)[0]
         return base + malicious
 
     async def _aggregate(self, action: eng.Aggregate) -> None:
