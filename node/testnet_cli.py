@@ -20,6 +20,7 @@ from .genesis import Genesis
 from .netns import NetnsError, NetnsTestnet
 from .scenario_cli import register as _register_scenarios
 from .testnet import Testnet, TestnetError
+from .wide import print_wide
 
 __all__ = ["testnet_app"]
 
@@ -530,7 +531,7 @@ def up(
         for row in rows:
             table.add_row(
                 f"{row['node']}{' (byz)' if row['byzantine'] else ''}",
-                str(row["node_id"])[:12],
+                str(row["node_id"]),
                 str(row["round"]),
                 f"{row['accuracy']:.3f}" if row["round"] else "-",
                 str(row["peers_alive"]),
@@ -539,7 +540,7 @@ def up(
                 str(row["rejected"]),
                 *([_privacy_cell(row)] if private else []),
             )
-        console.print(table)
+        print_wide(console, table)
         kinds: dict[str, int] = {}
         for row in rows:
             for kind, n in row["bytes_sent_by_kind"].items():
