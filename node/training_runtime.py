@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Seconds between two "round finished" progress lines.
+PROGRESS_EVERY_S = 5.0
 #: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
 #: learned of this node by gossip), ADMISSION_RETRY_S apart.
 ADMISSION_RETRIES = 3
@@ -121,6 +123,7 @@ class TrainingRuntime:
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
         self._catchup_not_before = 0.0
+        self._last_progress = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -538,7 +541,29 @@ class TrainingRuntime:
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
         self.daemon.metrics.round.set(self.engine.round)
+        self._progress(action)
         await self._execute(actions)
+
+    def _progress(self, action: eng.Aggregate) -> None:
+        """One "round finished" line at most every PROGRESS_EVERY_S seconds.
+
+        Evaluations (and their log lines) come every ``eval_every`` rounds; without this a
+        node could train for long stretches without saying anything.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        log.info(
+            "round finished",
+            extra={
+                "fields": {
+                    "round": action.round + 1,
+                    "max_rounds": self.engine.spec.max_rounds if self.engine else None,
+                    "merged_peers": len(action.received),
+                }
+            },
+        )
 
     # --- Sybil histories on the wire (node/history_gossip.py) -----------------------------
 
