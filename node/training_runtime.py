@@ -290,11 +290,17 @@ class TrainingRuntime:
         )
         await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
 
-    def _sync_participation(self) -> None:
-        """Tell peers (through our member record) whether this node still releases."""
+    def _sync_participation(self) -> bool:
+        """Tell peers (through our member record) whether this node still releases.
+
+        Returns that state: False once a budget (or an unusable ledger) stopped releases for
+        good, not merely because this round released nothing.
+        """
+        releasing = bool(self.guard.releasing or not self.guard.private)
         membership = self.daemon.membership
         if membership is not None:
-            membership.set_releasing(self.guard.releasing or not self.guard.private)
+            membership.set_releasing(releasing)
+        return releasing
 
     async def _execute(self, actions: list[eng.Action]) -> None:
         if self._catching_up:
@@ -388,8 +394,8 @@ class TrainingRuntime:
             self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
             self.trainer.set_vector(base)
             own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
-        self._sync_participation()
-        if ticket is None and self.engine.spec.max_rounds is None:
+        releasing = self._sync_participation()
+        if not releasing and self.engine.spec.max_rounds is None:
             # No round limit: rounds without a release would spin as fast as the CPU goes
             # and change nothing. Stop here; the node keeps serving its peers.
             log.warning(
