@@ -109,6 +109,7 @@ class TrainingRuntime:
         self._public: torch.Tensor | None = None
         self._silent: set[int] = set()  # rounds in which this node released nothing
         self._released_round = -1  # see STATE_RELEASED
+        self._byz_sent: tuple[int, torch.Tensor] | None = None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -448,7 +449,7 @@ class TrainingRuntime:
             return  # nothing was released for this round
         d = self.daemon
         assert self.identity is not None
-        outgoing = self._byzantine(vector) if self.attack else vector
+        outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
@@ -497,6 +498,18 @@ class TrainingRuntime:
                 await self._peer_unavailable(peer, round_idx, f"refused: {receipt.reason}")
         elif is_no_reply(receipt.reason):
             await self._peer_unavailable(peer, round_idx, receipt.reason)
+
+    def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """The round's Byzantine vector, computed once: every peer gets the same one.
+
+        A testnet attacker plays the aggregation attack, not equivocation (different
+        vectors per peer would be proven and quarantined by node/equivocation.py).
+        """
+        cached = self._byz_sent
+        if cached is None or cached[0] != round_idx:
+            cached = (round_idx, self._byzantine(vector))
+            self._byz_sent = cached
+        return cached[1]
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
@@ -766,7 +779,7 @@ class TrainingRuntime:
 
         Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
         ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
-        ``(ours + max_future, target + max_future + 2]``; ``quorum`` of them and our
+        ``(ours + max_future, claim + max_future + 2]``; ``quorum`` of them and our
         own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
         the engine restarts at their lowest round, at most ``target + max_future + 2``.
         In-flight training/aggregation of the old engine finishes first, so it cannot
@@ -802,8 +815,10 @@ class TrainingRuntime:
         slack = spec.max_future + 2  # the peers kept training since they vouched
         lo = from_round + spec.max_future + 1
         good: list[PulledCheckpoint] = []
-        hi = target + slack
         for peer, res in zip(asked, results, strict=True):
+            # A voucher ahead of the target serves a later checkpoint: fine, the engine
+            # restarts at most at target + slack whatever the checkpoints' rounds.
+            hi = max(target, self.lag.claim(peer) or 0) + slack
             if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
                 good.append(res)
                 continue
@@ -819,17 +834,18 @@ class TrainingRuntime:
             d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
         if not good or self._stopping:
             return
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
+        good = good[: self.lag.quorum]
         # Never beyond what the quorum vouched for, whatever one checkpoint claims.
         start = min(min(c.round for c in good), target + slack)
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
         agg = d.genesis.aggregation
         own = self._public if self._public is not None else self.trainer.vector()
-        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
-        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
         adopted = adopt_checkpoints(
             own,
-            good[: self.lag.quorum],
+            good,
             rule=agg.rule,
             f=self.catchup_f,
             params=agg.params,

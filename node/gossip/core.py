@@ -421,9 +421,11 @@ class Membership:
         """Up to ``k`` distinct live members (for training's peer exchange).
 
         Established members (answered us, older than ``promotion_min_age``) are drawn
-        first, uniformly at random; only when fewer than ``k`` of them qualify is the
-        sample filled with the *oldest* other members, so a burst of fresh identities
-        (the youngest of all) cannot capture the fan-out.
+        first, at random with weights proportional to their age in this node's view
+        (``now - first_seen``); only when fewer than ``k`` of them qualify is the sample
+        filled with the *oldest* other members. A burst of fresh identities (the youngest
+        of all) thus cannot capture the fan-out, and once promoted it gains share only as
+        it ages.
 
         Parameters
         ----------
@@ -453,7 +455,21 @@ class Membership:
             chosen = gen.sample(cands, min(k, len(cands)))
             return [self._snapshot(e) for e in chosen]
         est = [e for e in cands if e.established]
-        chosen = gen.sample(est, min(k, len(est)))
+        if len(est) <= k:
+            chosen = est
+        else:
+            # Weighted by standing (age in our view) without replacement (Efraimidis-
+            # Spirakis: the k largest log(u)/w). Identities that arrived in one burst and
+            # were promoted together get a share of the fan-out of about
+            # B*tau / (B*tau + sum of the older members' ages) tau seconds after their
+            # arrival, instead of B / (B + H) under a uniform draw.
+            now = self._now
+
+            def key(e: _Entry) -> float:
+                w = max(1e-3, now - e.first_seen)
+                return math.log(gen.random() or 1e-300) / w
+
+            chosen = sorted(est, key=key, reverse=True)[:k]
         if len(chosen) < k:
             rest = sorted(
                 (e for e in cands if not e.established),
