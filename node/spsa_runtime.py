@@ -573,6 +573,7 @@ class SpsaRuntime:
         self.last_loss = float("nan")
         self.model_hash = ""
         self.evaluations: list[tuple[int, float, float, float]] = []
+        self._stored_round = 0  # the round in the store, reported until the log is restored
         self.rejected: Counter[str] = Counter()
         self.catchup: dict[str, Any] = {}
         self._wire: dict[tuple[int, str], bytes] = {}
@@ -670,7 +671,19 @@ class SpsaRuntime:
 
         The daemon reports itself started (and answers status) while that happens; peer
         batches are refused with ``not_ready`` until the node has caught up.
+        Meanwhile status reports the stored round and accuracy history (read here, two
+        cheap queries), not round 0.
         """
+        store = self.daemon.store
+        assert store is not None
+        loop = asyncio.get_running_loop()
+        self._stored_round = int(
+            await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0
+        )
+        history = await loop.run_in_executor(None, load_history, store)
+        if history:  # the accuracy curve survives restarts
+            self.evaluations = history
+            _, self.last_accuracy, self.last_loss, _ = history[-1]
         self._task = asyncio.create_task(self._run(), name="spsa")
 
     async def _setup(self) -> None:
@@ -680,11 +693,6 @@ class SpsaRuntime:
         await loop.run_in_executor(None, self._restore)
         assert self.ledger is not None
         self._refresh_hash()
-        history = await loop.run_in_executor(None, load_history, self.daemon.store)
-        if history:  # the accuracy curve survives restarts
-            self.evaluations = history + self.evaluations
-            if len(history) == len(self.evaluations):
-                _, self.last_accuracy, self.last_loss, _ = history[-1]
         log.info(
             "spsa ready",
             extra={
@@ -1537,7 +1545,8 @@ class SpsaRuntime:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = "spsa"
-        reply.round = self.round
+        # Until the log is restored, the stored round (not 0) is the truth.
+        reply.round = self.round if self.ledger is not None else self._stored_round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
         reply.spsa_digest = self.ledger.digest() if self.ledger is not None else ""

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Seconds between two "round finished" progress lines.
+PROGRESS_EVERY_S = 5.0
 #: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
 #: learned of this node by gossip), ADMISSION_RETRY_S apart.
 ADMISSION_RETRIES = 3
@@ -122,6 +124,7 @@ class TrainingRuntime:
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
         self._catchup_not_before = 0.0
+        self._last_progress = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -288,11 +291,17 @@ class TrainingRuntime:
         )
         await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
 
-    def _sync_participation(self) -> None:
-        """Tell peers (through our member record) whether this node still releases."""
+    def _sync_participation(self) -> bool:
+        """Tell peers (through our member record) whether this node still releases.
+
+        Returns that state: False once a budget (or an unusable ledger) stopped releases for
+        good, not merely because this round released nothing.
+        """
+        releasing = bool(self.guard.releasing or not self.guard.private)
         membership = self.daemon.membership
         if membership is not None:
-            membership.set_releasing(self.guard.releasing or not self.guard.private)
+            membership.set_releasing(releasing)
+        return releasing
 
     async def _execute(self, actions: list[eng.Action]) -> None:
         if self._catching_up:
@@ -386,8 +395,8 @@ class TrainingRuntime:
             self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
             self.trainer.set_vector(base)
             own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
-        self._sync_participation()
-        if ticket is None and self.engine.spec.max_rounds is None:
+        releasing = self._sync_participation()
+        if not releasing and self.engine.spec.max_rounds is None:
             # No round limit: rounds without a release would spin as fast as the CPU goes
             # and change nothing. Stop here; the node keeps serving its peers.
             log.warning(
@@ -514,7 +523,10 @@ class TrainingRuntime:
         base = self._base if self._base is not None else vector
         seen = self._recent or [vector]
         deltas = torch.stack([v - base for v in seen])
-        malicious = ATTACKS[self.attack](deltas, f=1)[0]  # type: ignore[index]
+        from .training.byzantine_sim import parse_attack
+
+        spec = parse_attack(self.attack)  # type: ignore[arg-type]
+        malicious = ATTACKS[spec.name](deltas, f=1, **spec.kwargs)[0]
         return base + malicious
 
     async def _aggregate(self, action: eng.Aggregate) -> None:
@@ -548,7 +560,29 @@ class TrainingRuntime:
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
         self.daemon.metrics.round.set(self.engine.round)
+        self._progress(action)
         await self._execute(actions)
+
+    def _progress(self, action: eng.Aggregate) -> None:
+        """One "round finished" line at most every PROGRESS_EVERY_S seconds.
+
+        Evaluations (and their log lines) come every ``eval_every`` rounds; without this a
+        node could train for long stretches without saying anything.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        log.info(
+            "round finished",
+            extra={
+                "fields": {
+                    "round": action.round + 1,
+                    "max_rounds": self.engine.spec.max_rounds if self.engine else None,
+                    "merged_peers": len(action.received),
+                }
+            },
+        )
 
     # --- Sybil histories on the wire (node/history_gossip.py) -----------------------------
 
