@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
@@ -73,6 +75,44 @@ def _data_dir(path: Path | None) -> DataDir:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+_INT64 = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    """A reply as a dict for ``--format json``, 64-bit integers as numbers.
+
+    The protobuf JSON mapping writes int64/uint64 as strings (for JavaScript's 53-bit
+    numbers); scripts reading ``fednode status --format json`` compare rounds and byte
+    counts as numbers, and Python's json writes big ints exactly.
+    """
+    data: dict[str, Any] = MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    _ints(message.DESCRIPTOR, data)
+    return data
+
+
+def _ints(desc: Descriptor, data: dict[str, Any]) -> None:
+    for field in desc.fields:
+        value = data.get(field.name)
+        if value is None:
+            continue
+        items = value if isinstance(value, list) else [value]
+        if field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in items:
+                _ints(field.message_type, item)
+        elif field.type in _INT64:
+            data[field.name] = [int(v) for v in items] if isinstance(value, list) else int(value)
 
 
 def _emit_json(data: Any) -> None:
@@ -592,9 +632,7 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
     """
     with _client(data_dir) as client:
         reply = _call(client.status)
-    data = MessageToDict(
-        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    data = _as_dict(reply)
     if fmt is OutputFormat.json:
         _emit_json(data)
         return
@@ -620,12 +658,7 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
     """
     with _client(data_dir) as client:
         reply = _call(client.peers)
-    rows = [
-        MessageToDict(
-            p, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        for p in reply.peers
-    ]
+    rows = [_as_dict(p) for p in reply.peers]
     if fmt is OutputFormat.json:
         _emit_json(rows)
         return
@@ -682,9 +715,7 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
     """
     with _client(data_dir) as client:
         reply = _call(client.privacy)
-    data = MessageToDict(
-        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
+    data = _as_dict(reply)
     if fmt is OutputFormat.json:
         _emit_json(data)
         return
