@@ -20,6 +20,8 @@
 #   PIP               pip used for the wheelhouse (default: python3 -m pip)
 set -euo pipefail
 
+# The whole script is one function, read before it runs: editing the file meanwhile is safe.
+main() {
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 cd "$repo"
@@ -87,15 +89,18 @@ sources_hash() {
     } | hash_of
 }
 fed_repo="$(repo_of "$FEDNODE_IMAGE")"
-fed_key="$(printf '%s %s %s %s' "$recipe" "$(image_id "$BASE_IMAGE")" "$wh_key" "$(sources_hash)" | hash_of)"
+fed_key="$(printf '%s docker-format %s %s %s' "$recipe" "$(image_id "$BASE_IMAGE")" "$wh_key" "$(sources_hash)" | hash_of)"
 if image_exists "$fed_repo:$fed_key"; then
     log "fednode image $fed_repo:$fed_key exists (cached)"
 else
     log "build $fed_repo:$fed_key from deploy/Dockerfile (base $BASE_IMAGE, wheelhouse, no index)"
-    ignore=()
-    # podman reads <Dockerfile>.dockerignore only when told to (BuildKit finds it itself).
-    if [ "$ENGINE" = podman ]; then ignore=(--ignorefile deploy/Dockerfile.dockerignore); fi
-    "$ENGINE" build "${ignore[@]}" -f deploy/Dockerfile -t "$fed_repo:$fed_key" \
+    podman_args=()
+    # podman reads <Dockerfile>.dockerignore only when told to (BuildKit finds it itself),
+    # and keeps HEALTHCHECK only in Docker's image format (OCI images have no such field).
+    if [ "$ENGINE" = podman ]; then
+        podman_args=(--ignorefile deploy/Dockerfile.dockerignore --format docker)
+    fi
+    "$ENGINE" build "${podman_args[@]}" -f deploy/Dockerfile -t "$fed_repo:$fed_key" \
         --build-arg PYTHON_IMAGE="$BASE_IMAGE" \
         --build-arg PIP_NO_INDEX=1 \
         --build-arg PIP_FIND_LINKS=/wheels \
@@ -118,3 +123,6 @@ fi
 "$ENGINE" tag "$prom_repo:$prom_key" "$PROMETHEUS_IMAGE"
 
 log "images ready in $(($(date +%s) - t0)) s: $FEDNODE_IMAGE ($fed_key), $PROMETHEUS_IMAGE ($prom_key), $BASE_IMAGE ($base_key)"
+}
+
+main "$@"
