@@ -366,7 +366,9 @@ def test_testnet_byzantine_monitoring_kill_and_restart(engine: dict[str, str]) -
         _run(["podman", "start", ids[victim]], check=False)
         after = net.wait(
             [victim],
-            lambda s: s["pid"] != before["pid"] or s["uptime_s"] < before["uptime_s"],
+            # learner is set once the training runtime is attached: before that (a few
+            # seconds after the admin socket answers) a status reports round 0.
+            lambda s: s["uptime_s"] < before["uptime_s"] and bool(s["learner"]),
             "restart",
             START_TIMEOUT,
         )[victim]
