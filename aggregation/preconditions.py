@@ -39,7 +39,9 @@ def check_updates(updates: torch.Tensor, *, rule: str) -> tuple[int, int]:
     Raises
     ------
     PreconditionError
-        If ``updates`` is not a 2-D floating tensor with at least one row.
+        If ``updates`` is not a 2-D floating tensor with at least one row, or holds a NaN
+        or an infinity (one such row would silently poison mean-like rules and distances;
+        callers drop or refuse such updates first, see ``aggregation.hygiene``).
     """
     if not isinstance(updates, torch.Tensor):
         raise PreconditionError(
@@ -54,6 +56,13 @@ def check_updates(updates: torch.Tensor, *, rule: str) -> tuple[int, int]:
     n, d = updates.shape
     if n < 1:
         raise PreconditionError(f"{rule}: need at least one update, got n=0")
+    finite = torch.isfinite(updates).all(dim=1)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite).flatten().tolist()
+        raise PreconditionError(
+            f"{rule}: updates must be finite; row(s) {rows[:8]} hold NaN or Inf "
+            "(drop them before aggregating)"
+        )
     return int(n), int(d)
 
 
@@ -90,11 +99,13 @@ def check_reference(reference: torch.Tensor | None, d: int, *, rule: str) -> tor
     Raises
     ------
     PreconditionError
-        If ``reference`` is missing or not a 1-D tensor of length ``d``.
+        If ``reference`` is missing, not a 1-D tensor of length ``d``, or not finite.
     """
     if reference is None:
         raise PreconditionError(f"{rule}: needs the node's own vector as reference=")
     if not isinstance(reference, torch.Tensor) or reference.shape != (d,):
         shape = tuple(reference.shape) if isinstance(reference, torch.Tensor) else None
         raise PreconditionError(f"{rule}: reference must have shape ({d},), got {shape}")
+    if not bool(torch.isfinite(reference).all()):
+        raise PreconditionError(f"{rule}: reference must be finite, got NaN or Inf")
     return reference

@@ -17,7 +17,33 @@ from fednode_proto.v1 import admin_pb2, admin_pb2_grpc
 
 from .logs import log
 
-__all__ = ["AdminBackend", "AdminService", "TokenInterceptor"]
+__all__ = ["AdminBackend", "AdminService", "TokenInterceptor", "check_node_id_prefix"]
+
+_HEX = frozenset("0123456789abcdef")
+NODE_ID_HEX_CHARS = 64
+
+
+def check_node_id_prefix(text: str) -> str:
+    """Normalize an operator-typed node id (or prefix of one); raise ValueError if implausible.
+
+    A node id is the SHA-256 of an Ed25519 public key: 64 lowercase hex characters. A
+    prefix of at least 4 of them names a known node; anything else is refused with a
+    sentence saying what is wrong.
+    """
+    value = text.strip().lower()
+    bad = sorted(set(value) - _HEX)
+    if bad:
+        raise ValueError(
+            f"a node id is hexadecimal (0-9, a-f); {text.strip()[:80]!r} contains "
+            f"{''.join(bad)[:16]!r}"
+        )
+    if len(value) > NODE_ID_HEX_CHARS:
+        raise ValueError(
+            f"a node id has {NODE_ID_HEX_CHARS} hex characters; this one has {len(value)}"
+        )
+    if len(value) < 4:
+        raise ValueError("give at least 4 hex characters of the node id")
+    return value
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -91,7 +117,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.BanRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.BanReply:
         try:
-            return self.backend.ban(request.node_id, request.unban)
+            node_id = check_node_id_prefix(request.node_id)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+        try:
+            return self.backend.ban(node_id, request.unban)
         except LookupError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
             raise

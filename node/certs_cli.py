@@ -251,7 +251,7 @@ def health(
             status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         except grpc.RpcError as exc:
             status = "UNREACHABLE"
-            error = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+            error = f"{exc.code().name}: {exc.details()}"
     ok = status == "SERVING"
     if fmt == "json":
         sys.stdout.write(

@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
@@ -75,44 +72,6 @@ def _data_dir(path: Path | None) -> DataDir:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
-
-
-_INT64 = frozenset(
-    {
-        FieldDescriptor.TYPE_INT64,
-        FieldDescriptor.TYPE_UINT64,
-        FieldDescriptor.TYPE_SINT64,
-        FieldDescriptor.TYPE_FIXED64,
-        FieldDescriptor.TYPE_SFIXED64,
-    }
-)
-
-
-def _as_dict(message: Message) -> dict[str, Any]:
-    """A reply as a dict for ``--format json``, 64-bit integers as numbers.
-
-    The protobuf JSON mapping writes int64/uint64 as strings (for JavaScript's 53-bit
-    numbers); scripts reading ``fednode status --format json`` compare rounds and byte
-    counts as numbers, and Python's json writes big ints exactly.
-    """
-    data: dict[str, Any] = MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    _ints(message.DESCRIPTOR, data)
-    return data
-
-
-def _ints(desc: Descriptor, data: dict[str, Any]) -> None:
-    for field in desc.fields:
-        value = data.get(field.name)
-        if value is None:
-            continue
-        items = value if isinstance(value, list) else [value]
-        if field.message_type is not None and not field.message_type.GetOptions().map_entry:
-            for item in items:
-                _ints(field.message_type, item)
-        elif field.type in _INT64:
-            data[field.name] = [int(v) for v in items] if isinstance(value, list) else int(value)
 
 
 def _emit_json(data: Any) -> None:
@@ -320,6 +279,15 @@ def genesis_new(
         typer.Option(help="flower: initial model of a Message-API ClientApp (module:attribute)."),
     ] = None,
     rule: Annotated[str, typer.Option(help="Aggregation rule (see docs/aggregation.md).")] = "mean",
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Rounds each node trains, then stops training (rounds.max_rounds) "
+            "\\[default: no limit: nodes train until stopped].",
+            show_default=False,
+            min=1,
+        ),
+    ] = None,
     bootstrap: Annotated[
         list[str] | None,
         typer.Option("--bootstrap", "-b", help="First-contact address host:port (repeatable)."),
@@ -330,6 +298,8 @@ def genesis_new(
 
     Flags not given keep the defaults recommended for the task and learner (small batches
     and sequences for Hugging Face models on CPU). Examples:
+
+    fednode genesis new net.toml --name lab --nodes 2 --rounds 20
 
     fednode genesis new net.toml --name lab --bootstrap 10.0.0.5:7420
 
@@ -384,6 +354,8 @@ def genesis_new(
         "learner": learner_table,
         "aggregation": {"rule": rule},
     }
+    if rounds is not None:
+        sections["rounds"] = {"max_rounds": rounds}
     if seed is not None:
         sections["network"]["seed"] = seed
     try:
@@ -397,6 +369,17 @@ def genesis_new(
         raise
     path.write_text(render_genesis(gen), encoding="utf-8")
     console.print(f"wrote {path}: network [bold]{gen.network.name}[/] id {gen.network_id_hex}")
+    spec = gen.round_spec()
+    console.print(
+        f"its data is split into {gen.task.num_nodes} shards (one per node: fednode start "
+        f"--shard 0..{gen.task.num_nodes - 1}); "
+        + (
+            f"nodes train {spec.max_rounds} rounds"
+            if spec.max_rounds is not None
+            else "nodes train until stopped (fednode stop; --rounds N sets a limit)"
+        ),
+        highlight=False,
+    )
 
 
 @genesis_app.command("show")
@@ -473,12 +456,14 @@ def start(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
     shard: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Which shard of a built-in task's partition is this node's data "
-            "(0..task.num_nodes-1; a local-data task ignores it)."
+            "(0..task.num_nodes-1; a local-data task ignores it) \\[default: derived from "
+            "the node id, so nodes of one network rarely share a shard].",
+            show_default=False,
         ),
-    ] = 0,
+    ] = None,
     no_train: Annotated[
         bool,
         typer.Option(
@@ -515,11 +500,17 @@ def start(
     Mutual TLS (see fednode certs --help): add --tls-cert n2/node.crt --tls-key n2/node.key
     --tls-ca n2/ca.crt
     """
+    dd = _data_dir(data_dir)
+    try:
+        # First thing: while the daemon loads, `fednode status` sees the lock and says
+        # "starting" rather than "no daemon is running".
+        lock_fd = dd.acquire_lock()
+    except DataDirLocked as exc:
+        raise _fail(str(exc)) from None
     from .config import ConfigError, load_settings
     from .daemon import Daemon, DaemonError
     from .logs import configure_logging
 
-    dd = _data_dir(data_dir)
     try:
         settings = load_settings(
             dd.root / "node.toml",
@@ -561,7 +552,7 @@ def start(
         except HFFolderError as exc:
             raise _fail(str(exc)) from None
     configure_logging(settings.log_format, settings.log_level)
-    if not 0 <= shard < gen.task.num_nodes:
+    if shard is not None and not 0 <= shard < gen.task.num_nodes:
         raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
     if attack is not None:
         from aggregation.attacks import ATTACKS
@@ -576,6 +567,7 @@ def start(
         shard=shard,
         attack=attack,
         train=not no_train,
+        lock_fd=lock_fd,
     )
     try:
         code = asyncio.run(daemon.run())
@@ -630,24 +622,58 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
 
     Example: fednode status -d ./node1 --format json
     """
+    from .status_json import status_document
+
+    dd = _data_dir(data_dir)
+    starting = _starting_pid(dd)
+    if starting is not None:
+        # The daemon holds the data dir but has not written daemon.json yet.
+        if fmt is OutputFormat.json:
+            _emit_json({"state": "starting", "pid": starting})
+        else:
+            console.print(f"starting: the daemon on {dd.root} (pid {starting}) is starting up")
+        return
     with _client(data_dir) as client:
         reply = _call(client.status)
-    data = _as_dict(reply)
+    data = status_document(reply)
     if fmt is OutputFormat.json:
         _emit_json(data)
         return
     table = Table(show_header=False, title="fednode status")
     table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     history = data.pop("history", [])
     for key in ("node_privacy", "record_privacy"):
         data.pop(key, None)
     for key, value in data.items():
-        table.add_row(key, str(value))
+        table.add_row(key, "-" if value is None else str(value))
     table.add_row("node privacy", _privacy_line(reply.node_privacy))
     table.add_row("record privacy", _privacy_line(reply.record_privacy))
     table.add_row("evaluations", str(len(history)))
     console.print(table)
+
+
+def _starting_pid(dd: DataDir) -> int | None:
+    """The pid of a daemon that holds ``dd`` but has not finished starting, else None."""
+    if dd.runtime.exists() or not dd.lock_path.exists():
+        return None
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(dd.lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = dd.lock_path.read_text().strip()
+        return int(text) if text.isdigit() else 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 @app.command()
@@ -656,21 +682,31 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
 
     Example: fednode peers -d ./node1
     """
+    dd = _data_dir(data_dir)
+    starting = _starting_pid(dd)
+    if starting is not None:
+        err_console.print(f"starting: the daemon on {dd.root} (pid {starting}) is starting up")
+        if fmt is OutputFormat.json:
+            _emit_json([])
+        return
     with _client(data_dir) as client:
         reply = _call(client.peers)
-    rows = [_as_dict(p) for p in reply.peers]
+    from .status_json import message_to_json
+
+    rows = [message_to_json(p) for p in reply.peers]
     if fmt is OutputFormat.json:
         _emit_json(rows)
         return
     table = Table(title=f"{len(rows)} peers")
     for col in ("node id", "address", "state", "incarnation", "last seen", "rtt", "banned"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     style = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
     for p in reply.peers:
         table.add_row(
-            p.node_id[:16],
+            p.node_id,
             p.address,
-            f"[{style.get(p.state, 'white')}]{p.state}[/]",
+            f"[{style.get(p.state, 'white')}]{p.state}[/]"
+            + (" [dim](no release)[/]" if p.no_release else ""),
             str(p.incarnation),
             "never" if p.last_seen_s < 0 else f"{p.last_seen_s:.1f} s ago",
             "-" if p.rtt_ms < 0 else f"{p.rtt_ms:.1f} ms",
@@ -715,7 +751,9 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
     """
     with _client(data_dir) as client:
         reply = _call(client.privacy)
-    data = _as_dict(reply)
+    from .status_json import message_to_json
+
+    data = message_to_json(reply)
     if fmt is OutputFormat.json:
         _emit_json(data)
         return

@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from fednode_proto.v1 import admin_pb2, admin_pb2_grpc, node_pb2_grpc
+from fednode_proto.v1 import admin_pb2, admin_pb2_grpc
 
 from . import __version__, runtime
 from .address import parse_host_port
@@ -40,7 +40,7 @@ from .metrics import Metrics
 from .peer_channels import PeerChannels
 from .ratelimit import RateLimiter
 from .reputation import ReputationBook
-from .service import NodeService
+from .service import NodeService, add_node_service
 from .storage import Store, open_store, sqlite_url_for
 
 __all__ = ["Daemon", "DaemonError", "grpc_server_options"]
@@ -61,6 +61,9 @@ def grpc_server_options(settings: NodeSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
+        # Only the identity "compression": a peer's gzip/deflate message is refused by gRPC
+        # instead of being inflated (a 127 KiB stream once grew a daemon by 275 MB).
+        ("grpc.compression_enabled_algorithms_bitset", 1),
     ]
 
 
@@ -94,6 +97,12 @@ class Daemon:
         Local settings (addresses, limits, logging).
     bootstrap : list of str
         Extra first-contact addresses on top of the genesis file's.
+    lock_fd : int, optional
+        The data dir's lock, when the caller took it already (``fednode start`` takes it
+        first thing, so that ``fednode status`` can say "starting" early).
+    shard : int or None, default 0
+        This node's shard of a built-in task's partition; None derives it from the node
+        id (:func:`node.runtime.default_shard`).
     """
 
     def __init__(
@@ -103,9 +112,10 @@ class Daemon:
         settings: NodeSettings,
         bootstrap: list[str] | None = None,
         *,
-        shard: int = 0,
+        shard: int | None = 0,
         attack: str | None = None,
         train: bool = True,
+        lock_fd: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.genesis = genesis
@@ -121,7 +131,7 @@ class Daemon:
         self.metrics_address = ""
         self.dashboard_address = ""
         self.dashboard: Any = None
-        self._lock_fd: int | None = None
+        self._lock_fd: int | None = lock_fd
         self._tasks: list[asyncio.Task[Any]] = []
         self.membership: Any = None
         self.training: Any = None
@@ -194,10 +204,11 @@ class Daemon:
             metrics=self.metrics,
             limiter=RateLimiter(self.settings.peer_rate, self.settings.peer_burst),
             max_update_bytes=self.settings.max_update_bytes,
-            is_banned=self._is_banned,
+            is_banned=self._is_operator_banned,
             on_fault=self._on_fault,
+            is_quarantined=self._is_quarantined,
         )
-        node_pb2_grpc.add_NodeServicer_to_server(self.service, server)
+        add_node_service(self.service, server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         creds = self._server_credentials()
@@ -312,7 +323,8 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
         self.data_dir.ensure()
-        self._lock_fd = self.data_dir.acquire_lock()
+        if self._lock_fd is None:
+            self._lock_fd = self.data_dir.acquire_lock()
         servers: tuple[grpc.aio.Server, grpc.aio.Server] | None = None
         try:
             self._load_tls()
@@ -405,11 +417,21 @@ class Daemon:
         self.stop_event.set()
 
     def _on_fault(self, sender: bytes, reason: str) -> None:
-        if self.reputation is not None:
+        # Only members are charged: a throwaway key's faults would only grow the table
+        # (admission refuses it anyway, whatever its reputation).
+        if self.reputation is None or self.membership is None:
+            return
+        if self.membership.is_member(sender):
             self.reputation.fault(sender.hex(), reason)
 
     def _is_banned(self, node_id: bytes) -> bool:
         return runtime.is_banned(self, node_id)
+
+    def _is_operator_banned(self, node_id: bytes) -> bool:
+        return node_id.hex() in self.banned
+
+    def _is_quarantined(self, node_id: bytes) -> bool:
+        return self.reputation is not None and self.reputation.is_quarantined(node_id.hex())
 
     def status(self) -> admin_pb2.StatusReply:
         return runtime.status_reply(self)

@@ -18,9 +18,19 @@ import torch
 from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.training_pb2 import TensorChunk, TensorHeader
 
-__all__ = ["CHUNK_BYTES", "UpdateError", "chunks_for", "decode_update", "encode_update"]
+__all__ = [
+    "CHUNK_BYTES",
+    "MIN_CHUNK_BYTES",
+    "UpdateError",
+    "check_header",
+    "chunks_for",
+    "decode_update",
+    "encode_update",
+]
 
 CHUNK_BYTES = 1 << 20
+#: A receiver reads at most ``2 + ceil(total_bytes / MIN_CHUNK_BYTES)`` chunks of a stream.
+MIN_CHUNK_BYTES = 1 << 16
 
 
 class UpdateError(ValueError):
@@ -60,8 +70,15 @@ def chunks_for(
         yield TensorChunk(data=payload[start : start + chunk_bytes])
 
 
-def decode_update(header: TensorHeader, payload: bytes, expected_numel: int | None) -> torch.Tensor:
-    """Check a received update against the header and our layout; return the vector."""
+def check_header(header: TensorHeader, expected_numel: int | None) -> None:
+    """Check a signed header against our layout before any body byte is read.
+
+    Raises
+    ------
+    UpdateError
+        ``bad_format``, ``bad_dtype``, ``bad_shape`` or ``size_mismatch`` (declared size is
+        not 4 bytes per declared value).
+    """
     if header.format != TensorHeader.RAW_LE:
         raise UpdateError("bad_format", f"unsupported tensor format {header.format}")
     if header.dtype != "float32":
@@ -73,6 +90,16 @@ def decode_update(header: TensorHeader, payload: bytes, expected_numel: int | No
         raise UpdateError(
             "bad_shape", f"update has {numel} parameters, this model has {expected_numel}"
         )
+    if header.total_bytes != numel * 4:
+        raise UpdateError(
+            "size_mismatch", f"header declares {header.total_bytes} bytes for {numel} values"
+        )
+
+
+def decode_update(header: TensorHeader, payload: bytes, expected_numel: int | None) -> torch.Tensor:
+    """Check a received update against the header and our layout; return the vector."""
+    check_header(header, expected_numel)
+    numel = int(header.shape[0])
     if len(payload) != numel * 4:
         raise UpdateError("size_mismatch", f"{len(payload)} bytes for {numel} float32 values")
     array = np.frombuffer(payload, dtype="<f4").astype(np.float32)

@@ -37,6 +37,7 @@ from .training.spec import LearnerSpec, RoundSpec, TaskSpec
 __all__ = [
     "RULE_NAMES",
     "AggregationSpec",
+    "CatchupSpec",
     "Genesis",
     "GenesisError",
     "NetworkSpec",
@@ -155,6 +156,29 @@ class AggregationSpec(_Section):
         return value
 
 
+class CatchupSpec(_Section):
+    """When a node that fell behind may adopt its peers' state (node/catchup.py).
+
+    A node adopts remote state only from admitted members with standing, when at least
+    ``quorum = max(1, 2 f)`` of them (``f = min(byzantine, (task.num_nodes - 1) // 2)``)
+    signed updates beyond its window *and* they outnumber the standing members it heard
+    from inside its window; their checkpoints and its own model then go through a robust
+    rule that tolerates ``f`` of the ``2 f + 1`` rows (docs/faults.md, "Catch-up under
+    attack").
+    """
+
+    byzantine: int = Field(
+        1,
+        ge=0,
+        description="Lying vouchers (members with standing) a catch-up must tolerate",
+    )
+    min_standing_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a member must have been in this node's view to vouch",
+    )
+
+
 class PrivacySpec(_Section):
     """Differential privacy: node-level on every release, record-level budget, both ledgers."""
 
@@ -216,6 +240,7 @@ class Genesis(_Section):
     learner: LearnerSpec = Field(default_factory=lambda: LearnerSpec())
     aggregation: AggregationSpec = Field(default_factory=lambda: AggregationSpec())
     privacy: PrivacySpec = Field(default_factory=lambda: PrivacySpec())
+    catchup: CatchupSpec = Field(default_factory=lambda: CatchupSpec())
     rounds: RoundSpec = Field(default_factory=lambda: RoundSpec())
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from fednode_proto.v1 import gossip_pb2
 from .gossip import GossipConfig, Member, Membership, MembershipDriver, MemberState
 from .gossip.records import MemberRecord
 from .logs import log
+from .participation import capabilities_for, releases
 from .peer_channels import GrpcGossipTransport
 from .storage.records import PeerRecord
 
@@ -61,12 +62,69 @@ class DaemonMembership:
             return None
         return max(0.0, self.driver.clock() - m.first_seen)
 
+    def is_established(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` is an established member (answered us, old enough).
+
+        Established members are never evicted for newcomers and lead :meth:`sample`; see
+        ``promotion_min_age`` in :mod:`node.gossip.config`.
+        """
+        m = self.core.get(node_id)
+        return m is not None and m.established and m.state is MemberState.ALIVE
+
     def sample(self, k: int) -> list[Member]:
-        """Up to ``k`` random live members that the operator has not banned."""
+        """Up to ``k`` live members that release updates and are not banned, established first.
+
+        Established members are drawn at random; only when fewer than ``k`` qualify is the
+        rest filled with the oldest other members, so a burst of fresh identities cannot
+        capture training's fan-out. A member that announced
+        :data:`~node.participation.NO_RELEASE` would neither push nor answer: sampling it
+        would only make this node wait for it.
+        """
         from .runtime import is_banned
 
-        picked = self.core.sample(k + len(self.daemon.banned) + 4)
-        return [m for m in picked if not is_banned(self.daemon, m.node_id)][:k]
+        picked = self.core.sample(k + len(self.daemon.banned) + 4 + self.withdrawn())
+        return [
+            m for m in picked if releases(m.capabilities) and not is_banned(self.daemon, m.node_id)
+        ][:k]
+
+    def withdrawn(self) -> int:
+        """Live members that announced they release no updates."""
+        return sum(
+            1
+            for m in self.core.members(states=(MemberState.ALIVE, MemberState.SUSPECT))
+            if not releases(m.capabilities)
+        )
+
+    def takes_part(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` is a live member that still releases updates."""
+        m = self.core.get(node_id)
+        return (
+            m is not None
+            and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            and releases(m.capabilities)
+        )
+
+    @property
+    def releasing(self) -> bool:
+        """What this node's own record announces (False after :meth:`set_releasing`)."""
+        return releases(self.core.capabilities)
+
+    def set_releasing(self, releasing: bool) -> None:
+        """Announce to every member whether this node still releases updates.
+
+        Re-signs this node's record at a higher incarnation (stored, so a restart starts
+        above it) with or without :data:`~node.participation.NO_RELEASE`.
+        """
+        caps = capabilities_for(self.core.capabilities, releasing=releasing)
+        if not self.core.set_capabilities(self.driver.clock(), caps):
+            return
+        assert self.daemon.store is not None
+        self.daemon.store.set_state(STATE_INCARNATION, self.core.incarnation)
+        log.warning(
+            "announced to peers: this node %s",
+            "releases updates again" if releasing else "releases no more updates",
+            extra={"fields": {"incarnation": self.core.incarnation}},
+        )
 
     def start(self, addresses: list[str]) -> None:
         self._task = asyncio.create_task(self.driver.run(self._stop), name="membership")
@@ -133,7 +191,11 @@ async def start_membership(daemon: Daemon) -> DaemonMembership:
         random.Random(),
         now=clock(),
         incarnation=incarnation,
-        capabilities=(daemon.genesis.learner.kind,),
+        capabilities=capabilities_for(
+            (daemon.genesis.learner.kind,),
+            # A restarted node whose budget is already spent says so from its first record.
+            releasing=daemon.guard is None or daemon.guard.releasing or not daemon.guard.private,
+        ),
         wall_offset=time.time() - clock(),
     )
     stored = store.list_peers()

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["Metrics"]
+__all__ = ["OPERATOR_REJECT_REASONS", "Metrics"]
+
+#: ``fednode_messages_rejected_total`` reasons of requests to the operator API and the
+#: dashboard (a bad or missing token): not peers' messages, so kept out of the "rejected"
+#: count that status and the testnet table show for peer traffic.
+OPERATOR_REJECT_REASONS = frozenset({"admin_token", "dashboard_token"})
 
 
 class Metrics:
@@ -28,6 +33,13 @@ class Metrics:
             "fednode_messages_rejected_total",
             "Peer messages refused, by reason (bad_signature, wrong_network, replay, ...)",
             ["reason"],
+            registry=r,
+        )
+        self.admission_refused = Counter(
+            "fednode_admission_refused_total",
+            "Authenticated requests refused by admission (node/admission.py), by reason "
+            "(not_member, banned, quarantined, no_standing, not_ready) and message kind",
+            ["reason", "kind"],
             registry=r,
         )
         self.bytes = Counter(

@@ -8,6 +8,7 @@ options mirror the server's explicit limits.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -18,7 +19,9 @@ from fednode_proto.v1 import node_pb2_grpc
 from .envelope import EnvelopeError, ReplayWindow, SeqCounter, check_envelope, seal
 from .gossip.transport import GossipTransportError, reply_sender_id
 from .identity import Identity
+from .logs import log
 from .metrics import Metrics
+from .tls_hint import TlsHints, tls_mismatch_hint
 
 __all__ = ["GrpcGossipTransport", "PeerCallError", "PeerChannels"]
 
@@ -94,6 +97,7 @@ class GrpcGossipTransport:
         self.metrics = metrics
         self.seq = SeqCounter()
         self.replay = ReplayWindow()
+        self._hints = TlsHints()
 
     async def request(self, address: str, body: bytes, timeout: float) -> bytes:
         env = seal(self.identity, self.network_id, "gossip", body, seq=self.seq.next("gossip"))
@@ -101,6 +105,7 @@ class GrpcGossipTransport:
         try:
             reply = await self.channels.stub(address).Gossip(env, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
+            self._explain(address, exc)
             raise PeerCallError(f"{address}: {exc.code().name}: {exc.details()}") from None
         self.metrics.bytes.labels(direction="in", kind="gossip").inc(reply.ByteSize())
         try:
@@ -116,3 +121,10 @@ class GrpcGossipTransport:
             self.metrics.messages_rejected.labels(reason="reply_sender_mismatch").inc()
             raise PeerCallError(f"{address}: reply carries another member's record")
         return verified.body
+
+    def _explain(self, address: str, exc: grpc.aio.AioRpcError) -> None:
+        """Log a failure that looks like a TLS mismatch, with the fix (rate limited)."""
+        tls = self.channels.credentials is not None
+        hint = tls_mismatch_hint(address, exc.details() or "", tls=tls)
+        if hint is not None and self._hints.due(address, time.monotonic()):
+            log.warning(hint)

@@ -269,6 +269,13 @@ class ReleaseGuard:
         if problem:
             self._stop(self.node, problem)
             self._stop(self.record, problem)
+        elif spec.enabled and self.node.rows:
+            # A restarted node whose stored ledger leaves no room for one more release says
+            # so from the start (status, member record), not only at its next round.
+            try:
+                self.node.check(Release(spec.noise_multiplier, 1.0, 1))
+            except BudgetExceeded as exc:
+                self._stop(self.node, str(exc))
         self._gauges()
 
     def _account(self, scope: str, epsilon: float, delta: float) -> Account:

@@ -15,12 +15,15 @@ from fednode_proto.v1 import admin_pb2
 
 from . import __version__
 from .logs import log
+from .metrics import OPERATOR_REJECT_REASONS
+from .participation import releases
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 __all__ = [
     "ban",
+    "default_shard",
     "export_model",
     "is_banned",
     "peers_reply",
@@ -48,24 +51,49 @@ async def start_components(daemon: Daemon) -> None:
         record_kind=None if record is None or record[1] == 0 else record[0],
     )
     membership = await start_membership(daemon)
+    # Admission (node/admission.py) of every non-gossip request asks this view.
+    assert daemon.service is not None
+    daemon.service.membership = membership
     daemon._tasks.append(asyncio.create_task(_gauges(daemon, membership), name="gauges"))
+    from .evidence_gossip import start_evidence
+
+    start_evidence(daemon)
     if not daemon.train:
         return
     from .training.usercode import TaskSetupError
 
+    shard = daemon.shard
+    if shard is None:
+        assert daemon.identity is not None
+        shard = default_shard(daemon.identity.node_id_hex, daemon.genesis.task.num_nodes)
+        log.info(
+            "data shard derived from the node id (fednode start --shard N chooses it)",
+            extra={"fields": {"shard": shard, "shards": daemon.genesis.task.num_nodes}},
+        )
     try:
         if daemon.genesis.learner.kind in {"sgd", "flower"}:
             from .training_runtime import start_training
 
-            await start_training(daemon, daemon.shard, daemon.attack)
+            await start_training(daemon, shard, daemon.attack)
         elif daemon.genesis.learner.kind == "spsa":
             from .spsa_runtime import start_spsa
 
-            await start_spsa(daemon, daemon.shard)
+            await start_spsa(daemon, shard)
     except TaskSetupError as exc:
         # The operator's to fix (user code, model folder, data file): one line, and the
         # node keeps serving membership.
         log.error("training not started: %s", exc)
+
+
+def default_shard(node_id_hex: str, shards: int) -> int:
+    """The shard a node takes when the operator names none: its node id modulo ``shards``.
+
+    Node ids are uniform hashes, so two nodes share a shard with probability ``1/shards``;
+    operators who must rule that out pass ``--shard``.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    return int(node_id_hex, 16) % shards
 
 
 async def _gauges(daemon: Daemon, membership: Any) -> None:
@@ -106,14 +134,21 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
     counts = _peer_states(daemon)
     metrics = daemon.metrics
     sent = received = rejected = 0.0
+    by_kind: dict[str, dict[str, int]] = {"out": {}, "in": {}}
     for family in metrics.registry.collect():
         for sample in family.samples:
             if sample.name == "fednode_bytes_total":
-                if sample.labels.get("direction") == "out":
+                direction = "out" if sample.labels.get("direction") == "out" else "in"
+                kind = sample.labels.get("kind", "")
+                by_kind[direction][kind] = by_kind[direction].get(kind, 0) + int(sample.value)
+                if direction == "out":
                     sent += sample.value
                 else:
                     received += sample.value
-            elif sample.name == "fednode_messages_rejected_total":
+            elif (
+                sample.name == "fednode_messages_rejected_total"
+                and sample.labels.get("reason") not in OPERATOR_REJECT_REASONS
+            ):
                 rejected += sample.value
     reply = admin_pb2.StatusReply(
         node_id=daemon.identity.node_id_hex,
@@ -133,6 +168,10 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
         task=daemon.genesis.task.name,
         epsilon_budget=daemon.genesis.privacy.epsilon_budget,
         releasing=True,
+        metrics=daemon.metrics_address or "",
+        dashboard=daemon.dashboard_address or "",
+        bytes_sent_by_kind=by_kind["out"],
+        bytes_received_by_kind=by_kind["in"],
     )
     if daemon.training is not None:
         daemon.training.fill_status(reply)
@@ -162,6 +201,7 @@ def peers_reply(daemon: Daemon) -> admin_pb2.PeersReply:
                 last_seen_s=-1.0 if m.last_seen is None else max(0.0, now - m.last_seen),
                 rtt_ms=-1.0 if m.rtt_ms is None else m.rtt_ms,
                 banned=is_banned(daemon, m.node_id),
+                no_release=not releases(m.capabilities),
             )
         )
     return out

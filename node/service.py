@@ -1,7 +1,9 @@
 """The peer-to-peer ``Node`` gRPC service.
 
 This layer does I/O and admission only: per-peer rate limits, size limits, envelope
-checks (network, signature, sender id, freshness, replay), bans. What a message *means*
+checks (network, signature, sender id, freshness, replay), then one admission decision per
+request (``node/admission.py``: banned, quarantined, not a member) for every path except
+membership gossip, before any body is read. What a message *means*
 is decided by the protocol cores behind two small interfaces, :class:`GossipHandler` and
 :class:`TrainingHandler`, so the same cores run over gRPC and over the in-memory
 transport. A refused request gets a gRPC status whose details start with a stable reason
@@ -21,6 +23,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1.envelope_pb2 import Envelope, Receipt
+from fednode_proto.v1.evidence_pb2 import Evidence
 from fednode_proto.v1.training_pb2 import (
     HistoryGossip,
     PullRequest,
@@ -29,7 +32,9 @@ from fednode_proto.v1.training_pb2 import (
     TensorHeader,
 )
 
+from .admission import AdmissionPolicy, Admit, MembershipView, SenderFacts, decide
 from .envelope import EnvelopeError, ReplayWindow, SeqCounter, Verified, check_envelope, seal
+from .exchange import MIN_CHUNK_BYTES, UpdateError, check_header
 from .identity import Identity
 from .logs import log
 from .metrics import Metrics
@@ -37,11 +42,14 @@ from .ratelimit import RateLimiter
 
 __all__ = [
     "FAULT_REASONS",
+    "EvidenceHandler",
     "GossipHandler",
     "HistoryHandler",
     "NodeService",
     "Rejected",
     "TrainingHandler",
+    "Undecodable",
+    "add_node_service",
 ]
 
 
@@ -59,6 +67,7 @@ FAULT_REASONS = frozenset(
         "nonfinite",
         "bad_round",
         "unknown_seed",
+        "too_many_chunks",
         "bad_origin",
         "forged_origin",
         "gossip_malformed",
@@ -74,6 +83,11 @@ FAULT_REASONS = frozenset(
         "history_bad_reporter",
         "history_bad_shape",
         "history_bad_signature",
+        # Equivocation evidence (node/evidence_gossip.py): relays verify before relaying.
+        "evidence_malformed",
+        "evidence_bad_envelope",
+        "evidence_not_a_pair",
+        "evidence_same_update",
     }
 )
 
@@ -102,11 +116,34 @@ class HistoryHandler(Protocol):
         ...
 
 
-class TrainingHandler(Protocol):
-    """Training runtime behind the update/scalar RPCs."""
+class EvidenceHandler(Protocol):
+    """Equivocation detection behind ``PushEvidence`` (node/evidence_gossip.py)."""
 
-    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
-        """Take a verified, complete update; raise :class:`Rejected` to refuse it."""
+    def seen_update(self, env: Envelope, msg: Verified, header: TensorHeader) -> None:
+        """Every update header the service verified (its signed first-chunk envelope)."""
+        ...
+
+    async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
+        """Take a verified sighting or proof; raise :class:`Rejected` to refuse it."""
+        ...
+
+
+class TrainingHandler(Protocol):
+    """Training runtime behind the update/scalar RPCs.
+
+    ``update_numel`` is the number of float32 values an update of this model has, or None
+    when the learner takes no updates (SPSA): the service checks a stream's signed header
+    against it before reading the body.
+    """
+
+    @property
+    def update_numel(self) -> int | None: ...
+
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified, complete update; raise :class:`Rejected` to refuse it.
+
+        Returns a note for the (accepted) receipt, e.g. that no answer will come.
+        """
         ...
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
@@ -131,6 +168,74 @@ def _peer_host(context: grpc.aio.ServicerContext) -> str:
     return peer
 
 
+class Undecodable:
+    """Stands for a request whose bytes are not the message the RPC expects.
+
+    gRPC's default deserializer raises, which the library answers with UNKNOWN and no
+    reason; the service answers this placeholder with INVALID_ARGUMENT ``undecodable``.
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return parse(data)
+        except DecodeError:
+            return Undecodable(len(data))
+
+    return deserialize
+
+
+def add_node_service(service: NodeService, server: grpc.aio.Server) -> None:
+    """Register ``service`` like ``add_NodeServicer_to_server``, with tolerant decoding."""
+    env, chunk = Envelope.FromString, TensorChunk.FromString
+    handlers = {
+        "Gossip": grpc.unary_unary_rpc_method_handler(
+            service.Gossip,
+            request_deserializer=_tolerant(env),
+            response_serializer=Envelope.SerializeToString,
+        ),
+        "PushUpdate": grpc.stream_unary_rpc_method_handler(
+            service.PushUpdate,
+            request_deserializer=_tolerant(chunk),
+            response_serializer=Receipt.SerializeToString,
+        ),
+        "PushScalars": grpc.unary_unary_rpc_method_handler(
+            service.PushScalars,
+            request_deserializer=_tolerant(env),
+            response_serializer=Receipt.SerializeToString,
+        ),
+        "Pull": grpc.unary_stream_rpc_method_handler(
+            service.Pull,
+            request_deserializer=_tolerant(env),
+            response_serializer=TensorChunk.SerializeToString,
+        ),
+        "PullScalars": grpc.unary_stream_rpc_method_handler(
+            service.PullScalars,
+            request_deserializer=_tolerant(env),
+            response_serializer=Envelope.SerializeToString,
+        ),
+        "PushHistory": grpc.unary_unary_rpc_method_handler(
+            service.PushHistory,
+            request_deserializer=_tolerant(env),
+            response_serializer=Receipt.SerializeToString,
+        ),
+        "PushEvidence": grpc.unary_unary_rpc_method_handler(
+            service.PushEvidence,
+            request_deserializer=_tolerant(env),
+            response_serializer=Receipt.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("fednode.v1.Node", handlers),)
+    )
+
+
 class NodeService(node_pb2_grpc.NodeServicer):
     """Admission control in front of the membership and training cores.
 
@@ -147,6 +252,18 @@ class NodeService(node_pb2_grpc.NodeServicer):
         Largest whole update stream accepted.
     is_banned : callable
         ``is_banned(sender_id) -> bool``; banned senders are refused.
+    on_fault : callable, optional
+        ``on_fault(sender_id, reason)`` for authenticated faults (the reputation book).
+    is_quarantined : callable, optional
+        ``is_quarantined(sender_id) -> bool``; quarantined senders are refused.
+    admission : AdmissionPolicy, optional
+        Parameters of :func:`node.admission.decide`.
+
+    Attributes
+    ----------
+    membership : MembershipView or None
+        Set once membership runs; until then every non-gossip request is refused
+        ``not_ready``.
     """
 
     def __init__(
@@ -159,6 +276,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         max_update_bytes: int,
         is_banned: Callable[[bytes], bool],
         on_fault: Callable[[bytes, str], None] | None = None,
+        is_quarantined: Callable[[bytes], bool] | None = None,
+        admission: AdmissionPolicy | None = None,
     ) -> None:
         self.identity = identity
         self.network_id = network_id
@@ -167,6 +286,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.max_update_bytes = max_update_bytes
         self.is_banned = is_banned
         self.on_fault = on_fault
+        self.is_quarantined = is_quarantined or (lambda _id: False)
+        self.admission = admission or AdmissionPolicy()
+        self.membership: MembershipView | None = None
         self.replay = ReplayWindow()
         self.seq = SeqCounter()
         # Foreign networks already warned about: one warning per network id, not per message.
@@ -174,12 +296,14 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.gossip: GossipHandler | None = None
         self.training: TrainingHandler | None = None
         self.history: HistoryHandler | None = None
+        self.evidence: EvidenceHandler | None = None
 
     # --- admission -----------------------------------------------------------------------
 
     def _fault(self, sender: bytes | None, reason: str) -> None:
-        # Only called once the sender's signature verified: unauthenticated garbage is
-        # never charged to the id it claims.
+        # Only called once the sender's signature verified and it was admitted:
+        # unauthenticated garbage is never charged to the id it claims, and only members
+        # get a reputation row (a flood of throwaway keys cannot grow the table).
         if sender is not None and self.on_fault is not None and reason in FAULT_REASONS:
             self.on_fault(sender, reason)
 
@@ -217,13 +341,21 @@ class NodeService(node_pb2_grpc.NodeServicer):
         )
 
     async def _admit(
-        self, env: Envelope, context: grpc.aio.ServicerContext, kinds: frozenset[str]
+        self, env: object, context: grpc.aio.ServicerContext, kinds: frozenset[str]
     ) -> Verified:
         if not self.limiter.allow(_peer_host(context)):
             self.metrics.rate_limited.inc()
             await self._refuse(
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited", "slow down"
             )
+        if not isinstance(env, Envelope):
+            await self._refuse(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "undecodable",
+                "request bytes are not a protobuf Envelope",
+            )
+            raise AssertionError("unreachable")
         if len(UnknownFieldSet(env)) > 0:
             await self._refuse(
                 context,
@@ -243,16 +375,48 @@ class NodeService(node_pb2_grpc.NodeServicer):
                 self._warn_foreign_network(env, context)
             await self._refuse(context, code, exc.reason, str(exc))
             raise AssertionError("unreachable") from exc
-        if self.is_banned(verified.sender_id):
-            await self._refuse(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                "banned",
-                f"node {verified.sender_id.hex()[:16]} is banned here",
-            )
+        if "gossip" in kinds:
+            # Gossip is how identities become members: node/gossip/ checks proof of work
+            # and records; only bans and quarantines apply here.
+            if self.is_banned(verified.sender_id) or self.is_quarantined(verified.sender_id):
+                await self._refuse(
+                    context,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "banned",
+                    f"node {verified.sender_id.hex()[:16]} is banned here",
+                )
+        else:
+            await self._admit_member(verified, context)
         self.metrics.messages_received.labels(kind=verified.kind).inc()
         self.metrics.bytes.labels(direction="in", kind=verified.kind).inc(env.ByteSize())
         return verified
+
+    async def _admit_member(self, verified: Verified, context: grpc.aio.ServicerContext) -> None:
+        """The one admission decision (node/admission.py) for a non-gossip request."""
+        if self.membership is None:
+            self.metrics.admission_refused.labels(reason="not_ready", kind=verified.kind).inc()
+            await self._refuse(
+                context, grpc.StatusCode.UNAVAILABLE, "not_ready", "membership is starting"
+            )
+            return
+        sender = verified.sender_id
+        member = self.membership.is_member(sender)
+        facts = SenderFacts(
+            member=member,
+            standing_s=self.membership.standing_s(sender) if member else None,
+            banned=self.is_banned(sender),
+            quarantined=self.is_quarantined(sender),
+        )
+        decision = decide(verified.kind, facts, self.admission)
+        if isinstance(decision, Admit):
+            return
+        self.metrics.admission_refused.labels(reason=decision.reason, kind=verified.kind).inc()
+        await self._refuse(
+            context,
+            grpc.StatusCode.PERMISSION_DENIED,
+            decision.reason,
+            f"{decision.message} (node {sender.hex()[:16]})",
+        )
 
     def _reply(self, kind: str, body: bytes, round: int = 0) -> Envelope:
         env = seal(self.identity, self.network_id, kind, body, seq=self.seq.next(kind), round=round)
@@ -261,7 +425,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
 
     # --- RPCs ----------------------------------------------------------------------------
 
-    async def Gossip(self, request: Envelope, context: grpc.aio.ServicerContext) -> Envelope:
+    async def Gossip(
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
+    ) -> Envelope:
         verified = await self._admit(request, context, frozenset({"gossip"}))
         if self.gossip is None:
             await self._refuse(context, grpc.StatusCode.UNAVAILABLE, "not_ready", "starting up")
@@ -290,66 +456,122 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return self._reply("gossip", body)
 
     async def PushUpdate(
-        self, request_iterator: AsyncIterator[TensorChunk], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[TensorChunk | Undecodable],
+        context: grpc.aio.ServicerContext,
     ) -> Receipt:
-        first: TensorChunk | None = None
-        parts: list[bytes] = []
-        size = 0
+        # Work is bounded by what the signed header may declare: the header is checked
+        # against this node's model before any body byte is kept, the stream is refused at
+        # the first byte past its declared size, and at most max_chunks chunks are read.
         verified: Verified | None = None
+        first_env: Envelope | None = None
         header = TensorHeader()
+        digest = hashlib.sha256()
+        payload = bytearray()
+        chunks = 0
+        max_chunks = 1
         async for chunk in request_iterator:
-            if first is None:
-                first = chunk
+            if not isinstance(chunk, TensorChunk):
+                await self._refuse(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "undecodable",
+                    "stream chunk is not a protobuf TensorChunk",
+                )
+                raise AssertionError("unreachable")
+            chunks += 1
+            if verified is None:
+                first_env = chunk.header
                 verified = await self._admit(chunk.header, context, frozenset({"update"}))
-                try:
-                    header.ParseFromString(verified.body)
-                except DecodeError:
-                    await self._refuse(
-                        context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "bad header"
-                    )
-                if header.total_bytes > self.max_update_bytes:
-                    await self._refuse(
-                        context,
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        "oversized",
-                        f"update of {header.total_bytes} bytes exceeds {self.max_update_bytes}",
-                    )
+                max_chunks = await self._check_update_header(verified, header, context)
             elif chunk.HasField("header"):
-                await self._refuse(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "malformed",
-                    "only the first chunk may carry a header",
+                await self._refuse_fault(
+                    context, verified, "malformed", "only the first chunk may carry a header"
                 )
-            size += len(chunk.data)
-            if size > header.total_bytes:
-                await self._refuse(
+            if chunks > max_chunks:
+                await self._refuse_fault(
                     context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "size_mismatch",
-                    "stream longer than its declared size",
+                    verified,
+                    "too_many_chunks",
+                    f"more than {max_chunks} chunks for {header.total_bytes} bytes",
+                    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
                 )
-            parts.append(chunk.data)
+            if len(payload) + len(chunk.data) > header.total_bytes:
+                await self._refuse_fault(
+                    context, verified, "size_mismatch", "stream longer than its declared size"
+                )
+            payload += chunk.data
+            digest.update(chunk.data)
         if verified is None:
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "empty")
             raise AssertionError("unreachable")
-        payload = b"".join(parts)
         self.metrics.bytes.labels(direction="in", kind="update").inc(len(payload))
         if len(payload) != header.total_bytes:
             return self._receipt_refused(
                 "size_mismatch", "stream shorter than declared", verified.sender_id
             )
-        if hashlib.sha256(payload).digest() != header.payload_sha256:
+        if digest.digest() != header.payload_sha256:
             return self._receipt_refused(
                 "bad_hash", "payload does not match its signed hash", verified.sender_id
             )
-        if self.training is None:
-            return self._receipt_refused("not_training", "this node runs no learner")
+        if self.evidence is not None and first_env is not None:
+            self.evidence.seen_update(first_env, verified, header)
+        assert self.training is not None  # _check_update_header refused otherwise
         try:
-            await self.training.on_update(verified, header, payload)
+            note = await self.training.on_update(verified, header, bytes(payload))
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return Receipt(accepted=True, reason=note or "")
+
+    async def _check_update_header(
+        self, verified: Verified, header: TensorHeader, context: grpc.aio.ServicerContext
+    ) -> int:
+        """Parse and check a stream's signed header before its body; return the chunk cap."""
+        try:
+            header.ParseFromString(verified.body)
+        except DecodeError:
+            await self._refuse_fault(context, verified, "malformed", "bad header")
+        if header.total_bytes > self.max_update_bytes:
+            await self._refuse(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "oversized",
+                f"update of {header.total_bytes} bytes exceeds {self.max_update_bytes}",
+            )
+        if self.training is None:
+            await self._refuse(
+                context, grpc.StatusCode.UNAVAILABLE, "not_training", "this node runs no learner"
+            )
+            raise AssertionError("unreachable")
+        numel = self.training.update_numel
+        if numel is None:
+            await self._refuse(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "wrong_learner",
+                "this network's learner exchanges no update vectors",
+            )
+        try:
+            check_header(header, numel)
+        except UpdateError as exc:
+            await self._refuse_fault(context, verified, exc.reason, str(exc))
+        # The first chunk may be empty; every other one carries at least MIN_CHUNK_BYTES
+        # except the last, so an honest stream never needs more.
+        return 2 + -(-header.total_bytes // MIN_CHUNK_BYTES)
+
+    async def _refuse_fault(
+        self,
+        context: grpc.aio.ServicerContext,
+        verified: Verified,
+        reason: str,
+        message: str,
+        *,
+        code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
+    ) -> None:
+        """Refuse an authenticated, admitted sender's bad request (charged as a fault)."""
+        self._fault(verified.sender_id, reason)
+        await self._refuse(context, code, reason, message)
+        raise AssertionError("unreachable")
 
     def _receipt_refused(self, reason: str, message: str, sender: bytes | None = None) -> Receipt:
         self.metrics.messages_rejected.labels(reason=reason).inc()
@@ -359,7 +581,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
         log.log(level, "refused message", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
 
-    async def PushHistory(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
+    async def PushHistory(
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
+    ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"history"}))
         batch = HistoryGossip()
         try:
@@ -376,7 +600,28 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
         return Receipt(accepted=True)
 
-    async def PushScalars(self, request: Envelope, context: grpc.aio.ServicerContext) -> Receipt:
+    async def PushEvidence(
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
+    ) -> Receipt:
+        verified = await self._admit(request, context, frozenset({"evidence"}))
+        evidence = Evidence()
+        try:
+            evidence.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused(
+                "evidence_malformed", "body is not an Evidence", verified.sender_id
+            )
+        if self.evidence is None:
+            return self._receipt_refused("not_ready", "starting up")
+        try:
+            await self.evidence.on_evidence(verified, evidence)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        return Receipt(accepted=True)
+
+    async def PushScalars(
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
+    ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"spsa"}))
         batch = ScalarBatch()
         try:
@@ -394,7 +639,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return Receipt(accepted=True)
 
     async def _admit_pull(
-        self, request: Envelope, context: grpc.aio.ServicerContext
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> tuple[Verified, PullRequest]:
         """Admit a pull request envelope; aborts the call on any refusal."""
         verified = await self._admit(request, context, frozenset({"request"}))
@@ -410,7 +655,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         return verified, req
 
     async def Pull(
-        self, request: Envelope, context: grpc.aio.ServicerContext
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[TensorChunk]:
         verified, req = await self._admit_pull(request, context)
         assert self.training is not None  # _admit_pull aborts the call otherwise
@@ -418,7 +663,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             yield chunk
 
     async def PullScalars(
-        self, request: Envelope, context: grpc.aio.ServicerContext
+        self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Envelope]:
         verified, req = await self._admit_pull(request, context)
         assert self.training is not None  # _admit_pull aborts the call otherwise

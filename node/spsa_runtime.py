@@ -24,9 +24,10 @@ that a late joiner can start from.
 
 Catch-up: a joiner (or a restarted node) pulls every signed batch from a peer
 (``PullScalars``, ``SCALARS_SINCE``), verifies each origin signature, and either takes
-the peer's latest final checkpoint (``Pull``, ``CHECKPOINT``), accepted only when the
-seed-set digest in its metadata equals the digest of the pulled batches of the rounds it
-covers, or replays the whole log from the genesis initialisation (exact, needs no trust).
+a final checkpoint (``Pull``, ``CHECKPOINT``) that ``f + 1`` members with standing serve
+bit for bit (``[catchup]``, node/catchup.py) and whose seed-set digest equals the digest
+of the pulled batches of the rounds it covers, or replays the whole log from the genesis
+initialisation (exact, needs no trust).
 A fresh node makes that first pull while its data and model load, then pulls again until a
 pull brings nothing new, so it joins the round the network is in by then (issue 4: a late
 joiner agrees within 5 rounds; each node logs a ``round closed`` line per round with the
@@ -58,10 +59,13 @@ from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1 import training_pb2 as pb
 from fednode_proto.v1.envelope_pb2 import Envelope
 
-from .catchup import pull_checkpoint, serve_checkpoint
+from .catchup import VoucherPolicy, catchup_quorum, pull_checkpoint, serve_checkpoint
 from .envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
+from .evaluations import load_history, record_evaluation
 from .identity import Identity, node_id_for, verify_signature
 from .logs import log
+from .participation import releases
+from .peer_wait import wait_for_peers
 from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
 from .service import Rejected
 from .storage.records import SpsaEntry
@@ -415,6 +419,10 @@ class RoundLedger:
         """Highest round holding an entry (``frontier - 1`` when none is open)."""
         return max(self._rounds, default=self.frontier - 1)
 
+    def rounds(self) -> list[int]:
+        """Rounds holding at least one entry that is not folded into the base."""
+        return list(self._rounds)
+
     def origins(self, round_idx: int) -> set[str]:
         """Origins with at least one entry in ``round_idx``."""
         return {node for _, node in self._rounds.get(round_idx, {})}
@@ -672,6 +680,11 @@ class SpsaRuntime:
         await loop.run_in_executor(None, self._restore)
         assert self.ledger is not None
         self._refresh_hash()
+        history = await loop.run_in_executor(None, load_history, self.daemon.store)
+        if history:  # the accuracy curve survives restarts
+            self.evaluations = history + self.evaluations
+            if len(history) == len(self.evaluations):
+                _, self.last_accuracy, self.last_loss, _ = history[-1]
         log.info(
             "spsa ready",
             extra={
@@ -710,24 +723,29 @@ class SpsaRuntime:
         picked = membership.sample(k + len(skip))
         return [(m.node_id.hex(), m.address) for m in picked if m.node_id.hex() not in skip][:k]
 
-    def _expected_origins(self) -> set[str]:
+    def _alive(self) -> set[str]:
         alive = {
             m.node_id.hex()
             for m in self._members()
             if getattr(m.state, "value", m.state) == "alive"
         }
-        return (alive - self.daemon.banned) | {self.node_id}
+        return alive - self.daemon.banned
+
+    def _expected_origins(self) -> set[str]:
+        """Whose batch of the round this node waits for: itself and every live member that
+        still releases (one that announced ``no-release`` sends none, see node/participation.py).
+        """
+        takes_part = {
+            m.node_id.hex() for m in self._members() if releases(getattr(m, "capabilities", ()))
+        }
+        return (self._alive() & takes_part) | {self.node_id}
 
     async def _wait_for_peers(self, want: int | None = None) -> None:
         """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most a round."""
         g = self.daemon.genesis
         if want is None:
             want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
-        deadline = time.monotonic() + self.rounds.round_timeout
-        while not self._stopping and time.monotonic() < deadline:
-            if len(self._sample(want)) >= want:
-                return
-            await asyncio.sleep(0.1)
+        await wait_for_peers(lambda: len(self._sample(want)), want, g, lambda: self._stopping)
 
     async def _prefetch(self) -> tuple[str, list[CheckedBatch]] | None:
         """A fresh node's first pull of the network's whole log (runs while the model loads).
@@ -778,14 +796,19 @@ class SpsaRuntime:
         await self._anti_entropy(max(0, self.round - 1))
         while not self._stopping:
             if self.max_rounds is not None and self.round >= self.max_rounds:
+                log.info(
+                    "training finished: rounds.max_rounds reached; the node keeps serving its "
+                    "peers until `fednode stop`",
+                    extra={"fields": {"rounds": self.round}},
+                )
                 await self._idle()
                 return
             await self._one_round(self.round)
 
     async def _one_round(self, r: int) -> None:
         assert self.ledger is not None and self.learner is not None
-        newest = self.ledger.newest_round()
-        if newest > r + 1:
+        newest = self._network_round(r)
+        if newest is not None:
             # More than a round behind the network: our batches for the rounds in between
             # would arrive when peers already closed (or finalised) them. Join its round.
             self._jump(newest)
@@ -816,6 +839,35 @@ class SpsaRuntime:
                 await asyncio.wait_for(self._wake.wait(), 0.25)
         await self._close(r)
 
+    def _network_round(self, r: int) -> int | None:
+        """The round the network is in when it is beyond ``r + 1``, else None.
+
+        The largest round ``R > r + 1`` such that ``f + 1`` distinct live members (not
+        banned or quarantined; ``f`` as for catch-up, node/catchup.py) signed batches for
+        rounds ``>= R``: ``f`` identities pushing batches of the furthest round the engine
+        admits cannot make this node skip rounds.
+        """
+        assert self.ledger is not None
+        if self.ledger.newest_round() <= r + 1:
+            return None
+        g = self.daemon.genesis
+        f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
+        membership = self.daemon.membership
+        from .runtime import is_banned
+
+        origins: set[str] = set()
+        for rnd in sorted((x for x in self.ledger.rounds() if x > r + 1), reverse=True):
+            for origin in self.ledger.origins(rnd):
+                node_id = bytes.fromhex(origin)
+                if origin == self.node_id or is_banned(self.daemon, node_id):
+                    continue
+                if membership is not None and not membership.is_member(node_id):
+                    continue
+                origins.add(origin)
+            if len(origins) >= f + 1:
+                return rnd
+        return None
+
     async def _release_own(self, r: int) -> bytes | None:
         """Compute, debit and store this node's batch of round ``r`` (the release path).
 
@@ -832,6 +884,7 @@ class SpsaRuntime:
                 None, lambda: guard.open("spsa", steps=self.spec.spsa_steps)
             )
         except ReleaseRefused:
+            self._sync_participation()
             return None  # the guard logged why, once; the node keeps following the network
         vector = self.ledger.vector().clone()
         batch = await loop.run_in_executor(None, self._compute, vector, r, ticket)
@@ -841,6 +894,7 @@ class SpsaRuntime:
                 None, guard.commit, ticket, release_digest(self.network_id, wire)
             )
         except ReleaseRefused:
+            self._sync_participation()
             return None
         try:
             checked = self._checked(wire)
@@ -851,6 +905,12 @@ class SpsaRuntime:
             )
             return None
         return checked.wire
+
+    def _sync_participation(self) -> None:
+        """Tell peers (through our member record) that this node releases no more batches."""
+        membership = self.daemon.membership
+        if membership is not None:
+            membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     def _compute(self, vector: torch.Tensor, r: int, ticket: Ticket) -> ScalarBatch:
         from .training.params import load_vector
@@ -969,6 +1029,14 @@ class SpsaRuntime:
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
         self.evaluations.append((round_idx, self.last_accuracy, self.last_loss, time.time()))
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            record_evaluation,
+            self.daemon.store,
+            round_idx,
+            self.last_accuracy,
+            self.last_loss,
+        )
         m = self.daemon.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
@@ -1020,7 +1088,8 @@ class SpsaRuntime:
     def _own_targets(self) -> list[tuple[str, str]]:
         if not self._direct_push():
             return self._sample(self.fanout)
-        alive = self._expected_origins() - {self.node_id}
+        # Also members that release nothing themselves: they follow the model all the same.
+        alive = self._alive() - {self.node_id}
         return [
             (m.node_id.hex(), m.address)
             for m in self._members()
@@ -1105,6 +1174,9 @@ class SpsaRuntime:
             self._claimed.discard(key)
         self._wake.set()
         return True
+
+    #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
+    update_numel: int | None = None
 
     async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
         raise Rejected("wrong_learner", "this network's learner is spsa: it exchanges scalars")
@@ -1204,15 +1276,79 @@ class SpsaRuntime:
             log.info("scalar pull failed", extra={"fields": {"code": exc.code().name}})
         return got
 
+    async def _agreed_checkpoint(self) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
+        """A final checkpoint that ``f + 1`` standing members serve bit for bit, or None.
+
+        Final SPSA state is a deterministic function of the signed log, so honest members
+        at the same final round serve identical checkpoints; ``f`` liars (members with
+        standing, ``catchup.byzantine``) cannot make ``f + 1`` agree on a forgery. Waits at
+        most ``catchup.min_standing_s`` for enough standing members; on no agreement the
+        caller replays the whole log from the genesis initialisation (exact, needs no trust).
+        """
+        d = self.daemon
+        g = d.genesis
+        membership = d.membership
+        if membership is None:
+            return None
+        from .runtime import is_banned
+
+        f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
+        need = f + 1
+        policy = VoucherPolicy(
+            membership,
+            min_standing_s=g.catchup.min_standing_s,
+            excluded=lambda node_id: is_banned(d, node_id),
+        )
+        deadline = time.monotonic() + g.catchup.min_standing_s + 1.0
+        while True:
+            standing = [
+                (m.node_id.hex(), m.address)
+                for m in self._members()
+                if m.node_id != self.identity.node_id and policy(m.node_id.hex())
+            ]
+            if len(standing) >= need or time.monotonic() > deadline or self._stopping:
+                break
+            await asyncio.sleep(0.2)
+        if len(standing) < need:
+            log.info(
+                "no agreed checkpoint: too few standing members",
+                extra={"fields": {"standing": len(standing), "need": need}},
+            )
+            return None
+        picked = standing[: 2 * f + 1]
+        got = await asyncio.gather(*(self._pull_checkpoint(a, sender) for sender, a in picked))
+        groups: dict[tuple[int, str, str], list[tuple[int, torch.Tensor, dict[str, str], bytes]]]
+        groups = {}
+        for ckpt in got:
+            if ckpt is None:
+                continue
+            ck_round, vec, meta, _ = ckpt
+            digest = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
+            groups.setdefault((ck_round, digest, meta.get(_META_DIGEST, "")), []).append(ckpt)
+        agreed = [k for k, v in groups.items() if len(v) >= need]
+        if not agreed:
+            log.info(
+                "no agreed checkpoint: members serve different ones",
+                extra={"fields": {"asked": len(picked), "need": need}},
+            )
+            self.daemon.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
+            return None
+        best = max(agreed)
+        log.info(
+            "agreed checkpoint",
+            extra={"fields": {"round": best[0], "members": len(groups[best]), "need": need}},
+        )
+        return groups[best][0]
+
     async def _pull_checkpoint(
-        self, address: str
+        self, address: str, expect_sender: str | None = None
     ) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
         """A peer's latest final checkpoint, checked (hash, safetensors, shape, finite)."""
         assert self.layout is not None
         got = await pull_checkpoint(
             self.daemon.channels,
             address,
-            expect_sender=None,
+            expect_sender=expect_sender,
             request=self._request(pb.PullRequest.CHECKPOINT),
             network_id=self.network_id,
             layout=self.layout,
@@ -1252,7 +1388,7 @@ class SpsaRuntime:
         newest = max((b.round for b in batches), default=-1)
         used_checkpoint = False
         if fresh and len(self.ledger) == 0 and newest - self.past > 0:
-            ckpt = await self._pull_checkpoint(address)
+            ckpt = await self._agreed_checkpoint()
             if ckpt is not None:
                 ck_round, vec, meta, data = ckpt
                 folded = digest_of(e.key for b in batches if b.round < ck_round for e in b.entries)
@@ -1270,6 +1406,11 @@ class SpsaRuntime:
                     )
                     self.ledger = self._new_ledger(vec, ck_round)
                     used_checkpoint = True
+                else:
+                    log.info(
+                        "agreed checkpoint does not match the pulled log; replaying it",
+                        extra={"fields": {"round": ck_round}},
+                    )
         await self._ingest_pulled(fresh, folded_ok=used_checkpoint)
         if newest > self.round:
             self._jump(newest)

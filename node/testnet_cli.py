@@ -31,16 +31,42 @@ testnet_app = typer.Typer(
 )
 
 
+def _one_line(exc: Exception) -> str:
+    """One line naming the setting and the reason (pydantic's first line names neither)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError) and exc.errors():
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        return f"{where}: {err['msg']}" if where else str(err["msg"])
+    return str(exc).splitlines()[0]
+
+
+def _private(status: dict[str, Any]) -> bool:
+    return bool((status.get("node_privacy") or {}).get("enabled"))
+
+
+def _privacy_cell(status: dict[str, Any]) -> str:
+    """Epsilon spent, and "stopped" once the node releases nothing (its peers skip it)."""
+    spent = float(status.get("epsilon_spent", 0.0))
+    releasing = bool(status.get("releasing", True))
+    return f"{spent:.2f}" + ("" if releasing else " stopped")
+
+
 def _progress_table(
     statuses: dict[int, dict[str, Any]], nodes: int, rounds: int, elapsed: float
 ) -> Table:
     table = Table(title=f"fednode testnet: {nodes} nodes, {elapsed:.0f} s")
-    for col in ("node", "id", "round", "accuracy", "peers", "sent", "received", "rejected"):
+    private = any(_private(s) for s in statuses.values())
+    cols = ["node", "id", "round", "accuracy", "peers", "sent", "received", "rejected"]
+    if private:
+        cols.append("epsilon")
+    for col in cols:
         table.add_column(col, justify="right" if col not in {"id"} else "left")
     for i in range(nodes):
         s = statuses.get(i)
         if s is None:
-            table.add_row(str(i), "-", "-", "-", "-", "-", "-", "down")
+            table.add_row(str(i), "-", "-", "-", "-", "-", "-", "down", *(["-"] if private else []))
             continue
         acc = s.get("last_accuracy", 0.0)
         table.add_row(
@@ -52,6 +78,7 @@ def _progress_table(
             _bytes(int(s.get("bytes_sent", 0))),
             _bytes(int(s.get("bytes_received", 0))),
             str(s.get("messages_rejected", 0)),
+            *([_privacy_cell(s)] if private else []),
         )
     return table
 
@@ -90,6 +117,9 @@ def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -
     for i, h in sorted(points.items()):
         rounds, accs = zip(*sorted(dict(h).items()), strict=True)
         ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (local split)")
     ax.set_title(title)
@@ -157,9 +187,13 @@ def testnet_genesis(
                 "eval_every": eval_every,
                 # Measured in docs/training.md: merging every reply of the round and
                 # FedAvg's sample weighting close most of the gap to FedAvg. Weighting
-                # trusts self-reported example counts, so only on an honest testnet.
+                # trusts self-reported example counts, so only on an honest testnet, and
+                # never under DP (an example count computed from the data is not sent).
                 "await_replies": True,
-                "weight_by_examples": rule == "mean" and byzantine == 0 and not sybil_weighting,
+                "weight_by_examples": rule == "mean"
+                and byzantine == 0
+                and not sybil_weighting
+                and epsilon is None,
             },
             "privacy": (
                 {
@@ -344,7 +378,7 @@ def up(
                 },
             )
         except Exception as exc:
-            raise typer.BadParameter(str(exc).splitlines()[0]) from None
+            raise typer.BadParameter(_one_line(exc)) from None
     tmp = None
     root = workdir
     if root is None:
@@ -370,8 +404,11 @@ def up(
     try:
         if fmt == "text":
             console.print(
-                f"starting {nodes} nodes in {root} (network {genesis.network_id_hex[:16]}, "
-                f"task {task}, learner {learner}, rule {rule})"
+                f"starting {nodes} nodes in {root} (network {genesis.network_id_hex}, "
+                f"task {task}, learner {learner}, rule {rule}); accuracy plot: "
+                f"{plot.resolve()}",
+                highlight=False,
+                soft_wrap=True,
             )
         (fabric or net).start()
         url = _dashboard_url(net)
@@ -430,9 +467,13 @@ def up(
                 "peers_alive": int(s.get("peers_alive", 0)),
                 "bytes_sent": int(s.get("bytes_sent", 0)),
                 "bytes_received": int(s.get("bytes_received", 0)),
+                "bytes_sent_by_kind": {
+                    k: int(v) for k, v in (s.get("bytes_sent_by_kind") or {}).items()
+                },
                 "rejected": int(s.get("messages_rejected", 0)),
                 "epsilon_spent": float(s.get("epsilon_spent", 0.0)),
                 "releasing": bool(s.get("releasing", True)),
+                "private": _private(s),
             }
         )
     honest_acc = [r["accuracy"] for r in rows if not r["byzantine"] and r["round"] > 0]
@@ -457,7 +498,9 @@ def up(
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         table = Table(title="fednode testnet results")
-        for col in ("node", "id", "round", "accuracy", "peers", "sent", "received", "rejected"):
+        private = any(r["private"] for r in rows)
+        cols = ["node", "id", "round", "accuracy", "peers", "sent", "received", "rejected"]
+        for col in [*cols, *(["epsilon"] if private else [])]:
             table.add_column(col, justify="left" if col == "id" else "right")
         for row in rows:
             table.add_row(
@@ -469,8 +512,30 @@ def up(
                 _bytes(row["bytes_sent"]),
                 _bytes(row["bytes_received"]),
                 str(row["rejected"]),
+                *([_privacy_cell(row)] if private else []),
             )
         console.print(table)
+        kinds: dict[str, int] = {}
+        for row in rows:
+            for kind, n in row["bytes_sent_by_kind"].items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        if kinds:
+            # "sent" mixes membership gossip with training traffic; SPSA's few bytes per
+            # step only show next to it.
+            console.print(
+                "sent by kind, all nodes: "
+                + ", ".join(
+                    f"{k} {_bytes(n)}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])
+                ),
+                highlight=False,
+            )
+        stopped = [r["node"] for r in rows if r["private"] and not r["releasing"]]
+        if stopped:
+            console.print(
+                f"nodes {', '.join(map(str, stopped))} spent their privacy budget and stopped "
+                "releasing updates (their peers stopped sampling them); their later rounds "
+                "merged only what reached them"
+            )
         mean = summary["honest_mean_accuracy"]
         console.print(
             f"wall time {wall:.1f} s; full gossip view after {view_s:.1f} s; "

@@ -23,15 +23,21 @@ from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 
 from .catchup import (
+    Adoption,
     LagEvidence,
     PulledCheckpoint,
-    combine_checkpoints,
+    VoucherPolicy,
+    adopt_checkpoints,
+    catchup_quorum,
     pull_checkpoint,
     serve_checkpoint,
 )
 from .envelope import SeqCounter, Verified, seal
+from .evaluations import load_history, record_evaluation
 from .exchange import UpdateError, chunks_for, decode_update, encode_update
 from .logs import log
+from .participation import NO_REPLY, is_no_reply
+from .peer_wait import wait_for_peers
 from .privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from .service import Rejected
 from .training import engine as eng
@@ -50,6 +56,13 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
+#: learned of this node by gossip), ADMISSION_RETRY_S apart.
+ADMISSION_RETRIES = 3
+ADMISSION_RETRY_S = 1.0
+#: Last round this node released an update for: it never signs a second, different update
+#: for a round (peers would hold proof of equivocation, node/equivocation.py).
+STATE_RELEASED = "training.released_round"
 
 
 class TrainingRuntime:
@@ -93,6 +106,8 @@ class TrainingRuntime:
         # merge): what a peer's vector is compared with, never the model mid-training.
         self._public: torch.Tensor | None = None
         self._silent: set[int] = set()  # rounds in which this node released nothing
+        self._released_round = -1  # see STATE_RELEASED
+        self._byz_sent: tuple[int, torch.Tensor] | None = None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -101,6 +116,8 @@ class TrainingRuntime:
         )
         # Catch-up of a node many rounds behind (node/catchup.py).
         self.lag: LagEvidence | None = None
+        self.vouchers: VoucherPolicy | None = None
+        self.catchup_f = 0
         self.catchups = 0
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
@@ -128,10 +145,13 @@ class TrainingRuntime:
         self._record_mechanism()
         assert d.store is not None
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
+        released = d.store.get_state(STATE_RELEASED, None)
+        self._released_round = -1 if released is None else int(released)
         if start_round > 0:
             restored = await loop.run_in_executor(None, self._restore)
             if not restored:
                 start_round = 0
+        self._restore_history(await loop.run_in_executor(None, load_history, d.store))
         agg = d.genesis.aggregation
         # The genesis [aggregation] table is the one source of the rule and its parameters.
         rounds = d.genesis.round_spec()
@@ -167,6 +187,7 @@ class TrainingRuntime:
                     "shard": self.shard,
                     "examples": self.trainer.num_examples,
                     "start_round": start_round,
+                    "max_rounds": rounds.max_rounds or "none (until fednode stop)",
                     "setup_s": round(time.monotonic() - t0, 2),
                 }
             },
@@ -185,6 +206,12 @@ class TrainingRuntime:
         learner.resume_accounting(  # type: ignore[union-attr]
             [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
         )
+
+    def _restore_history(self, history: list[tuple[int, float, float, float]]) -> None:
+        """Take the stored evaluations (the accuracy curve survives restarts)."""
+        self.evaluations = history
+        if history:
+            _, self.last_accuracy, self.last_loss, _ = history[-1]
 
     def _restore(self) -> bool:
         store = self.daemon.store
@@ -222,11 +249,10 @@ class TrainingRuntime:
         """
         spec = self.daemon.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
-        deadline = time.monotonic() + spec.rounds.round_timeout
-        while not self._stopping and time.monotonic() < deadline:
-            if len(self._sample(want)) >= want:
-                return
-            await asyncio.sleep(0.1)
+        if await wait_for_peers(
+            lambda: len(self._sample(want)), want, spec, lambda: self._stopping
+        ):
+            return
         log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
 
     async def _run(self) -> None:
@@ -239,7 +265,34 @@ class TrainingRuntime:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._drop_departed()
             await self._execute(self.engine.tick(time.monotonic()))
+
+    async def _drop_departed(self) -> None:
+        """Stop waiting for sampled peers that died, left or no longer release updates."""
+        membership = self.daemon.membership
+        engine = self.engine
+        if membership is None or engine is None or self._catching_up:
+            return
+        for peer in engine.awaited_peers():
+            if not membership.takes_part(bytes.fromhex(peer)):
+                await self._peer_unavailable(peer, engine.round, "peer no longer takes part")
+
+    async def _peer_unavailable(self, peer: str, round_idx: int, why: str) -> None:
+        engine = self.engine
+        if engine is None or peer not in engine.awaited_peers():
+            return
+        log.info(
+            "not waiting for a peer this round",
+            extra={"fields": {"round": round_idx, "peer": peer, "why": why}},
+        )
+        await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
+
+    def _sync_participation(self) -> None:
+        """Tell peers (through our member record) whether this node still releases."""
+        membership = self.daemon.membership
+        if membership is not None:
+            membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     async def _execute(self, actions: list[eng.Action]) -> None:
         if self._catching_up:
@@ -307,10 +360,14 @@ class TrainingRuntime:
         base = self.trainer.vector()
         self._base = base
         assert self.engine is not None
-        try:
-            ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
-        except ReleaseRefused:
-            ticket = None
+        ticket = None
+        if round_idx > self._released_round:
+            # A round already released (before a restart, or before the engine restarted
+            # its round) stays silent: a second, different update would be equivocation.
+            try:
+                ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
+            except ReleaseRefused:
+                ticket = None
         own = base
         if ticket is not None:
             result = await self._train_local(round_idx, base)
@@ -318,7 +375,7 @@ class TrainingRuntime:
             model = base + private if ticket.noised else self.trainer.vector()
             own = private if self.engine.spec.payload == "delta" else model
             try:
-                await loop.run_in_executor(None, self.guard.commit, ticket, tensor_digest(own))
+                await loop.run_in_executor(None, self._commit_release, ticket, round_idx, own)
             except ReleaseRefused:
                 ticket = None
             else:
@@ -329,10 +386,31 @@ class TrainingRuntime:
             self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
             self.trainer.set_vector(base)
             own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
+        self._sync_participation()
+        if ticket is None and self.engine.spec.max_rounds is None:
+            # No round limit: rounds without a release would spin as fast as the CPU goes
+            # and change nothing. Stop here; the node keeps serving its peers.
+            log.warning(
+                "rounds stopped: this node releases no more updates",
+                extra={"fields": {"round": round_idx, "reason": self.guard.reason}},
+            )
+            return
         actions = self.engine.on_local_result(
-            round_idx, own, time.monotonic(), base=base, num_examples=self.trainer.num_examples
+            round_idx,
+            own,
+            time.monotonic(),
+            base=base,
+            num_examples=self.trainer.num_examples,
+            silent=ticket is None,
         )
         await self._execute(actions)
+
+    def _commit_release(self, ticket: Any, round_idx: int, own: torch.Tensor) -> None:
+        """Debit the release, then record its round durably, both before anything is sent."""
+        self.guard.commit(ticket, tensor_digest(own))
+        assert self.daemon.store is not None
+        self.daemon.store.set_state(STATE_RELEASED, round_idx)
+        self._released_round = round_idx
 
     async def _train_local(self, round_idx: int, start: torch.Tensor) -> Any:
         """The learner's round (two retries on failure, from the same start)."""
@@ -362,7 +440,7 @@ class TrainingRuntime:
             return  # nothing was released for this round
         d = self.daemon
         assert self.identity is not None
-        outgoing = self._byzantine(vector) if self.attack else vector
+        outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
@@ -370,21 +448,34 @@ class TrainingRuntime:
             num_samples=0 if self.guard.private else self.trainer.num_examples,
             model_hash=self.model_hash,
         )
-        env = seal(
-            self.identity,
-            d.genesis.network_id,
-            "update",
-            header.SerializeToString(),
-            seq=self.seq.next("update"),
-            round=round_idx,
-        )
         stub = d.channels.stub(address)
-        try:
-            receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
-        except grpc.aio.AioRpcError as exc:
-            log.debug(
-                "update push failed", extra={"fields": {"peer": peer[:12], "code": exc.code().name}}
+        for attempt in range(ADMISSION_RETRIES + 1):
+            env = seal(
+                self.identity,
+                d.genesis.network_id,
+                "update",
+                header.SerializeToString(),
+                seq=self.seq.next("update"),
+                round=round_idx,
             )
+            try:
+                receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
+                break
+            except grpc.aio.AioRpcError as exc:
+                # Nodes started together: the peer may not have learned of us by gossip yet
+                # (node/admission.py refuses non-members). Re-sealed: the refused copy's
+                # sequence number is spent.
+                details = exc.details() or ""
+                if attempt < ADMISSION_RETRIES and details.startswith(("not_member", "not_ready")):
+                    await asyncio.sleep(ADMISSION_RETRY_S)
+                    continue
+                log.debug(
+                    "update push failed",
+                    extra={"fields": {"peer": peer[:12], "code": exc.code().name}},
+                )
+                await self._peer_unavailable(peer, round_idx, f"push failed: {exc.code().name}")
+                return
+        else:  # pragma: no cover - the loop always breaks or returns
             return
         d.metrics.bytes.labels(direction="out", kind="update").inc(env.ByteSize() + len(payload))
         if not receipt.accepted:
@@ -392,6 +483,24 @@ class TrainingRuntime:
                 "peer refused update",
                 extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
             )
+            # A duplicate was delivered before, and a finished peer answers with its last
+            # model: both still answer. Any other refusal means no answer is coming.
+            if not receipt.reason.startswith(("duplicate", "done")):
+                await self._peer_unavailable(peer, round_idx, f"refused: {receipt.reason}")
+        elif is_no_reply(receipt.reason):
+            await self._peer_unavailable(peer, round_idx, receipt.reason)
+
+    def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """The round's Byzantine vector, computed once: every peer gets the same one.
+
+        A testnet attacker plays the aggregation attack, not equivocation (different
+        vectors per peer would be proven and quarantined by node/equivocation.py).
+        """
+        cached = self._byz_sent
+        if cached is None or cached[0] != round_idx:
+            cached = (round_idx, self._byzantine(vector))
+            self._byz_sent = cached
+        return cached[1]
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
@@ -478,7 +587,7 @@ class TrainingRuntime:
         """
         import dataclasses
 
-        from aggregation import PreconditionError  # type: ignore[attr-defined]
+        from aggregation import PreconditionError
 
         f = action.f
         while True:
@@ -549,24 +658,26 @@ class TrainingRuntime:
         store = self.daemon.store
         assert store is not None
         await loop.run_in_executor(
-            None,
-            lambda: store.log_event(
-                "evaluation",
-                {"round": round_idx + 1, "accuracy": self.last_accuracy, "loss": self.last_loss},
-            ),
+            None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
         )
         log.info(
             "evaluated",
             extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
         )
+        if self.engine.phase == eng.Phase.DONE and round_idx + 1 == self.engine.round:
+            log.info(
+                "training finished: rounds.max_rounds reached; the node keeps serving its "
+                "peers until `fednode stop`",
+                extra={"fields": {"rounds": self.engine.round}},
+            )
 
     # --- catch-up (a node many rounds behind) -----------------------------------------------
 
     def _setup_catchup(self) -> None:
         spec = self.daemon.genesis
-        # f colluding peers must not be able to make us jump: f + 1 distinct vouchers, at
-        # least 2 (fewer only when the network has fewer other nodes).
-        quorum = max(1, min(max(2, spec.aggregation.f + 1), spec.task.num_nodes - 1))
+        # Keys are free: only members with standing vouch, 2f of them (f lying), and they
+        # must outnumber the standing members we hear inside our window (node/catchup.py).
+        self.catchup_f, quorum = catchup_quorum(spec.catchup.byzantine, spec.task.num_nodes)
         assert self.engine is not None
         self.lag = LagEvidence(
             self.engine.spec.max_future,
@@ -574,18 +685,43 @@ class TrainingRuntime:
             max_rounds=self.engine.spec.max_rounds,
             window_s=max(30.0, 6 * self.engine.spec.round_timeout),
         )
+        if self.daemon.membership is not None:
+            from .runtime import is_banned
+
+            daemon = self.daemon
+            self.vouchers = VoucherPolicy(
+                self.daemon.membership,
+                min_standing_s=spec.catchup.min_standing_s,
+                excluded=lambda node_id: is_banned(daemon, node_id),
+            )
+
+    def _observe_round(self, sender: str, round_idx: int) -> bool:
+        """Record a verified update's round as lag evidence; False if its sender may not vouch."""
+        if self.lag is None or self.vouchers is None:
+            return False
+        refusal = self.vouchers.refusal(sender)
+        if refusal is not None:
+            return False
+        self.lag.observe(sender, round_idx, time.monotonic())
+        return True
 
     def _note_rejection(self, action: eng.RejectUpdate) -> None:
-        """A peer's update beyond our window proves (signed) that the peer is that far ahead."""
+        """A peer's update beyond our window proves (signed) that the peer is that far ahead.
+
+        Only a standing member's proof counts, and only together with the others: see
+        :meth:`node.catchup.LagEvidence.target`.
+        """
         if action.reason != "future" or self.lag is None or self.engine is None:
             return
+        if not self._observe_round(action.sender, action.round):
+            self.daemon.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
+            return
         now = time.monotonic()
-        self.lag.observe(action.sender, action.round, now)
         if self._catching_up or self._stopping or now < self._catchup_not_before:
             return
         if self._catchup_task is not None and not self._catchup_task.done():
             return
-        target = self.lag.target(self.engine.round, now)
+        target = self.lag.target(self.engine.round, now, self.vouchers)
         if target is None:
             return
         self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
@@ -605,14 +741,15 @@ class TrainingRuntime:
         return env
 
     async def _catch_up(self, target: int) -> None:
-        """Adopt vouching peers' checkpoints and restart the engine at their round.
+        """Merge vouching members' checkpoints and restart the engine at their round.
 
-        Checkpoints are pulled from up to 3 peers that claimed ``target`` or beyond, each
-        checked strictly (node/catchup.py) and of a round in ``(ours + max_future,
-        claim + max_future + 2]``; the accepted ones are combined by their coordinate-wise
-        median and the engine restarts at their lowest round, at most
-        ``target + max_future + 2``. In-flight training/aggregation of the old engine
-        finishes first, so it cannot overwrite the adopted model or checkpoint.
+        Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
+        ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
+        ``(ours + max_future, claim + max_future + 2]``; ``quorum`` of them and our
+        own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
+        the engine restarts at their lowest round, at most ``target + max_future + 2``.
+        In-flight training/aggregation of the old engine finishes first, so it cannot
+        overwrite the adopted model or checkpoint.
         """
         assert self.engine is not None and self.lag is not None
         d = self.daemon
@@ -623,7 +760,7 @@ class TrainingRuntime:
         self._catchup_not_before = t0 + spec.round_timeout
         pulls = []
         asked: list[str] = []
-        for peer in self.lag.vouchers(target, t0)[:3]:
+        for peer in self.lag.vouchers(target, t0, self.vouchers)[: 2 * self.catchup_f + 1]:
             address = self._address(peer)
             if address is None:
                 continue
@@ -645,6 +782,8 @@ class TrainingRuntime:
         lo = from_round + spec.max_future + 1
         good: list[PulledCheckpoint] = []
         for peer, res in zip(asked, results, strict=True):
+            # A voucher ahead of the target serves a later checkpoint: fine, the engine
+            # restarts at most at target + slack whatever the checkpoints' rounds.
             hi = max(target, self.lag.claim(peer) or 0) + slack
             if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
                 good.append(res)
@@ -661,11 +800,35 @@ class TrainingRuntime:
             d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
         if not good or self._stopping:
             return
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
+        good = good[: self.lag.quorum]
         # Never beyond what the quorum vouched for, whatever one checkpoint claims.
         start = min(min(c.round for c in good), target + slack)
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
-        vector = combine_checkpoints([c.vector for c in good])
+        agg = d.genesis.aggregation
+        own = self._public if self._public is not None else self.trainer.vector()
+        adopted = adopt_checkpoints(
+            own,
+            good,
+            rule=agg.rule,
+            f=self.catchup_f,
+            params=agg.params,
+            max_norm=agg.max_update_norm,
+            min_rows=self.lag.quorum,
+        )
+        if not isinstance(adopted, Adoption):
+            log.info("catch-up refused", extra={"fields": {"reason": adopted[:160]}})
+            d.metrics.messages_rejected.labels(reason="catchup_refused").inc()
+            return
+        for peer, why in adopted.refused:
+            log.info(
+                "catch-up checkpoint refused",
+                extra={"fields": {"peer": peer[:12], "reason": why[:160]}},
+            )
+            d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
+        vector = adopted.vector
         self._catching_up = True
         swapped = False
         try:
@@ -682,6 +845,8 @@ class TrainingRuntime:
                 "to_round": start,
                 "target": target,
                 "peers": len(good),
+                "rule": adopted.rule,
+                "rows": adopted.rows,
                 "seconds": round(time.monotonic() - t0, 2),
             }
             store = d.store
@@ -739,7 +904,18 @@ class TrainingRuntime:
 
     # --- inbound -------------------------------------------------------------------------
 
-    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> None:
+    @property
+    def update_numel(self) -> int:
+        """Values in an update of this model (the service checks headers against it)."""
+        return int(self.trainer.layout.numel)
+
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified update; returns a note for the receipt (None: none).
+
+        A node that releases nothing still merges what it is sent, but it will not answer:
+        its receipt says so (:data:`~node.participation.NO_REPLY`), so the pusher does not
+        wait for it until its new member record has spread.
+        """
         if self.engine is None:
             raise Rejected("not_ready", "training is still starting")
         try:
@@ -761,6 +937,10 @@ class TrainingRuntime:
             num_examples=int(header.num_samples),
         )
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
+        if not rejected or rejected[0].reason in ("stale", "duplicate"):
+            # In step (or behind us): a standing member heard inside our window outvotes
+            # a voucher that claims we are behind (node/catchup.py).
+            self._observe_round(msg.sender_id.hex(), int(header.round))
         await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
         if rejected:
             self._note_rejection(rejected[0])
@@ -768,6 +948,9 @@ class TrainingRuntime:
             reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
             raise Rejected(reason, f"update of round {header.round} refused")
         self._wake.set()
+        if not (self.guard.releasing or not self.guard.private):
+            return f"{NO_REPLY}: this node releases no more updates ({self.guard.reason})"
+        return None
 
     async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
         raise Rejected("wrong_learner", "this network's learner does not use SPSA scalars")

@@ -10,5 +10,7 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy node aggregation privacy
+echo "==> import contracts (DESIGN.md layering)"
+.venv/bin/lint-imports --no-cache
 echo "==> pytest"
 exec .venv/bin/python -m pytest -q "$@"

@@ -26,7 +26,7 @@ from fednode_proto.v1 import envelope_pb2 as fednode__proto_dot_v1_dot_envelope_
 from fednode_proto.v1 import training_pb2 as fednode__proto_dot_v1_dot_training__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64node_proto/v1/node.proto\x12\nfednode.v1\x1a\x1f\x66\x65\x64node_proto/v1/envelope.proto\x1a\x1f\x66\x65\x64node_proto/v1/training.proto2\xe4\x02\n\x04Node\x12\x34\n\x06Gossip\x12\x14.fednode.v1.Envelope\x1a\x14.fednode.v1.Envelope\x12<\n\nPushUpdate\x12\x17.fednode.v1.TensorChunk\x1a\x13.fednode.v1.Receipt(\x01\x12\x38\n\x0bPushScalars\x12\x14.fednode.v1.Envelope\x1a\x13.fednode.v1.Receipt\x12\x37\n\x04Pull\x12\x14.fednode.v1.Envelope\x1a\x17.fednode.v1.TensorChunk0\x01\x12;\n\x0bPullScalars\x12\x14.fednode.v1.Envelope\x1a\x14.fednode.v1.Envelope0\x01\x12\x38\n\x0bPushHistory\x12\x14.fednode.v1.Envelope\x1a\x13.fednode.v1.Receiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64node_proto/v1/node.proto\x12\nfednode.v1\x1a\x1f\x66\x65\x64node_proto/v1/envelope.proto\x1a\x1f\x66\x65\x64node_proto/v1/training.proto2\x9f\x03\n\x04Node\x12\x34\n\x06Gossip\x12\x14.fednode.v1.Envelope\x1a\x14.fednode.v1.Envelope\x12<\n\nPushUpdate\x12\x17.fednode.v1.TensorChunk\x1a\x13.fednode.v1.Receipt(\x01\x12\x38\n\x0bPushScalars\x12\x14.fednode.v1.Envelope\x1a\x13.fednode.v1.Receipt\x12\x37\n\x04Pull\x12\x14.fednode.v1.Envelope\x1a\x17.fednode.v1.TensorChunk0\x01\x12;\n\x0bPullScalars\x12\x14.fednode.v1.Envelope\x1a\x14.fednode.v1.Envelope0\x01\x12\x38\n\x0bPushHistory\x12\x14.fednode.v1.Envelope\x1a\x13.fednode.v1.Receipt\x12\x39\n\x0cPushEvidence\x12\x14.fednode.v1.Envelope\x1a\x13.fednode.v1.Receiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fednode_proto.v1.node_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODE']._serialized_start=110
-  _globals['_NODE']._serialized_end=466
+  _globals['_NODE']._serialized_end=525
 # @@protoc_insertion_point(module_scope)

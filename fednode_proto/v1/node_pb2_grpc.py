@@ -67,6 +67,11 @@ class NodeStub(object):
                 request_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
                 response_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Receipt.FromString,
                 _registered_method=True)
+        self.PushEvidence = channel.unary_unary(
+                '/fednode.v1.Node/PushEvidence',
+                request_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
+                response_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Receipt.FromString,
+                _registered_method=True)
 
 
 class NodeServicer(object):
@@ -116,6 +121,13 @@ class NodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushEvidence(self, request, context):
+        """Push an update sighting or equivocation proof (envelope kind "evidence", body Evidence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +158,11 @@ def add_NodeServicer_to_server(servicer, server):
             ),
             'PushHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.PushHistory,
+                    request_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.FromString,
+                    response_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Receipt.SerializeToString,
+            ),
+            'PushEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushEvidence,
                     request_deserializer=fednode__proto_dot_v1_dot_envelope__pb2.Envelope.FromString,
                     response_serializer=fednode__proto_dot_v1_dot_envelope__pb2.Receipt.SerializeToString,
             ),
@@ -312,6 +329,33 @@ class Node(object):
             request,
             target,
             '/fednode.v1.Node/PushHistory',
+            fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
+            fednode__proto_dot_v1_dot_envelope__pb2.Receipt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fednode.v1.Node/PushEvidence',
             fednode__proto_dot_v1_dot_envelope__pb2.Envelope.SerializeToString,
             fednode__proto_dot_v1_dot_envelope__pb2.Receipt.FromString,
             options,

@@ -13,7 +13,8 @@ Schema (``SCHEMA_VERSION`` 1) of :func:`build_state`'s result::
                   uptime_s, task, learner, round, max_rounds, last_accuracy, last_loss,
                   model_hash
     peers         counts {alive, suspect, dead, left}; rows [{node_id, address, state,
-                  incarnation, last_seen_s (-1 never), rtt_ms (-1 unknown), banned}]
+                  incarnation, last_seen_s (-1 never), rtt_ms (-1 unknown), banned,
+                  no_release (it announced it releases no more updates)}]
     evaluations   [{round, accuracy, loss, unix_time}]  (oldest first)
     privacy       enabled, epsilon_spent, epsilon_budget, delta, releasing, reason,
                   releases [{seq, created_at, kind, epsilon_after}]  (node level),
@@ -139,6 +140,7 @@ def _peers(daemon: Daemon) -> dict[str, Any]:
             "last_seen_s": round(p.last_seen_s, 2),
             "rtt_ms": round(p.rtt_ms, 2),
             "banned": p.banned,
+            "no_release": p.no_release,
         }
         for p in runtime.peers_reply(daemon).peers
     ]

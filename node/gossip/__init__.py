@@ -10,6 +10,7 @@ from .config import PROFILES, GossipConfig
 from .core import Action, GossipRejected, Member, Membership, MemberState, Reply, Send
 from .driver import MembershipDriver
 from .records import (
+    MAX_INCARNATION,
     MemberRecord,
     RecordError,
     RecordVerifier,
@@ -29,6 +30,7 @@ from .transport import (
 )
 
 __all__ = [
+    "MAX_INCARNATION",
     "PROFILES",
     "Action",
     "AsyncMemoryNetwork",

@@ -18,6 +18,19 @@ Derived quantities (n = number of known non-dead members including this node):
   interval and the probe timeout are multiplied by ``a + 1``. A probe answered directly
   lowers the score by 1; a failed probe raises it by the number of missed nacks (or by 1
   when no intermediary was asked); having to refute a suspicion about oneself raises it by 1.
+* incarnation step: a statement about a member may claim at most
+  ``max_incarnation_step`` above the incarnation the receiver holds for it (itself: its
+  own); a refutation answers at ``min(claim + 1, MAX_INCARNATION)``. An attacker thus needs
+  ``MAX_INCARNATION / max_incarnation_step`` (2**43 by default) accepted claims, each
+  answered by a refutation, to drive a member to the ceiling.
+* admission delay of an honest join (n members, one bootstrap, joins spread over W s):
+  each node admits at most ``introductions_burst_global + introductions_rate_global * t``
+  new identities by time t, so a full view needs at least
+  ``max(0, (n - 1 - introductions_burst_global) / introductions_rate_global - W)`` s
+  after the last join on top of the gossip convergence (``2*log2(n)+4`` gossip intervals).
+  The state transfer answering a node's own join is exempt (it chose its bootstrap).
+* promotion: a member is *established* once it answered one of our requests and
+  ``now - first_seen >= promotion_min_age``.
 * push-pull period: ``push_pull_interval * (ceil(log2(n) - log2(32)) + 1)`` for n > 32
   (memberlist's ``pushPullScale``), ``push_pull_interval`` otherwise.
 """
@@ -74,6 +87,11 @@ class GossipConfig(BaseModel):
         10.0, gt=0, description="push-pull with one random dead member (heals partitions)"
     )
     request_timeout: float = Field(10.0, gt=0, description="push-pull and join RPC timeout")
+    max_incarnation_step: int = Field(
+        2**20,
+        ge=1,
+        description="a statement may claim at most this far above the known incarnation",
+    )
     # --- joining --------------------------------------------------------------------------
     join_retry_interval: float = Field(
         5.0, gt=0, description="retry join while no other member is known"
@@ -87,18 +105,31 @@ class GossipConfig(BaseModel):
     inbound_burst: float = Field(100.0, ge=1, description="burst of messages per peer")
     join_rate_per_peer: float = Field(0.2, gt=0, description="joins/s accepted per peer")
     join_burst_per_peer: float = Field(3.0, ge=1, description="burst of joins per peer")
-    join_rate_global: float = Field(
-        50.0, gt=0, description="joins/s of new identities accepted in total"
-    )
-    join_burst_global: float = Field(500.0, ge=1, description="burst of joins in total")
-    new_identities_per_contact: float = Field(
-        60.0,
+    # --- admission of identities new to this node (node/gossip/admission.py) ---------------
+    introductions_rate_global: float = Field(
+        128.0,
         gt=0,
-        description="identities new to us one member may introduce per minute (its gossip "
-        "and push-pull records; our own join's state transfer is exempt)",
+        description="new identities/s entering the table through every path together",
     )
-    new_identities_burst_per_contact: float = Field(
-        128.0, ge=1, description="burst of new identities one member may introduce"
+    introductions_burst_global: float = Field(
+        256.0, ge=1, description="burst of new identities through every path together"
+    )
+    introductions_rate_per_introducer: float = Field(
+        32.0, gt=0, description="new identities/s one member may bring in by relaying"
+    )
+    introductions_burst_per_introducer: float = Field(
+        128.0, ge=1, description="burst of new identities one member may bring in"
+    )
+    introductions_max_pending: int = Field(
+        4096, ge=1, description="deferred introductions kept (longest-queue drop beyond)"
+    )
+    # --- standing (new vs established members) ----------------------------------------------
+    promotion_min_age: float = Field(
+        30.0,
+        ge=0,
+        description="a member becomes established once it answered a request of ours and "
+        "has been in our view this long; established members are never evicted for a "
+        "newcomer and are preferred by sample(), push-pull and indirect probes",
     )
 
     @model_validator(mode="after")
@@ -178,6 +209,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "reconnect_interval": 30.0,
         "request_timeout": 30.0,
         "dead_reclaim_time": 1800.0,
+        "promotion_min_age": 120.0,
     },
     # memberlist DefaultLocalConfig: loopback, fast timeouts, fewer retransmits.
     "local": {
@@ -193,6 +225,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "request_timeout": 1.0,
         "join_retry_interval": 1.0,
         "dead_reclaim_time": 120.0,
+        "promotion_min_age": 15.0,
     },
     # LAN / 10 in every duration: for real-time tests of the asyncio driver.
     "test": {
@@ -208,5 +241,6 @@ PROFILES: dict[str, dict[str, object]] = {
         "inbound_rate": 1000.0,
         "inbound_burst": 1000.0,
         "join_rate_per_peer": 20.0,
+        "promotion_min_age": 3.0,
     },
 }

@@ -44,8 +44,10 @@ from fednode_proto.v1 import gossip_pb2 as pb
 
 from ..identity import node_id_for, pow_check, verify_signature
 from ..ratelimit import RateLimiter
+from .admission import IntroductionQueue, Verdict
 from .config import GossipConfig
 from .records import (
+    MAX_INCARNATION,
     MemberRecord,
     RecordError,
     RecordVerifier,
@@ -94,6 +96,9 @@ class Member:
     heard from the member directly; ``rtt_ms`` is the round trip of the last direct ping.
     ``first_seen`` is when this member entered this node's view (core clock); admission and
     catch-up use the age ``now - first_seen`` as standing, which a fresh identity lacks.
+    ``established`` is True once the member answered a request of this node and is at
+    least ``promotion_min_age`` old: it is never evicted for a newcomer and is preferred
+    by :meth:`Membership.sample`.
     """
 
     node_id: bytes
@@ -106,6 +111,7 @@ class Member:
     capabilities: tuple[str, ...]
     state_since: float
     first_seen: float = 0.0
+    established: bool = False
 
     @property
     def node_id_hex(self) -> str:
@@ -170,6 +176,8 @@ class _Entry:
     rtt_ms: float | None = None
     record_pb: pb.MemberRecord | None = None
     first_seen: float = 0.0
+    answered: bool = False  # it answered a request of ours (reachable at its address)
+    established: bool = False
 
     def pb_record(self) -> pb.MemberRecord:
         if self.record_pb is None:
@@ -177,9 +185,21 @@ class _Entry:
         return self.record_pb
 
 
+def _update_wire(update: pb.Update) -> bytes:
+    """``update`` encoded as one entry of ``GossipMessage.updates`` (field 15, length-delimited)."""
+    body = update.SerializeToString()
+    n = len(body)
+    head = bytearray(b"\x7a")  # (15 << 3) | 2
+    while n >= 0x80:
+        head.append((n & 0x7F) | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + body
+
+
 @dataclass(slots=True)
 class _Broadcast:
-    update: pb.Update
+    wire: bytes  # the update, pre-encoded as a GossipMessage.updates entry
     size: int
     transmits: int
     order: int
@@ -219,6 +239,7 @@ class _Schedule:
     reconnect: float = 0.0
     join: float = math.inf
     reap: float = 0.0
+    admit: float = 0.0
 
 
 class Membership:
@@ -281,6 +302,8 @@ class Membership:
         self.verifier = RecordVerifier(
             network_id, difficulty, verify=verify, rejected=self.rejected
         )
+        if not 0 <= incarnation <= MAX_INCARNATION:
+            raise ValueError(f"incarnation must be in [0, 2**63-1], got {incarnation}")
         self._now = now
         self._source: bytes | None = None
         self._incarnation = incarnation
@@ -320,15 +343,17 @@ class Membership:
             max_keys=4 * config.max_members,
             clock=clock,
         )
-        self._join_global = RateLimiter(
-            config.join_rate_global, config.join_burst_global, max_keys=1, clock=clock
+        # Identities new to us enter only through this (global + per-introducer budgets,
+        # deferred records come back in fair order); see node/gossip/admission.py.
+        self._intro: IntroductionQueue[MemberRecord] = IntroductionQueue(
+            rate_global=config.introductions_rate_global,
+            burst_global=config.introductions_burst_global,
+            rate_per_introducer=config.introductions_rate_per_introducer,
+            burst_per_introducer=config.introductions_burst_per_introducer,
+            max_pending=config.introductions_max_pending,
+            max_introducers=4 * config.max_members,
         )
-        self._new_per_contact = RateLimiter(
-            config.new_identities_per_contact / 60.0,
-            config.new_identities_burst_per_contact,
-            max_keys=4 * config.max_members,
-            clock=clock,
-        )
+        self._exempt = False  # True while merging the state that answers our own join
         self._queue_self()
 
     # ------------------------------------------------------------------ public views
@@ -380,6 +405,10 @@ class Membership:
         """Signed records of live members (for the node's persisted peer table)."""
         return [e.record for e in self._table.values() if e.state in _LIVE]
 
+    def pending_introductions(self) -> int:
+        """Records of identities new to us waiting for admission budget."""
+        return len(self._intro)
+
     def sample(
         self,
         k: int,
@@ -387,8 +416,16 @@ class Membership:
         exclude_suspect: bool = True,
         topology: Topology | None = None,
         rng: random.Random | None = None,
+        prefer_established: bool = True,
     ) -> list[Member]:
-        """Up to ``k`` distinct random live members (for training's peer exchange).
+        """Up to ``k`` distinct live members (for training's peer exchange).
+
+        Established members (answered us, older than ``promotion_min_age``) are drawn
+        first, at random with weights proportional to their age in this node's view
+        (``now - first_seen``); only when fewer than ``k`` of them qualify is the sample
+        filled with the *oldest* other members. A burst of fresh identities (the youngest
+        of all) thus cannot capture the fan-out, and once promoted it gains share only as
+        it ages.
 
         Parameters
         ----------
@@ -401,6 +438,8 @@ class Membership:
             ``RandomRegular``) computed over the live ids.
         rng : random.Random, optional
             Defaults to the membership's generator.
+        prefer_established : bool, default True
+            False: uniform over all qualifying members (the behaviour before issue 12).
         """
         if k < 0:
             raise ValueError(f"sample size must be >= 0, got {k}")
@@ -411,7 +450,32 @@ class Membership:
         if topology is not None:
             allowed = topology.neighbors(self.node_id, [e.record.node_id for e in cands])
             cands = [e for e in cands if e.record.node_id in allowed]
-        chosen = (rng or self.rng).sample(cands, min(k, len(cands)))
+        gen = rng or self.rng
+        if not prefer_established:
+            chosen = gen.sample(cands, min(k, len(cands)))
+            return [self._snapshot(e) for e in chosen]
+        est = [e for e in cands if e.established]
+        if len(est) <= k:
+            chosen = est
+        else:
+            # Weighted by standing (age in our view) without replacement (Efraimidis-
+            # Spirakis: the k largest log(u)/w). Identities that arrived in one burst and
+            # were promoted together get a share of the fan-out of about
+            # B*tau / (B*tau + sum of the older members' ages) tau seconds after their
+            # arrival, instead of B / (B + H) under a uniform draw.
+            now = self._now
+
+            def key(e: _Entry) -> float:
+                w = max(1e-3, now - e.first_seen)
+                return math.log(gen.random() or 1e-300) / w
+
+            chosen = sorted(est, key=key, reverse=True)[:k]
+        if len(chosen) < k:
+            rest = sorted(
+                (e for e in cands if not e.established),
+                key=lambda e: (e.first_seen, e.record.node_id),
+            )
+            chosen.extend(rest[: k - len(chosen)])
         return [self._snapshot(e) for e in chosen]
 
     def drain_changes(self) -> list[Member]:
@@ -484,6 +548,20 @@ class Membership:
             for e in targets
         ]
 
+    def set_capabilities(self, now: float, capabilities: Sequence[str]) -> bool:
+        """Re-announce this node's record with new ``capabilities``; True if they changed.
+
+        The incarnation is bumped so that every member prefers the new record over the
+        old one (an equal incarnation with another signature is refused as conflicting).
+        """
+        caps = tuple(capabilities)
+        if caps == self.capabilities:
+            return False
+        self._now = now
+        self.capabilities = caps
+        self._bump_incarnation(self._incarnation + 1)
+        return True
+
     # ------------------------------------------------------------------ time
     def next_deadline(self) -> float:
         """Earliest time at which :meth:`tick` has work (may be in the past)."""
@@ -493,6 +571,8 @@ class Membership:
         t = min(s.probe, s.push_pull, s.reconnect, s.join, s.reap)
         if self._queue:
             t = min(t, s.gossip)
+        if self._intro:
+            t = min(t, s.admit)
         p = self._probe
         if p is not None and not p.done:
             t = min(t, p.deadline if p.indirect_sent else p.timeout_at)
@@ -509,6 +589,9 @@ class Membership:
         out: list[Action] = []
         self._probe_step(now, out)
         self._suspicion_step(now)
+        if self._intro and now >= self._sched.admit:
+            self._sched.admit = now + self.config.gossip_interval
+            self._admit_deferred(now)
         if now >= self._sched.gossip:
             self._sched.gossip = now + self.config.gossip_interval
             self._gossip_step(now, out)
@@ -565,14 +648,13 @@ class Membership:
         if kind == "join" and not self._join_peer.allow(sender_id):
             raise self._rejected("join_rate_limited", "too many joins from this peer")
         if sender_id not in self._table and sender_id != self.node_id:
-            # A new identity costs table space and a signature check: admit at a bounded
-            # global rate so a flood of fresh identities cannot monopolise either. The PoW
-            # stamp (one hash) is checked first, so stampless identities cannot drain it.
+            # A new identity costs table space and a signature check. The PoW stamp (one
+            # hash) is checked first, so stampless identities cannot reach the admission
+            # budgets at all; stamped ones go through them in _apply_alive (a sender over
+            # budget is answered but waits in the introduction queue, not in the table).
             s = msg.sender
             if not pow_check(bytes(s.public_key), s.pow_nonce, self.difficulty):
                 raise self._rejected("bad_pow", "sender record lacks the network's PoW")
-            if not self._join_global.allow(b"global"):
-                raise self._rejected("join_rate_limited", "too many new members right now")
         self._accept_sender(now, sender_id, msg)
         self.stats[f"recv_{kind}"] += 1
         self._apply_updates(now, msg.updates)
@@ -599,10 +681,14 @@ class Membership:
         if p is None:
             return []
         self._source = p.node_id
+        # The state answering our own join is exempt from the introduction budgets: the
+        # operator chose the bootstrap, and a newcomer needs the whole view at once.
+        self._exempt = p.kind == "join"
         try:
             return self._on_reply(now, request_id, body, p)
         finally:
             self._source = None
+            self._exempt = False
 
     def _on_reply(self, now: float, request_id: int, body: bytes, p: _Pending) -> list[Action]:
         try:
@@ -614,6 +700,11 @@ class Membership:
             self._accept_sender(now, responder, msg)
         except GossipRejected:
             return self.on_failure(now, request_id, _pending=p)
+        answered = self._table.get(responder)
+        if answered is not None:
+            # It answered at the address of its signed record: reachable, not just a key.
+            answered.answered = True
+            self._maybe_promote(now, answered)
         self._apply_updates(now, msg.updates)
         kind = msg.WhichOneof("body")
         out: list[Action] = []
@@ -687,7 +778,9 @@ class Membership:
         )
 
     def _bump_incarnation(self, incarnation: int) -> None:
-        self._incarnation = incarnation
+        # Clamped: at the ceiling a refutation re-signs at the same incarnation rather than
+        # overflowing the u64 signing layout (which used to silence this node for good).
+        self._incarnation = min(incarnation, MAX_INCARNATION)
         self._record = self._sign_self()
         self._record_pb = self._record.to_pb()
         self._queue_self()
@@ -713,10 +806,13 @@ class Membership:
 
     def _message(self, *, to: bytes | None = None, **body: object) -> bytes:
         msg = pb.GossipMessage(sender=self._record_pb, **body)  # type: ignore[arg-type]
-        self._piggyback(msg, to)
-        return msg.SerializeToString()
+        # Piggybacked updates are appended as pre-encoded field-15 entries: a protobuf
+        # message followed by more of its repeated fields is the same message, and this
+        # spares copying every update into every message (the simulator's hot spot).
+        return msg.SerializeToString() + b"".join(self._piggyback(to))
 
-    def _piggyback(self, msg: pb.GossipMessage, to: bytes | None) -> None:
+    def _piggyback(self, to: bytes | None) -> list[bytes]:
+        out: list[bytes] = []
         cfg = self.config
         budget = cfg.max_piggyback_bytes
         count = 0
@@ -729,12 +825,12 @@ class Membership:
                 and e.statement is not None
                 and e.state in (MemberState.SUSPECT, MemberState.DEAD)
             ):
-                u = pb.Update(statement=e.statement.to_pb())
-                msg.updates.append(u)
-                budget -= u.ByteSize()
+                wire = _update_wire(pb.Update(statement=e.statement.to_pb()))
+                out.append(wire)
+                budget -= len(wire)
                 count += 1
         if not self._queue:
-            return
+            return out
         limit = cfg.retransmit_limit(self._live + 1)
         chosen = sorted(self._queue.items(), key=lambda kv: (kv[1].transmits, -kv[1].order))
         for key, b in chosen:
@@ -746,18 +842,20 @@ class Membership:
                 # Echoing an update to whoever told us, or a record to its own owner, would
                 # spend one of its few transmissions on a member that already has it.
                 continue
-            msg.updates.append(b.update)
+            out.append(b.wire)
             budget -= b.size
             count += 1
             b.transmits += 1
             if b.transmits >= limit:
                 del self._queue[key]
+        return out
 
     def _enqueue(self, key: bytes, update: pb.Update, *, own: bool = False) -> None:
         self._order += 1
         about = key if update.HasField("alive") else None
+        wire = _update_wire(update)
         self._queue[key] = _Broadcast(
-            update, update.ByteSize() + 3, 0, self._order, None if own else self._source, about
+            wire, len(wire), 0, self._order, None if own else self._source, about
         )
 
     def _send(
@@ -814,6 +912,7 @@ class Membership:
             capabilities=r.capabilities,
             state_since=e.state_since,
             first_seen=e.first_seen,
+            established=e.established,
         )
 
     def _set_state(self, e: _Entry, state: MemberState) -> None:
@@ -832,17 +931,42 @@ class Membership:
     def _admit(self, node_id: bytes) -> bool:
         if len(self._table) < self.config.max_members:
             return True
-        # Full: forget the longest-gone dead/left member, else the longest suspect; never
-        # an alive one, so a flood of new identities cannot displace established members.
-        for states in (_GONE, (MemberState.SUSPECT,)):
-            victims = [e for e in self._table.values() if e.state in states]
-            if victims:
-                v = min(victims, key=lambda e: (e.state_since, e.record.node_id))
-                self._forget(v.record.node_id)
-                self.stats["evicted"] += 1
-                return True
-        self.rejected["table_full"] += 1
-        return False
+        # Full: forget the longest-gone dead/left member, else the longest suspect that is
+        # not established, else the *youngest* alive member that is not established. An
+        # established member is never evicted for a newcomer, and a flood of fresh
+        # identities into a full table only displaces its own kind (the youngest).
+        gone = [e for e in self._table.values() if e.state in _GONE]
+        if gone:
+            victim = min(gone, key=lambda e: (e.state_since, e.record.node_id))
+        else:
+            fresh = [e for e in self._table.values() if not e.established]
+            suspects = [e for e in fresh if e.state is MemberState.SUSPECT]
+            if suspects:
+                victim = min(suspects, key=lambda e: (e.state_since, e.record.node_id))
+            elif fresh:
+                victim = max(fresh, key=lambda e: (e.first_seen, e.record.node_id))
+            else:
+                self.rejected["table_full"] += 1
+                return False
+        self._forget(victim.record.node_id)
+        self.stats["evicted"] += 1
+        return True
+
+    def _maybe_promote(self, now: float, e: _Entry) -> None:
+        if (
+            not e.established
+            and e.state is MemberState.ALIVE
+            and now - e.first_seen >= self.config.promotion_min_age
+        ):
+            e.established = True
+            self.stats["promoted"] += 1
+
+    def _admit_deferred(self, now: float) -> None:
+        for nid, rec in self._intro.drain(now):
+            if nid in self._table or nid == self.node_id:
+                continue
+            self.stats["introduction_admitted_late"] += 1
+            self._apply_alive(now, rec, admitted=True)
 
     def _forget(self, node_id: bytes) -> None:
         e = self._table.pop(node_id)
@@ -871,24 +995,32 @@ class Membership:
                 raise GossipRejected(exc.reason, str(exc)) from None
             e = self._table.get(sender_id)
             if e is None:
+                if sender_id in self._intro:
+                    return  # answered, but waits for admission budget outside the table
                 raise GossipRejected("table_full", "member table is full")
         e.last_seen = now
+        if e.answered and not e.established:
+            self._maybe_promote(now, e)
 
     def _apply_updates(self, now: float, updates: Iterable[pb.Update]) -> None:
+        table, stats = self._table, self.stats
         for u in updates:
             which = u.WhichOneof("update")
             try:
                 if which == "alive":
-                    e = self._table.get(bytes(u.alive.node_id))
-                    if e is not None and u.alive.signature == e.record.signature:
-                        self.stats["duplicate"] += 1
+                    a = u.alive  # one accessor call: these loops dominate large simulations
+                    nid, sig = a.node_id, a.signature
+                    e = table.get(nid)
+                    if e is not None and sig == e.record.signature:
+                        stats["duplicate"] += 1
                         continue
-                    if (
-                        u.alive.node_id == self.node_id
-                        and u.alive.signature == self._record.signature
-                    ):
+                    if nid == self.node_id and sig == self._record.signature:
                         continue
-                    self._apply_alive(now, self.verifier.parse_record(u.alive))
+                    waiting = self._intro.get(nid) if e is None else None
+                    if waiting is not None and sig == waiting.signature:
+                        stats["duplicate"] += 1
+                        continue
+                    self._apply_alive(now, self.verifier.parse_record(a))
                 elif which == "statement":
                     self._apply_statement(now, self.verifier.parse_statement(u.statement))
                 else:
@@ -896,8 +1028,11 @@ class Membership:
             except RecordError:
                 continue  # counted by the verifier
 
-    def _apply_alive(self, now: float, rec: MemberRecord) -> bool:
-        """Apply an alive record; True when it changed our view."""
+    def _apply_alive(self, now: float, rec: MemberRecord, *, admitted: bool = False) -> bool:
+        """Apply an alive record; True when it changed our view.
+
+        ``admitted``: a deferred introduction whose turn came (already verified).
+        """
         nid = rec.node_id
         if nid == self.node_id:
             if rec.incarnation >= self._incarnation and rec.signature != self._record.signature:
@@ -918,17 +1053,26 @@ class Membership:
                 )
                 self.rejected[reason] += 1
                 return False
-        elif (
-            self._source is not None
-            and self._source != nid
-            and not self._new_per_contact.allow(self._source)
-        ):
-            # One member may introduce only so many identities new to us per minute, so
-            # an attacker minting identities cannot fill the table through one contact.
-            # Dropped records come back through anti-entropy once the bucket refills.
-            self.rejected["new_identity_rate_limited"] += 1
-            return False
-        self.verifier.check_record(rec)
+        elif not admitted and not self._exempt and self._source is not None:
+            # An identity new to us: only through the admission budgets (global and per
+            # introducer; a direct sender introduces itself). Verified first, so only valid
+            # records take queue space; over budget it is deferred, never silently lost.
+            waiting = self._intro.get(nid)
+            if waiting is not None and (
+                rec.incarnation < waiting.incarnation or rec.signature == waiting.signature
+            ):
+                return False
+            self.verifier.check_record(rec)
+            verdict = self._intro.offer(now, self._source, nid, rec)
+            if verdict is Verdict.DEFERRED:
+                self.stats["introduction_deferred"] += 1
+                return False
+            if verdict is Verdict.DROPPED:
+                self.rejected["introduction_dropped"] += 1
+                return False
+            admitted = True
+        if not admitted:
+            self.verifier.check_record(rec)
         if e is None:
             if not self._admit(nid):
                 return False
@@ -942,6 +1086,7 @@ class Membership:
             self._table[nid] = e
             self._live += 1
             self.stats["learned"] += 1
+            self._intro.discard(nid)
         elif rec.incarnation == e.incarnation:
             # The record for an incarnation we only knew from a statement: keep the state.
             e.record, e.record_pb = rec, None
@@ -965,6 +1110,14 @@ class Membership:
         self, now: float, st: Statement, *, from_state: bool = False, fresh: bool = False
     ) -> None:
         target = st.target_id
+        known = self._incarnation if target == self.node_id else None
+        if known is None and (e0 := self._table.get(target)) is not None:
+            known = e0.incarnation
+        if known is not None and st.incarnation > known + self.config.max_incarnation_step:
+            # A claim nobody honest could make (incarnations grow by one per refutation or
+            # restart): refused, so a liar cannot push a member towards the ceiling fast.
+            self.rejected["incarnation_jump"] += 1
+            return
         if target == self.node_id:
             if st.incarnation >= self._incarnation and not self._left:
                 self.verifier.check_statement(st, self._reporter_key(st.reporter_id))
@@ -1093,11 +1246,22 @@ class Membership:
 
     # ------------------------------------------------------------------ internals: steps
     def _random_members(
-        self, k: int, states: tuple[MemberState, ...], exclude: bytes | None = None
+        self,
+        k: int,
+        states: tuple[MemberState, ...],
+        exclude: bytes | None = None,
+        *,
+        established: bool = False,
     ) -> list[_Entry]:
         cands = [
             e for e in self._table.values() if e.state in states and e.record.node_id != exclude
         ]
+        if established:
+            # Anti-entropy partners and indirect-probe helpers are trusted with our view and
+            # our verdicts: take established members when there are enough of them.
+            est = [e for e in cands if e.established]
+            if len(est) >= k:
+                cands = est
         if len(cands) <= k:
             self.rng.shuffle(cands)
             return cands
@@ -1163,7 +1327,7 @@ class Membership:
         if target is None:
             return
         helpers = self._random_members(
-            self.config.indirect_checks, (MemberState.ALIVE,), exclude=p.target
+            self.config.indirect_checks, (MemberState.ALIVE,), exclude=p.target, established=True
         )
         remaining = max(0.001, p.deadline - now)
         for h in helpers:
@@ -1263,7 +1427,7 @@ class Membership:
     def _push_pull_step(
         self, now: float, out: list[Action], states: tuple[MemberState, ...], kind: str
     ) -> None:
-        peers = self._random_members(1, states)
+        peers = self._random_members(1, states, established=kind == "push_pull")
         if not peers:
             return
         e = peers[0]

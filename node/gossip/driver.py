@@ -120,6 +120,12 @@ class MembershipDriver:
         except GossipRejected:
             self._waiting.pop(token, None)
             raise
+        except Exception:
+            # A bug in the core must not become a silent UNKNOWN status (issue 12's
+            # overflow went unnoticed that way): log it with the sender, then propagate.
+            self._waiting.pop(token, None)
+            log.exception("gossip request from %s failed in the core", sender_id.hex()[:16])
+            raise
         self._dispatch(actions)
         try:
             return await asyncio.wait_for(fut, self.core.config.request_timeout)

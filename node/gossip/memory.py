@@ -81,6 +81,7 @@ class SimNode:
     up: bool = True
     next_tick: float = math.inf
     version: int = 0
+    passive: bool = False
 
     @property
     def node_id(self) -> bytes:
@@ -196,8 +197,14 @@ class SimNetwork:
         config: GossipConfig | None = None,
         join: Iterable[str] = (),
         incarnation: int = 0,
+        passive: bool = False,
     ) -> SimNode:
-        """Create a node at the current virtual time; optionally join ``join`` addresses."""
+        """Create a node at the current virtual time; optionally join ``join`` addresses.
+
+        ``passive=True``: the node answers every request but never ticks (no probes, no
+        gossip, no push-pull of its own) — the cheapest identity an attacker can run that
+        still passes probes; large Sybil simulations use it to spend CPU on the honest side.
+        """
         i = next(self._counter)
         address = address or f"10.0.{i // 250}.{i % 250 + 1}:7000"
         if address in self.nodes:
@@ -220,7 +227,7 @@ class SimNetwork:
             incarnation=incarnation,
             verify=self.verify,
         )
-        node = SimNode(address, core)
+        node = SimNode(address, core, passive=passive)
         self.nodes[address] = node
         self.by_id[core.node_id] = node
         joins = list(join)
@@ -317,7 +324,7 @@ class SimNetwork:
         heapq.heappush(self._events, (t, next(self._seq), kind, args))
 
     def _schedule(self, node: SimNode, *, after_tick: bool = False) -> None:
-        if not node.up:
+        if not node.up or node.passive:
             return
         d = node.core.next_deadline()
         if after_tick and d <= self.now:

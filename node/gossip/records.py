@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ADDRESS_LEN",
     "MAX_CAPABILITIES",
     "MAX_CAPABILITY_LEN",
+    "MAX_INCARNATION",
     "RECORD_DOMAIN",
     "STATEMENT_DOMAIN",
     "MemberRecord",
@@ -47,6 +48,13 @@ STATEMENT_DOMAIN = b"fednode/v1/statement\x00"
 MAX_ADDRESS_LEN = 262
 MAX_CAPABILITIES = 32
 MAX_CAPABILITY_LEN = 64
+MAX_INCARNATION = 2**63 - 1
+"""Highest valid incarnation: a signed 64-bit integer, what the peer table's column holds.
+
+Records and statements above it are ``bad_incarnation``. The wire field is u64, so the
+bound is checked on parse; before it existed a statement at 2**64-1 made its target's
+refutation (``incarnation + 1``) overflow the signing layout and silenced the target.
+"""
 
 Verify = Callable[[bytes, bytes, bytes], bool]
 """``verify(public_key, signature, message) -> bool`` (default: Ed25519)."""
@@ -152,6 +160,8 @@ class MemberRecord:
             raise RecordError("malformed", "member record: too many or too long capabilities")
         if not msg.address or len(msg.address) > MAX_ADDRESS_LEN:
             raise RecordError("bad_address", "member record: missing or overlong address")
+        if msg.incarnation > MAX_INCARNATION:
+            raise RecordError("bad_incarnation", "member record: incarnation above 2**63-1")
         return cls(
             node_id=bytes(msg.node_id),
             public_key=bytes(msg.public_key),
@@ -213,6 +223,8 @@ class Statement:
         kind = StatementKind(msg.kind)
         if kind is StatementKind.LEFT and msg.target_id != msg.reporter_id:
             raise RecordError("malformed", "statement: only a member itself can leave")
+        if msg.incarnation > MAX_INCARNATION:
+            raise RecordError("bad_incarnation", "statement: incarnation above 2**63-1")
         return cls(
             kind=kind,
             target_id=bytes(msg.target_id),

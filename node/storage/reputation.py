@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from node.storage.core import StoreCore, check_hex, is_finite, now_or
@@ -75,6 +75,41 @@ class ReputationStore(StoreCore):
         with self._read() as s:
             rows = s.scalars(select(ReputationRow).order_by(ReputationRow.node_id))
             return [self._reputation_record(r) for r in rows]
+
+    def reputation_count(self) -> int:
+        """Number of reputation rows."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(ReputationRow)) or 0)
+
+    def reputation_prune(self, keep: int, *, now: float | None = None) -> int:
+        """Keep at most ``keep`` rows; return how many were deleted.
+
+        Rows under an active quarantine go last; among the others, the least recently
+        updated go first (a peer that keeps misbehaving keeps its row).
+        """
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        ts = now_or(now)
+
+        def work(s: Session) -> int:
+            active = ReputationRow.quarantined_until.is_not(None) & (
+                ReputationRow.quarantined_until > ts
+            )
+            order = (
+                select(ReputationRow.node_id)
+                .order_by(active.desc(), ReputationRow.updated_at.desc(), ReputationRow.node_id)
+                .offset(keep)
+            )
+            doomed = list(s.scalars(order))
+            for start in range(0, len(doomed), 500):
+                s.execute(
+                    delete(ReputationRow).where(
+                        ReputationRow.node_id.in_(doomed[start : start + 500])
+                    )
+                )
+            return len(doomed)
+
+        return self._write(work)
 
     def quarantine(
         self, node_id: str, until: float | None, *, now: float | None = None

@@ -153,6 +153,11 @@ class _Round:
     exchange_deadline: float | None = None
     # Sampled peers whose answer came but was beyond our window (await_replies).
     answered_unusable: set[str] = field(default_factory=set)
+    # Sampled peers known not to answer this round (push failed or refused, peer dead or
+    # no longer releasing): nobody waits for them.
+    unavailable: set[str] = field(default_factory=set)
+    # This node released nothing this round: it sends nothing and waits for nobody.
+    silent: bool = False
 
 
 class RoundEngine:
@@ -228,6 +233,11 @@ class RoundEngine:
         self._seen: set[tuple[str, int]] = set()
         self._final: tuple[int, torch.Tensor] | None = None
         self._answered_when_done: set[str] = set()
+        # Sampled peers that let a round time out without answering: later rounds still
+        # push to them and merge what they send, but do not wait for them until they
+        # deliver an update again (a live peer that never answers, e.g. a silent Byzantine
+        # one, costs one round_timeout, not one per round).
+        self._unresponsive: set[str] = set()
 
     # -- queries ---------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -242,7 +252,31 @@ class RoundEngine:
             return cur.own_ready_at + self.spec.round_timeout
         return None
 
+    def awaited_peers(self) -> tuple[str, ...]:
+        """Sampled peers of the current round this node still waits for (may be empty)."""
+        cur = self._cur
+        if cur is None or cur.peers is None or self.phase != Phase.EXCHANGING:
+            return ()
+        fresh = {s for s, rec in self._usable().items() if rec.round >= self.round}
+        gone = cur.answered_unusable | cur.unavailable | self._unresponsive
+        return tuple(p for p in cur.peers if p not in fresh and p not in gone)
+
     # -- events ----------------------------------------------------------
+    def on_peer_unavailable(self, round_idx: int, peer: str, now: float) -> list[Action]:
+        """``peer`` will not answer in round ``round_idx``: stop waiting for it.
+
+        The driver calls this when a push to a sampled peer failed or was refused, or when
+        the peer left, died or announced that it releases no updates. Its update, should
+        one still come, is merged as usual.
+        """
+        cur = self._cur
+        if cur is None or round_idx != cur.index or cur.peers is None or peer not in cur.peers:
+            return []
+        cur.unavailable.add(peer)
+        if self.phase == Phase.EXCHANGING and self._enough():
+            return self._aggregate()
+        return []
+
     def tick(self, now: float) -> list[Action]:
         """Advance the clock: start the first round, or fire timeouts."""
         if self.phase == Phase.DONE:
@@ -263,6 +297,7 @@ class RoundEngine:
             and now >= cur.exchange_deadline
         ):
             self.stats["timeouts"] += 1
+            self._unresponsive.update(self.awaited_peers())
             return self._aggregate()
         return []
 
@@ -282,8 +317,14 @@ class RoundEngine:
         *,
         base: torch.Tensor | None = None,
         num_examples: int = 0,
+        silent: bool = False,
     ) -> list[Action]:
-        """The learner's output for :class:`TrainLocal` (a model, or a delta plus ``base``)."""
+        """The learner's output for :class:`TrainLocal` (a model, or a delta plus ``base``).
+
+        With ``silent`` this node released nothing this round (e.g. its privacy budget is
+        spent): it pushes to nobody, answers nobody, and aggregates at once what peers
+        pushed so far; peers that sampled it are told by the driver, not by the engine.
+        """
         cur = self._cur
         if (
             cur is None
@@ -311,6 +352,7 @@ class RoundEngine:
         cur.base = base
         cur.own_examples = num_examples
         cur.own_ready_at = now
+        cur.silent = silent
         return self._maybe_send(now)
 
     def on_update(
@@ -345,6 +387,7 @@ class RoundEngine:
                 out.append(SendUpdate((sender,), self._final[0], self._final[1], reply=True))
             return out
         self._seen.add((sender, round_idx))
+        self._unresponsive.discard(sender)
         self._buffer[(sender, round_idx)] = Received(
             sender, round_idx, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
         )
@@ -420,7 +463,15 @@ class RoundEngine:
     def _maybe_send(self, now: float) -> list[Action]:
         cur = self._cur
         assert cur is not None
-        if cur.own is None or cur.peers is None or self.phase != Phase.TRAINING:
+        if cur.own is None or self.phase != Phase.TRAINING:
+            return []
+        if cur.silent:
+            # Nothing to send and nobody owes us an answer: no reason to wait for peers.
+            cur.peers = ()
+            cur.pending_replies.clear()
+            self.phase = Phase.EXCHANGING
+            return self._aggregate()
+        if cur.peers is None:
             return []
         self.phase = Phase.EXCHANGING
         cur.exchange_deadline = now + self.spec.round_timeout
@@ -457,14 +508,16 @@ class RoundEngine:
         assert cur is not None
         want = self.spec.wait_for
         if cur.peers is not None:
-            want = min(want, len(cur.peers))
+            # A sampled peer known not to answer cannot count towards the wait.
+            want = min(want, len(set(cur.peers) - cur.unavailable - self._unresponsive))
         # Stale updates are merged when present but never satisfy the wait.
         fresh = {s for s, rec in self._usable().items() if rec.round >= self.round}
         if self.spec.reply and self.spec.await_replies and cur.peers:
             # Push-pull owes us an answer from every peer we pushed to: merge them all
             # (and every other push that came meanwhile) in this round rather than
             # letting the later ones arrive after we aggregated, discounted as stale.
-            return all(p in fresh or p in cur.answered_unusable for p in cur.peers)
+            gone = cur.answered_unusable | cur.unavailable | self._unresponsive
+            return all(p in fresh or p in gone for p in cur.peers)
         return len(fresh) >= want
 
     def _aggregate(self) -> list[Action]:
@@ -517,9 +570,9 @@ _NEEDS_REFERENCE = frozenset({"self_centered_clipping", "bristle"})
 
 
 def _rules() -> Mapping[str, RuleFn]:
-    from aggregation import RULES  # type: ignore[attr-defined]
+    from aggregation import RULES
 
-    return RULES  # type: ignore[no-any-return]
+    return RULES
 
 
 def aggregate_round(action: Aggregate, rules: Mapping[str, RuleFn] | None = None) -> torch.Tensor:

@@ -84,9 +84,16 @@ def test_unauthenticated_requests_get_401(dashnet: Any, http_get: Get) -> None:
         status, _, body = http_get(url, headers)
         assert status == 401, url
         assert "node_id" not in body.decode()
-    # The refusals are counted like admin-token refusals.
+    # The refusals are counted like admin-token refusals ...
+    with dashnet.net.nodes[0].client() as client:
+        status = client.status()
     rejected = dashnet.state()["rejected"]["messages"]
     assert rejected.get("dashboard_token", 0) >= 5
+    # ... but not as refused peer messages (status and the testnet's "rejected" column).
+    peers_refused = sum(
+        v for k, v in rejected.items() if k not in {"dashboard_token", "admin_token"}
+    )
+    assert status.messages_rejected <= peers_refused
 
 
 def test_daemon_json_records_a_loopback_dashboard(dashnet: Any) -> None:
@@ -136,6 +143,7 @@ def test_api_state_schema(dashnet: Any, http_get: Get) -> None:
             "last_seen_s",
             "rtt_ms",
             "banned",
+            "no_release",
         }
         assert p["banned"] is False and p["address"].startswith("127.0.0.1:")
         assert p["state"] in {"alive", "suspect", "dead"}

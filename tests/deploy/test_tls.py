@@ -106,6 +106,9 @@ def test_nodes_with_one_ca_gossip_and_outsiders_never_get_in(net: Testnet) -> No
     for outsider in (2, 3):
         assert st[outsider]["peers_alive"] == 0
         assert not _peer_ids(net, outsider) & {ids[0], ids[1]}, f"node {outsider} got in"
+    # The plaintext node does not stay at 0 peers in silence: it says why, with the fix.
+    log = net.nodes[3].log_path.read_text(errors="replace")
+    assert "this plaintext node cannot join it: start it with --tls-cert" in log, log[-3000:]
 
 
 def _check(channel: grpc.Channel) -> int:

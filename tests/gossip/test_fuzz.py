@@ -17,8 +17,10 @@ CFG = GossipConfig.profile(
     "lan",
     inbound_rate=1e9,
     inbound_burst=1e9,
-    join_rate_global=1e9,
-    join_burst_global=1e9,
+    introductions_rate_global=1e9,
+    introductions_burst_global=1e9,
+    introductions_rate_per_introducer=1e9,
+    introductions_burst_per_introducer=1e9,
     join_rate_per_peer=1e9,
     join_burst_per_peer=1e9,
 )

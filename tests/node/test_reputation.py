@@ -41,3 +41,35 @@ def test_quarantine_after_threshold_and_expiry(tmp_path: Path) -> None:
     # ...until it expires.
     clock.t += 61
     assert not again.is_quarantined(PEER)
+
+
+def test_flood_of_ids_keeps_memory_and_table_bounded(tmp_path: Path) -> None:
+    store = open_store(data_dir=tmp_path)
+    clock = Clock()
+    book = ReputationBook(
+        store, threshold=2, window_s=60, quarantine_s=600, clock=clock, max_peers=8
+    )
+    # A member that keeps misbehaving is quarantined first, then 500 other ids fault once.
+    book.fault(PEER, "nonfinite")
+    book.fault(PEER, "nonfinite")
+    assert book.is_quarantined(PEER)
+    for i in range(500):
+        clock.t += 0.01
+        book.fault(f"{i:064x}", "malformed")
+    assert book.tracked() <= 2 * 8
+    assert store.reputation_count() <= 8 + 8 // 4 + 1
+    # Eviction takes the quarantined peer last: it is still refused, in memory and on disk.
+    assert book.is_quarantined(PEER)
+    assert store.is_quarantined(PEER, now=clock.t)
+    assert ReputationBook(store, clock=clock, max_peers=8).is_quarantined(PEER)
+
+
+def test_prune_keeps_newest_and_quarantined_rows(tmp_path: Path) -> None:
+    store = open_store(data_dir=tmp_path)
+    store.quarantine(PEER, 10_000.0, now=1.0)
+    for i in range(10):
+        store.reputation_adjust(f"{i:064x}", delta=-1.0, rejected=1, now=100.0 + i)
+    assert store.reputation_prune(3, now=50.0) == 8
+    kept = {r.node_id for r in store.reputation_all()}
+    assert kept == {PEER, f"{9:064x}", f"{8:064x}"}
+    assert store.reputation_prune(3, now=50.0) == 0

@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 import torch
 
+from fednode_proto.v1 import gossip_pb2 as gossip_pb
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1 import training_pb2 as pb
 from node.envelope import check_envelope, seal
 from node.genesis import Genesis
+from node.gossip import sign_record
 from node.identity import Identity
 from node.service import Rejected
 from node.spsa_runtime import (
@@ -351,18 +353,50 @@ def _closed(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)  # start-up on shared cores can be slow
+def _join_by_ping(stub: Any, ident: Identity, net_id: bytes, target: bytes, seq: int) -> None:
+    """Enter the target's view as a member: one signed ping carrying a PoW-stamped record.
+
+    The address is unreachable, so the member is later suspected and declared dead; the
+    test's requests come before that.
+    """
+    rec = sign_record(
+        ident,
+        address="127.0.0.1:9",
+        incarnation=0,
+        network_id=net_id,
+        timestamp_ms=int(time.time() * 1000),
+    )
+    msg = gossip_pb.GossipMessage(sender=rec.to_pb(), ping=gossip_pb.Ping(seq=1, target_id=target))
+    stub.Gossip(seal(ident, net_id, "gossip", msg.SerializeToString(), seq=seq), timeout=10)
+
+
 def test_forged_duplicate_and_malformed_batches_are_refused(spsa_net: Testnet) -> None:
     st = _wait(spsa_net, lambda st: _agreed(st, 4), 240, "agreement of 4 nodes")
     net_id = spsa_net.genesis.network_id
+    # mallory signs batches as their origin and never joins; relay is a member (a valid
+    # proof of work and a signed record) that forwards them. A non-member's requests are
+    # refused before any batch check (node/admission.py).
     mallory = Identity.generate(4)
+    relay = Identity.generate(4)
     seq = iter(range(1, 10_000))
     channel = grpc.insecure_channel(spsa_net.nodes[0].address)
     stub = node_pb2_grpc.NodeStub(channel)
     with channel:
         request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(
+                stub.PullScalars(
+                    seal(mallory, net_id, "request", request.SerializeToString(), seq=next(seq)),
+                    timeout=20,
+                )
+            )
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert (refused.value.details() or "").startswith("not_member")
+        target = bytes.fromhex(str(spsa_net.statuses()[0]["node_id"]))
+        _join_by_ping(stub, relay, net_id, target, next(seq))
         envs = list(
             stub.PullScalars(
-                seal(mallory, net_id, "request", request.SerializeToString(), seq=next(seq)),
+                seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
                 timeout=20,
             )
         )
@@ -384,7 +418,7 @@ def test_forged_duplicate_and_malformed_batches_are_refused(spsa_net: Testnet) -
         request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0, have=held[1:])
         missing = list(
             stub.PullScalars(
-                seal(mallory, net_id, "request", request.SerializeToString(), seq=next(seq)),
+                seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
                 timeout=20,
             )
         )
@@ -396,7 +430,7 @@ def test_forged_duplicate_and_malformed_batches_are_refused(spsa_net: Testnet) -
 
         def push(batch: pb.ScalarBatch, round_idx: int | None = None) -> str:
             rr = int(batch.entries[0].round) if round_idx is None else round_idx
-            env = seal(mallory, net_id, "spsa", batch.SerializeToString(), seq=next(seq), round=rr)
+            env = seal(relay, net_id, "spsa", batch.SerializeToString(), seq=next(seq), round=rr)
             receipt = stub.PushScalars(env, timeout=10)
             assert not receipt.accepted
             return receipt.reason.split(":")[0]
@@ -432,7 +466,7 @@ def test_forged_duplicate_and_malformed_batches_are_refused(spsa_net: Testnet) -
         assert push(own(r, [0.1]), round_idx=r + 1) == "bad_round"
         # Well formed and correctly signed, but its origin is no member (a Sybil key).
         assert push(own(r, [0.1])) == "unknown_origin"
-        garbage = seal(mallory, net_id, "spsa", b"\xff\x00junk", seq=next(seq), round=r)
+        garbage = seal(relay, net_id, "spsa", b"\xff\x00junk", seq=next(seq), round=r)
         assert not stub.PushScalars(garbage, timeout=10).accepted
     after = spsa_net.statuses()
     assert after[0]["spsa_digest"] == st[0]["spsa_digest"]

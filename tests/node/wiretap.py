@@ -43,6 +43,7 @@ from node.envelope import Verified
 from node.genesis import load_genesis
 from node.logs import configure_logging
 from node.spsa_runtime import release_digest
+from node.training.trainer import make_trainer
 
 
 def ledger_at(db: Path, digest: str) -> dict[str, Any]:
@@ -63,10 +64,12 @@ def ledger_at(db: Path, digest: str) -> dict[str, Any]:
 class Tap:
     """``TrainingHandler`` that records pushes and refuses nothing."""
 
-    def __init__(self, out: Path, watch: Path, network_id: bytes) -> None:
+    def __init__(self, out: Path, watch: Path, network_id: bytes, update_numel: int | None) -> None:
         self.out = out
         self.watch = watch
         self.network_id = network_id
+        # The service checks a stream's header against this before reading its body.
+        self.update_numel = update_numel
 
     def _record(
         self, kind: str, msg: Verified, rnd: int, digest: str, values: list[float], **extra: Any
@@ -117,8 +120,19 @@ class TapDaemon(Daemon):
 
     async def _start_components(self) -> None:
         await super()._start_components()
-        assert self.service is not None
-        self.service.training = Tap(self.out, self.watch, self.genesis.network_id)
+        assert self.service is not None and self.identity is not None
+        g = self.genesis
+        numel = None
+        if g.learner.kind != "spsa":  # SPSA subjects push scalars only
+            trainer = make_trainer(
+                g.task,
+                g.learner,
+                seed=g.network.seed,
+                node_index=0,
+                node_id=self.identity.node_id_hex,
+            )
+            numel = trainer.layout.numel
+        self.service.training = Tap(self.out, self.watch, g.network_id, numel)
 
 
 def main(argv: list[str]) -> int:

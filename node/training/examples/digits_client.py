@@ -43,7 +43,7 @@ class DigitsClient(NumPyClient):
             for p, a in zip(self.model.parameters(), parameters, strict=True):
                 p.copy_(torch.from_numpy(a))
 
-    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+    def fit(self, parameters, config):
         self.set_parameters(parameters)
         opt = torch.optim.Adam(self.model.parameters(), lr=1e-2)
         total = 0.0
@@ -58,7 +58,7 @@ class DigitsClient(NumPyClient):
                 steps += 1
         return self.get_parameters({}), len(self.y), {"loss": total / max(steps, 1)}
 
-    def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
+    def evaluate(self, parameters, config):
         self.set_parameters(parameters)
         with torch.no_grad():
             out = self.model(self.x_test)
@@ -67,7 +67,7 @@ class DigitsClient(NumPyClient):
         return loss, len(self.y_test), {"accuracy": acc}
 
 
-def client_fn(context: Context):  # type: ignore[no-untyped-def]
+def client_fn(context: Context):
     partition_id = int(context.node_config["partition-id"])
     num_partitions = int(context.node_config["num-partitions"])
     return DigitsClient(partition_id, num_partitions).to_client()

@@ -115,7 +115,7 @@ def write_tiny_model(
 
             vocab = {w: i for i, w in enumerate(["<|endoftext|>", "<unk>", *TINY_WORDS])}
             backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-            backend.pre_tokenizer = Whitespace()  # type: ignore[assignment]
+            backend.pre_tokenizer = Whitespace()
             tok = PreTrainedTokenizerFast(
                 tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="<unk>"
             )

@@ -1,0 +1,106 @@
+"""One small real network shared by every attack (starting daemons is the slow part).
+
+Nodes 0 and 1 are honest and train (digits, rule ``mean``: the rule that the free-key
+attack of issue 12 drove to chance). Node 2 is the attacker's *member* daemon: it joined by
+gossip with a valid proof of work and trains nothing; the tests sign with its key (read
+from its data dir) to attack from inside the membership. Free keys are generated per test.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.genesis import Genesis
+from node.identity import Identity
+from node.testnet import Testnet
+from node.training.trainer import make_trainer
+
+sys.path.insert(0, str(Path(__file__).parent))  # malicious_peer.py (importlib import mode)
+
+ADVERSARY_GENESIS = {
+    "network": {"name": "adversary", "seed": 23, "pow_difficulty": 4, "gossip_profile": "test"},
+    "task": {"name": "digits", "num_nodes": 2, "partition": "iid"},
+    "aggregation": {"rule": "mean"},
+    "rounds": {
+        "peers_per_round": 2,
+        "min_updates": 1,
+        "round_timeout": 3.0,
+        "max_rounds": 40,
+        "eval_every": 1,
+    },
+}
+
+VICTIM = 0
+ATTACKER = 2
+
+
+class AdversaryNet:
+    """The running network and what the attacks need to know about it."""
+
+    def __init__(self, net: Testnet) -> None:
+        self.net = net
+        self.network_id = net.genesis.network_id
+        self.member_key = Identity.load(net.nodes[ATTACKER].data_dir.identity)
+        g = net.genesis
+        trainer = make_trainer(
+            g.task, g.learner, seed=g.network.seed, node_index=0, node_id="00" * 32
+        )
+        self.numel = int(trainer.layout.numel)
+
+    @property
+    def victim_address(self) -> str:
+        return self.net.nodes[VICTIM].address
+
+    def metrics_text(self, index: int = VICTIM) -> str:
+        info = self.net.nodes[index].runtime()
+        assert info is not None
+        with urllib.request.urlopen(f"http://{info['metrics']}/metrics", timeout=5) as resp:
+            text: str = resp.read().decode()
+        return text
+
+    def metric(self, name: str, *labels: str, index: int = VICTIM) -> float:
+        """Sum of the samples of ``name`` whose label text contains every one of ``labels``."""
+        total = 0.0
+        for line in self.metrics_text(index).splitlines():
+            if line.startswith(name) and all(lab in line for lab in labels):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def rss_mb(self, index: int = VICTIM) -> float:
+        """Resident memory of node ``index``'s process, in MB."""
+        proc = self.net.nodes[index].process
+        assert proc is not None
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def status(self, index: int) -> dict[str, object]:
+        return self.net.statuses()[index]
+
+
+@pytest.fixture(scope="session")
+def advnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdversaryNet]:
+    root = tmp_path_factory.mktemp("advnet")
+    net = Testnet(
+        root,
+        Genesis.model_validate(ADVERSARY_GENESIS),
+        3,
+        node_args={ATTACKER: ["--no-train"]},
+    )
+    with net.running():
+        net.wait_full_view(timeout=60)
+        # Training has started on both honest nodes (their updates are being admitted).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = net.statuses()
+            if all(int(st.get(i, {}).get("round", 0)) >= 1 for i in (0, 1)):
+                break
+            time.sleep(0.2)
+        yield AdversaryNet(net)

@@ -1,0 +1,85 @@
+"""Equivocation evidence: the sans-I/O book (node/equivocation.py) with real signatures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fednode_proto.v1.envelope_pb2 import Envelope
+from node.envelope import SeqCounter, seal
+from node.equivocation import EquivocationBook, EquivocationError, check_sighting
+from node.exchange import encode_update
+from node.identity import Identity
+
+NET = b"n" * 32
+
+
+@pytest.fixture(scope="module")
+def liar() -> Identity:
+    return Identity.generate(4)
+
+
+def header_env(who: Identity, round_idx: int, value: float, seq: SeqCounter) -> Envelope:
+    header, _ = encode_update(torch.full((8,), value), round=round_idx, num_samples=1)
+    return seal(
+        who, NET, "update", header.SerializeToString(), seq=seq.next("update"), round=round_idx
+    )
+
+
+def test_two_payloads_for_one_round_are_a_proof(liar: Identity) -> None:
+    seq = SeqCounter()
+    book = EquivocationBook(NET)
+    a, b = header_env(liar, 5, 1.0, seq), header_env(liar, 5, 2.0, seq)
+    assert book.sighting(a) is None  # first sight of (liar, 5)
+    assert book.sighting(header_env(liar, 5, 1.0, seq)) is None  # same payload, new seq: honest
+    assert book.sighting(header_env(liar, 6, 9.0, seq)) is None  # another round
+    proof = book.sighting(b)
+    assert proof is not None and proof.sender == liar.node_id and proof.round == 5
+    assert book.is_convicted(liar.node_id)
+    # Another node verifies the pair on its own and convicts; a repeat changes nothing.
+    other = EquivocationBook(NET)
+    got = other.proof(proof.first, proof.second)
+    assert got is not None and other.convicted() == [liar.node_id]
+    assert other.proof(proof.first, proof.second) is None
+
+
+def test_bad_evidence_is_refused_and_stores_nothing(liar: Identity) -> None:
+    seq = SeqCounter()
+    honest = Identity.generate(4)
+    book = EquivocationBook(NET)
+    a = header_env(liar, 5, 1.0, seq)
+    same = header_env(liar, 5, 1.0, seq)
+    with pytest.raises(EquivocationError) as e:
+        book.proof(a, same)
+    assert e.value.reason == "evidence_same_update"
+    with pytest.raises(EquivocationError) as e:
+        book.proof(a, header_env(liar, 6, 2.0, seq))
+    assert e.value.reason == "evidence_not_a_pair"
+    with pytest.raises(EquivocationError) as e:
+        book.proof(a, header_env(honest, 5, 2.0, SeqCounter()))
+    assert e.value.reason == "evidence_not_a_pair"
+    # A forged second header (payload changed after signing) fails its signature.
+    forged = Envelope()
+    forged.CopyFrom(a)
+    forged.body = header_env(liar, 5, 3.0, SeqCounter()).body
+    with pytest.raises(EquivocationError) as e:
+        book.proof(a, forged)
+    assert e.value.reason == "evidence_bad_envelope"
+    with pytest.raises(EquivocationError) as e:
+        check_sighting(header_env(liar, 5, 1.0, seq), b"x" * 32)
+    assert e.value.reason == "evidence_bad_envelope"
+    wrong_kind = seal(liar, NET, "history", a.body, seq=1, round=5)
+    with pytest.raises(EquivocationError):
+        check_sighting(wrong_kind, NET)
+    assert book.convicted() == []
+
+
+def test_the_book_is_bounded(liar: Identity) -> None:
+    seq = SeqCounter()
+    book = EquivocationBook(NET, max_sightings=4)
+    for r in range(10):
+        book.sighting(header_env(liar, r, 1.0, seq))
+    assert len(book._seen) == 4
+    # Round 0 was evicted: a contradicting header for it is a first sight again.
+    assert book.sighting(header_env(liar, 0, 2.0, seq)) is None
+    assert book.sighting(header_env(liar, 9, 2.0, seq)) is not None
