@@ -11,10 +11,10 @@ at the default difficulty); the protocol logic under test is the same.
    every other as live, against the goal ``2*log2(N)+4`` plus the admission delay of the
    introduction budgets, ``max(0, (N-1-burst_global)/rate_global - W)`` seconds (W = 10 s
    join window; see docs/gossip.md).
-2. **Sybil burst**: H honest nodes run for 60 s (their members become established), then
+2. **Sybil burst**: H honest nodes run for 300 s (their members become established), then
    1,000 fresh identities (each a real core that answers every probe but runs no timers of
    its own: ``SimNetwork.add_node(passive=True)``) join through random honest nodes
-   within 1 s. Reported at +5/+10/+30/+60 s: share of Sybils in honest views,
+   within 1 s. Reported at +5/+30/+60/+120 s: share of Sybils in honest views,
    share of ``sample(4)`` (training's fan-out) that picks a Sybil, with the standing
    preference (default) and without it (uniform, the behaviour before issue 12), and the
    same for a no-attack run.
@@ -122,7 +122,7 @@ def _composition(
 
 
 def sybil_burst(
-    honest_n: int, sybils: int, seed: int, warmup: float = 60.0
+    honest_n: int, sybils: int, seed: int, warmup: float = 300.0
 ) -> list[dict[str, object]]:
     t0 = time.perf_counter()
     net = SimNetwork(seed, CFG, fast_crypto=True, record_history=False)
@@ -140,7 +140,7 @@ def sybil_burst(
             s = net.add_node(join=[rng.choice(honest).address], passive=True)
             sybil_ids.add(s.node_id)
     rows = []
-    for after in (5.0, 10.0, 30.0, 60.0):
+    for after in (5.0, 30.0, 60.0, 120.0):
         net.run_until(start + after)
         row: dict[str, object] = {
             "honest": honest_n,
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(
             table(
                 f"Sybil burst: {args.sybils} fresh identities join {args.honest} honest nodes "
-                "within 1 s, after a 60 s warm-up (fan-out = sample(4))",
+                "within 1 s, after a 300 s warm-up (fan-out = sample(4))",
                 rows,
             )
         )

@@ -25,7 +25,8 @@ not quarantined). With ``f`` tolerated lying vouchers:
 * A served checkpoint is accepted only if it is signed by the peer asked, within the byte
   limit, hash-checked, exactly one finite float32 vector of our layout
   (:func:`~node.training.params.decode_checkpoint`, never unpickled), of a round in
-  ``(our round + max_future, target + slack]`` and within ``max_update_norm`` of our own
+  ``(our round + max_future, claim + slack]`` (``claim``: that member's own signed round)
+  and within ``max_update_norm`` of our own
   model; the engine restarts at most at ``target + slack``.
 * Exactly ``quorum`` checkpoints are used (the vouchers whose claims are closest to the
   target first); they and the node's own model (``2 f + 1`` rows, at most ``f`` of them

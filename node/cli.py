@@ -19,6 +19,7 @@ from .admin_client import AdminClient, AdminUnavailable
 from .datadir import DataDir, DataDirLocked, default_data_dir
 from .genesis import Genesis, GenesisError, load_genesis, render_genesis
 from .identity import Identity, IdentityError, estimate_hash_rate, pow_check, pow_solve
+from .wide import print_wide
 
 __all__ = ["app", "main"]
 
@@ -406,7 +407,7 @@ def genesis_show(
     for section, values in gen.model_dump(mode="json").items():
         for key, value in values.items():
             table.add_row(f"{section}.{key}", json.dumps(value))
-    console.print(table)
+    print_wide(console, table)
 
 
 # --- start / stop ----------------------------------------------------------------------
@@ -555,10 +556,12 @@ def start(
     if shard is not None and not 0 <= shard < gen.task.num_nodes:
         raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
     if attack is not None:
-        from aggregation.attacks import ATTACKS
+        from .training.byzantine_sim import ByzantineSimError, parse_attack
 
-        if attack not in ATTACKS:
-            raise _fail(f"unknown attack {attack!r}; known: {', '.join(sorted(ATTACKS))}")
+        try:
+            parse_attack(attack)  # name or name:key=value,... (e.g. ipm:eps=100)
+        except ByzantineSimError as exc:
+            raise _fail(str(exc)) from None
     daemon = Daemon(
         dd,
         gen,
@@ -650,7 +653,7 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
     table.add_row("node privacy", _privacy_line(reply.node_privacy))
     table.add_row("record privacy", _privacy_line(reply.record_privacy))
     table.add_row("evaluations", str(len(history)))
-    console.print(table)
+    print_wide(console, table)
 
 
 def _starting_pid(dd: DataDir) -> int | None:
@@ -712,7 +715,7 @@ def peers(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> No
             "-" if p.rtt_ms < 0 else f"{p.rtt_ms:.1f} ms",
             "yes" if p.banned else "",
         )
-    console.print(table)
+    print_wide(console, table)
 
 
 @app.command()
@@ -773,7 +776,7 @@ def privacy(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> 
             str(r.steps),
             f"{r.epsilon_after:.3f}",
         )
-    console.print(table)
+    print_wide(console, table)
 
 
 def _privacy_line(level: Any) -> str:

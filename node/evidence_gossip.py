@@ -2,12 +2,12 @@
 
 A node that equivocates sends different peers different updates for one round, so no
 single receiver sees both. Every node therefore relays the signed *header* of each update
-it receives (a sighting: a few hundred bytes, never the payload) to ``fanout`` random
-members. A node holding two headers of one sender and round with different payload hashes
-has a proof (:mod:`node.equivocation`): it quarantines the sender through the reputation
-book and pushes the pair to every member it knows (up to ``max_relay``); each node that
-verifies the pair does the same once, so the proof floods the view while each node checks
-it at most once.
+it receives from a member (a sighting: a few hundred bytes, never the payload) to
+``fanout`` random members. A node holding two headers of one sender and round with
+different payload hashes has a proof (:mod:`node.equivocation`): it quarantines the
+sender through the reputation book and pushes the pair to every member it knows (up to
+``max_relay``); each node that verifies the pair does the same once, so the proof floods
+the view while each node checks it at most once.
 
 Bounded work: a relayed sighting costs one signature check and one table entry (bounded,
 least recently seen evicted), a proof two checks and is ignored once its sender is
@@ -72,7 +72,12 @@ class EvidenceExchange:
         if proof is not None:
             self._convict(proof, source="received")
             return
-        if not self.book.is_convicted(msg.sender_id):
+        membership = self.daemon.membership
+        if self.book.is_convicted(msg.sender_id):
+            return
+        # Only members' updates are relayed: a key outside the view cannot use us to
+        # multiply its traffic (its contradictions are still found by whoever it reaches).
+        if membership is not None and membership.is_member(msg.sender_id):
             self._push(Evidence(updates=[env]), self._targets(self.fanout, msg.sender_id))
 
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:

@@ -62,11 +62,23 @@ class DaemonMembership:
             return None
         return max(0.0, self.driver.clock() - m.first_seen)
 
-    def sample(self, k: int) -> list[Member]:
-        """Up to ``k`` random live members that release updates and are not banned.
+    def is_established(self, node_id: bytes) -> bool:
+        """Whether ``node_id`` is an established member (answered us, old enough).
 
-        A member that announced :data:`~node.participation.NO_RELEASE` would neither push
-        nor answer: sampling it would only make this node wait for it.
+        Established members are never evicted for newcomers and lead :meth:`sample`; see
+        ``promotion_min_age`` in :mod:`node.gossip.config`.
+        """
+        m = self.core.get(node_id)
+        return m is not None and m.established and m.state is MemberState.ALIVE
+
+    def sample(self, k: int) -> list[Member]:
+        """Up to ``k`` live members that release updates and are not banned, established first.
+
+        Established members are drawn at random, weighted by their age in the view; only
+        when fewer than ``k`` qualify is the rest filled with the oldest other members,
+        so a burst of fresh identities cannot capture training's fan-out. A member that announced
+        :data:`~node.participation.NO_RELEASE` would neither push nor answer: sampling it
+        would only make this node wait for it.
         """
         from .runtime import is_banned
 

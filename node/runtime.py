@@ -134,10 +134,14 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
     counts = _peer_states(daemon)
     metrics = daemon.metrics
     sent = received = rejected = 0.0
+    by_kind: dict[str, dict[str, int]] = {"out": {}, "in": {}}
     for family in metrics.registry.collect():
         for sample in family.samples:
             if sample.name == "fednode_bytes_total":
-                if sample.labels.get("direction") == "out":
+                direction = "out" if sample.labels.get("direction") == "out" else "in"
+                kind = sample.labels.get("kind", "")
+                by_kind[direction][kind] = by_kind[direction].get(kind, 0) + int(sample.value)
+                if direction == "out":
                     sent += sample.value
                 else:
                     received += sample.value
@@ -166,6 +170,8 @@ def status_reply(daemon: Daemon) -> admin_pb2.StatusReply:
         releasing=True,
         metrics=daemon.metrics_address or "",
         dashboard=daemon.dashboard_address or "",
+        bytes_sent_by_kind=by_kind["out"],
+        bytes_received_by_kind=by_kind["in"],
     )
     if daemon.training is not None:
         daemon.training.fill_status(reply)

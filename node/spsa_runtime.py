@@ -419,6 +419,10 @@ class RoundLedger:
         """Highest round holding an entry (``frontier - 1`` when none is open)."""
         return max(self._rounds, default=self.frontier - 1)
 
+    def rounds(self) -> list[int]:
+        """Rounds holding at least one entry that is not folded into the base."""
+        return list(self._rounds)
+
     def origins(self, round_idx: int) -> set[str]:
         """Origins with at least one entry in ``round_idx``."""
         return {node for _, node in self._rounds.get(round_idx, {})}
@@ -569,6 +573,7 @@ class SpsaRuntime:
         self.last_loss = float("nan")
         self.model_hash = ""
         self.evaluations: list[tuple[int, float, float, float]] = []
+        self._stored_round = 0  # the round in the store, reported until the log is restored
         self.rejected: Counter[str] = Counter()
         self.catchup: dict[str, Any] = {}
         self._wire: dict[tuple[int, str], bytes] = {}
@@ -666,7 +671,19 @@ class SpsaRuntime:
 
         The daemon reports itself started (and answers status) while that happens; peer
         batches are refused with ``not_ready`` until the node has caught up.
+        Meanwhile status reports the stored round and accuracy history (read here, two
+        cheap queries), not round 0.
         """
+        store = self.daemon.store
+        assert store is not None
+        loop = asyncio.get_running_loop()
+        self._stored_round = int(
+            await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0
+        )
+        history = await loop.run_in_executor(None, load_history, store)
+        if history:  # the accuracy curve survives restarts
+            self.evaluations = history
+            _, self.last_accuracy, self.last_loss, _ = history[-1]
         self._task = asyncio.create_task(self._run(), name="spsa")
 
     async def _setup(self) -> None:
@@ -676,11 +693,6 @@ class SpsaRuntime:
         await loop.run_in_executor(None, self._restore)
         assert self.ledger is not None
         self._refresh_hash()
-        history = await loop.run_in_executor(None, load_history, self.daemon.store)
-        if history:  # the accuracy curve survives restarts
-            self.evaluations = history + self.evaluations
-            if len(history) == len(self.evaluations):
-                _, self.last_accuracy, self.last_loss, _ = history[-1]
         log.info(
             "spsa ready",
             extra={
@@ -803,8 +815,8 @@ class SpsaRuntime:
 
     async def _one_round(self, r: int) -> None:
         assert self.ledger is not None and self.learner is not None
-        newest = self.ledger.newest_round()
-        if newest > r + 1:
+        newest = self._network_round(r)
+        if newest is not None:
             # More than a round behind the network: our batches for the rounds in between
             # would arrive when peers already closed (or finalised) them. Join its round.
             self._jump(newest)
@@ -834,6 +846,35 @@ class SpsaRuntime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.25)
         await self._close(r)
+
+    def _network_round(self, r: int) -> int | None:
+        """The round the network is in when it is beyond ``r + 1``, else None.
+
+        The largest round ``R > r + 1`` such that ``f + 1`` distinct live members (not
+        banned or quarantined; ``f`` as for catch-up, node/catchup.py) signed batches for
+        rounds ``>= R``: ``f`` identities pushing batches of the furthest round the engine
+        admits cannot make this node skip rounds.
+        """
+        assert self.ledger is not None
+        if self.ledger.newest_round() <= r + 1:
+            return None
+        g = self.daemon.genesis
+        f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
+        membership = self.daemon.membership
+        from .runtime import is_banned
+
+        origins: set[str] = set()
+        for rnd in sorted((x for x in self.ledger.rounds() if x > r + 1), reverse=True):
+            for origin in self.ledger.origins(rnd):
+                node_id = bytes.fromhex(origin)
+                if origin == self.node_id or is_banned(self.daemon, node_id):
+                    continue
+                if membership is not None and not membership.is_member(node_id):
+                    continue
+                origins.add(origin)
+            if len(origins) >= f + 1:
+                return rnd
+        return None
 
     async def _release_own(self, r: int) -> bytes | None:
         """Compute, debit and store this node's batch of round ``r`` (the release path).
@@ -1300,7 +1341,12 @@ class SpsaRuntime:
             )
             self.daemon.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
             return None
-        return groups[max(agreed)][0]
+        best = max(agreed)
+        log.info(
+            "agreed checkpoint",
+            extra={"fields": {"round": best[0], "members": len(groups[best]), "need": need}},
+        )
+        return groups[best][0]
 
     async def _pull_checkpoint(
         self, address: str, expect_sender: str | None = None
@@ -1368,6 +1414,11 @@ class SpsaRuntime:
                     )
                     self.ledger = self._new_ledger(vec, ck_round)
                     used_checkpoint = True
+                else:
+                    log.info(
+                        "agreed checkpoint does not match the pulled log; replaying it",
+                        extra={"fields": {"round": ck_round}},
+                    )
         await self._ingest_pulled(fresh, folded_ok=used_checkpoint)
         if newest > self.round:
             self._jump(newest)
@@ -1494,7 +1545,8 @@ class SpsaRuntime:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = "spsa"
-        reply.round = self.round
+        # Until the log is restored, the stored round (not 0) is the truth.
+        reply.round = self.round if self.ledger is not None else self._stored_round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
         reply.spsa_digest = self.ledger.digest() if self.ledger is not None else ""

@@ -64,7 +64,8 @@ def _fix(msg: Message, data: dict[str, Any]) -> None:
         elif (
             field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
         ):
-            continue
+            if field.message_type.fields_by_name["value"].type in _INTEGERS:
+                data[field.name] = {k: int(v) for k, v in data[field.name].items()}
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if repeated:
                 for sub, d in zip(value, data[field.name], strict=True):

@@ -20,6 +20,7 @@ from .genesis import Genesis
 from .netns import NetnsError, NetnsTestnet
 from .scenario_cli import register as _register_scenarios
 from .testnet import Testnet, TestnetError
+from .wide import print_wide
 
 __all__ = ["testnet_app"]
 
@@ -104,7 +105,12 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -> bool:
+def _plot(
+    history: dict[int, list[tuple[int, float]]],
+    path: Path,
+    title: str,
+    byzantine: frozenset[int] = frozenset(),
+) -> bool:
     points = {i: h for i, h in history.items() if h}
     if not points:
         return False
@@ -116,7 +122,10 @@ def _plot(history: dict[int, list[tuple[int, float]]], path: Path, title: str) -
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, h in sorted(points.items()):
         rounds, accs = zip(*sorted(dict(h).items()), strict=True)
-        ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
+        if i in byzantine:  # its own accuracy says nothing of the honest nodes'
+            ax.plot(rounds, accs, label=f"node {i} (Byzantine)", linewidth=1.2, linestyle="--")
+        else:
+            ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
@@ -288,7 +297,13 @@ def up(
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
-    attack: Annotated[str, typer.Option(help="Attack of the malicious nodes.")] = "sign_flip",
+    attack: Annotated[
+        str,
+        typer.Option(
+            help="Attack of the malicious nodes: a name in aggregation.ATTACKS, with "
+            "parameters as name:key=value (e.g. ipm:eps=100, which breaks plain mean)."
+        ),
+    ] = "sign_flip",
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
     epsilon: Annotated[
@@ -346,6 +361,13 @@ def up(
         nodes = nodes or 3
     if byzantine >= nodes:
         raise typer.BadParameter("--byzantine must be smaller than --nodes")
+    if byzantine:
+        from .training.byzantine_sim import ByzantineSimError, parse_attack
+
+        try:
+            parse_attack(attack)
+        except ByzantineSimError as exc:
+            raise typer.BadParameter(str(exc)) from None
     if genesis_file is None:
         try:
             genesis = testnet_genesis(
@@ -467,6 +489,9 @@ def up(
                 "peers_alive": int(s.get("peers_alive", 0)),
                 "bytes_sent": int(s.get("bytes_sent", 0)),
                 "bytes_received": int(s.get("bytes_received", 0)),
+                "bytes_sent_by_kind": {
+                    k: int(v) for k, v in (s.get("bytes_sent_by_kind") or {}).items()
+                },
                 "rejected": int(s.get("messages_rejected", 0)),
                 "epsilon_spent": float(s.get("epsilon_spent", 0.0)),
                 "releasing": bool(s.get("releasing", True)),
@@ -487,7 +512,11 @@ def up(
         "interrupted": interrupted,
         "per_node": rows,
     }
-    wrote_plot = _plot(history, plot, f"{task}, {nodes} nodes, {learner}, {rule}")
+    attackers = frozenset(range(nodes - byzantine, nodes))
+    title = f"{task}, {nodes} nodes, {learner}, {rule}"
+    if byzantine:
+        title += f", {byzantine} Byzantine ({attack})"
+    wrote_plot = _plot(history, plot, title, attackers)
     summary["plot"] = str(plot) if wrote_plot else None
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -502,7 +531,7 @@ def up(
         for row in rows:
             table.add_row(
                 f"{row['node']}{' (byz)' if row['byzantine'] else ''}",
-                str(row["node_id"])[:12],
+                str(row["node_id"]),
                 str(row["round"]),
                 f"{row['accuracy']:.3f}" if row["round"] else "-",
                 str(row["peers_alive"]),
@@ -511,7 +540,21 @@ def up(
                 str(row["rejected"]),
                 *([_privacy_cell(row)] if private else []),
             )
-        console.print(table)
+        print_wide(console, table)
+        kinds: dict[str, int] = {}
+        for row in rows:
+            for kind, n in row["bytes_sent_by_kind"].items():
+                kinds[kind] = kinds.get(kind, 0) + n
+        if kinds:
+            # "sent" mixes membership gossip with training traffic; SPSA's few bytes per
+            # step only show next to it.
+            console.print(
+                "sent by kind, all nodes: "
+                + ", ".join(
+                    f"{k} {_bytes(n)}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])
+                ),
+                highlight=False,
+            )
         stopped = [r["node"] for r in rows if r["private"] and not r["releasing"]]
         if stopped:
             console.print(

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["TrainingRuntime", "start_training"]
 
 STATE_ROUND = "training.round"
+#: Seconds between two "round finished" progress lines.
+PROGRESS_EVERY_S = 5.0
 #: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
 #: learned of this node by gossip), ADMISSION_RETRY_S apart.
 ADMISSION_RETRIES = 3
@@ -107,6 +109,7 @@ class TrainingRuntime:
         self._public: torch.Tensor | None = None
         self._silent: set[int] = set()  # rounds in which this node released nothing
         self._released_round = -1  # see STATE_RELEASED
+        self._byz_sent: tuple[int, torch.Tensor] | None = None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -121,6 +124,7 @@ class TrainingRuntime:
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
         self._catchup_not_before = 0.0
+        self._last_progress = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -287,11 +291,17 @@ class TrainingRuntime:
         )
         await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
 
-    def _sync_participation(self) -> None:
-        """Tell peers (through our member record) whether this node still releases."""
+    def _sync_participation(self) -> bool:
+        """Tell peers (through our member record) whether this node still releases.
+
+        Returns that state: False once a budget (or an unusable ledger) stopped releases for
+        good, not merely because this round released nothing.
+        """
+        releasing = bool(self.guard.releasing or not self.guard.private)
         membership = self.daemon.membership
         if membership is not None:
-            membership.set_releasing(self.guard.releasing or not self.guard.private)
+            membership.set_releasing(releasing)
+        return releasing
 
     async def _execute(self, actions: list[eng.Action]) -> None:
         if self._catching_up:
@@ -385,8 +395,8 @@ class TrainingRuntime:
             self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
             self.trainer.set_vector(base)
             own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
-        self._sync_participation()
-        if ticket is None and self.engine.spec.max_rounds is None:
+        releasing = self._sync_participation()
+        if not releasing and self.engine.spec.max_rounds is None:
             # No round limit: rounds without a release would spin as fast as the CPU goes
             # and change nothing. Stop here; the node keeps serving its peers.
             log.warning(
@@ -439,7 +449,7 @@ class TrainingRuntime:
             return  # nothing was released for this round
         d = self.daemon
         assert self.identity is not None
-        outgoing = self._byzantine(vector) if self.attack else vector
+        outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
@@ -489,6 +499,18 @@ class TrainingRuntime:
         elif is_no_reply(receipt.reason):
             await self._peer_unavailable(peer, round_idx, receipt.reason)
 
+    def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """The round's Byzantine vector, computed once: every peer gets the same one.
+
+        A testnet attacker plays the aggregation attack, not equivocation (different
+        vectors per peer would be proven and quarantined by node/equivocation.py).
+        """
+        cached = self._byz_sent
+        if cached is None or cached[0] != round_idx:
+            cached = (round_idx, self._byzantine(vector))
+            self._byz_sent = cached
+        return cached[1]
+
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
 
@@ -501,7 +523,10 @@ class TrainingRuntime:
         base = self._base if self._base is not None else vector
         seen = self._recent or [vector]
         deltas = torch.stack([v - base for v in seen])
-        malicious = ATTACKS[self.attack](deltas, f=1)[0]  # type: ignore[index]
+        from .training.byzantine_sim import parse_attack
+
+        spec = parse_attack(self.attack)  # type: ignore[arg-type]
+        malicious = ATTACKS[spec.name](deltas, f=1, **spec.kwargs)[0]
         return base + malicious
 
     async def _aggregate(self, action: eng.Aggregate) -> None:
@@ -535,7 +560,29 @@ class TrainingRuntime:
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
         self.daemon.metrics.round.set(self.engine.round)
+        self._progress(action)
         await self._execute(actions)
+
+    def _progress(self, action: eng.Aggregate) -> None:
+        """One "round finished" line at most every PROGRESS_EVERY_S seconds.
+
+        Evaluations (and their log lines) come every ``eval_every`` rounds; without this a
+        node could train for long stretches without saying anything.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        log.info(
+            "round finished",
+            extra={
+                "fields": {
+                    "round": action.round + 1,
+                    "max_rounds": self.engine.spec.max_rounds if self.engine else None,
+                    "merged_peers": len(action.received),
+                }
+            },
+        )
 
     # --- Sybil histories on the wire (node/history_gossip.py) -----------------------------
 
@@ -732,7 +779,7 @@ class TrainingRuntime:
 
         Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
         ``target`` or beyond, each checked strictly (node/catchup.py) and of a round in
-        ``(ours + max_future, target + max_future + 2]``; ``quorum`` of them and our
+        ``(ours + max_future, claim + max_future + 2]``; ``quorum`` of them and our
         own model go through the robust rule (:func:`node.catchup.adopt_checkpoints`) and
         the engine restarts at their lowest round, at most ``target + max_future + 2``.
         In-flight training/aggregation of the old engine finishes first, so it cannot
@@ -768,8 +815,10 @@ class TrainingRuntime:
         slack = spec.max_future + 2  # the peers kept training since they vouched
         lo = from_round + spec.max_future + 1
         good: list[PulledCheckpoint] = []
-        hi = target + slack
         for peer, res in zip(asked, results, strict=True):
+            # A voucher ahead of the target serves a later checkpoint: fine, the engine
+            # restarts at most at target + slack whatever the checkpoints' rounds.
+            hi = max(target, self.lag.claim(peer) or 0) + slack
             if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
                 good.append(res)
                 continue
@@ -785,17 +834,18 @@ class TrainingRuntime:
             d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
         if not good or self._stopping:
             return
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
+        good = good[: self.lag.quorum]
         # Never beyond what the quorum vouched for, whatever one checkpoint claims.
         start = min(min(c.round for c in good), target + slack)
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
         agg = d.genesis.aggregation
         own = self._public if self._public is not None else self.trainer.vector()
-        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
-        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
         adopted = adopt_checkpoints(
             own,
-            good[: self.lag.quorum],
+            good,
             rule=agg.rule,
             f=self.catchup_f,
             params=agg.params,

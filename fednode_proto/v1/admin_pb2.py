@@ -24,45 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64node_proto/v1/admin.proto\x12\nfednode.v1\"\x0f\n\rStatusRequest\"\xfd\x04\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x14\n\x0cnetwork_name\x18\x03 \x01(\t\x12\x0e\n\x06listen\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\r\n\x05round\x18\x07 \x01(\x04\x12\x13\n\x0bpeers_alive\x18\x08 \x01(\r\x12\x15\n\rpeers_suspect\x18\t \x01(\r\x12\x12\n\npeers_dead\x18\n \x01(\r\x12\x12\n\nmodel_hash\x18\x0b \x01(\t\x12\x15\n\rlast_accuracy\x18\x0c \x01(\x01\x12\x15\n\repsilon_spent\x18\r \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x0e \x01(\x01\x12\x11\n\treleasing\x18\x0f \x01(\x08\x12\r\n\x05state\x18\x10 \x01(\t\x12\x12\n\nbytes_sent\x18\x11 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x12 \x01(\x04\x12\x19\n\x11messages_rejected\x18\x13 \x01(\x04\x12\x13\n\x0bspsa_digest\x18\x14 \x01(\t\x12\x0b\n\x03pid\x18\x15 \x01(\r\x12\x0f\n\x07learner\x18\x16 \x01(\t\x12\x0c\n\x04task\x18\x17 \x01(\t\x12\'\n\x07history\x18\x18 \x03(\x0b\x32\x16.fednode.v1.Evaluation\x12.\n\x0cnode_privacy\x18\x19 \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel\x12\x30\n\x0erecord_privacy\x18\x1a \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel\x12\x0f\n\x07metrics\x18\x1b \x01(\t\x12\x11\n\tdashboard\x18\x1c \x01(\t\"\xef\x01\n\x0cPrivacyLevel\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x11\n\tmechanism\x18\x03 \x01(\t\x12\x15\n\repsilon_spent\x18\x04 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x05 \x01(\x01\x12\x19\n\x11\x65psilon_remaining\x18\x06 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x07 \x01(\x01\x12\x12\n\nhas_budget\x18\x08 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x08\x12\x0e\n\x06reason\x18\n \x01(\t\x12\r\n\x05steps\x18\x0b \x01(\x04\x12\x10\n\x08releases\x18\x0c \x01(\x04\"N\n\nEvaluation\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x11\n\tunix_time\x18\x04 \x01(\x01\"\x0e\n\x0cPeersRequest\"\xad\x01\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x13\n\x0blast_seen_s\x18\x05 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\x06 \x01(\x01\x12\x0e\n\x06\x62\x61nned\x18\x07 \x01(\x08\x12\x12\n\nreputation\x18\x08 \x01(\x01\x12\x12\n\nno_release\x18\t \x01(\x08\"1\n\nPeersReply\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.fednode.v1.PeerInfo\",\n\nBanRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05unban\x18\x02 \x01(\x08\"+\n\x08\x42\x61nReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x61nned\x18\x02 \x01(\x08\"\x0f\n\rExportRequest\"K\n\x0b\x45xportReply\x12\x19\n\x11model_safetensors\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x12\n\nmodel_hash\x18\x03 \x01(\t\"\r\n\x0bStopRequest\"\x1d\n\tStopReply\x12\x10\n\x08stopping\x18\x01 \x01(\x08\"\x10\n\x0ePrivacyRequest\"\x9c\x01\n\x07Release\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x18\n\x10noise_multiplier\x18\x04 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x01\x12\r\n\x05steps\x18\x06 \x01(\x04\x12\x15\n\repsilon_after\x18\x07 \x01(\x01\x12\r\n\x05scope\x18\x08 \x01(\t\"\xe8\x01\n\x0cPrivacyReply\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x11\n\treleasing\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12%\n\x08releases\x18\x06 \x03(\x0b\x32\x13.fednode.v1.Release\x12&\n\x04node\x18\x07 \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel\x12(\n\x06record\x18\x08 \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel2\xec\x02\n\x05\x41\x64min\x12<\n\x06Status\x12\x19.fednode.v1.StatusRequest\x1a\x17.fednode.v1.StatusReply\x12\x39\n\x05Peers\x12\x18.fednode.v1.PeersRequest\x1a\x16.fednode.v1.PeersReply\x12\x33\n\x03\x42\x61n\x12\x16.fednode.v1.BanRequest\x1a\x14.fednode.v1.BanReply\x12<\n\x06\x45xport\x12\x19.fednode.v1.ExportRequest\x1a\x17.fednode.v1.ExportReply\x12\x36\n\x04Stop\x12\x17.fednode.v1.StopRequest\x1a\x15.fednode.v1.StopReply\x12?\n\x07Privacy\x12\x1a.fednode.v1.PrivacyRequest\x1a\x18.fednode.v1.PrivacyReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64node_proto/v1/admin.proto\x12\nfednode.v1\"\x0f\n\rStatusRequest\"\x8d\x07\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x14\n\x0cnetwork_name\x18\x03 \x01(\t\x12\x0e\n\x06listen\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x10\n\x08uptime_s\x18\x06 \x01(\x01\x12\r\n\x05round\x18\x07 \x01(\x04\x12\x13\n\x0bpeers_alive\x18\x08 \x01(\r\x12\x15\n\rpeers_suspect\x18\t \x01(\r\x12\x12\n\npeers_dead\x18\n \x01(\r\x12\x12\n\nmodel_hash\x18\x0b \x01(\t\x12\x15\n\rlast_accuracy\x18\x0c \x01(\x01\x12\x15\n\repsilon_spent\x18\r \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x0e \x01(\x01\x12\x11\n\treleasing\x18\x0f \x01(\x08\x12\r\n\x05state\x18\x10 \x01(\t\x12\x12\n\nbytes_sent\x18\x11 \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\x12 \x01(\x04\x12\x19\n\x11messages_rejected\x18\x13 \x01(\x04\x12\x13\n\x0bspsa_digest\x18\x14 \x01(\t\x12\x0b\n\x03pid\x18\x15 \x01(\r\x12\x0f\n\x07learner\x18\x16 \x01(\t\x12\x0c\n\x04task\x18\x17 \x01(\t\x12\'\n\x07history\x18\x18 \x03(\x0b\x32\x16.fednode.v1.Evaluation\x12.\n\x0cnode_privacy\x18\x19 \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel\x12\x30\n\x0erecord_privacy\x18\x1a \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel\x12\x0f\n\x07metrics\x18\x1b \x01(\t\x12\x11\n\tdashboard\x18\x1c \x01(\t\x12H\n\x12\x62ytes_sent_by_kind\x18\x1d \x03(\x0b\x32,.fednode.v1.StatusReply.BytesSentByKindEntry\x12P\n\x16\x62ytes_received_by_kind\x18\x1e \x03(\x0b\x32\x30.fednode.v1.StatusReply.BytesReceivedByKindEntry\x1a\x36\n\x14\x42ytesSentByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a:\n\x18\x42ytesReceivedByKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xef\x01\n\x0cPrivacyLevel\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x11\n\tmechanism\x18\x03 \x01(\t\x12\x15\n\repsilon_spent\x18\x04 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x05 \x01(\x01\x12\x19\n\x11\x65psilon_remaining\x18\x06 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x07 \x01(\x01\x12\x12\n\nhas_budget\x18\x08 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\t \x01(\x08\x12\x0e\n\x06reason\x18\n \x01(\t\x12\r\n\x05steps\x18\x0b \x01(\x04\x12\x10\n\x08releases\x18\x0c \x01(\x04\"N\n\nEvaluation\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x11\n\tunix_time\x18\x04 \x01(\x01\"\x0e\n\x0cPeersRequest\"\xad\x01\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x04\x12\x13\n\x0blast_seen_s\x18\x05 \x01(\x01\x12\x0e\n\x06rtt_ms\x18\x06 \x01(\x01\x12\x0e\n\x06\x62\x61nned\x18\x07 \x01(\x08\x12\x12\n\nreputation\x18\x08 \x01(\x01\x12\x12\n\nno_release\x18\t \x01(\x08\"1\n\nPeersReply\x12#\n\x05peers\x18\x01 \x03(\x0b\x32\x14.fednode.v1.PeerInfo\",\n\nBanRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05unban\x18\x02 \x01(\x08\"+\n\x08\x42\x61nReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x61nned\x18\x02 \x01(\x08\"\x0f\n\rExportRequest\"K\n\x0b\x45xportReply\x12\x19\n\x11model_safetensors\x18\x01 \x01(\x0c\x12\r\n\x05round\x18\x02 \x01(\x04\x12\x12\n\nmodel_hash\x18\x03 \x01(\t\"\r\n\x0bStopRequest\"\x1d\n\tStopReply\x12\x10\n\x08stopping\x18\x01 \x01(\x08\"\x10\n\x0ePrivacyRequest\"\x9c\x01\n\x07Release\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\ncreated_at\x18\x02 \x01(\x01\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x18\n\x10noise_multiplier\x18\x04 \x01(\x01\x12\x13\n\x0bsample_rate\x18\x05 \x01(\x01\x12\r\n\x05steps\x18\x06 \x01(\x04\x12\x15\n\repsilon_after\x18\x07 \x01(\x01\x12\r\n\x05scope\x18\x08 \x01(\t\"\xe8\x01\n\x0cPrivacyReply\x12\x15\n\repsilon_spent\x18\x01 \x01(\x01\x12\x16\n\x0e\x65psilon_budget\x18\x02 \x01(\x01\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x01\x12\x11\n\treleasing\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12%\n\x08releases\x18\x06 \x03(\x0b\x32\x13.fednode.v1.Release\x12&\n\x04node\x18\x07 \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel\x12(\n\x06record\x18\x08 \x01(\x0b\x32\x18.fednode.v1.PrivacyLevel2\xec\x02\n\x05\x41\x64min\x12<\n\x06Status\x12\x19.fednode.v1.StatusRequest\x1a\x17.fednode.v1.StatusReply\x12\x39\n\x05Peers\x12\x18.fednode.v1.PeersRequest\x1a\x16.fednode.v1.PeersReply\x12\x33\n\x03\x42\x61n\x12\x16.fednode.v1.BanRequest\x1a\x14.fednode.v1.BanReply\x12<\n\x06\x45xport\x12\x19.fednode.v1.ExportRequest\x1a\x17.fednode.v1.ExportReply\x12\x36\n\x04Stop\x12\x17.fednode.v1.StopRequest\x1a\x15.fednode.v1.StopReply\x12?\n\x07Privacy\x12\x1a.fednode.v1.PrivacyRequest\x1a\x18.fednode.v1.PrivacyReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fednode_proto.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STATUSREPLY_BYTESSENTBYKINDENTRY']._loaded_options = None
+  _globals['_STATUSREPLY_BYTESSENTBYKINDENTRY']._serialized_options = b'8\001'
+  _globals['_STATUSREPLY_BYTESRECEIVEDBYKINDENTRY']._loaded_options = None
+  _globals['_STATUSREPLY_BYTESRECEIVEDBYKINDENTRY']._serialized_options = b'8\001'
   _globals['_STATUSREQUEST']._serialized_start=44
   _globals['_STATUSREQUEST']._serialized_end=59
   _globals['_STATUSREPLY']._serialized_start=62
-  _globals['_STATUSREPLY']._serialized_end=699
-  _globals['_PRIVACYLEVEL']._serialized_start=702
-  _globals['_PRIVACYLEVEL']._serialized_end=941
-  _globals['_EVALUATION']._serialized_start=943
-  _globals['_EVALUATION']._serialized_end=1021
-  _globals['_PEERSREQUEST']._serialized_start=1023
-  _globals['_PEERSREQUEST']._serialized_end=1037
-  _globals['_PEERINFO']._serialized_start=1040
-  _globals['_PEERINFO']._serialized_end=1213
-  _globals['_PEERSREPLY']._serialized_start=1215
-  _globals['_PEERSREPLY']._serialized_end=1264
-  _globals['_BANREQUEST']._serialized_start=1266
-  _globals['_BANREQUEST']._serialized_end=1310
-  _globals['_BANREPLY']._serialized_start=1312
-  _globals['_BANREPLY']._serialized_end=1355
-  _globals['_EXPORTREQUEST']._serialized_start=1357
-  _globals['_EXPORTREQUEST']._serialized_end=1372
-  _globals['_EXPORTREPLY']._serialized_start=1374
-  _globals['_EXPORTREPLY']._serialized_end=1449
-  _globals['_STOPREQUEST']._serialized_start=1451
-  _globals['_STOPREQUEST']._serialized_end=1464
-  _globals['_STOPREPLY']._serialized_start=1466
-  _globals['_STOPREPLY']._serialized_end=1495
-  _globals['_PRIVACYREQUEST']._serialized_start=1497
-  _globals['_PRIVACYREQUEST']._serialized_end=1513
-  _globals['_RELEASE']._serialized_start=1516
-  _globals['_RELEASE']._serialized_end=1672
-  _globals['_PRIVACYREPLY']._serialized_start=1675
-  _globals['_PRIVACYREPLY']._serialized_end=1907
-  _globals['_ADMIN']._serialized_start=1910
-  _globals['_ADMIN']._serialized_end=2274
+  _globals['_STATUSREPLY']._serialized_end=971
+  _globals['_STATUSREPLY_BYTESSENTBYKINDENTRY']._serialized_start=857
+  _globals['_STATUSREPLY_BYTESSENTBYKINDENTRY']._serialized_end=911
+  _globals['_STATUSREPLY_BYTESRECEIVEDBYKINDENTRY']._serialized_start=913
+  _globals['_STATUSREPLY_BYTESRECEIVEDBYKINDENTRY']._serialized_end=971
+  _globals['_PRIVACYLEVEL']._serialized_start=974
+  _globals['_PRIVACYLEVEL']._serialized_end=1213
+  _globals['_EVALUATION']._serialized_start=1215
+  _globals['_EVALUATION']._serialized_end=1293
+  _globals['_PEERSREQUEST']._serialized_start=1295
+  _globals['_PEERSREQUEST']._serialized_end=1309
+  _globals['_PEERINFO']._serialized_start=1312
+  _globals['_PEERINFO']._serialized_end=1485
+  _globals['_PEERSREPLY']._serialized_start=1487
+  _globals['_PEERSREPLY']._serialized_end=1536
+  _globals['_BANREQUEST']._serialized_start=1538
+  _globals['_BANREQUEST']._serialized_end=1582
+  _globals['_BANREPLY']._serialized_start=1584
+  _globals['_BANREPLY']._serialized_end=1627
+  _globals['_EXPORTREQUEST']._serialized_start=1629
+  _globals['_EXPORTREQUEST']._serialized_end=1644
+  _globals['_EXPORTREPLY']._serialized_start=1646
+  _globals['_EXPORTREPLY']._serialized_end=1721
+  _globals['_STOPREQUEST']._serialized_start=1723
+  _globals['_STOPREQUEST']._serialized_end=1736
+  _globals['_STOPREPLY']._serialized_start=1738
+  _globals['_STOPREPLY']._serialized_end=1767
+  _globals['_PRIVACYREQUEST']._serialized_start=1769
+  _globals['_PRIVACYREQUEST']._serialized_end=1785
+  _globals['_RELEASE']._serialized_start=1788
+  _globals['_RELEASE']._serialized_end=1944
+  _globals['_PRIVACYREPLY']._serialized_start=1947
+  _globals['_PRIVACYREPLY']._serialized_end=2179
+  _globals['_ADMIN']._serialized_start=2182
+  _globals['_ADMIN']._serialized_end=2546
 # @@protoc_insertion_point(module_scope)

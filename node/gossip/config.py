@@ -123,6 +123,12 @@ class GossipConfig(BaseModel):
     introductions_max_pending: int = Field(
         4096, ge=1, description="deferred introductions kept (longest-queue drop beyond)"
     )
+    unadmitted_state_members: int = Field(
+        64,
+        ge=1,
+        description="members (established first) in the state answering a join or "
+        "push-pull from a sender still waiting for admission; admitted senders get all",
+    )
     # --- standing (new vs established members) ----------------------------------------------
     promotion_min_age: float = Field(
         30.0,

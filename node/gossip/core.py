@@ -421,9 +421,11 @@ class Membership:
         """Up to ``k`` distinct live members (for training's peer exchange).
 
         Established members (answered us, older than ``promotion_min_age``) are drawn
-        first, uniformly at random; only when fewer than ``k`` of them qualify is the
-        sample filled with the *oldest* other members, so a burst of fresh identities
-        (the youngest of all) cannot capture the fan-out.
+        first, at random with weights proportional to their age in this node's view
+        (``now - first_seen``); only when fewer than ``k`` of them qualify is the sample
+        filled with the *oldest* other members. A burst of fresh identities (the youngest
+        of all) thus cannot capture the fan-out, and once promoted it gains share only as
+        it ages.
 
         Parameters
         ----------
@@ -453,7 +455,21 @@ class Membership:
             chosen = gen.sample(cands, min(k, len(cands)))
             return [self._snapshot(e) for e in chosen]
         est = [e for e in cands if e.established]
-        chosen = gen.sample(est, min(k, len(est)))
+        if len(est) <= k:
+            chosen = est
+        else:
+            # Weighted by standing (age in our view) without replacement (Efraimidis-
+            # Spirakis: the k largest log(u)/w). Identities that arrived in one burst and
+            # were promoted together get a share of the fan-out of about
+            # B*tau / (B*tau + sum of the older members' ages) tau seconds after their
+            # arrival, instead of B / (B + H) under a uniform draw.
+            now = self._now
+
+            def key(e: _Entry) -> float:
+                w = max(1e-3, now - e.first_seen)
+                return math.log(gen.random() or 1e-300) / w
+
+            chosen = sorted(est, key=key, reverse=True)[:k]
         if len(chosen) < k:
             rest = sorted(
                 (e for e in cands if not e.established),
@@ -650,11 +666,18 @@ class Membership:
             return [Reply(token, self._message(ack=pb.Ack(seq=0), to=sender_id))]
         if kind == "ping_req":
             return self._relay(now, msg.ping_req, token)
+        # A sender still waiting for admission (over the introduction budgets) gets only a
+        # bounded part of our state: answering every fresh identity of a flood with the
+        # whole table would turn the budgets into an amplifier (1.2 MB per reply at 4096).
+        limit = None if sender_id in self._table else self.config.unadmitted_state_members
+        if limit is not None and kind in ("push_pull", "join"):
+            self.stats["state_cut_unadmitted"] += 1
         if kind == "push_pull":
             self._merge_states(now, msg.push_pull.states)
-            return [Reply(token, self._message(push_pull=self._full_state(), to=sender_id))]
-        # join: the sender's record was admitted above; answer with our full state.
-        state = self._full_state()
+            state = self._full_state(limit)
+            return [Reply(token, self._message(push_pull=state, to=sender_id))]
+        # join: answer with our state (all of it once the sender is admitted).
+        state = self._full_state(limit)
         state.join = True
         return [Reply(token, self._message(push_pull=state, to=sender_id))]
 
@@ -713,6 +736,11 @@ class Membership:
             out.append(Reply(p.token, self._message(ack=pb.Ack(seq=p.seq, nack=not ok))))
         elif p.kind in ("push_pull", "reconnect", "join") and kind == "push_pull":
             self._merge_states(now, msg.push_pull.states)
+            if len(msg.push_pull.states) == self.config.unadmitted_state_members + 1:
+                # Probably cut short because the responder has not admitted us yet (over
+                # its introduction budget): ask again soon rather than a full period later.
+                early = now + self.config.probe_interval * (0.5 + self.rng.random())
+                self._sched.push_pull = min(self._sched.push_pull, early)
             if p.kind == "join":
                 self.stats["joined"] += 1
                 # The contact's state predates members joining right after us, and their
@@ -872,10 +900,16 @@ class Membership:
             if p.kind == "relay":
                 self._relays -= 1
 
-    def _full_state(self) -> pb.PushPull:
+    def _full_state(self, limit: int | None = None) -> pb.PushPull:
         out = pb.PushPull()
         out.states.append(pb.MemberState(record=self._record_pb))
-        for e in self._table.values():
+        entries: Iterable[_Entry] = self._table.values()
+        if limit is not None:
+            live = [e for e in self._table.values() if e.state is MemberState.ALIVE]
+            est = [e for e in live if e.established]
+            pool = est if len(est) >= limit else live
+            entries = pool if len(pool) <= limit else self.rng.sample(pool, limit)
+        for e in entries:
             ms = out.states.add()
             ms.record.CopyFrom(e.pb_record())
             if e.statement is not None and e.state is not MemberState.ALIVE:

@@ -185,3 +185,66 @@ def test_default_budget_does_not_slow_a_normal_join(
     a, b = make_core(1), make_core(2)
     a.receive(0.0, b.node_id, _gossip(b, _fresh(ident, 100, 100, network_id)), token=1)
     assert a.num_live() == 101 and a.pending_introductions() == 0
+
+
+@pytest.mark.parametrize("state_cap", [64, 8])
+def test_tight_budgets_delay_an_honest_join_but_it_converges(state_cap: int) -> None:
+    """With budgets far below the join rate, deferred records still all come back.
+
+    64 nodes join through one bootstrap at t=0 with a global budget of 16 + 32/s: every
+    node must defer most introductions. The view is full within the goal plus the
+    admission delay of docs/gossip.md (``(n - 1 - burst) / rate`` with W = 0).
+    """
+    import math
+
+    from node.gossip.memory import SimNetwork
+
+    cfg = GossipConfig.profile(
+        "lan",
+        introductions_burst_global=16,
+        introductions_rate_global=32.0,
+        unadmitted_state_members=state_cap,  # 8: joiners over budget get a cut state
+    )
+    n = 64
+    net = SimNetwork(64, cfg)
+    boot = net.add_node()
+    for _ in range(n - 1):
+        net.add_node(join=[boot.address])
+    gi = cfg.gossip_interval
+    delay = (n - 1 - cfg.introductions_burst_global) / cfg.introductions_rate_global
+    goal = 2 * math.log2(n) + 4 + delay / gi
+    t = net.run_until_true(net.full_view, step=gi, limit=goal * gi + 1e-9)
+    deferred = sum(x.core.stats["introduction_deferred"] for x in net.nodes.values())
+    assert deferred > 0, "the budgets did not bind: the test would prove nothing"
+    cut = sum(x.core.stats["state_cut_unadmitted"] for x in net.nodes.values())
+    assert cut > 0
+    assert t is not None, f"not converged within {goal:.1f} gossip intervals"
+    assert sum(x.core.rejected["introduction_dropped"] for x in net.nodes.values()) == 0
+
+
+def test_a_sender_waiting_for_admission_gets_a_bounded_state(
+    make_core: Callable[..., Membership], ident: Callable[..., Identity], network_id: bytes
+) -> None:
+    # Answering every fresh identity of a flood with the whole table would amplify it.
+    cfg = GossipConfig.profile(
+        "lan",
+        introductions_burst_global=101,
+        introductions_rate_global=1.0,
+        unadmitted_state_members=8,
+    )
+    a, b = make_core(1, config=cfg), make_core(2)
+    a.receive(0.0, b.node_id, _gossip(b, _fresh(ident, 100, 100, network_id)), token=1)
+    assert a.num_live() == 101  # the global burst is now spent
+    late = make_core(3)
+    out = a.receive(0.1, late.node_id, _gossip(late, [], kind="join"), token=2)
+    assert a.pending_introductions() == 1
+    reply = pb.GossipMessage.FromString(next(r.body for r in out if r.token == 2))  # type: ignore[union-attr]
+    assert reply.push_pull.join and len(reply.push_pull.states) == 1 + 8
+    # Once admitted, the same request gets everything.
+    t = 0.1
+    while a.pending_introductions():
+        t += 0.2
+        a.tick(t)
+    out = a.receive(t, late.node_id, _gossip(late, [], kind="join"), token=3)
+    reply = pb.GossipMessage.FromString(next(r.body for r in out if r.token == 3))  # type: ignore[union-attr]
+    assert len(reply.push_pull.states) == 1 + 102

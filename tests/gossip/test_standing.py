@@ -109,3 +109,23 @@ def test_sample_prefers_established_members(
     uniform = [m.node_id in ids for _ in range(50) for m in a.sample(3, prefer_established=False)]
     assert sum(uniform) / len(uniform) < 0.2
     assert all(m.state is MemberState.ALIVE for m in six)
+
+
+def test_established_members_are_drawn_in_proportion_to_their_age(
+    make_core: Callable[..., Membership],
+) -> None:
+    a = make_core(1, config=GossipConfig.profile("lan", promotion_min_age=10.0))
+    old = [make_core(i) for i in range(2, 6)]  # in the view since t=0
+    young = [make_core(i) for i in range(6, 10)]  # since t=90
+    for h in old:
+        a.receive(0.0, h.node_id, _gossip(h), token=1)
+    for y in young:
+        a.receive(90.0, y.node_id, _gossip(y), token=1)
+    for m in old + young:
+        _answer(a, m, 100.0)
+    assert sum(m.established for m in a.members()) == 8
+    # At t=100 the old are 100 s old, the young 10 s: weights 10:1.
+    young_ids = {y.node_id for y in young}
+    picks = [m.node_id in young_ids for _ in range(400) for m in a.sample(1)]
+    share = sum(picks) / len(picks)
+    assert 0.04 < share < 0.16  # expected 4*10 / (4*10 + 4*100) = 0.09

@@ -91,6 +91,10 @@ def test_init_genesis_start_status_stop(tmp_path: Path, cli: Cli) -> None:
         assert status["node_id"] == info["node_id"]
         assert status["network_name"] == "t"
         assert status["state"] == "running"
+        # 64-bit counters are JSON numbers (the protobuf JSON mapping makes them strings).
+        for key in ("round", "bytes_sent", "bytes_received", "messages_rejected", "pid"):
+            assert type(status[key]) is int, (key, status[key])
+        assert type(status["node_privacy"]["releases"]) is int
         text = cli("status", "--data-dir", str(dd))
         assert info["node_id"] in text.stdout
         peers = json.loads(cli("peers", "--data-dir", str(dd), "--format", "json").stdout)

@@ -4,6 +4,7 @@ after a kill -9 and restart (issue 15, item 3)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -69,6 +70,8 @@ def _reply(private: bool, evaluated: bool) -> admin_pb2.StatusReply:
         releasing=True,
         state="running",
     )
+    reply.bytes_sent_by_kind["gossip"] = 2**40
+    reply.bytes_sent_by_kind["spsa"] = 275
     reply.node_privacy.enabled = private
     reply.node_privacy.steps = 7
     if evaluated:
@@ -84,6 +87,7 @@ def test_schema_is_documented_and_numbers_are_numbers() -> None:
     _check(doc, documented)
     assert doc["round"] == 2**40 and doc["bytes_sent"] == 12345
     assert doc["history"][0]["round"] == 5 and doc["node_privacy"]["steps"] == 7
+    assert doc["bytes_sent_by_kind"] == {"gossip": 2**40, "spsa": 275}
     # What `jq '.round > 5'` needs: a number, which a string never compares as.
     assert json.loads(json.dumps(doc))["round"] > 5
 
@@ -153,3 +157,22 @@ def test_first_status_after_kill_and_restart_reads_the_stored_state(
     assert curve(first["history"])[: len(before["history"])] == curve(before["history"])
     assert first["last_accuracy"] == first["history"][-1]["accuracy"]
     assert seen_starting or first["uptime_s"] >= 0  # "starting" is shown when we poll in time
+
+
+def test_status_says_starting_while_a_daemon_holds_the_data_dir(tmp_path: Path, cli: Cli) -> None:
+    # What `fednode start` does first, before loading anything: take the lock.
+    from node.datadir import DataDir
+
+    dd = DataDir(tmp_path / "n1")
+    fd = dd.acquire_lock()
+    try:
+        out = cli("status", "--data-dir", str(dd.root), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"state": "starting", "pid": os.getpid()}
+        text = cli("status", "--data-dir", str(dd.root))
+        assert text.returncode == 0 and "starting" in text.stdout
+    finally:
+        os.close(fd)
+    # No daemon at all: a clear error, as before.
+    gone = cli("status", "--data-dir", str(dd.root))
+    assert gone.returncode != 0 and "no daemon is running" in gone.stderr

@@ -227,3 +227,55 @@ def test_export_loads_with_peft_alone_and_gives_the_nodes_logits(
     assert torch.allclose(theirs, ours, atol=1e-5), float((theirs - ours).abs().max())
     if kind == "text-classification" and merged:
         assert loaded.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_dp_sgd_step_on_an_hf_model_clips_per_example_lora_gradients(
+    tiny_hf: dict[str, Any], tmp_path: Path
+) -> None:
+    # Opacus records activations only of modules in training mode; the LoRA model kept
+    # every peft module in eval mode (no dropout), so DP-SGD failed at its first backward
+    # ("No activations detected for Linear"). One step, z = 0, q = 1, plain SGD lr 1:
+    # the update is minus the mean of per-example gradients each clipped to C.
+    import dataclasses
+
+    from node.training.learners.sgd import SGDLearner
+
+    spec = _spec(tiny_hf, num_nodes=1)
+    data = load_task(spec, 0, cache=tmp_path)
+    shard = node_data(spec, 0, 0, task=data)
+    shard = dataclasses.replace(shard, x=shard.x[:12], y=shard.y[:12])
+    model = build_model(spec, 0, input_dim=0, num_classes=data.num_classes)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    model.train()
+    for i in range(12):
+        model.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(shard.x[i : i + 1]), shard.y[i : i + 1])
+        loss.backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in params]))  # type: ignore[union-attr]
+    model.zero_grad(set_to_none=True)
+    grads = torch.stack(rows)
+    clip = 0.5 * float(grads.norm(dim=1).median())
+    clipped = grads * (clip / (grads.norm(dim=1) + 1e-6)).clamp(max=1.0).unsqueeze(1)
+    learner = SGDLearner(
+        LearnerSpec(
+            kind="sgd",
+            optimizer="sgd",
+            lr=1.0,
+            local_steps=1,
+            dp_sgd=True,
+            dp_sgd_noise_multiplier=0.0,
+            dp_sgd_max_grad_norm=clip,
+        ),
+        batch_size=12,
+        seed=0,
+        node="n",
+    )
+    res = learner.train_round(model, shard, 0)
+    assert torch.allclose(res.update, -clipped.mean(dim=0), atol=1e-5)
+    assert float((res.update + grads.mean(dim=0)).norm()) > 0.05 * float(res.update.norm())
+    # Training mode still means no dropout: the frozen encoder gives the same logits.
+    model.train()
+    train_logits = model(shard.x)
+    model.eval()
+    assert torch.equal(train_logits, model(shard.x))

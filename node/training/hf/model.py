@@ -144,7 +144,16 @@ class HFLoraModel(nn.Module):
 
     def train(self, mode: bool = True) -> HFLoraModel:
         super().train(mode)
+        # The frozen encoder stays in eval mode (no dropout: its attention modules read
+        # their own ``training`` flag). The modules that own trainable parameters (LoRA B
+        # factors, the new head: Linear layers, same output in either mode) follow
+        # ``mode``, because Opacus records per-example activations only of modules in
+        # training mode and DP-SGD fails without them.
         self.peft.eval()
+        if mode:
+            for module in self.peft.modules():
+                if any(p.requires_grad for p in module.parameters(recurse=False)):
+                    module.train()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
