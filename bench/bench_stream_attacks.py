@@ -7,10 +7,10 @@ concurrently and samples the victim's resident memory (VmRSS) every 50 ms. Print
 per attack: the refusal the attacker saw, the chunks gRPC pulled from its stream, the
 victim's RSS before and at its peak.
 
-    .venv/bin/python bench/bench_bench_stream_attacks.py [--repeat 3]
+    .venv/bin/python bench/bench_stream_attacks.py [--repeat 3]
 
 To measure another checkout's daemon (e.g. before a fix), run from that checkout with it
-first on the path: ``cd OTHER && PYTHONPATH=OTHER python /path/to/bench/bench_bench_stream_attacks.py``
+first on the path: ``cd OTHER && PYTHONPATH=OTHER python /path/to/bench/bench_stream_attacks.py``
 (the node processes are ``python -m node`` in the current directory).
 """
 
