@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .genesis import Genesis, GenesisError, load_genesis, parse_genesis
@@ -91,11 +92,13 @@ def prepare_genesis(
     if nodes is not None or seed is not None:
         import tomli_w
 
-        data = gen.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+        # Only what the file set: the engine's copies of [aggregation] under [rounds] are
+        # refused when written, and defaults are filled in again.
+        data = gen.model_dump(mode="json", exclude_unset=True)
         if nodes is not None:
-            data["task"]["num_nodes"] = nodes
+            data.setdefault("task", {})["num_nodes"] = nodes
         if seed is not None:
-            data["network"]["seed"] = seed
+            data.setdefault("network", {})["seed"] = seed
         gen = parse_genesis(tomli_w.dumps(data), source=source)
     agg, privacy = gen.aggregation, gen.privacy
     if agg.sybil_weighting:
@@ -183,6 +186,20 @@ def run_simulation(
     from .training.simulate import simulate as simulate_vectors
     from .training.simulate import simulate_spsa
 
+    privacy = gen.privacy
+    if privacy.enabled:
+        from privacy.accounting import epsilon
+
+        # Each round is one release of each node (sample rate 1, one step), as the guard
+        # debits it; refusing here saves a run that would stop at the budget.
+        need = epsilon(privacy.noise_multiplier, 1.0, rounds, privacy.delta)
+        if need > privacy.epsilon_budget:
+            raise SimulateError(
+                f"{rounds} rounds spend epsilon {need:.3f} per node at noise_multiplier "
+                f"{privacy.noise_multiplier:g}, above privacy.epsilon_budget "
+                f"{privacy.epsilon_budget:g}; the daemon would stop releasing there, which the "
+                "simulation does not model: lower --rounds, or raise the budget or the noise"
+            )
     torch.set_num_threads(1)  # as a daemon on a shared machine; results do not depend on it
     t0 = time.monotonic()
 
@@ -264,6 +281,11 @@ def run_simulation(
         bytes_sent=res.bytes_sent,
         extra={"sim_time_s": res.sim_time},
     )
+
+
+def _error(exc: Exception) -> None:
+    # Messages name TOML tables ("[rounds]"), which rich would take for markup.
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
 
 def _summary(run: SimulationRun, source: Path, plot: Path | None) -> dict[str, Any]:
@@ -356,7 +378,7 @@ def simulate(
             source=f"{genesis_file}" + (f" with --nodes {nodes}" if nodes is not None else ""),
         )
     except (GenesisError, SimulateError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(1) from None
     num_rounds = rounds or gen.rounds.max_rounds or DEFAULT_ROUNDS
     n = gen.task.num_nodes
@@ -379,7 +401,7 @@ def simulate(
     try:
         run = run_simulation(gen, rounds=num_rounds, on_round=line)
     except SimulateError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(exc)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from node import testnet_cli
 from node.genesis import Genesis, load_genesis, render_genesis
-from node.testnet_cli import testnet_genesis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def write(gen: Genesis, path: Path) -> Path:
 
 
 def digits(nodes: int = 4, rounds: int = 3, **kw: object) -> Genesis:
-    return testnet_genesis(nodes=nodes, task="digits", rounds=rounds, seed=3, **kw)  # type: ignore[arg-type]
+    return testnet_cli.testnet_genesis(nodes=nodes, task="digits", rounds=rounds, seed=3, **kw)  # type: ignore[arg-type]
 
 
 def test_prints_progress_and_table_and_writes_plot(tmp_path: Path) -> None:
@@ -120,7 +120,8 @@ def test_budget_that_runs_out_is_refused_with_one_line(tmp_path: Path) -> None:
     proc = fednode(str(write(gen, tmp_path / "net.toml")), cwd=tmp_path)
     assert proc.returncode == 1
     err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(err) == 1 and "may not release in round 1" in err[0], proc.stderr
+    assert len(err) == 1 and "3 rounds spend epsilon" in err[0], proc.stderr
+    assert "above privacy.epsilon_budget 0.5" in err[0]
 
 
 def test_spsa_nodes_agree_bit_for_bit(tmp_path: Path) -> None:
