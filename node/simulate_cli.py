@@ -266,7 +266,13 @@ def run_simulation(
             "accuracy": res.final_accuracy[i],
             "bytes_sent": res.bytes_sent_by_node[i],
             "bytes_received": res.bytes_received_by_node[i],
-            "rejected": sum(v for k, v in res.stats[i].items() if k.startswith("rejected")),
+            "rejected": sum(v for k, v in res.stats[i].items() if k.startswith("rejected_")),
+            # Mostly "done"/"stale": replies that arrive after the node aggregated the round.
+            "rejected_by_reason": {
+                k.removeprefix("rejected_"): v
+                for k, v in sorted(res.stats[i].items())
+                if k.startswith("rejected_") and v
+            },
             **({"epsilon_spent": spent[i]} if spent is not None else {}),
         }
         for i in range(n)
