@@ -40,6 +40,10 @@ DEFAULT_ROUNDS = 10
 """Rounds simulated when neither ``--rounds`` nor the genesis's ``rounds.max_rounds`` says."""
 
 
+PER_NODE_PLOT_MAX = 12
+"""Up to this many nodes the plot has a line per node (as ``testnet up``'s), else a band."""
+
+
 class SimulateError(Exception):
     """A genesis or option the simulation cannot run faithfully; ``str()`` is one line."""
 
@@ -222,7 +226,7 @@ def run_simulation(
             on_round=progress,
         )
         total = sum(spsa.bytes_sent_by_node)
-        per_node = [
+        per_node: list[dict[str, Any]] = [
             {
                 "node": i,
                 "rounds": rounds,
@@ -416,11 +420,14 @@ def simulate(
     from .testnet_cli import _bytes, _plot
 
     plot = out / "simulate-accuracy.png"
-    per_node_history = {
-        i: [(r, accs[i]) for r, accs in sorted(run.history.items())] for i in range(n)
-    }
     title = f"{gen.task.name}, {n} nodes, {gen.learner.kind}, {gen.aggregation.rule} (simulated)"
-    wrote = _plot(per_node_history, plot, title)
+    if n <= PER_NODE_PLOT_MAX and len(run.history) > 1:
+        per_node = {i: [(r, accs[i]) for r, accs in sorted(run.history.items())] for i in range(n)}
+        wrote = _plot(per_node, plot, title)
+    else:
+        from .accuracy_plot import plot_accuracy_band
+
+        wrote = plot_accuracy_band(run.history, plot, title)
     summary = _summary(run, genesis_file, plot if wrote else None)
     (out / "simulate-results.json").write_text(json.dumps(summary, indent=2) + "\n")
     if fmt == "json":
