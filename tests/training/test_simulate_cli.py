@@ -131,3 +131,14 @@ def test_spsa_nodes_agree_bit_for_bit(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["learner"] == "spsa" and summary["models_agree"] is True
     assert summary["entries"] > 0 and len(summary["per_node"]) == 3
+
+
+def test_band_plot_of_many_nodes_and_of_one_round(tmp_path: Path) -> None:
+    from node.accuracy_plot import plot_accuracy_band
+
+    assert not plot_accuracy_band({}, tmp_path / "none.png", "empty")
+    assert not (tmp_path / "none.png").exists()
+    many = {r: [0.1 + 0.01 * r + 0.001 * i for i in range(100)] for r in (5, 10, 15)}
+    for name, history in (("many.png", many), ("one.png", {5: [0.2, 0.4, 0.3]})):
+        assert plot_accuracy_band(history, tmp_path / name, name)
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
