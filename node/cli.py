@@ -890,8 +890,15 @@ def _register_deploy() -> None:
     app.command("health")(health)
 
 
+def _register_simulate() -> None:
+    from .simulate_cli import simulate
+
+    app.command("simulate")(simulate)
+
+
 def main() -> None:
     """Console-script entry point."""
     _register_testnet()
     _register_deploy()
+    _register_simulate()
     app()

@@ -68,6 +68,10 @@ class SimResult:
     vectors: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     """With ``record_vectors``: round -> each node's vector after that round's aggregation
     (rounds where every node evaluated)."""
+    bytes_sent_by_node: list[int] = field(default_factory=list)
+    """Vector payload bytes each node sent (``bytes_sent`` is their sum)."""
+    bytes_received_by_node: list[int] = field(default_factory=list)
+    """Vector payload bytes delivered to each node."""
 
     @property
     def mean_accuracy(self) -> float:
@@ -176,6 +180,8 @@ def simulate(
     snapshots: dict[int, dict[int, torch.Tensor]] = {}
     last_acc = [math.nan] * n
     bases: dict[int, torch.Tensor] = {}  # round-start vectors, for ``release``
+    sent_by = [0] * n
+    received_by = [0] * n
     finished = 0.0
 
     def push(t: float, kind: str, node: int, data: Any = None) -> None:
@@ -201,8 +207,11 @@ def simulate(
                 push(now + dt, "trained", i, act.round)
             elif isinstance(act, SendUpdate):
                 for p in act.peers:
+                    size = act.payload.numel() * 4
                     messages += 1
-                    bytes_sent += act.payload.numel() * 4
+                    bytes_sent += size
+                    sent_by[i] += size
+                    received_by[index[p]] += size
                     push(
                         now + latency,
                         "deliver",
@@ -265,6 +274,8 @@ def simulate(
             for r, vs in sorted(snapshots.items())
             if len(vs) == n and r in history
         },
+        bytes_sent_by_node=sent_by,
+        bytes_received_by_node=received_by,
     )
 
 
@@ -279,6 +290,9 @@ class SpsaSimResult:
     max_abs_diff: float
     bytes_sent: int
     entries: int
+    bytes_sent_by_node: list[int] = field(default_factory=list)
+    """Scalar-batch bytes each node sent (its batch to each other node; ``bytes_sent`` is
+    their sum); every node receives every other node's batches."""
 
     @property
     def mean_accuracy(self) -> float:
@@ -295,6 +309,8 @@ def simulate_spsa(
     eval_every: int = 5,
     task_data: TaskData | None = None,
     shared_rule: str = "mean",
+    shared_trim: int = 0,
+    on_round: Callable[[int, list[float]], None] | None = None,
 ) -> SpsaSimResult:
     """Run SPSA nodes that broadcast scalar batches and apply every entry once.
 
@@ -302,7 +318,9 @@ def simulate_spsa(
     batches are serialised to bytes and delivered to every node in a seeded
     random order, each node validates them in its :class:`ScalarLog` and
     applies the round's entries with ``weight = 1/num_nodes`` (per_node
-    schedule) or the per-seed combination by ``shared_rule`` (shared schedule).
+    schedule) or the per-seed combination by ``shared_rule`` trimming
+    ``shared_trim`` scalars per side (shared schedule, default 0). ``on_round``
+    (default None) is called with (round, accuracies) after every evaluation.
     """
     n = task.num_nodes
     data_all = task_data if task_data is not None else load_task(task, seed)
@@ -322,9 +340,12 @@ def simulate_spsa(
     rng = random.Random(seed)
     history: dict[int, list[float]] = {}
     bytes_sent = 0
+    sent_by = [0] * n
     for r in range(num_rounds):
         wires = [learners[i].train_round(models[i], datas[i], r).encode() for i in range(n)]
         bytes_sent += sum(len(w) for w in wires) * (n - 1)
+        for i, wire in enumerate(wires):
+            sent_by[i] += len(wire) * (n - 1)
         for i in range(n):
             order = list(range(n))
             rng.shuffle(order)
@@ -339,12 +360,15 @@ def simulate_spsa(
                 distribution=learner.spsa_distribution,
                 num_nodes=n,
                 shared_rule=shared_rule,
+                trim=shared_trim,
             )
             load_vector(models[i], w)
         if (r + 1) % eval_every == 0 or r + 1 == num_rounds:
             history[r] = [
                 evaluate(models[i], datas[i].x_test, datas[i].y_test).accuracy for i in range(n)
             ]
+            if on_round is not None:
+                on_round(r, history[r])
     vecs = torch.stack([flatten(m) for m in models])
     return SpsaSimResult(
         history=history,
@@ -354,4 +378,5 @@ def simulate_spsa(
         max_abs_diff=float((vecs - vecs[0]).abs().max()),
         bytes_sent=bytes_sent,
         entries=len(logs[0]),
+        bytes_sent_by_node=sent_by,
     )
