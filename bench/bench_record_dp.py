@@ -203,6 +203,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     epsilons = [float(e) for e in args.epsilons.split(",") if e]
     clips = [float(c) for c in args.clips.split(",") if c]
     lrs = [float(v) for v in args.lrs.split(",") if v]
+    methods = set(args.methods.split(","))
     header = (
         f"MNIST-1D CNN, {args.nodes} nodes, Dirichlet({args.alpha}), shards {sizes}, "
         f"batch {args.batch} (q_i {min(qs):.3f}-{q_max:.3f}), {args.rounds} rounds x "
@@ -259,48 +260,52 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
             if max(node_eps) > target:
                 raise AssertionError(f"a node spends {max(node_eps)} > target {target}")
             for clip in clips:
-                learner = base.model_copy(
-                    update={
-                        "dp_sgd": True,
-                        "dp_sgd_noise_multiplier": z,
-                        "dp_sgd_max_grad_norm": clip,
-                    }
-                )
-                acc, worst, nbytes, secs = fednode_run(task, data, learner, args.rounds, seed, 7)
-                add(
-                    dict(
-                        mode="fednode, record-level DP-SGD",
-                        eps=target,
-                        lr=lr,
-                        clip=clip,
-                        z=z,
-                        acc=acc,
-                        min=worst,
-                        bytes=nbytes,
-                        sec=secs,
-                        node_eps=node_eps,
-                        node_eps_opacus=node_eps_opacus,
+                if "fednode" in methods:
+                    learner = base.model_copy(
+                        update={
+                            "dp_sgd": True,
+                            "dp_sgd_noise_multiplier": z,
+                            "dp_sgd_max_grad_norm": clip,
+                        }
                     )
-                )
-                acc, eps_opacus, secs = centralized_run(
-                    task, data, seed, steps=steps, batch=central_batch, lr=lr, dp=(z_c, clip)
-                )
-                eps_lib = epsilon(z_c, q_c, steps, DELTA)
-                add(
-                    dict(
-                        mode="centralized DP-SGD (Opacus)",
-                        eps=target,
-                        lr=lr,
-                        clip=clip,
-                        z=z_c,
-                        acc=acc,
-                        min=acc,
-                        bytes=0,
-                        sec=secs,
-                        node_eps=[eps_lib],
-                        node_eps_opacus=[eps_opacus],
+                    acc, worst, nbytes, secs = fednode_run(
+                        task, data, learner, args.rounds, seed, 7
                     )
-                )
+                    add(
+                        dict(
+                            mode="fednode, record-level DP-SGD",
+                            eps=target,
+                            lr=lr,
+                            clip=clip,
+                            z=z,
+                            acc=acc,
+                            min=worst,
+                            bytes=nbytes,
+                            sec=secs,
+                            node_eps=node_eps,
+                            node_eps_opacus=node_eps_opacus,
+                        )
+                    )
+                if "centralized" in methods:
+                    acc, eps_opacus, secs = centralized_run(
+                        task, data, seed, steps=steps, batch=central_batch, lr=lr, dp=(z_c, clip)
+                    )
+                    eps_lib = epsilon(z_c, q_c, steps, DELTA)
+                    add(
+                        dict(
+                            mode="centralized DP-SGD (Opacus)",
+                            eps=target,
+                            lr=lr,
+                            clip=clip,
+                            z=z_c,
+                            acc=acc,
+                            min=acc,
+                            bytes=0,
+                            sec=secs,
+                            node_eps=[eps_lib],
+                            node_eps_opacus=[eps_opacus],
+                        )
+                    )
     result = {"part": "mnist", "header": header, "args": vars(args), "rows": rows}
     print_mnist(result)
     return result
@@ -583,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     mn.add_argument("--batch", type=int, default=100, help="expected batch per node")
     mn.add_argument("--seed", type=int, default=0)
     mn.add_argument("--no-baseline", action="store_true", help="skip the no-DP runs")
+    mn.add_argument("--methods", default="fednode,centralized", help="subset to run")
     mn.add_argument("--tag", default="", help="suffix of the JSON file name")
     mn.add_argument("--quick", action="store_true", help="smoke run: 4 rounds x 5 steps, eps 3")
     se = sub.add_parser("sentiment", help="MiniLM LoRA: DP-ZO vs SPSA vs DP-SGD")
