@@ -544,19 +544,40 @@ def plot(out: Path, png: Path) -> Path:
     }
     for ax, (part, rows) in zip(axes, parts.items(), strict=True):
         lines: dict[str, list[tuple[float, float]]] = {}
+        labelled = 0
         for r in rows:
             label = r["mode"]
             if part == "mnist":
                 label += f", lr {r['lr']:g}" + (f", C {r['clip']:g}" if r["clip"] else "")
             if r["eps"] is None:
                 ax.axhline(r["acc"], ls="--", lw=1, color="grey" if "central" in label else "k")
-                ax.text(1.0, r["acc"], f" {label}: {r['acc']:.3f}", fontsize=7, va="bottom")
+                # Baselines often share a value (every run at the majority class): stack
+                # their labels instead of printing them over each other.
+                ax.text(
+                    0.01,
+                    r["acc"] + 0.045 * labelled,
+                    f" {label}: {r['acc']:.3f}",
+                    fontsize=7,
+                    va="bottom",
+                    transform=ax.get_yaxis_transform(),
+                )
+                labelled += 1
             else:
                 lines.setdefault(label, []).append((float(r["eps"]), float(r["acc"])))
-        for label, pts in sorted(lines.items()):
+        for k, (label, pts) in enumerate(sorted(lines.items())):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            # Distinct markers and dashes keep coinciding lines visible.
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="osD^"[k % 4],
+                ls=["-", "--", ":", "-."][k % 4],
+                label=label,
+            )
         ax.set_xscale("log")
+        ax.set_xlim(0.7, 12)
+        ax.set_xticks([1, 3, 8], ["1", "3", "8"])
+        ax.set_ylim(0.0, 1.0)
         ax.set_xlabel("record-level epsilon (delta = 1e-5)")
         ax.set_ylabel("test accuracy")
         ax.set_title(titles[part], fontsize=9)
