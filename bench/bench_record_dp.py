@@ -564,14 +564,29 @@ def plot(out: Path, png: Path) -> Path:
                 labelled += 1
             else:
                 lines.setdefault(label, []).append((float(r["eps"]), float(r["acc"])))
+        swept: set[str] = set()
         for k, (label, pts) in enumerate(sorted(lines.items())):
             pts.sort()
+            mode = label.split(", lr")[0]
+            color = "C0" if "central" in mode or "no DP" in mode else f"C{1 + k % 8}"
+            if len(pts) == 1:
+                # A sweep point at one epsilon: hollow marker, one legend entry per mode.
+                ax.scatter(
+                    [pts[0][0]],
+                    [pts[0][1]],
+                    facecolors="none",
+                    edgecolors="C0" if "central" in mode else "C1",
+                    label=None if mode in swept else f"{mode}: lr/clip sweep",
+                )
+                swept.add(mode)
+                continue
             # Distinct markers and dashes keep coinciding lines visible.
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],
                 marker="osD^"[k % 4],
                 ls=["-", "--", ":", "-."][k % 4],
+                color=color if part == "mnist" else None,
                 label=label,
             )
         ax.set_xscale("log")
