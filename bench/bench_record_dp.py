@@ -203,6 +203,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     epsilons = [float(e) for e in args.epsilons.split(",") if e]
     clips = [float(c) for c in args.clips.split(",") if c]
     lrs = [float(v) for v in args.lrs.split(",") if v]
+    methods = set(args.methods.split(","))
     header = (
         f"MNIST-1D CNN, {args.nodes} nodes, Dirichlet({args.alpha}), shards {sizes}, "
         f"batch {args.batch} (q_i {min(qs):.3f}-{q_max:.3f}), {args.rounds} rounds x "
@@ -259,48 +260,52 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
             if max(node_eps) > target:
                 raise AssertionError(f"a node spends {max(node_eps)} > target {target}")
             for clip in clips:
-                learner = base.model_copy(
-                    update={
-                        "dp_sgd": True,
-                        "dp_sgd_noise_multiplier": z,
-                        "dp_sgd_max_grad_norm": clip,
-                    }
-                )
-                acc, worst, nbytes, secs = fednode_run(task, data, learner, args.rounds, seed, 7)
-                add(
-                    dict(
-                        mode="fednode, record-level DP-SGD",
-                        eps=target,
-                        lr=lr,
-                        clip=clip,
-                        z=z,
-                        acc=acc,
-                        min=worst,
-                        bytes=nbytes,
-                        sec=secs,
-                        node_eps=node_eps,
-                        node_eps_opacus=node_eps_opacus,
+                if "fednode" in methods:
+                    learner = base.model_copy(
+                        update={
+                            "dp_sgd": True,
+                            "dp_sgd_noise_multiplier": z,
+                            "dp_sgd_max_grad_norm": clip,
+                        }
                     )
-                )
-                acc, eps_opacus, secs = centralized_run(
-                    task, data, seed, steps=steps, batch=central_batch, lr=lr, dp=(z_c, clip)
-                )
-                eps_lib = epsilon(z_c, q_c, steps, DELTA)
-                add(
-                    dict(
-                        mode="centralized DP-SGD (Opacus)",
-                        eps=target,
-                        lr=lr,
-                        clip=clip,
-                        z=z_c,
-                        acc=acc,
-                        min=acc,
-                        bytes=0,
-                        sec=secs,
-                        node_eps=[eps_lib],
-                        node_eps_opacus=[eps_opacus],
+                    acc, worst, nbytes, secs = fednode_run(
+                        task, data, learner, args.rounds, seed, 7
                     )
-                )
+                    add(
+                        dict(
+                            mode="fednode, record-level DP-SGD",
+                            eps=target,
+                            lr=lr,
+                            clip=clip,
+                            z=z,
+                            acc=acc,
+                            min=worst,
+                            bytes=nbytes,
+                            sec=secs,
+                            node_eps=node_eps,
+                            node_eps_opacus=node_eps_opacus,
+                        )
+                    )
+                if "centralized" in methods:
+                    acc, eps_opacus, secs = centralized_run(
+                        task, data, seed, steps=steps, batch=central_batch, lr=lr, dp=(z_c, clip)
+                    )
+                    eps_lib = epsilon(z_c, q_c, steps, DELTA)
+                    add(
+                        dict(
+                            mode="centralized DP-SGD (Opacus)",
+                            eps=target,
+                            lr=lr,
+                            clip=clip,
+                            z=z_c,
+                            acc=acc,
+                            min=acc,
+                            bytes=0,
+                            sec=secs,
+                            node_eps=[eps_lib],
+                            node_eps_opacus=[eps_opacus],
+                        )
+                    )
     result = {"part": "mnist", "header": header, "args": vars(args), "rows": rows}
     print_mnist(result)
     return result
@@ -539,19 +544,55 @@ def plot(out: Path, png: Path) -> Path:
     }
     for ax, (part, rows) in zip(axes, parts.items(), strict=True):
         lines: dict[str, list[tuple[float, float]]] = {}
+        labelled = 0
         for r in rows:
             label = r["mode"]
             if part == "mnist":
                 label += f", lr {r['lr']:g}" + (f", C {r['clip']:g}" if r["clip"] else "")
             if r["eps"] is None:
                 ax.axhline(r["acc"], ls="--", lw=1, color="grey" if "central" in label else "k")
-                ax.text(1.0, r["acc"], f" {label}: {r['acc']:.3f}", fontsize=7, va="bottom")
+                # Baselines often share a value (every run at the majority class): stack
+                # their labels instead of printing them over each other.
+                ax.text(
+                    0.01,
+                    r["acc"] + 0.045 * labelled,
+                    f" {label}: {r['acc']:.3f}",
+                    fontsize=7,
+                    va="bottom",
+                    transform=ax.get_yaxis_transform(),
+                )
+                labelled += 1
             else:
                 lines.setdefault(label, []).append((float(r["eps"]), float(r["acc"])))
-        for label, pts in sorted(lines.items()):
+        swept: set[str] = set()
+        for k, (label, pts) in enumerate(sorted(lines.items())):
             pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+            mode = label.split(", lr")[0]
+            color = "C0" if "central" in mode or "no DP" in mode else f"C{1 + k % 8}"
+            if len(pts) == 1:
+                # A sweep point at one epsilon: hollow marker, one legend entry per mode.
+                ax.scatter(
+                    [pts[0][0]],
+                    [pts[0][1]],
+                    facecolors="none",
+                    edgecolors="C0" if "central" in mode else "C1",
+                    label=None if mode in swept else f"{mode}: lr/clip sweep",
+                )
+                swept.add(mode)
+                continue
+            # Distinct markers and dashes keep coinciding lines visible.
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="osD^"[k % 4],
+                ls=["-", "--", ":", "-."][k % 4],
+                color=color if part == "mnist" else None,
+                label=label,
+            )
         ax.set_xscale("log")
+        ax.set_xlim(0.7, 12)
+        ax.set_xticks([1, 3, 8], ["1", "3", "8"])
+        ax.set_ylim(0.0, 1.0)
         ax.set_xlabel("record-level epsilon (delta = 1e-5)")
         ax.set_ylabel("test accuracy")
         ax.set_title(titles[part], fontsize=9)
@@ -583,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     mn.add_argument("--batch", type=int, default=100, help="expected batch per node")
     mn.add_argument("--seed", type=int, default=0)
     mn.add_argument("--no-baseline", action="store_true", help="skip the no-DP runs")
+    mn.add_argument("--methods", default="fednode,centralized", help="subset to run")
     mn.add_argument("--tag", default="", help="suffix of the JSON file name")
     mn.add_argument("--quick", action="store_true", help="smoke run: 4 rounds x 5 steps, eps 3")
     se = sub.add_parser("sentiment", help="MiniLM LoRA: DP-ZO vs SPSA vs DP-SGD")
