@@ -225,6 +225,8 @@ class ComposeNet:
         if proc.returncode != 0:
             return None
         data: dict[str, Any] = json.loads(proc.stdout)
+        if data.get("state") == "starting":  # daemon up, daemon.json not yet written
+            return None
         return data
 
     def statuses(self, services: list[str]) -> dict[str, dict[str, Any] | None]:
