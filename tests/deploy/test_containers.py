@@ -386,8 +386,9 @@ def test_testnet_byzantine_monitoring_kill_and_restart(engine: dict[str, str]) -
         )
         assert after["last_accuracy"] == before["last_accuracy"]
         assert _ledger(after) == _ledger(before)
-        # And it is back in everyone's view.
-        net.wait(NODES, lambda s: s["peers_alive"] >= 3, "view after restart", START_TIMEOUT)
+        # And it is back in everyone's view, and a finished node stays finished.
+        back = net.wait(NODES, lambda s: s["peers_alive"] >= 3, "view after restart", START_TIMEOUT)
+        assert back[victim]["round"] == MAX_ROUNDS, "trained past max_rounds after restart"
 
 
 def test_tls_testnet(engine: dict[str, str]) -> None:
