@@ -214,6 +214,10 @@ class RoundEngine:
         self.spec = spec
         self.round = start_round
         self.phase = Phase.IDLE
+        if spec.max_rounds is not None and start_round >= spec.max_rounds:
+            # Restarted after its last round: starting round `start_round` would train
+            # past the genesis limit (seen as round 11 of 10 after a container restart).
+            self.phase = Phase.DONE
         self.numel = numel
         self.metrics: list[tuple[int, dict[str, float]]] = []
         self.stats: dict[str, int] = {

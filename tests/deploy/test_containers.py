@@ -225,6 +225,8 @@ class ComposeNet:
         if proc.returncode != 0:
             return None
         data: dict[str, Any] = json.loads(proc.stdout)
+        if data.get("state") == "starting":  # daemon up, daemon.json not yet written
+            return None
         return data
 
     def statuses(self, services: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -384,8 +386,9 @@ def test_testnet_byzantine_monitoring_kill_and_restart(engine: dict[str, str]) -
         )
         assert after["last_accuracy"] == before["last_accuracy"]
         assert _ledger(after) == _ledger(before)
-        # And it is back in everyone's view.
-        net.wait(NODES, lambda s: s["peers_alive"] >= 3, "view after restart", START_TIMEOUT)
+        # And it is back in everyone's view, and a finished node stays finished.
+        back = net.wait(NODES, lambda s: s["peers_alive"] >= 3, "view after restart", START_TIMEOUT)
+        assert back[victim]["round"] == MAX_ROUNDS, "trained past max_rounds after restart"
 
 
 def test_tls_testnet(engine: dict[str, str]) -> None:

@@ -171,3 +171,14 @@ def test_weight_by_examples_gives_fedavg_weighting(rules) -> None:  # type: igno
     assert torch.allclose(aggregate_round(agg, rules), torch.ones(D))
     with pytest.raises(ValueError, match="mean"):
         RoundSpec(weight_by_examples=True, aggregation="median")
+
+
+def test_restart_after_the_last_round_trains_no_more() -> None:
+    """A node killed after max_rounds restarts with start_round == max_rounds (found by
+    the container kill/restart test: it trained round 11 of 10)."""
+    spec = RoundSpec(peers_per_round=2, round_timeout=5.0, max_rounds=10)
+    done = RoundEngine("me", spec, numel=D, start_round=10)
+    assert done.tick(0.0) == [] and done.phase == Phase.DONE and done.round == 10
+    # One round short of the end: it still trains the last one.
+    last = RoundEngine("me", spec, numel=D, start_round=9)
+    assert [type(a) for a in last.tick(0.0)] == [SamplePeers, TrainLocal]
