@@ -428,7 +428,10 @@ class RoundEngine:
         if (round_idx + 1) % self.spec.eval_every == 0 or last:
             actions.append(Evaluate(round_idx))
         self.round = round_idx + 1
-        self._final = (round_idx, vector.detach().clone())
+        # What a finished node answers late pushers with: the update it already released
+        # for its last round, never the aggregate. A second, different payload signed for
+        # the same round is exactly what peers prove equivocation with (node/equivocation.py).
+        self._final = (round_idx, cur.own) if cur.own is not None else None
         self._cur = None
         self._prune()
         if last:

@@ -182,3 +182,22 @@ def test_restart_after_the_last_round_trains_no_more() -> None:
     # One round short of the end: it still trains the last one.
     last = RoundEngine("me", spec, numel=D, start_round=9)
     assert [type(a) for a in last.tick(0.0)] == [SamplePeers, TrainLocal]
+
+
+def test_a_finished_node_answers_with_the_update_it_released_not_the_aggregate(
+    rules,  # type: ignore[no-untyped-def]
+) -> None:
+    # Two different signed payloads for one round are proof of equivocation: the reply a
+    # finished node sends a late pusher must repeat its released update for that round.
+    e = _engine(max_rounds=1, peers_per_round=1)
+    sent = [a for a in _start(e, peers=("a",)) if isinstance(a, SendUpdate)]
+    assert len(sent) == 1 and sent[0].round == 0
+    agg = next(
+        a for a in e.on_update("a", 0, torch.full((D,), 5.0), 1.5) if isinstance(a, Aggregate)
+    )
+    e.on_aggregated(0, aggregate_round(agg, rules), 1.6)
+    assert e.phase == Phase.DONE
+    replies = [a for a in e.on_update("late", 0, torch.zeros(D), 2.0) if isinstance(a, SendUpdate)]
+    assert len(replies) == 1 and replies[0].reply and replies[0].round == 0
+    assert torch.equal(replies[0].payload, sent[0].payload)
+    assert not torch.equal(replies[0].payload, aggregate_round(agg, rules))
