@@ -160,11 +160,20 @@ class TrainingHandler(Protocol):
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
+    """The rate-limit key of a request: the peer's host, or host and port on loopback.
+
+    Every node of a local testnet dials from 127.0.0.1: one bucket per host would make
+    them throttle each other. A process on this host can open connections at will anyway,
+    so telling loopback peers apart by their connection costs no protection.
+    """
     peer = context.peer() or ""
     # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555" / "unix:..."
     kind, _, rest = peer.partition(":")
     if kind in {"ipv4", "ipv6"}:
-        return rest.rsplit(":", 1)[0]
+        host = rest.rsplit(":", 1)[0]
+        if host.startswith("127.") or host == "[::1]":
+            return rest
+        return host
     return peer
 
 

@@ -72,3 +72,23 @@ def test_ban_takes_only_plausible_node_ids() -> None:
         check_node_id_prefix("ab" * 33)
     with pytest.raises(ValueError, match="at least 4"):
         check_node_id_prefix("ab")
+
+
+class _Ctx:
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
+def test_rate_limit_key_is_the_host_except_on_loopback() -> None:
+    # Nodes of a local testnet all dial from 127.0.0.1: keyed by host they would throttle
+    # each other (and did: an attacker daemon refused its peers as rate_limited).
+    from node.service import _peer_host
+
+    assert _peer_host(_Ctx("ipv4:10.1.2.3:5555")) == "10.1.2.3"
+    assert _peer_host(_Ctx("ipv4:10.1.2.3:6666")) == "10.1.2.3"
+    assert _peer_host(_Ctx("ipv4:127.0.0.1:5555")) != _peer_host(_Ctx("ipv4:127.0.0.1:6666"))
+    assert _peer_host(_Ctx("ipv6:[::1]:5555")) == "[::1]:5555"
+    assert _peer_host(_Ctx("ipv6:[2001:db8::1]:5555")) == "[2001:db8::1]"
