@@ -13,4 +13,10 @@ echo "==> mypy"
 echo "==> import contracts (DESIGN.md layering)"
 .venv/bin/lint-imports --no-cache
 echo "==> pytest"
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (the CI machine has 2 cores; most of the suite waits on daemon processes);
+# loadfile keeps each file's network fixture in one worker. FEDNODE_TEST_WORKERS=0: serial.
+WORKERS="${FEDNODE_TEST_WORKERS:-2}"
+if [ "$WORKERS" = "0" ]; then
+    exec .venv/bin/python -m pytest -q "$@"
+fi
+exec .venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile "$@"
