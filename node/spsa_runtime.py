@@ -29,8 +29,8 @@ bit for bit (``[catchup]``, node/catchup.py) and whose seed-set digest equals th
 of the pulled batches of the rounds it covers, or replays the whole log from the genesis
 initialisation (exact, needs no trust).
 A fresh node makes that first pull while its data and model load, then pulls again until a
-pull brings nothing new, so it joins the round the network is in by then (issue 4: a late
-joiner agrees within 5 rounds; each node logs a ``round closed`` line per round with the
+pull brings nothing new, so it joins the round the network is in by then (a late joiner
+agrees within 5 rounds; each node logs a ``round closed`` line per round with the
 digest of its final rounds, which is how that is measured).
 A restarted node rebuilds from its own SQL log and checkpoint, then catches up the same way.
 """

@@ -7,8 +7,7 @@ decides when a record of an identity *new to this node* may enter:
 * a **global budget** (token bucket, ``rate_global``/s, burst ``burst_global``) bounds
   how fast new identities enter through every path together (direct contact, gossip,
   push-pull), so a flood of fresh identities is slowed no matter how many contacts it
-  uses (issue 12: each fake was "its own contact" and the per-contact limit never
-  triggered);
+  uses (a per-contact limit never triggers when each fake is its own contact);
 * a **per-introducer budget** (``rate_per_introducer``/s, burst ``burst_per_introducer``)
   bounds what one member can bring in by relaying records of others;
 * records over either budget are **deferred, not dropped**: they wait in one FIFO per

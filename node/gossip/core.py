@@ -439,7 +439,7 @@ class Membership:
         rng : random.Random, optional
             Defaults to the membership's generator.
         prefer_established : bool, default True
-            False: uniform over all qualifying members (the behaviour before issue 12).
+            False: uniform over all qualifying members.
         """
         if k < 0:
             raise ValueError(f"sample size must be >= 0, got {k}")

@@ -121,8 +121,8 @@ class MembershipDriver:
             self._waiting.pop(token, None)
             raise
         except Exception:
-            # A bug in the core must not become a silent UNKNOWN status (issue 12's
-            # overflow went unnoticed that way): log it with the sender, then propagate.
+            # A bug in the core must not become a silent UNKNOWN status (an overflow once
+            # went unnoticed that way): log it with the sender, then propagate.
             self._waiting.pop(token, None)
             log.exception("gossip request from %s failed in the core", sender_id.hex()[:16])
             raise
