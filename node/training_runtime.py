@@ -734,6 +734,15 @@ class TrainingRuntime:
         if self.lag is None or self.vouchers is None:
             return False
         refusal = self.vouchers.refusal(sender)
+        if refusal == "catchup_no_standing":
+            # A member too new to vouch yet: keep its claim (members only, so bounded by the
+            # view) and look again once it has standing; target() admits it only then. A
+            # late joiner whose peers have finished hears each of them once, early.
+            self.lag.observe(sender, round_idx, time.monotonic())
+            standing = self.vouchers.view.standing_s(bytes.fromhex(sender)) or 0.0
+            delay = max(0.0, self.vouchers.min_standing_s - standing) + 0.1
+            asyncio.get_running_loop().call_later(delay, self._maybe_catch_up)
+            return False
         if refusal is not None:
             return False
         self.lag.observe(sender, round_idx, time.monotonic())
@@ -749,6 +758,12 @@ class TrainingRuntime:
             return
         if not self._observe_round(action.sender, action.round):
             self.daemon.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
+            return
+        self._maybe_catch_up()
+
+    def _maybe_catch_up(self) -> None:
+        """Start a catch-up if the standing members' claims prove this node is behind."""
+        if self.lag is None or self.engine is None:
             return
         now = time.monotonic()
         if self._catching_up or self._stopping or now < self._catchup_not_before:

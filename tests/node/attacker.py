@@ -54,6 +54,11 @@ class Attack:
         self.numel: int | None = None
         self.honest: dict[int, torch.Tensor] = {}  # round -> an honest vector seen
 
+    @property
+    def update_numel(self) -> int | None:
+        """The service checks each stream's header against it before reading the body."""
+        return self.numel
+
     async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
         vec = torch.from_numpy(np.frombuffer(payload, dtype="<f4").copy())
         if len(self.honest) < 64:
