@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from .datadir import DataDir
 from .genesis import Genesis, render_genesis
 from .identity import Identity
 
-__all__ = ["NodePlacement", "Testnet", "TestnetError", "TestnetNode"]
+__all__ = ["FixedLoopbackPorts", "NodePlacement", "Testnet", "TestnetError", "TestnetNode"]
 
 
 class NodePlacement(Protocol):
@@ -51,6 +52,32 @@ class TestnetError(Exception):
     """A testnet node failed to start or to answer."""
 
     __test__ = False
+
+
+class FixedLoopbackPorts:
+    """Loopback placement with ports chosen up front, so every node can start at once.
+
+    Parameters
+    ----------
+    n : int
+        Number of nodes; each gets a port that was free when the placement was made.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.ports: list[int] = []
+        for _ in range(n):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                self.ports.append(s.getsockname()[1])
+
+    def command_prefix(self, index: int) -> list[str]:
+        return []
+
+    def listen(self, index: int) -> str:
+        return f"127.0.0.1:{self.ports[index]}"
+
+    def advertise(self, index: int) -> str | None:
+        return None
 
 
 @dataclass

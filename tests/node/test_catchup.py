@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from node.catchup import (
 )
 from node.genesis import Genesis
 from node.storage import DB_FILENAME
-from node.testnet import Testnet
+from node.testnet import FixedLoopbackPorts, Testnet
 from node.training.engine import Aggregate, Received
 from node.training_runtime import TrainingRuntime
 
@@ -224,26 +223,6 @@ def test_combined_checkpoints_resist_one_forged_vector() -> None:
 ROUNDS = 30
 
 
-class _FixedPorts:
-    """Loopback placement with ports chosen up front, so every node starts at once."""
-
-    def __init__(self, n: int) -> None:
-        self.ports = []
-        for _ in range(n):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.ports.append(s.getsockname()[1])
-
-    def command_prefix(self, index: int) -> list[str]:
-        return []
-
-    def listen(self, index: int) -> str:
-        return f"127.0.0.1:{self.ports[index]}"
-
-    def advertise(self, index: int) -> str | None:
-        return None
-
-
 def _rounds(net: Testnet) -> dict[int, int]:
     return {i: int(s.get("round", 0)) for i, s in net.statuses().items()}
 
@@ -267,7 +246,7 @@ def test_late_node_catches_up_with_its_peers(tmp_path: Path) -> None:
             },
         }
     )
-    placement = _FixedPorts(3)
+    placement = FixedLoopbackPorts(3)
     net = Testnet(tmp_path, genesis, 3, placement=placement)
     bootstrap = placement.listen(0)
     late = net.nodes[2]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -29,30 +28,10 @@ import pytest
 
 from node.genesis import Genesis
 from node.identity import Identity
-from node.testnet import Testnet
+from node.testnet import FixedLoopbackPorts, Testnet
 
 ATTACKER = Path(__file__).with_name("attacker.py")
 ROUNDS = 20  # rounds trained with the liars present; the network could run to 1000
-
-
-class _FixedPorts:
-    """Loopback placement with ports chosen up front, so every node starts at once."""
-
-    def __init__(self, n: int) -> None:
-        self.ports = []
-        for _ in range(n):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.ports.append(s.getsockname()[1])
-
-    def command_prefix(self, index: int) -> list[str]:
-        return []
-
-    def listen(self, index: int) -> str:
-        return f"127.0.0.1:{self.ports[index]}"
-
-    def advertise(self, index: int) -> str | None:
-        return None
 
 
 def _rounds(net: Testnet, honest: list[int]) -> dict[int, int]:
@@ -109,7 +88,7 @@ def test_lying_members_cannot_make_an_in_step_node_catch_up(tmp_path: Path) -> N
             "catchup": {"byzantine": 1, "min_standing_s": 3.0},
         }
     )
-    placement = _FixedPorts(5)
+    placement = FixedLoopbackPorts(5)
     net = Testnet(tmp_path, genesis, 5, placement=placement)
     honest = [0, 1, 2]
     bootstrap = placement.listen(0)
