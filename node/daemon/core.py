@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from fednode_proto.v1 import admin_pb2, admin_pb2_grpc
+from fednode_proto.v1 import admin_pb2_grpc
 from node import __version__
 from node.base.address import parse_host_port
 from node.base.datadir import DataDir
@@ -34,16 +34,33 @@ from node.base.logs import log
 from node.base.metrics import Metrics
 from node.base.ratelimit import RateLimiter
 from node.base.settings import NodeSettings
-from node.daemon import runtime
-from node.daemon.reputation import ReputationBook
+from node.daemon.context import LearnerRuntime, NodeContext, NodeInfo, ReleaseState
+from node.daemon.evidence_gossip import EvidenceExchange
+from node.daemon.membership import DaemonMembership
+from node.daemon.operator import Operator
+from node.daemon.peer_policy import PeerPolicy
+from node.dashboard import (
+    DashboardError,
+    DashboardServer,
+    TrafficHistory,
+    build_state,
+    sample_traffic,
+)
 from node.storage import Store, open_store, sqlite_url_for
-from node.training.genesis import Genesis, GenesisError, load_genesis, render_genesis
+from node.training.genesis import (
+    Genesis,
+    GenesisError,
+    load_genesis,
+    record_mechanism,
+    render_genesis,
+)
+from node.training.usercode import TaskSetupError
 from node.wire.admin_server import AdminService, TokenInterceptor
 from node.wire.certs import TlsError, TlsMaterial, load_tls
 from node.wire.peer_channels import PeerChannels
 from node.wire.service import NodeService, add_node_service
 
-__all__ = ["Daemon", "DaemonError", "grpc_server_options"]
+__all__ = ["Daemon", "DaemonError", "default_shard", "grpc_server_options"]
 
 STOP_GRACE_S = 2.0
 
@@ -67,6 +84,17 @@ def grpc_server_options(settings: NodeSettings) -> list[tuple[str, Any]]:
     ]
 
 
+def default_shard(node_id_hex: str, shards: int) -> int:
+    """The shard a node takes when the operator names none: its node id modulo ``shards``.
+
+    Node ids are uniform hashes, so two nodes share a shard with probability ``1/shards``;
+    operators who must rule that out pass ``--shard``.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    return int(node_id_hex, 16) % shards
+
+
 def pin_genesis(data_dir: DataDir, genesis: Genesis) -> None:
     """Store the genesis in the data dir, or refuse one for another network."""
     if data_dir.genesis.exists():
@@ -85,7 +113,12 @@ def pin_genesis(data_dir: DataDir, genesis: Genesis) -> None:
 
 
 class Daemon:
-    """One running node.
+    """One running node: it builds, owns and stops every component.
+
+    Components (membership, the exchanges, the learner runtime, the operator replies)
+    receive the :class:`~node.daemon.context.NodeContext` and narrow Protocols, never the
+    daemon. The attributes that are None before :meth:`run` built them (``identity``,
+    ``store``, ``context``, ``membership``, ...) are the daemon's own bookkeeping.
 
     Parameters
     ----------
@@ -102,7 +135,7 @@ class Daemon:
         first thing, so that ``fednode status`` can say "starting" early).
     shard : int or None, default 0
         This node's shard of a built-in task's partition; None derives it from the node
-        id (:func:`node.daemon.runtime.default_shard`).
+        id (:func:`default_shard`).
     """
 
     def __init__(
@@ -123,20 +156,20 @@ class Daemon:
         self.bootstrap = list(dict.fromkeys([*genesis.network.bootstrap, *(bootstrap or [])]))
         self.metrics = Metrics()
         self.stop_event = asyncio.Event()
-        self.started_at = time.time()
+        self.info = NodeInfo(started_at=time.time())
         self.identity: Identity | None = None
         self.store: Store | None = None
-        self.address = ""
+        self.context: NodeContext | None = None
         self.admin_address = ""
-        self.metrics_address = ""
-        self.dashboard_address = ""
-        self.dashboard: Any = None
+        self.dashboard: DashboardServer | None = None
         self._lock_fd: int | None = lock_fd
         self._tasks: list[asyncio.Task[Any]] = []
-        self.membership: Any = None
-        self.training: Any = None
-        self.guard: Any = None  # node.privacy_guard.ReleaseGuard, set when components start
-        self.training_factory: Any = None
+        self.policy: PeerPolicy | None = None
+        self.operator: Operator | None = None
+        self.membership: DaemonMembership | None = None
+        self.evidence: EvidenceExchange | None = None
+        self.guard: ReleaseState | None = None
+        self.training: LearnerRuntime | None = None
         self.shard = shard
         self.attack = attack
         self.train = train
@@ -149,10 +182,29 @@ class Daemon:
             grpc_server_options(settings),
             credentials=grpc.ssl_channel_credentials() if tls_wanted else None,
         )
-        self.banned: set[str] = set()
-        self.reputation: ReputationBook | None = None
         self.service: NodeService | None = None
-        self._state = "starting"
+
+    @property
+    def started_at(self) -> float:
+        return self.info.started_at
+
+    @property
+    def address(self) -> str:
+        """The advertised peer address ("" until the peer server listens)."""
+        return self.info.address
+
+    @property
+    def metrics_address(self) -> str:
+        return self.info.metrics_address
+
+    @property
+    def dashboard_address(self) -> str:
+        return self.info.dashboard_address
+
+    @property
+    def banned(self) -> frozenset[str]:
+        """Hex node ids the operator banned."""
+        return frozenset() if self.policy is None else self.policy.banned
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -194,19 +246,20 @@ class Daemon:
     def _server_credentials(self) -> grpc.ServerCredentials | None:
         return None if self.tls is None else self.tls.server_credentials()
 
-    async def _start_servers(self) -> tuple[grpc.aio.Server, grpc.aio.Server]:
-        assert self.identity is not None
+    async def _start_servers(
+        self, identity: Identity, store: Store, policy: PeerPolicy
+    ) -> tuple[grpc.aio.Server, grpc.aio.Server]:
         opts = grpc_server_options(self.settings)
         server = grpc.aio.server(options=opts)
         self.service = NodeService(
-            self.identity,
+            identity,
             self.genesis.network_id,
             metrics=self.metrics,
             limiter=RateLimiter(self.settings.peer_rate, self.settings.peer_burst),
             max_update_bytes=self.settings.max_update_bytes,
-            is_banned=self._is_operator_banned,
+            is_banned=policy.is_operator_banned,
             on_fault=self._on_fault,
-            is_quarantined=self._is_quarantined,
+            is_quarantined=policy.is_quarantined,
         )
         add_node_service(self.service, server)
         self.health = health.aio.HealthServicer()
@@ -221,8 +274,19 @@ class Daemon:
             raise DaemonError(f"cannot listen on {self.settings.listen}: {exc}") from None
         if port == 0:
             raise DaemonError(f"cannot listen on {self.settings.listen} (address in use?)")
-        self.address = self.settings.advertised_address(port)
+        self.info.address = self.settings.advertised_address(port)
         await server.start()
+        self.context = NodeContext(
+            identity=identity,
+            genesis=self.genesis,
+            settings=self.settings,
+            store=store,
+            metrics=self.metrics,
+            channels=self.channels,
+            address=self.info.address,
+            tasks=self._tasks,
+        )
+        self.operator = Operator(self.context, policy, self.info, self.request_stop)
 
         token = self.data_dir.admin_token(create=True)
         admin = grpc.aio.server(
@@ -236,7 +300,7 @@ class Daemon:
                 )
             ],
         )
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), admin)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self.operator), admin)
         target = self._admin_target()
         if target.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
@@ -262,37 +326,29 @@ class Daemon:
                     f"cannot serve /metrics on {self.settings.metrics}: {exc}"
                 ) from None
             self._httpd = httpd
-            self.metrics_address = f"{host}:{httpd.server_port}"
+            self.info.metrics_address = f"{host}:{httpd.server_port}"
         if self.settings.dashboard != "off":
-            await self._start_dashboard(token)
+            self._start_dashboard(self.context, self.operator, token)
         return server, admin
 
-    async def _start_dashboard(self, token: str) -> None:
-        from node.dashboard import (
-            DashboardError,
-            DashboardServer,
-            TrafficHistory,
-            build_state,
-            sample_traffic,
-        )
-
+    def _start_dashboard(self, ctx: NodeContext, operator: Operator, token: str) -> None:
         history = TrafficHistory()
-        self.dashboard = DashboardServer(
+        dashboard = DashboardServer(
             self.settings.dashboard,
             token,
-            lambda: build_state(self, history),
+            lambda: build_state(operator, history),
             asyncio.get_running_loop(),
             # prometheus_client counters are thread-safe: the request thread may count.
             on_reject=lambda: self.metrics.messages_rejected.labels(reason="dashboard_token").inc(),
         )
         try:
-            self.dashboard.start()
+            dashboard.start()
         except DashboardError as exc:
-            self.dashboard = None
             raise DaemonError(str(exc)) from None
-        self.dashboard_address = self.dashboard.url
+        self.dashboard = dashboard
+        self.info.dashboard_address = dashboard.url
         # Cancelled with the daemon's other tasks at shutdown.
-        self._tasks.append(asyncio.create_task(sample_traffic(self, history), name="traffic"))
+        ctx.spawn(sample_traffic(self.metrics.registry, history), "traffic")
 
     def _write_runtime(self) -> None:
         assert self.identity is not None
@@ -305,7 +361,7 @@ class Daemon:
             "admin": self.admin_address,
             "metrics": self.metrics_address,
             "dashboard": self.dashboard_address,
-            "started_at": self.started_at,
+            "started_at": self.info.started_at,
             "ready_at": time.time(),
             "version": __version__,
             # For `fednode health`, which must dial this node the way its peers do.
@@ -336,8 +392,7 @@ class Daemon:
                 self.store = open_store(url, data_dir=self.data_dir.root)
             except Exception as exc:  # any driver/migration error → one line for the operator
                 raise DaemonError(f"cannot open the database: {exc}") from None
-            self.banned = set(self.store.get_state("banned", []) or [])
-            self.reputation = ReputationBook(self.store)
+            self.policy = PeerPolicy(self.store)
             self.metrics.info.info(
                 {
                     "node_id": self.identity.node_id_hex,
@@ -345,7 +400,7 @@ class Daemon:
                     "version": __version__,
                 }
             )
-            servers = await self._start_servers()
+            servers = await self._start_servers(self.identity, self.store, self.policy)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -353,7 +408,7 @@ class Daemon:
             await self._start_components()
             await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
             await self.health.set("fednode.v1.Node", health_pb2.HealthCheckResponse.SERVING)
-            self._state = "running"
+            self.info.state = "running"
             self._write_runtime()
             log.info(
                 "node started",
@@ -376,17 +431,92 @@ class Daemon:
 
     async def _start_components(self) -> None:
         """Start membership (and training, when configured) on top of the servers."""
-        await runtime.start_components(self)
+        ctx, policy, service, operator = self.context, self.policy, self.service, self.operator
+        assert ctx is not None and policy is not None and service is not None
+        assert operator is not None
+        # One guard per node: every release path of every learner goes through it.
+        guard = self._release_guard(ctx)
+        self.guard = guard
+        membership = await DaemonMembership.start(
+            ctx,
+            policy,
+            self.bootstrap,
+            # A restarted node whose budget is already spent says so from its first record.
+            releasing=guard.releasing or not guard.private,
+        )
+        self.membership = membership
+        # No await since the join: the service answers gossip before the loop runs again.
+        service.gossip = membership.driver
+        # Admission (node/wire/admission.py) of every non-gossip request asks this view.
+        service.membership = membership
+        ctx.spawn(membership.run_gauges(), "gauges")
+        self.evidence = EvidenceExchange(ctx, membership, policy)
+        service.evidence = self.evidence
+        operator.attach(membership, guard)
+        if not self.train:
+            return
+        shard = self.shard
+        if shard is None:
+            shard = default_shard(ctx.identity.node_id_hex, self.genesis.task.num_nodes)
+            log.info(
+                "data shard derived from the node id (fednode start --shard N chooses it)",
+                extra={"fields": {"shard": shard, "shards": self.genesis.task.num_nodes}},
+            )
+        try:
+            self.training = await self._start_learner(shard)
+        except TaskSetupError as exc:
+            # The operator's to fix (user code, model folder, data file): one line, and the
+            # node keeps serving membership.
+            log.error("training not started: %s", exc)
+            return
+        if self.training is not None:
+            operator.attach(membership, guard, self.training)
+
+    def _release_guard(self, ctx: NodeContext) -> ReleaseState:
+        # Function-local: the guard module imports torch (about 2.4 s and 190 MB on the
+        # 2-core test machine), which `import node.daemon.core` must not pay: the CLI
+        # imports it for every command (tests/node/test_admission.py checks it).
+        from node.daemon.privacy_guard import ReleaseGuard
+
+        record = record_mechanism(self.genesis.learner)
+        return ReleaseGuard(
+            self.genesis.privacy,
+            ctx.store,
+            self.metrics,
+            record_kind=None if record is None or record[1] == 0 else record[0],
+        )
+
+    async def _start_learner(self, shard: int) -> LearnerRuntime | None:
+        # Function-local for the same reason as _release_guard: the runtimes import torch.
+        if self.genesis.learner.kind in {"sgd", "flower"}:
+            from node.daemon.training_runtime import start_training
+
+            return await start_training(self, shard, self.attack)
+        if self.genesis.learner.kind == "spsa":
+            from node.daemon.spsa_runtime import start_spsa
+
+            return await start_spsa(self, shard)
+        return None
+
+    async def _stop_components(self) -> None:
+        """Stop training, then leave the membership gracefully."""
+        if self.training is not None:
+            try:
+                await self.training.stop()
+            except Exception:  # a failing learner must not block the shutdown
+                log.exception("training did not stop cleanly")
+        if self.membership is not None:
+            await self.membership.stop()
 
     async def _shutdown(self, servers: tuple[grpc.aio.Server, grpc.aio.Server] | None) -> None:
-        self._state = "stopping"
+        self.info.state = "stopping"
         t0 = time.monotonic()
         log.info("node stopping")
         with contextlib.suppress(Exception):
             if servers is not None:
                 await self.health.enter_graceful_shutdown()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(runtime.stop_components(self), timeout=2.0)
+            await asyncio.wait_for(self._stop_components(), timeout=2.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -411,39 +541,19 @@ class Daemon:
             self._lock_fd = None
         log.info("node stopped", extra={"fields": {"shutdown_s": round(time.monotonic() - t0, 3)}})
 
-    # --- admin backend -------------------------------------------------------------------
+    # --- callbacks ----------------------------------------------------------------------
 
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def is_banned(self, node_id: bytes) -> bool:
+        """True when the operator banned ``node_id`` or it is quarantined for misbehaving."""
+        return self.policy is not None and self.policy.is_banned(node_id)
+
     def _on_fault(self, sender: bytes, reason: str) -> None:
         # Only members are charged: a throwaway key's faults would only grow the table
         # (admission refuses it anyway, whatever its reputation).
-        if self.reputation is None or self.membership is None:
+        if self.policy is None or self.membership is None:
             return
         if self.membership.is_member(sender):
-            self.reputation.fault(sender.hex(), reason)
-
-    def _is_banned(self, node_id: bytes) -> bool:
-        return runtime.is_banned(self, node_id)
-
-    def _is_operator_banned(self, node_id: bytes) -> bool:
-        return node_id.hex() in self.banned
-
-    def _is_quarantined(self, node_id: bytes) -> bool:
-        return self.reputation is not None and self.reputation.is_quarantined(node_id.hex())
-
-    def status(self) -> admin_pb2.StatusReply:
-        return runtime.status_reply(self)
-
-    def peers(self) -> admin_pb2.PeersReply:
-        return runtime.peers_reply(self)
-
-    def ban(self, node_id_prefix: str, unban: bool) -> admin_pb2.BanReply:
-        return runtime.ban(self, node_id_prefix, unban)
-
-    def export(self) -> admin_pb2.ExportReply:
-        return runtime.export_model(self)
-
-    def privacy(self) -> admin_pb2.PrivacyReply:
-        return runtime.privacy_reply(self)
+            self.policy.fault(sender.hex(), reason)

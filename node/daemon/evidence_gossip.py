@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -28,14 +28,12 @@ from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.evidence_pb2 import Evidence
 from fednode_proto.v1.training_pb2 import TensorHeader
 from node.base.logs import log
+from node.daemon.context import Convictor, MembershipView, NodeContext
 from node.wire.envelope import SeqCounter, Verified, seal
 from node.wire.equivocation import EquivocationBook, EquivocationError, Proof, Sighting
 from node.wire.service import Rejected
 
-if TYPE_CHECKING:
-    from node.daemon.core import Daemon
-
-__all__ = ["EvidenceExchange", "start_evidence"]
+__all__ = ["EvidenceExchange"]
 
 
 class EvidenceExchange:
@@ -43,17 +41,31 @@ class EvidenceExchange:
 
     Parameters
     ----------
-    daemon : Daemon
-        Identity, channels, membership, reputation book, metrics and store.
+    ctx : NodeContext
+        Identity, channels, metrics and store.
+    membership : MembershipView
+        Who relays are sent to (members only).
+    convictor : Convictor
+        Quarantines a proven equivocator (the reputation book, through the peer policy).
     fanout : int, default 3
         Members each received update header is relayed to.
     max_relay : int, default 32
         Members a new proof is pushed to.
     """
 
-    def __init__(self, daemon: Daemon, *, fanout: int = 3, max_relay: int = 32) -> None:
-        self.daemon = daemon
-        self.book = EquivocationBook(daemon.genesis.network_id)
+    def __init__(
+        self,
+        ctx: NodeContext,
+        membership: MembershipView,
+        convictor: Convictor,
+        *,
+        fanout: int = 3,
+        max_relay: int = 32,
+    ) -> None:
+        self.ctx = ctx
+        self.membership = membership
+        self.convictor = convictor
+        self.book = EquivocationBook(ctx.network_id)
         self.fanout = fanout
         self.max_relay = max_relay
         self.seq = SeqCounter()
@@ -71,12 +83,11 @@ class EvidenceExchange:
         if proof is not None:
             self._convict(proof, source="received")
             return
-        membership = self.daemon.membership
         if self.book.is_convicted(msg.sender_id):
             return
         # Only members' updates are relayed: a key outside the view cannot use us to
         # multiply its traffic (its contradictions are still found by whoever it reaches).
-        if membership is not None and membership.is_member(msg.sender_id):
+        if self.membership.is_member(msg.sender_id):
             self._push(Evidence(updates=[env]), self._targets(self.fanout, msg.sender_id))
 
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
@@ -96,33 +107,30 @@ class EvidenceExchange:
     # --- conviction ------------------------------------------------------------------------
 
     def _convict(self, proof: Proof, *, source: str) -> None:
-        d = self.daemon
         sender = proof.sender.hex()
-        if d.reputation is not None:
-            d.reputation.convict(sender, "equivocation")
-        d.metrics.messages_rejected.labels(reason="equivocation").inc()
+        self.convictor.convict(sender, "equivocation")
+        self.ctx.metrics.messages_rejected.labels(reason="equivocation").inc()
         detail = {"node_id": sender[:16], "round": proof.round, "source": source}
         log.warning("equivocation proven", extra={"fields": detail})
-        store = d.store
-        if store is not None:
-            fut = asyncio.get_running_loop().run_in_executor(
-                None, lambda: store.log_event("equivocation", {**detail, "node_id": sender})
-            )
-            fut.add_done_callback(_log_failure)
+        store = self.ctx.store
+        fut = asyncio.get_running_loop().run_in_executor(
+            None, lambda: store.log_event("equivocation", {**detail, "node_id": sender})
+        )
+        fut.add_done_callback(_log_failure)
         pair = Evidence(updates=[proof.first, proof.second])
         self._push(pair, self._targets(self.max_relay, proof.sender))
 
     # --- outbound --------------------------------------------------------------------------
 
     def _targets(self, k: int, exclude: bytes) -> list[str]:
-        membership = self.daemon.membership
-        identity = self.daemon.identity
-        if membership is None or identity is None or k <= 0:
+        if k <= 0:
             return []
+        membership = self.membership
+        own = self.ctx.identity.node_id
         addresses = [
             m.address
             for m in membership.members()
-            if m.node_id not in (exclude, identity.node_id) and membership.is_member(m.node_id)
+            if m.node_id not in (exclude, own) and membership.is_member(m.node_id)
         ]
         self._rng.shuffle(addresses)
         return addresses[:k]
@@ -130,11 +138,9 @@ class EvidenceExchange:
     def _push(self, evidence: Evidence, addresses: list[str]) -> None:
         if not addresses:
             return
-        d = self.daemon
-        assert d.identity is not None
         env = seal(
-            d.identity,
-            d.genesis.network_id,
+            self.ctx.identity,
+            self.ctx.network_id,
             "evidence",
             evidence.SerializeToString(),
             seq=self.seq.next("evidence"),
@@ -145,13 +151,12 @@ class EvidenceExchange:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, address: str, env: Envelope) -> None:
-        d = self.daemon
         try:
-            receipt = await d.channels.stub(address).PushEvidence(env, timeout=10.0)
+            receipt = await self.ctx.channels.stub(address).PushEvidence(env, timeout=10.0)
         except grpc.aio.AioRpcError as exc:
             log.debug("evidence push failed", extra={"fields": {"code": exc.code().name}})
             return
-        d.metrics.bytes.labels(direction="out", kind="evidence").inc(env.ByteSize())
+        self.ctx.metrics.bytes.labels(direction="out", kind="evidence").inc(env.ByteSize())
         if not receipt.accepted:
             log.debug("peer refused evidence", extra={"fields": {"reason": receipt.reason}})
 
@@ -159,11 +164,3 @@ class EvidenceExchange:
 def _log_failure(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("equivocation event write failed: %s", fut.exception())
-
-
-def start_evidence(daemon: Daemon) -> EvidenceExchange:
-    """Create the exchange and put it behind the service's ``PushEvidence``."""
-    exchange = EvidenceExchange(daemon)
-    assert daemon.service is not None
-    daemon.service.evidence = exchange
-    return exchange

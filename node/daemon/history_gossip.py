@@ -40,8 +40,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -51,11 +51,9 @@ from aggregation.sybil import HistoryRecord, SimilarityHistory
 from fednode_proto.v1.training_pb2 import HistoryGossip, HistoryReport
 from node.base.identity import Identity, node_id_for, verify_signature
 from node.base.logs import log
+from node.daemon.context import MembershipView, NodeContext
 from node.wire.envelope import SeqCounter, Verified, seal
 from node.wire.service import Rejected
-
-if TYPE_CHECKING:
-    from node.daemon.core import Daemon
 
 __all__ = [
     "HISTORY_DOMAIN",
@@ -177,8 +175,10 @@ class HistoryExchange:
 
     Parameters
     ----------
-    daemon : Daemon
-        Identity, genesis (network id), membership, channels, metrics.
+    ctx : NodeContext
+        Identity, network id, channels, metrics.
+    membership : MembershipView
+        Who reports are pushed to, and whose reports count (members only).
     history : SimilarityHistory
         The training runtime's histories (``TrainingRuntime.history``).
     current_round : callable
@@ -194,18 +194,19 @@ class HistoryExchange:
 
     def __init__(
         self,
-        daemon: Daemon,
+        ctx: NodeContext,
+        membership: MembershipView,
         history: SimilarityHistory,
-        current_round: Any,
+        current_round: Callable[[], int],
         *,
         fanout: int = 2,
         reports_per_push: int = 4,
         max_round_lead: int = 16,
     ) -> None:
-        assert daemon.identity is not None
-        self.daemon = daemon
-        self.identity = daemon.identity
-        self.network_id = daemon.genesis.network_id
+        self.ctx = ctx
+        self.membership = membership
+        self.identity = ctx.identity
+        self.network_id = ctx.network_id
         self.history = history
         self.current_round = current_round
         self.fanout = fanout
@@ -217,8 +218,8 @@ class HistoryExchange:
         self._generator = torch.Generator().manual_seed(
             int.from_bytes(self.identity.node_id[:8], "little") & 0x7FFFFFFFFFFFFFFF
         )
-        self.reports = daemon.metrics.history_reports
-        self.records = daemon.metrics.history_records
+        self.reports = ctx.metrics.history_reports
+        self.records = ctx.metrics.history_records
 
     # --- outbound ------------------------------------------------------------------------
 
@@ -249,11 +250,10 @@ class HistoryExchange:
 
     async def after_round(self, round_idx: int) -> int:
         """Push reports to ``fanout`` sampled members (banned ones are never sampled)."""
-        membership = self.daemon.membership
-        if membership is None or self.fanout == 0:
+        if self.fanout == 0:
             return 0
         self._update_gauges()
-        peers = [m.node_id.hex() for m in membership.sample(self.fanout)]
+        peers = [m.node_id.hex() for m in self.membership.sample(self.fanout)]
         return await self.push_round(round_idx, peers)
 
     async def push_round(self, round_idx: int, peers: list[str]) -> int:
@@ -264,11 +264,7 @@ class HistoryExchange:
         loop = asyncio.get_running_loop()
         sent = 0
         for peer in peers:
-            member = (
-                None
-                if self.daemon.membership is None
-                else self.daemon.membership.get(bytes.fromhex(peer))
-            )
+            member = self.membership.get(bytes.fromhex(peer))
             if member is None:
                 continue
             batch = await loop.run_in_executor(None, self.build, peer)
@@ -283,7 +279,7 @@ class HistoryExchange:
                 round=round_idx,
             )
             try:
-                receipt = await self.daemon.channels.stub(member.address).PushHistory(
+                receipt = await self.ctx.channels.stub(member.address).PushHistory(
                     env, timeout=10.0
                 )
             except grpc.aio.AioRpcError as exc:
@@ -292,7 +288,7 @@ class HistoryExchange:
                     extra={"fields": {"peer": peer[:12], "code": exc.code().name}},
                 )
                 continue
-            self.daemon.metrics.bytes.labels(direction="out", kind="history").inc(env.ByteSize())
+            self.ctx.metrics.bytes.labels(direction="out", kind="history").inc(env.ByteSize())
             if receipt.accepted:
                 sent += len(batch.reports)
                 self.reports.labels(outcome="sent").inc(len(batch.reports))
@@ -328,8 +324,7 @@ class HistoryExchange:
         self._update_gauges()
 
     def _merge(self, via: str, report: HistoryReport, rec: CheckedReport, horizon: int) -> None:
-        membership = self.daemon.membership
-        if membership is None or membership.get(bytes.fromhex(rec.reporter)) is None:
+        if self.membership.get(bytes.fromhex(rec.reporter)) is None:
             # Views differ for a while after a join: not the relay's fault, just unusable.
             self.reports.labels(outcome="unknown_reporter").inc()
             return

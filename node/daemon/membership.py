@@ -14,29 +14,42 @@ import base64
 import contextlib
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fednode_proto.v1 import gossip_pb2
 from node.base.logs import log
+from node.daemon.context import BanList, NodeContext
 from node.daemon.participation import capabilities_for, releases
 from node.gossip import GossipConfig, Member, Membership, MembershipDriver, MemberState
 from node.gossip.records import MemberRecord
 from node.storage.records import PeerRecord
 from node.wire.peer_channels import GrpcGossipTransport
 
-if TYPE_CHECKING:
-    from node.daemon.core import Daemon
-
-__all__ = ["DaemonMembership", "start_membership"]
+__all__ = ["DaemonMembership"]
 
 STATE_INCARNATION = "gossip.incarnation"
 
 
 class DaemonMembership:
-    """What the rest of the daemon sees of membership."""
+    """What the rest of the daemon sees of membership (built and joined by :meth:`start`).
 
-    def __init__(self, daemon: Daemon, core: Membership, driver: MembershipDriver) -> None:
-        self.daemon = daemon
+    Parameters
+    ----------
+    ctx : NodeContext
+        Store (incarnation), metrics (gauges).
+    bans : BanList
+        Peers never sampled.
+    core : Membership
+        The sans-I/O gossip core.
+    driver : MembershipDriver
+        Drives ``core`` over gRPC.
+    """
+
+    def __init__(
+        self, ctx: NodeContext, bans: BanList, core: Membership, driver: MembershipDriver
+    ) -> None:
+        self.ctx = ctx
+        self.bans = bans
         self.core = core
         self.driver = driver
         self._stop = asyncio.Event()
@@ -79,11 +92,9 @@ class DaemonMembership:
         :data:`~node.daemon.participation.NO_RELEASE` would neither push nor answer: sampling it
         would only make this node wait for it.
         """
-        from node.daemon.runtime import is_banned
-
-        picked = self.core.sample(k + len(self.daemon.banned) + 4 + self.withdrawn())
+        picked = self.core.sample(k + len(self.bans.banned) + 4 + self.withdrawn())
         return [
-            m for m in picked if releases(m.capabilities) and not is_banned(self.daemon, m.node_id)
+            m for m in picked if releases(m.capabilities) and not self.bans.is_banned(m.node_id)
         ][:k]
 
     def withdrawn(self) -> int:
@@ -117,17 +128,101 @@ class DaemonMembership:
         caps = capabilities_for(self.core.capabilities, releasing=releasing)
         if not self.core.set_capabilities(self.driver.clock(), caps):
             return
-        assert self.daemon.store is not None
-        self.daemon.store.set_state(STATE_INCARNATION, self.core.incarnation)
+        self.ctx.store.set_state(STATE_INCARNATION, self.core.incarnation)
         log.warning(
             "announced to peers: this node %s",
             "releases updates again" if releasing else "releases no more updates",
             extra={"fields": {"incarnation": self.core.incarnation}},
         )
 
-    def start(self, addresses: list[str]) -> None:
-        self._task = asyncio.create_task(self.driver.run(self._stop), name="membership")
-        self.driver.join(addresses)
+    @classmethod
+    async def start(
+        cls, ctx: NodeContext, bans: BanList, bootstrap: list[str], *, releasing: bool
+    ) -> DaemonMembership:
+        """Create the core and driver, restore the stored peers and join the network.
+
+        Parameters
+        ----------
+        ctx : NodeContext
+            The node (its advertised address is the one announced).
+        bans : BanList
+            Peers never sampled.
+        bootstrap : list of str
+            First-contact addresses (this node's own address is skipped).
+        releasing : bool
+            Whether this node's first record announces that it releases updates (a
+            restarted node whose budget is spent says so from the start).
+
+        Returns
+        -------
+        DaemonMembership
+            Running; the caller puts ``driver`` behind the service's gossip calls.
+        """
+        store = ctx.store
+        loop = asyncio.get_running_loop()
+        genesis = ctx.genesis
+        config = GossipConfig.profile(genesis.network.gossip_profile)
+        stored_incarnation = store.get_state(STATE_INCARNATION)
+        incarnation = 0 if stored_incarnation is None else int(stored_incarnation) + 1
+        store.set_state(STATE_INCARNATION, incarnation)
+        clock = time.monotonic
+        core = Membership(
+            ctx.identity,
+            ctx.address,
+            config,
+            genesis.network_id,
+            genesis.network.pow_difficulty,
+            random.Random(),
+            now=clock(),
+            incarnation=incarnation,
+            capabilities=capabilities_for((genesis.learner.kind,), releasing=releasing),
+            wall_offset=time.time() - clock(),
+        )
+        stored = store.list_peers()
+        records = [
+            r for r in (_decode_record(p.capabilities.get("record", "")) for p in stored) if r
+        ]
+        restored = core.restore(records)
+        transport = GrpcGossipTransport(ctx.identity, genesis.network_id, ctx.channels, ctx.metrics)
+
+        def persist(member: Member) -> None:
+            record = core.record_of(member.node_id)  # the signed record, for the peer table
+            row = PeerRecord(
+                node_id=member.node_id.hex(),
+                address=member.address,
+                public_key=member.public_key,
+                pow_nonce=record.pow_nonce if record is not None else 0,
+                incarnation=member.incarnation,
+                state=member.state.value,
+                rtt_ms=member.rtt_ms,
+                capabilities={"record": _encode_record(record)} if record is not None else {},
+            )
+            fut = loop.run_in_executor(None, store.upsert_peer, row)
+            fut.add_done_callback(_report_write_failure)
+
+        driver = MembershipDriver(core, transport, clock=clock, on_change=persist)
+        membership = cls(ctx, bans, core, driver)
+        addresses = [a for a in bootstrap if a != ctx.address]
+        log.info(
+            "joining",
+            extra={
+                "fields": {
+                    "bootstrap": ",".join(addresses) or "-",
+                    "stored_peers": restored,
+                    "incarnation": incarnation,
+                    "profile": genesis.network.gossip_profile,
+                }
+            },
+        )
+        membership._task = asyncio.create_task(driver.run(membership._stop), name="membership")
+        driver.join(addresses)
+        return membership
+
+    async def run_gauges(self, interval: float = 1.0) -> None:
+        """Export the member counts and the core's refusals every ``interval`` s, forever."""
+        while True:
+            self.update_gauges()
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         with contextlib.suppress(TimeoutError, Exception):
@@ -144,12 +239,12 @@ class DaemonMembership:
         for m in self.core.members():
             counts[m.state.value] += 1
         for state, n in counts.items():
-            self.daemon.metrics.peers.labels(state=state).set(n)
+            self.ctx.metrics.peers.labels(state=state).set(n)
         for reason, n in self.core.rejected.items():
             # The core counts its own refusals; export the increase since last time.
             seen = self._exported.get(reason, 0)
             if n > seen:
-                self.daemon.metrics.gossip_rejected.labels(reason=reason).inc(n - seen)
+                self.ctx.metrics.gossip_rejected.labels(reason=reason).inc(n - seen)
                 self._exported[reason] = n
 
 
@@ -169,75 +264,3 @@ def _decode_record(text: str) -> MemberRecord | None:
 def _report_write_failure(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("peer table write failed: %s", fut.exception())
-
-
-async def start_membership(daemon: Daemon) -> DaemonMembership:
-    """Create the core and driver, hook them into the service, join the network."""
-    assert daemon.identity is not None and daemon.store is not None and daemon.service is not None
-    store = daemon.store
-    loop = asyncio.get_running_loop()
-    config = GossipConfig.profile(daemon.genesis.network.gossip_profile)
-    stored_incarnation = store.get_state(STATE_INCARNATION)
-    incarnation = 0 if stored_incarnation is None else int(stored_incarnation) + 1
-    store.set_state(STATE_INCARNATION, incarnation)
-    clock = time.monotonic
-    core = Membership(
-        daemon.identity,
-        daemon.address,
-        config,
-        daemon.genesis.network_id,
-        daemon.genesis.network.pow_difficulty,
-        random.Random(),
-        now=clock(),
-        incarnation=incarnation,
-        capabilities=capabilities_for(
-            (daemon.genesis.learner.kind,),
-            # A restarted node whose budget is already spent says so from its first record.
-            releasing=daemon.guard is None or daemon.guard.releasing or not daemon.guard.private,
-        ),
-        wall_offset=time.time() - clock(),
-    )
-    stored = store.list_peers()
-    records = [r for r in (_decode_record(p.capabilities.get("record", "")) for p in stored) if r]
-    restored = core.restore(records)
-    transport = GrpcGossipTransport(
-        daemon.identity, daemon.genesis.network_id, daemon.channels, daemon.metrics
-    )
-
-    def persist(member: Member) -> None:
-        record = core.record_of(member.node_id)  # the signed record, for the peer table
-        row = PeerRecord(
-            node_id=member.node_id.hex(),
-            address=member.address,
-            public_key=member.public_key,
-            pow_nonce=record.pow_nonce if record is not None else 0,
-            incarnation=member.incarnation,
-            state=member.state.value,
-            rtt_ms=member.rtt_ms,
-            capabilities={"record": _encode_record(record)} if record is not None else {},
-        )
-        fut = loop.run_in_executor(None, store.upsert_peer, row)
-        fut.add_done_callback(_report_write_failure)
-
-    driver = MembershipDriver(core, transport, clock=clock, on_change=persist)
-    membership = DaemonMembership(daemon, core, driver)
-    daemon.membership = membership
-    daemon.service.gossip = driver
-    addresses = [a for a in daemon.bootstrap if a != daemon.address]
-    log.info(
-        "joining",
-        extra={
-            "fields": {
-                "bootstrap": ",".join(addresses) or "-",
-                "stored_peers": restored,
-                "incarnation": incarnation,
-                "profile": config_name(daemon),
-            }
-        },
-    )
-    membership.start(addresses)
-    return membership
-
-
-def config_name(daemon: Daemon) -> str:
-    return daemon.genesis.network.gossip_profile

@@ -556,8 +556,11 @@ class SpsaRuntime:
         self.fanout = max(1, g.rounds.peers_per_round)
         self.seq = SeqCounter()
         assert daemon.store is not None
-        self.guard: ReleaseGuard = daemon.guard or ReleaseGuard(
-            g.privacy, daemon.store, daemon.metrics
+        guard = daemon.guard
+        self.guard: ReleaseGuard = (
+            guard
+            if isinstance(guard, ReleaseGuard)
+            else ReleaseGuard(g.privacy, daemon.store, daemon.metrics)
         )
         self.ledger: RoundLedger | None = None
         self.round = 0
@@ -861,13 +864,12 @@ class SpsaRuntime:
         g = self.daemon.genesis
         f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
         membership = self.daemon.membership
-        from node.daemon.runtime import is_banned
 
         origins: set[str] = set()
         for rnd in sorted((x for x in self.ledger.rounds() if x > r + 1), reverse=True):
             for origin in self.ledger.origins(rnd):
                 node_id = bytes.fromhex(origin)
-                if origin == self.node_id or is_banned(self.daemon, node_id):
+                if origin == self.node_id or self.daemon.is_banned(node_id):
                     continue
                 if membership is not None and not membership.is_member(node_id):
                     continue
@@ -1298,14 +1300,12 @@ class SpsaRuntime:
         membership = d.membership
         if membership is None:
             return None
-        from node.daemon.runtime import is_banned
-
         f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
         need = f + 1
         policy = VoucherPolicy(
             membership,
             min_standing_s=g.catchup.min_standing_s,
-            excluded=lambda node_id: is_banned(d, node_id),
+            excluded=d.is_banned,
         )
         deadline = time.monotonic() + g.catchup.min_standing_s + 1.0
         while True:

@@ -112,8 +112,11 @@ class TrainingRuntime:
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.daemon.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
-        self.guard: ReleaseGuard = daemon.guard or ReleaseGuard(
-            daemon.genesis.privacy, daemon.store, daemon.metrics
+        guard = daemon.guard
+        self.guard: ReleaseGuard = (
+            guard
+            if isinstance(guard, ReleaseGuard)
+            else ReleaseGuard(daemon.genesis.privacy, daemon.store, daemon.metrics)
         )
         # Catch-up of a node many rounds behind (node/daemon/catchup.py).
         self.lag: LagEvidence | None = None
@@ -588,8 +591,12 @@ class TrainingRuntime:
     def _setup_history_gossip(self) -> None:
         from node.daemon.history_gossip import HistoryExchange
 
+        assert self.daemon.context is not None and self.daemon.membership is not None
         self.history_exchange = HistoryExchange(
-            self.daemon, self.history, lambda: self.engine.round if self.engine else 0
+            self.daemon.context,
+            self.daemon.membership,
+            self.history,
+            lambda: self.engine.round if self.engine else 0,
         )
         if self.daemon.service is not None:
             self.daemon.service.history = self.history_exchange
@@ -719,13 +726,10 @@ class TrainingRuntime:
             window_s=max(30.0, 6 * self.engine.spec.round_timeout),
         )
         if self.daemon.membership is not None:
-            from node.daemon.runtime import is_banned
-
-            daemon = self.daemon
             self.vouchers = VoucherPolicy(
                 self.daemon.membership,
                 min_standing_s=spec.catchup.min_standing_s,
-                excluded=lambda node_id: is_banned(daemon, node_id),
+                excluded=self.daemon.is_banned,
             )
 
     def _observe_round(self, sender: str, round_idx: int) -> bool:

@@ -12,12 +12,13 @@ The page polls ``/api/state`` every two seconds (schema: :mod:`node.dashboard.st
 from __future__ import annotations
 
 from .server import DashboardError, DashboardServer
-from .state import SCHEMA_VERSION, TrafficHistory, build_state, sample_traffic
+from .state import SCHEMA_VERSION, StatusSource, TrafficHistory, build_state, sample_traffic
 
 __all__ = [
     "SCHEMA_VERSION",
     "DashboardError",
     "DashboardServer",
+    "StatusSource",
     "TrafficHistory",
     "build_state",
     "dashboard_url",

@@ -1,9 +1,10 @@
 """The data behind the dashboard: one JSON-ready snapshot of a running daemon.
 
-Everything comes from what an operator can already read: the admin replies
-(:func:`node.daemon.runtime.status_reply`, :func:`~node.daemon.runtime.peers_reply`,
-:func:`~node.daemon.runtime.privacy_reply`) and the node's Prometheus registry. The snapshot must
-be built on the daemon's event loop: membership and training state are asyncio-owned.
+Everything comes from what an operator can already read: the admin replies and the
+node's Prometheus registry, through a :class:`StatusSource` (the daemon's
+:class:`node.daemon.operator.Operator` is one; the dashboard never sees the daemon). The
+snapshot must be built on the daemon's event loop: membership and training state are
+asyncio-owned.
 
 Schema (``SCHEMA_VERSION`` 1) of :func:`build_state`'s result::
 
@@ -36,16 +37,50 @@ import math
 import time
 from collections import deque
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from node.daemon import runtime
+from prometheus_client import CollectorRegistry
 
-if TYPE_CHECKING:
-    from node.daemon.core import Daemon
+from fednode_proto.v1 import admin_pb2
 
-__all__ = ["SCHEMA_VERSION", "TrafficHistory", "build_state", "sample_traffic"]
+__all__ = ["SCHEMA_VERSION", "StatusSource", "TrafficHistory", "build_state", "sample_traffic"]
 
 SCHEMA_VERSION = 1
+
+
+class StatusSource(Protocol):
+    """What the dashboard reads of a node: the admin replies and its metrics."""
+
+    def status(self) -> admin_pb2.StatusReply:
+        """The admin ``Status`` reply."""
+        ...
+
+    def peers(self) -> admin_pb2.PeersReply:
+        """The admin ``Peers`` reply."""
+        ...
+
+    def privacy(self) -> admin_pb2.PrivacyReply:
+        """The admin ``Privacy`` reply."""
+        ...
+
+    def last_loss(self) -> float:
+        """Loss of the last local evaluation (NaN when none)."""
+        ...
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The node's Prometheus registry."""
+        ...
+
+    @property
+    def max_rounds(self) -> int | None:
+        """The genesis round limit (None: until stopped)."""
+        ...
+
+    @property
+    def privacy_enabled(self) -> bool:
+        """Whether the genesis turns node-level privacy on."""
+        ...
 
 
 class TrafficHistory:
@@ -60,10 +95,10 @@ class TrafficHistory:
     def __init__(self, size: int = 151) -> None:
         self.samples: deque[tuple[float, int, int]] = deque(maxlen=size)
 
-    def sample(self, daemon: Daemon) -> None:
-        """Record the daemon's byte counters now (call on the loop)."""
+    def sample(self, registry: CollectorRegistry) -> None:
+        """Record the byte counters of ``registry`` now (call on the loop)."""
         totals = {"in": 0, "out": 0}
-        for family in daemon.metrics.registry.collect():
+        for family in registry.collect():
             for sample in family.samples:
                 if sample.name == "fednode_bytes_total":
                     totals[sample.labels["direction"]] += int(sample.value)
@@ -85,10 +120,12 @@ class TrafficHistory:
         return out
 
 
-async def sample_traffic(daemon: Daemon, history: TrafficHistory, interval: float = 2.0) -> None:
-    """Sample ``daemon``'s traffic into ``history`` every ``interval`` seconds, forever."""
+async def sample_traffic(
+    registry: CollectorRegistry, history: TrafficHistory, interval: float = 2.0
+) -> None:
+    """Sample the traffic counted in ``registry`` into ``history`` every ``interval`` s, forever."""
     while True:
-        history.sample(daemon)
+        history.sample(registry)
         await asyncio.sleep(interval)
 
 
@@ -97,11 +134,10 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _node(daemon: Daemon) -> dict[str, Any]:
-    s = runtime.status_reply(daemon)
-    training = daemon.training
-    last_loss = getattr(training, "last_loss", float("nan")) if training is not None else math.nan
-    max_rounds = daemon.genesis.rounds.max_rounds
+def _node(source: StatusSource) -> dict[str, Any]:
+    s = source.status()
+    last_loss = source.last_loss()
+    max_rounds = source.max_rounds
     return {
         "node_id": s.node_id,
         "network_id": s.network_id,
@@ -130,7 +166,7 @@ def _node(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-def _peers(daemon: Daemon) -> dict[str, Any]:
+def _peers(source: StatusSource) -> dict[str, Any]:
     rows = [
         {
             "node_id": p.node_id,
@@ -142,7 +178,7 @@ def _peers(daemon: Daemon) -> dict[str, Any]:
             "banned": p.banned,
             "no_release": p.no_release,
         }
-        for p in runtime.peers_reply(daemon).peers
+        for p in source.peers().peers
     ]
     counts = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
     for row in rows:
@@ -150,8 +186,8 @@ def _peers(daemon: Daemon) -> dict[str, Any]:
     return {"counts": counts, "rows": rows}
 
 
-def _privacy(daemon: Daemon) -> dict[str, Any]:
-    p = runtime.privacy_reply(daemon)
+def _privacy(source: StatusSource) -> dict[str, Any]:
+    p = source.privacy()
 
     def rows(scope: str) -> list[dict[str, Any]]:
         return [
@@ -179,7 +215,7 @@ def _privacy(daemon: Daemon) -> dict[str, Any]:
         }
 
     return {
-        "enabled": daemon.genesis.privacy.enabled,
+        "enabled": source.privacy_enabled,
         "epsilon_spent": _finite(p.epsilon_spent),
         "epsilon_budget": _finite(p.epsilon_budget),
         "delta": p.delta,
@@ -192,7 +228,9 @@ def _privacy(daemon: Daemon) -> dict[str, Any]:
     }
 
 
-def _from_registry(daemon: Daemon) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _from_registry(
+    registry: CollectorRegistry,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     traffic: list[dict[str, Any]] = []
     received: dict[str, int] = {}
     rejected: dict[str, int] = {}
@@ -200,7 +238,7 @@ def _from_registry(daemon: Daemon) -> tuple[dict[str, Any], dict[str, Any], dict
     rate_limited = 0
     agg_count = 0.0
     agg_sum = 0.0
-    for family in daemon.metrics.registry.collect():
+    for family in registry.collect():
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
             if name == "fednode_bytes_total":
@@ -237,13 +275,13 @@ def _from_registry(daemon: Daemon) -> tuple[dict[str, Any], dict[str, Any], dict
     )
 
 
-def build_state(daemon: Daemon, history: TrafficHistory | None = None) -> dict[str, Any]:
-    """Snapshot the daemon for ``/api/state`` (call on the daemon's event loop).
+def build_state(source: StatusSource, history: TrafficHistory | None = None) -> dict[str, Any]:
+    """Snapshot a node for ``/api/state`` (call on the daemon's event loop).
 
     Parameters
     ----------
-    daemon : Daemon
-        A daemon whose identity is loaded (its servers are starting or running).
+    source : StatusSource
+        The node's operator replies (its servers are starting or running).
     history : TrafficHistory, optional
         Source of ``throughput``; default none (``throughput`` is then empty).
 
@@ -253,16 +291,16 @@ def build_state(daemon: Daemon, history: TrafficHistory | None = None) -> dict[s
         JSON-serialisable, no NaN or infinity (those become ``null``); see the module
         docstring for the schema.
     """
-    node = _node(daemon)
+    node = _node(source)
     evaluations = node.pop("_history")
-    traffic, rejected, aggregation = _from_registry(daemon)
+    traffic, rejected, aggregation = _from_registry(source.registry)
     return {
         "schema": SCHEMA_VERSION,
         "generated_at": time.time(),
         "node": node,
-        "peers": _peers(daemon),
+        "peers": _peers(source),
         "evaluations": evaluations,
-        "privacy": _privacy(daemon),
+        "privacy": _privacy(source),
         "traffic": traffic,
         "rejected": rejected,
         "aggregation": aggregation,

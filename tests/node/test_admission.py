@@ -56,7 +56,7 @@ def test_the_peer_service_does_not_load_torch() -> None:
     import sys
 
     code = (
-        "import sys, node.daemon.core, node.wire.service, node.daemon.runtime;"
+        "import sys, node.daemon.core, node.wire.service, node.daemon.operator;"
         " print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
