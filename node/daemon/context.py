@@ -12,7 +12,7 @@ that implements the Protocol, and the package has no import circle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -115,7 +115,7 @@ class BanList(Protocol):
     """Who this node refuses: operator bans and automatic quarantines."""
 
     @property
-    def banned(self) -> Collection[str]:
+    def banned(self) -> Set[str]:
         """Hex node ids the operator banned."""
         ...
 

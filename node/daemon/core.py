@@ -463,7 +463,7 @@ class Daemon:
                 extra={"fields": {"shard": shard, "shards": self.genesis.task.num_nodes}},
             )
         try:
-            self.training = await self._start_learner(shard)
+            self.training = await self._start_learner(ctx, membership, policy, guard, shard)
         except TaskSetupError as exc:
             # The operator's to fix (user code, model folder, data file): one line, and the
             # node keeps serving membership.
@@ -486,16 +486,35 @@ class Daemon:
             record_kind=None if record is None or record[1] == 0 else record[0],
         )
 
-    async def _start_learner(self, shard: int) -> LearnerRuntime | None:
+    async def _start_learner(
+        self,
+        ctx: NodeContext,
+        membership: DaemonMembership,
+        policy: PeerPolicy,
+        guard: ReleaseState,
+        shard: int,
+    ) -> LearnerRuntime | None:
+        """Build and start the genesis' learner and put it behind the peer service."""
         # Function-local for the same reason as _release_guard: the runtimes import torch.
-        if self.genesis.learner.kind in {"sgd", "flower"}:
-            from node.daemon.training_runtime import start_training
+        from node.daemon.privacy_guard import ReleaseGuard
+        from node.daemon.spsa_runtime import SpsaRuntime
+        from node.daemon.training_runtime import TrainingRuntime
 
-            return await start_training(self, shard, self.attack)
-        if self.genesis.learner.kind == "spsa":
-            from node.daemon.spsa_runtime import start_spsa
-
-            return await start_spsa(self, shard)
+        service = self.service
+        assert service is not None and isinstance(guard, ReleaseGuard)
+        kind = self.genesis.learner.kind
+        if kind in {"sgd", "flower"}:
+            training = await TrainingRuntime.create(
+                ctx, membership, policy, guard, shard, self.attack
+            )
+            # Set with no await since the runtime built it: no push finds it missing.
+            service.history = training.history_exchange
+            service.training = training
+            return training
+        if kind == "spsa":
+            spsa = await SpsaRuntime.create(ctx, membership, policy, guard, shard)
+            service.training = spsa
+            return spsa
         return None
 
     async def _stop_components(self) -> None:

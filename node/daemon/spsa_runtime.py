@@ -49,7 +49,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
@@ -61,6 +61,7 @@ from fednode_proto.v1.envelope_pb2 import Envelope
 from node.base.identity import Identity, node_id_for, verify_signature
 from node.base.logs import log
 from node.daemon.catchup import VoucherPolicy, catchup_quorum, pull_checkpoint, serve_checkpoint
+from node.daemon.context import BanList, MembershipView, NodeContext
 from node.daemon.evaluations import load_history, record_evaluation
 from node.daemon.participation import releases
 from node.daemon.peer_wait import wait_for_peers
@@ -87,9 +88,6 @@ from node.training.params import (
 from node.wire.envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from node.wire.service import Rejected
 
-if TYPE_CHECKING:
-    from node.daemon.core import Daemon
-
 __all__ = [
     "MAX_ABS_SCALAR",
     "ORIGIN_DOMAIN",
@@ -102,7 +100,6 @@ __all__ = [
     "origin_signing_bytes",
     "parse_entry_key",
     "release_digest",
-    "start_spsa",
 ]
 
 #: Domain separation of the origin signature over a scalar batch.
@@ -531,19 +528,33 @@ class SpsaRuntime:
 
     Parameters
     ----------
-    daemon : Daemon
-        The running daemon (identity, membership, store, metrics, channels).
+    ctx : NodeContext
+        Identity, genesis, settings, store, metrics and peer channels.
+    membership : MembershipView
+        Whom to push to, whose batches count.
+    bans : BanList
+        Peers whose batches are refused and who never vouch.
+    guard : ReleaseGuard
+        The node's release guard (every release goes through it).
     shard : int
         Index of this node's data shard in the genesis partition.
     """
 
-    def __init__(self, daemon: Daemon, shard: int) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        ctx: NodeContext,
+        membership: MembershipView,
+        bans: BanList,
+        guard: ReleaseGuard,
+        shard: int,
+    ) -> None:
+        self.ctx = ctx
+        self.membership = membership
+        self.bans = bans
         self.shard = shard
-        assert daemon.identity is not None
-        self.identity: Identity = daemon.identity
+        self.identity: Identity = ctx.identity
         self.node_id = self.identity.node_id_hex
-        g = daemon.genesis
+        g = ctx.genesis
         self.spec = g.learner
         self.rounds = g.rounds
         self.network_id = g.network_id
@@ -555,13 +566,7 @@ class SpsaRuntime:
         self.future = max(1, g.rounds.max_future, self.past)
         self.fanout = max(1, g.rounds.peers_per_round)
         self.seq = SeqCounter()
-        assert daemon.store is not None
-        guard = daemon.guard
-        self.guard: ReleaseGuard = (
-            guard
-            if isinstance(guard, ReleaseGuard)
-            else ReleaseGuard(g.privacy, daemon.store, daemon.metrics)
-        )
+        self.guard = guard
         self.ledger: RoundLedger | None = None
         self.round = 0
         self.ready = False
@@ -591,7 +596,7 @@ class SpsaRuntime:
         from node.training.params import flatten, layout_of
         from node.training.tasks import build_local_task, spsa_learner
 
-        g = self.daemon.genesis
+        g = self.ctx.genesis
         self.task = build_local_task(g.task, self.seed, self.shard % g.task.num_nodes)
         self.data = self.task.data
         self.model = self.task.model
@@ -606,7 +611,7 @@ class SpsaRuntime:
             self.guard.set_record_mechanism(RecordMechanism("dp_zo", *dp_round))
 
     def _new_ledger(self, base: torch.Tensor, base_round: int) -> RoundLedger:
-        g = self.daemon.genesis
+        g = self.ctx.genesis
         rule = g.aggregation.rule if g.aggregation.rule in {"median", "trimmed_mean"} else "mean"
         return RoundLedger(
             base,
@@ -632,7 +637,7 @@ class SpsaRuntime:
 
     def _restore(self) -> None:
         """Rebuild from our own SQL state: signed batches, the log, the last checkpoint."""
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None and self.init_vector is not None
         for key, value in store.all_state().items():
             if not key.startswith(STATE_BATCH):
@@ -668,6 +673,20 @@ class SpsaRuntime:
             ledger.close_through(self.round - 1)
         self.ledger = ledger
 
+    @classmethod
+    async def create(
+        cls,
+        ctx: NodeContext,
+        membership: MembershipView,
+        bans: BanList,
+        guard: ReleaseGuard,
+        shard: int,
+    ) -> SpsaRuntime:
+        """Start the runtime: the stored round now, the task and scalar log in the background."""
+        runtime = cls(ctx, membership, bans, guard, shard)
+        await runtime.start()
+        return runtime
+
     async def start(self) -> None:
         """Start the round loop; data, model and SQL state load in the background.
 
@@ -676,8 +695,7 @@ class SpsaRuntime:
         Meanwhile status reports the stored round and accuracy history (read here, two
         cheap queries), not round 0.
         """
-        store = self.daemon.store
-        assert store is not None
+        store = self.ctx.store
         loop = asyncio.get_running_loop()
         self._stored_round = int(
             await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0
@@ -699,7 +717,7 @@ class SpsaRuntime:
             "spsa ready",
             extra={
                 "fields": {
-                    "task": self.daemon.genesis.task.name,
+                    "task": self.ctx.genesis.task.name,
                     "params": self.layout.numel,
                     "shard": self.shard,
                     "start_round": self.round,
@@ -722,11 +740,11 @@ class SpsaRuntime:
     # --- peers -----------------------------------------------------------------------------
 
     def _members(self) -> list[Any]:
-        membership = self.daemon.membership
+        membership = self.membership
         return [] if membership is None else list(membership.members())
 
     def _sample(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
-        membership = self.daemon.membership
+        membership = self.membership
         if membership is None or k <= 0:
             return []
         skip = set(exclude)
@@ -739,7 +757,7 @@ class SpsaRuntime:
             for m in self._members()
             if getattr(m.state, "value", m.state) == "alive"
         }
-        return alive - self.daemon.banned
+        return alive - self.bans.banned
 
     def _expected_origins(self) -> set[str]:
         """Whose batch of the round this node waits for: itself and every live member that
@@ -753,7 +771,7 @@ class SpsaRuntime:
 
     async def _wait_for_peers(self, want: int | None = None) -> None:
         """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most a round."""
-        g = self.daemon.genesis
+        g = self.ctx.genesis
         if want is None:
             want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
         await wait_for_peers(lambda: len(self._sample(want)), want, g, lambda: self._stopping)
@@ -764,7 +782,7 @@ class SpsaRuntime:
         Only for a node without SPSA state: a restarted node pulls from its own base round
         once its store is read. Returns the serving peer's address and the verified batches.
         """
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, store.get_state, STATE_ROUND, None) is not None:
@@ -861,15 +879,15 @@ class SpsaRuntime:
         assert self.ledger is not None
         if self.ledger.newest_round() <= r + 1:
             return None
-        g = self.daemon.genesis
+        g = self.ctx.genesis
         f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
-        membership = self.daemon.membership
+        membership = self.membership
 
         origins: set[str] = set()
         for rnd in sorted((x for x in self.ledger.rounds() if x > r + 1), reverse=True):
             for origin in self.ledger.origins(rnd):
                 node_id = bytes.fromhex(origin)
-                if origin == self.node_id or self.daemon.is_banned(node_id):
+                if origin == self.node_id or self.bans.is_banned(node_id):
                     continue
                 if membership is not None and not membership.is_member(node_id):
                     continue
@@ -918,7 +936,7 @@ class SpsaRuntime:
 
     def _sync_participation(self) -> None:
         """Tell peers (through our member record) that this node releases no more batches."""
-        membership = self.daemon.membership
+        membership = self.membership
         if membership is not None:
             membership.set_releasing(self.guard.releasing or not self.guard.private)
 
@@ -959,10 +977,9 @@ class SpsaRuntime:
                 }
             },
         )
-        d = self.daemon
+        d = self.ctx
         d.metrics.round.set(self.round)
         loop = asyncio.get_running_loop()
-        assert d.store is not None
         store = d.store
         await loop.run_in_executor(None, store.set_state, STATE_ROUND, self.round)
         if moved:
@@ -975,7 +992,7 @@ class SpsaRuntime:
             await self._evaluate(self.round)
 
     def _checkpoint(self, base_round: int, vector: torch.Tensor, digest: str) -> None:
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None
         mhash = vector_hash(vector, self.layout)
         store.save_checkpoint(
@@ -1042,12 +1059,12 @@ class SpsaRuntime:
         await asyncio.get_running_loop().run_in_executor(
             None,
             record_evaluation,
-            self.daemon.store,
+            self.ctx.store,
             round_idx,
             self.last_accuracy,
             self.last_loss,
         )
-        m = self.daemon.metrics
+        m = self.ctx.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
         log.info(
@@ -1068,7 +1085,7 @@ class SpsaRuntime:
             log.error("spsa task failed", exc_info=task.exception())
 
     async def _push(self, peer: str, address: str, round_idx: int, body: bytes) -> None:
-        d = self.daemon
+        d = self.ctx
         env = seal(
             self.identity, self.network_id, "spsa", body, seq=self.seq.next("spsa"), round=round_idx
         )
@@ -1114,7 +1131,7 @@ class SpsaRuntime:
         )
         body = request.SerializeToString()
         env = seal(self.identity, self.network_id, "request", body, seq=self.seq.next("request"))
-        self.daemon.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
+        self.ctx.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
         return env
 
     # --- receiving -------------------------------------------------------------------------
@@ -1154,7 +1171,7 @@ class SpsaRuntime:
             raise Rejected("duplicate_seed", "a seed id of this batch is already applied")
         self._claimed.add(key)
         try:
-            store = self.daemon.store
+            store = self.ctx.store
             assert store is not None
             rows = [
                 SpsaEntry(
@@ -1203,14 +1220,14 @@ class SpsaRuntime:
             raise Rejected("bad_round", "envelope round differs from the batch round")
         self._admit_window(checked)
         self._duplicate(checked.round, checked.origin, checked.wire, verified=True)
-        membership = self.daemon.membership
+        membership = self.membership
         if (
             checked.origin != self.node_id
             and membership is not None
             and membership.get(bytes.fromhex(checked.origin)) is None
         ):
             raise Rejected("unknown_origin", f"origin {checked.origin[:16]} is not a member")
-        if checked.origin in self.daemon.banned:
+        if checked.origin in self.bans.banned:
             raise Rejected("banned", f"origin {checked.origin[:16]} is banned here")
         if not await self._ingest(checked):
             raise Rejected("duplicate", "batch arrived twice at once")
@@ -1230,7 +1247,7 @@ class SpsaRuntime:
         keys = sorted(k for k in list(self._wire) if k[0] >= since and _have_key(*k) not in have)[
             :MAX_PULL_BATCHES
         ]
-        out = self.daemon.metrics.bytes.labels(direction="out", kind="spsa")
+        out = self.ctx.metrics.bytes.labels(direction="out", kind="spsa")
         for r, origin in keys:
             body = self._wire.get((r, origin))
             if body is None:
@@ -1244,14 +1261,13 @@ class SpsaRuntime:
     async def pull(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[pb.TensorChunk]:
         if request.what != pb.PullRequest.CHECKPOINT or self.layout is None:
             return
-        assert self.daemon.store is not None
         async for chunk in serve_checkpoint(
-            self.daemon.store,
+            self.ctx.store,
             self.layout,
             self.identity,
             self.network_id,
             self.seq,
-            self.daemon.metrics,
+            self.ctx.metrics,
         ):
             yield chunk
 
@@ -1259,9 +1275,9 @@ class SpsaRuntime:
 
     async def _pull_batches(self, address: str, since: int) -> list[CheckedBatch]:
         """Every batch of rounds >= ``since`` a peer holds, each verified; [] on failure."""
-        stub = self.daemon.channels.stub(address)
+        stub = self.ctx.channels.stub(address)
         got: list[CheckedBatch] = []
-        metric = self.daemon.metrics.bytes.labels(direction="in", kind="spsa")
+        metric = self.ctx.metrics.bytes.labels(direction="in", kind="spsa")
         try:
             call = stub.PullScalars(
                 self._request(pb.PullRequest.SCALARS_SINCE, since, self._have_keys(since)),
@@ -1281,7 +1297,7 @@ class SpsaRuntime:
                 except (EnvelopeError, Rejected, ValueError) as exc:
                     reason = getattr(exc, "reason", "malformed")
                     self.rejected[f"pulled_{reason}"] += 1
-                    self.daemon.metrics.messages_rejected.labels(reason=f"spsa_{reason}").inc()
+                    self.ctx.metrics.messages_rejected.labels(reason=f"spsa_{reason}").inc()
         except grpc.aio.AioRpcError as exc:
             log.info("scalar pull failed", extra={"fields": {"code": exc.code().name}})
         return got
@@ -1295,9 +1311,9 @@ class SpsaRuntime:
         most ``catchup.min_standing_s`` for enough standing members; on no agreement the
         caller replays the whole log from the genesis initialisation (exact, needs no trust).
         """
-        d = self.daemon
+        d = self.ctx
         g = d.genesis
-        membership = d.membership
+        membership = self.membership
         if membership is None:
             return None
         f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
@@ -1305,7 +1321,7 @@ class SpsaRuntime:
         policy = VoucherPolicy(
             membership,
             min_standing_s=g.catchup.min_standing_s,
-            excluded=d.is_banned,
+            excluded=self.bans.is_banned,
         )
         deadline = time.monotonic() + g.catchup.min_standing_s + 1.0
         while True:
@@ -1339,7 +1355,7 @@ class SpsaRuntime:
                 "no agreed checkpoint: members serve different ones",
                 extra={"fields": {"asked": len(picked), "need": need}},
             )
-            self.daemon.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
+            self.ctx.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
             return None
         best = max(agreed)
         log.info(
@@ -1354,14 +1370,14 @@ class SpsaRuntime:
         """A peer's latest final checkpoint, checked (hash, safetensors, shape, finite)."""
         assert self.layout is not None
         got = await pull_checkpoint(
-            self.daemon.channels,
+            self.ctx.channels,
             address,
             expect_sender=expect_sender,
             request=self._request(pb.PullRequest.CHECKPOINT),
             network_id=self.network_id,
             layout=self.layout,
-            max_bytes=self.daemon.settings.max_update_bytes,
-            metrics=self.daemon.metrics,
+            max_bytes=self.ctx.settings.max_update_bytes,
+            metrics=self.ctx.metrics,
         )
         if isinstance(got, str):
             log.info("peer checkpoint refused", extra={"fields": {"error": got[:120]}})
@@ -1401,7 +1417,7 @@ class SpsaRuntime:
                 ck_round, vec, meta, data = ckpt
                 folded = digest_of(e.key for b in batches if b.round < ck_round for e in b.entries)
                 if meta.get(_META_DIGEST) == folded and meta.get(_META_ROUND) == str(ck_round):
-                    store = self.daemon.store
+                    store = self.ctx.store
                     assert store is not None
                     await asyncio.get_running_loop().run_in_executor(
                         None,
@@ -1472,7 +1488,7 @@ class SpsaRuntime:
         new = [b for b in batches if (b.round, b.origin) not in self._wire]
         if not new:
             return 0
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None
         rows: list[SpsaEntry] = []
         signed: dict[str, str] = {}
@@ -1564,13 +1580,3 @@ class SpsaRuntime:
         return admin_pb2.ExportReply(
             model_safetensors=encode_state(tensors), round=self.round, model_hash=self.model_hash
         )
-
-
-async def start_spsa(daemon: Daemon, shard: int) -> SpsaRuntime:
-    """Create, start and attach the SPSA runtime to the daemon's service."""
-    runtime = SpsaRuntime(daemon, shard)
-    await runtime.start()
-    daemon.training = runtime
-    assert daemon.service is not None
-    daemon.service.training = runtime
-    return runtime

@@ -14,7 +14,7 @@ import contextlib
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import torch
@@ -32,7 +32,9 @@ from node.daemon.catchup import (
     pull_checkpoint,
     serve_checkpoint,
 )
+from node.daemon.context import BanList, MembershipView, NodeContext
 from node.daemon.evaluations import load_history, record_evaluation
+from node.daemon.history_gossip import HistoryExchange
 from node.daemon.participation import NO_REPLY, is_no_reply
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
@@ -49,10 +51,7 @@ from node.wire.envelope import SeqCounter, Verified, seal
 from node.wire.exchange import UpdateError, chunks_for, decode_update, encode_update
 from node.wire.service import Rejected
 
-if TYPE_CHECKING:
-    from node.daemon.core import Daemon
-
-__all__ = ["TrainingRuntime", "start_training"]
+__all__ = ["TrainingRuntime"]
 
 STATE_ROUND = "training.round"
 #: Seconds between two "round finished" progress lines.
@@ -71,24 +70,39 @@ class TrainingRuntime:
 
     Parameters
     ----------
-    daemon : Daemon
-        The running daemon (identity, membership, store, metrics).
+    ctx : NodeContext
+        Identity, genesis, settings, store, metrics and peer channels.
+    membership : MembershipView
+        Whom to push to and who may vouch.
+    bans : BanList
+        Peers never sampled nor trusted as vouchers.
+    guard : ReleaseGuard
+        The node's release guard (every release goes through it).
     shard : int
         Index of this node's data shard in the genesis partition.
     attack : str or None
         Testnets only: make this node Byzantine with the named attack.
     """
 
-    def __init__(self, daemon: Daemon, shard: int, attack: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: NodeContext,
+        membership: MembershipView,
+        bans: BanList,
+        guard: ReleaseGuard,
+        shard: int,
+        attack: str | None = None,
+    ) -> None:
         # Training and evaluation both run in executor threads and may overlap (the engine
         # asks for round r's evaluation and round r+1's training together); they share the
         # model (a Flower client sets its weights in place), so they take turns.
         self._compute = threading.Lock()
-        self.daemon = daemon
+        self.ctx = ctx
+        self.membership = membership
+        self.bans = bans
         self.shard = shard
         self.attack = attack
-        self.identity = daemon.identity
-        assert self.identity is not None
+        self.identity = ctx.identity
         self.node_id = self.identity.node_id_hex
         self.seq = SeqCounter()
         self.engine: eng.RoundEngine | None = None
@@ -110,14 +124,8 @@ class TrainingRuntime:
         self._released_round = -1  # see STATE_RELEASED
         self._byz_sent: tuple[int, torch.Tensor] | None = None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
-        self.history_exchange: Any = None  # node.daemon.history_gossip.HistoryExchange, likewise
-        assert daemon.store is not None
-        guard = daemon.guard
-        self.guard: ReleaseGuard = (
-            guard
-            if isinstance(guard, ReleaseGuard)
-            else ReleaseGuard(daemon.genesis.privacy, daemon.store, daemon.metrics)
-        )
+        self.history_exchange: HistoryExchange | None = None  # likewise
+        self.guard = guard
         # Catch-up of a node many rounds behind (node/daemon/catchup.py).
         self.lag: LagEvidence | None = None
         self.vouchers: VoucherPolicy | None = None
@@ -128,10 +136,31 @@ class TrainingRuntime:
         self._catchup_not_before = 0.0
         self._last_progress = 0.0
 
+    @classmethod
+    async def create(
+        cls,
+        ctx: NodeContext,
+        membership: MembershipView,
+        bans: BanList,
+        guard: ReleaseGuard,
+        shard: int,
+        attack: str | None = None,
+    ) -> TrainingRuntime:
+        """Build the learner, restore the stored round and start the training loop.
+
+        Raises
+        ------
+        TaskSetupError
+            The task cannot be built (user code, model folder, data file).
+        """
+        runtime = cls(ctx, membership, bans, guard, shard, attack)
+        await runtime.start()
+        return runtime
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        d = self.daemon
+        d = self.ctx
         # Many nodes share few cores in a testnet: torch's default of one thread per core
         # would oversubscribe them.
         torch.set_num_threads(d.settings.torch_threads)
@@ -148,7 +177,6 @@ class TrainingRuntime:
             ),
         )
         self._record_mechanism()
-        assert d.store is not None
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
         released = d.store.get_state(STATE_RELEASED, None)
         self._released_round = -1 if released is None else int(released)
@@ -219,7 +247,7 @@ class TrainingRuntime:
             _, self.last_accuracy, self.last_loss, _ = history[-1]
 
     def _restore(self) -> bool:
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None
         ckpt = store.latest_checkpoint()
         if ckpt is None:
@@ -252,7 +280,7 @@ class TrainingRuntime:
         Waits until ``min(peers_per_round, task.num_nodes - 1)`` peers are alive, or at most
         ``round_timeout`` seconds (a node alone on the network then trains alone).
         """
-        spec = self.daemon.genesis
+        spec = self.ctx.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
         if await wait_for_peers(
             lambda: len(self._sample(want)), want, spec, lambda: self._stopping
@@ -275,7 +303,7 @@ class TrainingRuntime:
 
     async def _drop_departed(self) -> None:
         """Stop waiting for sampled peers that died, left or no longer release updates."""
-        membership = self.daemon.membership
+        membership = self.membership
         engine = self.engine
         if membership is None or engine is None or self._catching_up:
             return
@@ -300,7 +328,7 @@ class TrainingRuntime:
         good, not merely because this round released nothing.
         """
         releasing = bool(self.guard.releasing or not self.guard.private)
-        membership = self.daemon.membership
+        membership = self.membership
         if membership is not None:
             membership.set_releasing(releasing)
         return releasing
@@ -324,7 +352,7 @@ class TrainingRuntime:
             elif isinstance(action, eng.Evaluate):
                 self._spawn(self._evaluate(action.round))
             elif isinstance(action, eng.RejectUpdate):
-                self.daemon.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
+                self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
 
     def _spawn(self, coro: Any) -> None:
@@ -342,7 +370,7 @@ class TrainingRuntime:
                 log.error("training task failed", exc_info=exc)
 
     def _sample(self, k: int) -> list[str]:
-        membership = self.daemon.membership
+        membership = self.membership
         if membership is None or k == 0:
             return []
         if self.history is not None:
@@ -351,7 +379,7 @@ class TrainingRuntime:
         return [m.node_id.hex() for m in members]
 
     def _address(self, node_id_hex: str) -> str | None:
-        membership = self.daemon.membership
+        membership = self.membership
         if membership is None:
             return None
         member = membership.get(bytes.fromhex(node_id_hex))
@@ -419,8 +447,7 @@ class TrainingRuntime:
     def _commit_release(self, ticket: Any, round_idx: int, own: torch.Tensor) -> None:
         """Debit the release, then record its round durably, both before anything is sent."""
         self.guard.commit(ticket, tensor_digest(own))
-        assert self.daemon.store is not None
-        self.daemon.store.set_state(STATE_RELEASED, round_idx)
+        self.ctx.store.set_state(STATE_RELEASED, round_idx)
         self._released_round = round_idx
 
     async def _train_local(self, round_idx: int, start: torch.Tensor) -> Any:
@@ -449,7 +476,7 @@ class TrainingRuntime:
             return
         if round_idx in self._silent:
             return  # nothing was released for this round
-        d = self.daemon
+        d = self.ctx
         assert self.identity is not None
         outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
@@ -541,7 +568,7 @@ class TrainingRuntime:
         if self.history_exchange is not None:
             self._spawn(self.history_exchange.after_round(action.round))
         merged = await loop.run_in_executor(None, self._aggregate_within_f, action)
-        self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
+        self.ctx.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
         if not bool(torch.isfinite(merged).all()):
             # Each row was finite, but an unprotected rule (e.g. the mean under IPM) can
             # grow the model until it overflows. Keep our own model rather than crash.
@@ -549,7 +576,7 @@ class TrainingRuntime:
                 "merged model is not finite; keeping our own for this round",
                 extra={"fields": {"round": action.round, "rule": action.rule}},
             )
-            self.daemon.metrics.messages_rejected.labels(reason="nonfinite_merge").inc()
+            self.ctx.metrics.messages_rejected.labels(reason="nonfinite_merge").inc()
             merged = (
                 action.base + action.own
                 if action.payload == "delta" and action.base is not None
@@ -561,7 +588,7 @@ class TrainingRuntime:
         assert self.engine is not None
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
-        self.daemon.metrics.round.set(self.engine.round)
+        self.ctx.metrics.round.set(self.engine.round)
         self._progress(action)
         await self._execute(actions)
 
@@ -589,17 +616,13 @@ class TrainingRuntime:
     # --- Sybil histories on the wire (node/daemon/history_gossip.py) -----------------------------
 
     def _setup_history_gossip(self) -> None:
-        from node.daemon.history_gossip import HistoryExchange
-
-        assert self.daemon.context is not None and self.daemon.membership is not None
+        # The daemon puts it behind the service's PushHistory once start() returned.
         self.history_exchange = HistoryExchange(
-            self.daemon.context,
-            self.daemon.membership,
+            self.ctx,
+            self.membership,
             self.history,
             lambda: self.engine.round if self.engine else 0,
         )
-        if self.daemon.service is not None:
-            self.daemon.service.history = self.history_exchange
 
     def _sample_unflagged(self, k: int) -> list[str]:
         """Sample ``k`` members, leaving out those our Sybil weights already flag.
@@ -607,13 +630,13 @@ class TrainingRuntime:
         Pushing our update to a Sybil wastes it: with many Sybil identities in the view,
         most of an honest node's fan-out would go to them.
         """
-        assert self.daemon.membership is not None
-        picked = [m.node_id.hex() for m in self.daemon.membership.sample(2 * k + 4)]
+        assert self.membership is not None
+        picked = [m.node_id.hex() for m in self.membership.sample(2 * k + 4)]
         known = [p for p in picked if p in self.history]
         if not known:
             return picked[:k]
         weights = self.history.weights(known)
-        threshold = self.daemon.genesis.aggregation.sybil_threshold
+        threshold = self.ctx.genesis.aggregation.sybil_threshold
         return [p for p in picked if weights.get(p, 1.0) >= threshold][:k]
 
     def _aggregate_within_f(self, action: eng.Aggregate) -> torch.Tensor:
@@ -656,11 +679,11 @@ class TrainingRuntime:
         for rec in action.received:
             self.history.add_update(rec.sender, rec.vector - base, action.round)
         weights = self.history.weights([r.sender for r in action.received])
-        threshold = self.daemon.genesis.aggregation.sybil_threshold
+        threshold = self.ctx.genesis.aggregation.sybil_threshold
         kept = tuple(r for r in action.received if weights[r.sender] >= threshold)
         dropped = len(action.received) - len(kept)
         if dropped:
-            self.daemon.metrics.messages_rejected.labels(reason="sybil_weight").inc(dropped)
+            self.ctx.metrics.messages_rejected.labels(reason="sybil_weight").inc(dropped)
             log.info(
                 "dropped Sybil-like updates",
                 extra={"fields": {"round": action.round, "dropped": dropped}},
@@ -668,7 +691,7 @@ class TrainingRuntime:
         return dataclasses.replace(action, received=kept)
 
     def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None
         store.save_checkpoint(
             next_round,
@@ -688,14 +711,14 @@ class TrainingRuntime:
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
         self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss, time.time()))
-        m = self.daemon.metrics
+        m = self.ctx.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
         assert self.engine is not None
         self.engine.on_evaluated(
             round_idx, {"accuracy": self.last_accuracy, "loss": self.last_loss}
         )
-        store = self.daemon.store
+        store = self.ctx.store
         assert store is not None
         await loop.run_in_executor(
             None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
@@ -714,7 +737,7 @@ class TrainingRuntime:
     # --- catch-up (a node many rounds behind) -----------------------------------------------
 
     def _setup_catchup(self) -> None:
-        spec = self.daemon.genesis
+        spec = self.ctx.genesis
         # Keys are free: only members with standing vouch, 2f of them (f lying), and they
         # must outnumber the standing members we hear inside our window (node/daemon/catchup.py).
         self.catchup_f, quorum = catchup_quorum(spec.catchup.byzantine, spec.task.num_nodes)
@@ -725,12 +748,11 @@ class TrainingRuntime:
             max_rounds=self.engine.spec.max_rounds,
             window_s=max(30.0, 6 * self.engine.spec.round_timeout),
         )
-        if self.daemon.membership is not None:
-            self.vouchers = VoucherPolicy(
-                self.daemon.membership,
-                min_standing_s=spec.catchup.min_standing_s,
-                excluded=self.daemon.is_banned,
-            )
+        self.vouchers = VoucherPolicy(
+            self.membership,
+            min_standing_s=spec.catchup.min_standing_s,
+            excluded=self.bans.is_banned,
+        )
 
     def _observe_round(self, sender: str, round_idx: int) -> bool:
         """Record a verified update's round as lag evidence; False if its sender may not vouch."""
@@ -760,7 +782,7 @@ class TrainingRuntime:
         if action.reason != "future" or self.lag is None or self.engine is None:
             return
         if not self._observe_round(action.sender, action.round):
-            self.daemon.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
+            self.ctx.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
             return
         self._maybe_catch_up()
 
@@ -784,12 +806,12 @@ class TrainingRuntime:
         assert self.identity is not None
         env = seal(
             self.identity,
-            self.daemon.genesis.network_id,
+            self.ctx.genesis.network_id,
             "request",
             body,
             seq=self.seq.next("request"),
         )
-        self.daemon.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
+        self.ctx.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
         return env
 
     async def _catch_up(self, target: int) -> None:
@@ -804,7 +826,7 @@ class TrainingRuntime:
         overwrite the adopted model or checkpoint.
         """
         assert self.engine is not None and self.lag is not None
-        d = self.daemon
+        d = self.ctx
         spec = self.engine.spec
         t0 = time.monotonic()
         from_round = self.engine.round
@@ -976,7 +998,7 @@ class TrainingRuntime:
             raise Rejected(exc.reason, str(exc)) from None
         if header.round != msg.round:
             raise Rejected("bad_round", "header round differs from the signed envelope round")
-        limit = self.daemon.genesis.aggregation.max_update_norm
+        limit = self.ctx.genesis.aggregation.max_update_norm
         ours = self._public if self._public is not None else self.trainer.vector()
         distance = float(torch.linalg.vector_norm(vector - ours))
         if not distance <= limit:
@@ -1012,8 +1034,7 @@ class TrainingRuntime:
             raise Rejected("unsupported", "this learner serves only checkpoints")
         # Our checkpoints are post-processing of released values (see _train), also once
         # the budget is spent: the node then stops training rather than keep un-noised work.
-        d = self.daemon
-        assert d.store is not None and self.identity is not None
+        d = self.ctx
         async for chunk in serve_checkpoint(
             d.store, self.trainer.layout, self.identity, d.genesis.network_id, self.seq, d.metrics
         ):
@@ -1026,7 +1047,7 @@ class TrainingRuntime:
     # --- operator ------------------------------------------------------------------------
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
-        reply.learner = self.daemon.genesis.learner.kind
+        reply.learner = self.ctx.genesis.learner.kind
         reply.round = self.engine.round if self.engine is not None else 0
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
@@ -1044,13 +1065,3 @@ class TrainingRuntime:
             round=self.engine.round if self.engine is not None else 0,
             model_hash=self.model_hash,
         )
-
-
-async def start_training(daemon: Daemon, shard: int, attack: str | None) -> TrainingRuntime:
-    """Create, start and attach the runtime to the daemon's service."""
-    runtime = TrainingRuntime(daemon, shard, attack)
-    await runtime.start()
-    daemon.training = runtime
-    assert daemon.service is not None
-    daemon.service.training = runtime
-    return runtime
