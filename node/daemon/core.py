@@ -473,9 +473,12 @@ class Daemon:
             operator.attach(membership, guard, self.training)
 
     def _release_guard(self, ctx: NodeContext) -> ReleaseState:
-        # Function-local: the guard module imports torch (about 2.4 s and 190 MB on the
-        # 2-core test machine), which `import node.daemon.core` must not pay: the CLI
-        # imports it for every command (tests/node/test_admission.py checks it).
+        # Function-local: the guard module imports torch. Measured with /usr/bin/time on
+        # the shared 2-core machine (load ~30): `import node.daemon.privacy_guard` takes
+        # 3.5-4.4 s CPU and 337 MB RSS, `import node.daemon.core` 1.0 s and 90 MB. The CLI
+        # imports core for `fednode start` before it can say "starting", and a daemon
+        # exits slower with torch loaded (tests/node/test_admission.py keeps core
+        # torch-free).
         from node.daemon.privacy_guard import ReleaseGuard
 
         record = record_mechanism(self.genesis.learner)
