@@ -13,8 +13,6 @@ sender and kind, and still increasing after a restart without storing a counter.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 
 from fednode_proto.v1.envelope_pb2 import Envelope
 from node.base.identity import Identity, node_id_for, verify_signature
+from node.base.signing import SigningEncoder
 
 __all__ = [
     "ENVELOPE_DOMAIN",
@@ -60,22 +59,17 @@ class Verified:
     body: bytes
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack("<I", len(data)) + data
-
-
 def signing_bytes(env: Envelope) -> bytes:
     """The exact bytes an envelope's signature covers (documented in docs/protocol.md)."""
-    return b"".join(
-        (
-            ENVELOPE_DOMAIN,
-            struct.pack("<I", env.version),
-            _lp(env.sender_public_key),
-            _lp(env.network_id),
-            _lp(env.kind.encode()),
-            struct.pack("<QQq", env.seq, env.round, env.timestamp_ms),
-            hashlib.sha256(env.body).digest(),
-        )
+    return (
+        SigningEncoder(ENVELOPE_DOMAIN)
+        .pack("I", env.version)
+        .field(env.sender_public_key)
+        .field(env.network_id)
+        .text(env.kind)
+        .pack("QQq", env.seq, env.round, env.timestamp_ms)
+        .digest(env.body)
+        .finish()
     )
 
 
