@@ -21,6 +21,7 @@ from typing import Protocol
 
 from fednode_proto.v1 import gossip_pb2 as pb
 from node.base.address import parse_host_port
+from node.base.errors import ReasonError
 from node.base.identity import node_id_for, pow_check, verify_signature
 from node.base.signing import SigningEncoder
 
@@ -71,12 +72,15 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-class RecordError(ValueError):
+class RecordError(
+    ReasonError,
+    ValueError,
+    faults={"malformed", "bad_address", "wrong_network", "bad_pow", "bad_signature"},
+    # A bad node id or an incarnation out of range is refused without blaming the peer
+    # that passed the record on; an unknown reporter is a gap in this node's own table.
+    others={"bad_node_id", "bad_incarnation", "unknown_reporter"},
+):
     """A record or statement failed a check; ``reason`` is a stable metrics label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 class StatementKind(IntEnum):

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from fednode_proto.v1.envelope_pb2 import Envelope
+from node.base.errors import ReasonError
 from node.base.identity import Identity, node_id_for, verify_signature
 from node.base.signing import SigningEncoder
 
@@ -38,12 +39,23 @@ PROTOCOL_VERSION = 1
 ENVELOPE_DOMAIN = b"fednode/v1/envelope\x00"
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(
+    ReasonError,
+    # Raised before the sender is authenticated (or for a clock or replay problem an
+    # honest peer can have), so no code is charged to the id the envelope claims.
+    others={
+        "bad_version",
+        "wrong_network",
+        "bad_kind",
+        "malformed",
+        "bad_sender_id",
+        "stale",
+        "future",
+        "bad_signature",
+        "replay",
+    },
+):
     """An envelope failed a check. ``reason`` is a stable code, ``str()`` a sentence."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
