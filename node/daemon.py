@@ -114,6 +114,7 @@ class Daemon:
         *,
         shard: int | None = 0,
         attack: str | None = None,
+        collude: Path | None = None,
         train: bool = True,
         lock_fd: int | None = None,
     ) -> None:
@@ -139,6 +140,7 @@ class Daemon:
         self.training_factory: Any = None
         self.shard = shard
         self.attack = attack
+        self.collude = collude  # testnet attackers: node/collusion.py's rendezvous
         self.train = train
         self.tls: TlsMaterial | None = None
         # A node with any tls_* setting dials peers over TLS only: until run() has
