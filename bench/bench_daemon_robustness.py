@@ -11,8 +11,9 @@ own plus ``merged_peers``, read from the nodes' "round finished" log lines).
 
 Prints a table per task and the command; writes a heatmap (``--heatmap``). Finished cells are
 appended to ``--cache`` (JSON lines) and reused, so a long grid resumes; ``--quick`` runs a
-small subset (digits; mean, nnm+trimmed_mean, self_centered_clipping; clean, ipm, alie,
-dissensus). On 2 shared cores a 12-node digits cell takes about 4 minutes.
+small subset (digits; mean, nnm+trimmed_mean with and without observed f,
+self_centered_clipping; clean, ipm, alie, dissensus). A rule written ``rule@observed`` runs
+with ``--observed-f``. On 2 shared cores a 12-node digits cell takes about 4 minutes.
 
 Run (quick subset):
     .venv/bin/python bench/bench_daemon_robustness.py --quick
@@ -51,7 +52,10 @@ DEFAULT_RULES = (
     "krum",
 )
 DEFAULT_ATTACKS = tuple(sorted(COLLUDING_ATTACKS))
-QUICK_RULES = ("mean", "nnm+trimmed_mean", "self_centered_clipping")
+QUICK_RULES = ("mean", "nnm+trimmed_mean", "nnm+trimmed_mean@observed", "self_centered_clipping")
+#: ``rule@observed``: the rule with ``--observed-f`` (f lowered per merge to the rows that
+#: look Byzantine, node/training/robust_defaults.py).
+OBSERVED = "@observed"
 QUICK_ATTACKS = ("ipm", "alie", "dissensus")
 CLEAN = "clean"
 ROUNDS = {"digits": 15, "mnist1d": 20}
@@ -61,7 +65,10 @@ _MERGED = re.compile(r"round finished .*merged_peers=(\d+)")
 def _cell_args(task: str, rule: str, attack: str, a: argparse.Namespace) -> list[str]:
     nodes = a.nodes - a.byzantine if attack == CLEAN else a.nodes
     args = ["--task", task, "--nodes", str(nodes), "--rounds", str(a.rounds or ROUNDS[task])]
-    args += ["--rule", rule, "--f", str(a.f if rule != "mean" else 0), "--seed", str(a.seed)]
+    name = rule.removesuffix(OBSERVED)
+    args += ["--rule", name, "--f", str(a.f if name != "mean" else 0), "--seed", str(a.seed)]
+    if rule.endswith(OBSERVED):
+        args.append("--observed-f")
     if attack != CLEAN:
         args += ["--byzantine", str(a.byzantine), "--attack", attack]
     return args
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--f", type=int, default=2, help="the rules' f (mean always runs f=0)")
     p.add_argument("--rounds", type=int, default=None, help="default: 15 digits, 20 mnist1d")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="digits, 3 rules, 3 attacks")
+    p.add_argument("--quick", action="store_true", help="digits, 4 rules, 3 attacks")
     p.add_argument("--cache", type=Path, default=Path("bench-daemon-robustness.jsonl"))
     p.add_argument("--heatmap", type=Path, default=ROOT / "docs/img/daemon_robustness.png")
     p.add_argument("--run-timeout", type=float, default=1800.0)

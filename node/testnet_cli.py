@@ -151,6 +151,7 @@ def testnet_genesis(
     rule: str = "mean",
     byzantine: int = 0,
     f: int | None = None,
+    observed_f: bool = False,
     seed: int = 1,
     eval_every: int = 1,
     epsilon: float | None = None,
@@ -197,6 +198,7 @@ def testnet_genesis(
             "aggregation": {
                 "rule": rule,
                 "f": byzantine if f is None else f,
+                "observed_f": observed_f,
                 "sybil_weighting": sybil_weighting,
             },
             "rounds": {
@@ -325,6 +327,14 @@ def up(
             show_default="--byzantine",
         ),
     ] = None,
+    observed_f: Annotated[
+        bool,
+        typer.Option(
+            "--observed-f",
+            help="Lower the rule's f per merge to the rows that look Byzantine (cheap robust "
+            "default: no cost without an attacker).",
+        ),
+    ] = False,
     attack: Annotated[
         str,
         typer.Option(
@@ -425,6 +435,7 @@ def up(
                 rule=rule,
                 byzantine=byzantine,
                 f=f,
+                observed_f=observed_f,
                 seed=seed,
                 eval_every=eval_every,
                 epsilon=epsilon,

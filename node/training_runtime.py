@@ -651,6 +651,11 @@ class TrainingRuntime:
         from aggregation import PreconditionError
 
         f = action.f
+        if self.daemon.genesis.aggregation.observed_f:
+            from .training.robust_defaults import observed_f
+
+            # The rows that look Byzantine set f (0 without an attacker: the plain average).
+            f = observed_f(action.own, [r.vector for r in action.received], f)
         while True:
             try:
                 return eng.aggregate_round(dataclasses.replace(action, f=f))
