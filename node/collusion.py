@@ -12,6 +12,8 @@ equivocation, which honest nodes prove and quarantine (``node/equivocation.py``)
 attack "aimed at the peers that sampled" an attacker is aimed through the rows it centres on
 (:func:`colluding_vector`), not through per-peer messages. Every vector is scaled to pass the
 receivers' norm check (``aggregation.max_update_norm``): a rejected vector bites nobody.
+Against a network with ``aggregation.observed_f`` the attackers also stay under its outlier
+threshold (the defence is public, so the attack adapts to it).
 
 Attacks (:data:`COLLUDING_ATTACKS`): every name in ``aggregation.ATTACKS`` run on the pooled
 honest rows, plus ``dissensus``, the attack of ClippedGossip (He, Karimireddy, Jaggi,
@@ -35,6 +37,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .training.robust_defaults import OUTLIER_FACTOR
 
 __all__ = [
     "COLLUDING_ATTACKS",
@@ -101,7 +105,10 @@ def parse_colluding(text: str) -> tuple[str, dict[str, float]]:
 
 
 def fit_norm(
-    center: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor, limit: float
+    center: torch.Tensor,
+    direction: torch.Tensor,
+    rows: torch.Tensor,
+    limit: float | torch.Tensor,
 ) -> torch.Tensor:
     """``center + t * direction`` with the largest ``t <= 1`` within ``limit`` of every row.
 
@@ -113,8 +120,9 @@ def fit_norm(
         (d,) the malicious displacement.
     rows : torch.Tensor
         (n, d) vectors the receivers hold (their models), whose norm check must pass.
-    limit : float
-        The receivers' ``max_update_norm`` (already with any margin).
+    limit : float or torch.Tensor
+        The receivers' ``max_update_norm`` (already with any margin), or (n,) one limit
+        per row.
 
     Returns
     -------
@@ -122,17 +130,20 @@ def fit_norm(
         The scaled vector; ``center`` itself if even it is out of range.
     """
 
-    def worst(t: float) -> float:
-        return float(torch.linalg.vector_norm(rows - (center + t * direction), dim=1).max())
+    bound = torch.as_tensor(limit, dtype=torch.float64)
 
-    if worst(1.0) <= limit:
+    def worst(t: float) -> float:
+        dist = torch.linalg.vector_norm(rows - (center + t * direction), dim=1)
+        return float((dist.to(torch.float64) / bound).max())
+
+    if worst(1.0) <= 1.0:
         return center + direction
-    if worst(0.0) > limit:
+    if worst(0.0) > 1.0:
         return center.clone()
     lo, hi = 0.0, 1.0
-    for _ in range(40):  # bisection: the distance is convex in t
+    for _ in range(40):  # bisection: each distance is convex in t
         mid = (lo + hi) / 2
-        if worst(mid) <= limit:
+        if worst(mid) <= 1.0:
             lo = mid
         else:
             hi = mid
@@ -151,6 +162,7 @@ def colluding_vector(
     rule_f: int,
     rule_params: Mapping[str, Any],
     max_norm: float,
+    stealth: float | None = None,
 ) -> torch.Tensor:
     """The vector a colluding attacker sends this round.
 
@@ -174,6 +186,10 @@ def colluding_vector(
         The network's rule, its ``f`` and parameters (``optimal_*`` search against them).
     max_norm : float
         The receivers' ``aggregation.max_update_norm``.
+    stealth : float, optional
+        The receivers flag rows farther than ``stealth`` median distances from their own
+        (``aggregation.observed_f``): stay at 95 % of that from every honest row, whose
+        median distance to the other honest rows stands for the receiver's median.
 
     Returns
     -------
@@ -186,7 +202,12 @@ def colluding_vector(
         raise CollusionError(f"unknown attack {attack!r}; known: {sorted(COLLUDING_ATTACKS)}")
     honest = honest.to(torch.float32)
     center = honest.mean(dim=0)
-    limit = NORM_MARGIN * max_norm
+    limit: float | torch.Tensor = NORM_MARGIN * max_norm
+    if stealth is not None and honest.shape[0] > 2:
+        gaps = torch.cdist(honest.to(torch.float64), honest.to(torch.float64))
+        # Each row's median distance to the others (its own zero left out).
+        med = gaps.sort(dim=1).values[:, 1:].median(dim=1).values
+        limit = torch.clamp(0.95 * float(stealth) * med, max=NORM_MARGIN * max_norm)
     kw: dict[str, Any] = dict(params)
     if attack == "dissensus":
         # Away from the honest consensus along the receivers' own deviation from it.
@@ -342,4 +363,5 @@ def collude_round(
         rule_f=agg.f,
         rule_params=agg.params,
         max_norm=agg.max_update_norm,
+        stealth=OUTLIER_FACTOR if getattr(agg, "observed_f", False) else None,
     )

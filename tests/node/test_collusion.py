@@ -112,3 +112,32 @@ def test_rendezvous_pools_honest_rows_and_leaves_out_colluders(tmp_path: Path) -
 def test_rendezvous_must_exist(tmp_path: Path) -> None:
     with pytest.raises(CollusionError, match="does not exist"):
         Collusion(tmp_path / "missing", "aa")
+
+
+def test_stealth_stays_under_the_observed_f_threshold_of_every_honest_receiver() -> None:
+    from node.training.robust_defaults import OUTLIER_FACTOR, observed_f
+
+    base, honest = _honest(h=8)
+    out = colluding_vector(
+        "ipm",
+        {},
+        honest=honest,
+        targets=honest[:0],
+        base=base,
+        f=2,
+        rule="nnm+trimmed_mean",
+        rule_f=2,
+        rule_params={},
+        max_norm=1e4,
+        stealth=OUTLIER_FACTOR,
+    )
+    for i in range(honest.shape[0]):
+        others = [honest[j] for j in range(honest.shape[0]) if j != i]
+        assert observed_f(honest[i], [*others, out], 2) == 0
+    # Still an attack: it pulls the average against the honest updates' mean, as far as the
+    # threshold lets it (beyond the honest rows' own spread).
+    mu = (honest - base).mean(dim=0)
+    pull = out - honest.mean(dim=0)
+    assert float(torch.dot(pull, mu)) < 0
+    spread = float(torch.linalg.vector_norm(honest - honest.mean(dim=0), dim=1).max())
+    assert float(pull.norm()) > spread
