@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from node.sim.rounds import simulate
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.evaluate import evaluate
 from node.training.learners.sgd import SGDLearner
 from node.training.models import build_model
 from node.training.params import flatten, load_vector
-from node.training.simulate import simulate
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
 

@@ -24,8 +24,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.genesis import Genesis  # noqa: E402
-from node.testnet import Testnet  # noqa: E402
+from node.testnet.local import Testnet  # noqa: E402
+from node.training.genesis import Genesis  # noqa: E402
 
 
 def measure(nodes: int, idle: float, train: bool) -> list[dict[str, float]]:

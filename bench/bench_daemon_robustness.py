@@ -2,7 +2,7 @@
 
 Each cell is one ``python -m node testnet up`` (real node processes on loopback, real gRPC,
 signatures, norm checks): ``--nodes`` processes of which ``--byzantine`` collude through the
-testnet's rendezvous (node/collusion.py) and attack; the rule is configured for ``--f``
+testnet's rendezvous (node/testnet/collusion.py) and attack; the rule is configured for ``--f``
 Byzantine peers. The clean column runs the honest nodes alone (``nodes - byzantine``
 processes) with the same rule and the same ``f``: what the rule costs with no attacker. One
 more run, plain ``mean`` clean, is the reference. The figure of a cell is the honest nodes'
@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from node.collusion import COLLUDING_ATTACKS  # noqa: E402
+from node.testnet.collusion import COLLUDING_ATTACKS  # noqa: E402
 
 DEFAULT_RULES = (
     "mean",

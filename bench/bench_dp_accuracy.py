@@ -2,9 +2,9 @@
 
 Eight nodes (MLP, Dirichlet(alpha) label partition, the anchor learner: Adam lr 1e-2,
 batch 100, 60 local steps per round) run the in-process decentralized simulation
-(``node.training.simulate``). Every node's release goes through the daemon's own code:
-one :class:`node.privacy_guard.ReleaseGuard` per node, on its own SQLite store in a
-temporary directory, called exactly as ``node.training_runtime`` calls it::
+(``node.sim.rounds``). Every node's release goes through the daemon's own code:
+one :class:`node.daemon.privacy_guard.ReleaseGuard` per node, on its own SQLite store in a
+temporary directory, called exactly as ``node.daemon.training_runtime`` calls it::
 
     private = guard.release(vector - base)   # clip to C, noise z*C, debit the ledger
     vector = base + private                  # what the node keeps and sends
@@ -46,11 +46,11 @@ import torch
 from dp_accounting import rdp
 from opacus.accountants import RDPAccountant
 
-from node.genesis import PrivacySpec
-from node.privacy_guard import ReleaseGuard
+from node.daemon.privacy_guard import ReleaseGuard
+from node.sim.rounds import simulate
 from node.storage import Store, open_store
 from node.training.datasets import TaskData, load_task
-from node.training.simulate import simulate
+from node.training.genesis import PrivacySpec
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 from privacy import epsilon, noise_multiplier_for, privatize_update
 

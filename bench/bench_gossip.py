@@ -1,7 +1,7 @@
 """In-memory measurements of fednode's membership protocol (issue 3).
 
 Runs the sans-I/O cores on the deterministic virtual-time network
-(:mod:`node.gossip.memory`) with the ``lan`` profile (probe interval 1 s, gossip interval
+(:mod:`node.sim.gossip`) with the ``lan`` profile (probe interval 1 s, gossip interval
 0.2 s), 1-5 ms one-way latency and real Ed25519 signatures, and measures:
 
 1. convergence: N in {16, 64, 256} nodes all joining through one bootstrap node at t=0 →
@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from node.base.identity import verify_signature
 from node.gossip import (
     AsyncMemoryNetwork,
     GossipConfig,
@@ -45,8 +46,7 @@ from node.gossip import (
     MembershipDriver,
     MemberState,
 )
-from node.gossip.memory import SimNetwork, SimNode, deterministic_identity
-from node.identity import verify_signature
+from node.sim.gossip import SimNetwork, SimNode, deterministic_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "gossip.md"

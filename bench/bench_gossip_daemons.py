@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.genesis import Genesis  # noqa: E402
-from node.testnet import Testnet, TestnetNode  # noqa: E402
+from node.testnet.local import Testnet, TestnetNode  # noqa: E402
+from node.training.genesis import Genesis  # noqa: E402
 
 
 def peer_states(net: Testnet, node: TestnetNode) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Membership vs Sybils, and honest scale under the admission budgets (issue 12).
 
-Runs the sans-I/O cores on the virtual-time simulator (:mod:`node.gossip.memory`), ``lan``
+Runs the sans-I/O cores on the virtual-time simulator (:mod:`node.sim.gossip`), ``lan``
 profile, 1-5 ms latency, with ``fast_crypto=True``: signatures are a keyed hash and the
 proof of work is off (difficulty 0). That is a simulation shortcut: it makes minting 1,000
 identities free, which is the attacker's *best* case (real identities cost ~90 CPU-s each
@@ -37,7 +37,7 @@ import sys
 import time
 
 from node.gossip import GossipConfig, MemberState
-from node.gossip.memory import SimNetwork, SimNode
+from node.sim.gossip import SimNetwork, SimNode
 
 CFG = GossipConfig.profile("lan")
 GI = CFG.gossip_interval

@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.genesis:
-        from node.genesis import load_genesis
+        from node.training.genesis import load_genesis
 
         g = load_genesis(Path(args.genesis))
         base, seed = g.task, g.network.seed

@@ -6,7 +6,7 @@ networking, as a ratio".
 1. **Local**: one process, one torch thread, node 0's trainer (mnist1d MLP, the genesis'
    learner ``sgd`` with K local steps) runs R rounds of ``train`` + ``evaluate`` (the
    testnet evaluates every round too) with no networking at all.
-2. **Testnet**: ``node.testnet.Testnet`` with N real daemon processes (gossip membership,
+2. **Testnet**: ``node.testnet.local.Testnet`` with N real daemon processes (gossip membership,
    signed update streams over gRPC, aggregation, SQL persistence) runs R rounds of the same
    learner. A node's round time is taken from its status history (``eval_every = 1``, one
    ``unix_time`` per round): ``(t[last] - t[first]) / (rounds between)``, so start-up and
@@ -40,9 +40,9 @@ from typing import Any
 
 import torch
 
-from node.genesis import Genesis
-from node.testnet import Testnet
+from node.testnet.local import Testnet
 from node.training.datasets import load_task
+from node.training.genesis import Genesis
 from node.training.trainer import make_trainer
 
 SEED = 3

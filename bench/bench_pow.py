@@ -1,5 +1,5 @@
 """Identity cost benchmark: CPU seconds to mint one fednode identity (Ed25519 key + the
-S/Kademlia-style proof of work of ``node.identity``) at each PoW difficulty, and the cost
+S/Kademlia-style proof of work of ``node.base.identity``) at each PoW difficulty, and the cost
 of minting 100 identities at the default difficulty (what a Sybil attacker pays).
 
 Minting time is geometric (each hash succeeds with probability 2^-bits), so the table
@@ -22,8 +22,8 @@ import statistics
 import struct
 import time
 
-from node.genesis import NetworkSpec
-from node.identity import POW_DOMAIN, Identity, pow_check
+from node.base.identity import POW_DOMAIN, Identity, pow_check
+from node.training.genesis import NetworkSpec
 
 
 def default_difficulty() -> int:
@@ -31,7 +31,7 @@ def default_difficulty() -> int:
 
 
 def cpu_hash_rate(hashes: int = 1 << 20) -> float:
-    """PoW hashes per CPU second, hashed exactly as ``node.identity.pow_solve`` does.
+    """PoW hashes per CPU second, hashed exactly as ``node.base.identity.pow_solve`` does.
 
     Process time, not wall time: other work on the machine does not inflate it.
     """

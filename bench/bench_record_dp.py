@@ -4,7 +4,7 @@ Part ``mnist`` (issue 13, first Measure item). MNIST-1D, the anchor CNN
 (``node.training.models.build_model``, genesis-seeded init), 8 nodes, Dirichlet(0.5):
 
 * **fednode, record-level DP-SGD**: the in-process decentralized simulation
-  (``node.training.simulate.simulate``: the daemon's round engine, full gossip k = 7,
+  (``node.sim.rounds.simulate``: the daemon's round engine, full gossip k = 7,
   push-pull, ``mean`` rule) with ``LearnerSpec(dp_sgd=True, dp_sgd_noise_multiplier=z,
   dp_sgd_max_grad_norm=C)``: R rounds x K Poisson-sampled DP-SGD steps per node (q_i =
   batch / shard_i). One z for all nodes, ``noise_multiplier_for(eps, max_i q_i, R*K,
@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from node.sim.rounds import simulate, simulate_spsa
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.evaluate import evaluate
 from node.training.models import build_model
-from node.training.simulate import simulate, simulate_spsa
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec, recommended_settings
 from privacy import epsilon, noise_multiplier_for
 

@@ -2,7 +2,7 @@
 
 MNIST-1D, ``--honest`` honest nodes (default 10) on a Dirichlet(alpha) partition plus ``f``
 omniscient Byzantine nodes, all-to-all exchange, every honest node merging with the rule under
-test (:mod:`node.training.byzantine_sim`). For every rule, f and alpha the figure is the honest
+test (:mod:`node.sim.byzantine`). For every rule, f and alpha the figure is the honest
 nodes' final mean test accuracy under the *worst* of the attacks (default: sign flip, IPM with
 eps=100 and ALIE with z=1.5, the parameters of ANCHORS' server-side ByzFL table). ``mean`` is
 "no defence". One attack-free run (plain mean, f=0) per alpha is the reference.
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from node.training.byzantine_sim import (
+from node.sim.byzantine import (
     ByzantineSimError,
     check_rule_preconditions,
     parse_attack,

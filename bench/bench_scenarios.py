@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.scenario import Scenario, load_scenario, run_scenario  # noqa: E402
+from node.testnet.scenario import Scenario, load_scenario, run_scenario  # noqa: E402
 
 SHIPPED = ["partition-and-heal", "churn-30", "bootstrap-loss", "loss-latency", "byzantine-join"]
 MARK_BEGIN = "<!-- bench_scenarios:begin -->"

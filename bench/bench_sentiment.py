@@ -23,7 +23,7 @@ the sizes of the *real* signed messages the daemon sends for the same content:
 
 gRPC/HTTP2 framing is not counted in any row.
 
-The SPSA run mirrors :func:`node.training.simulate.simulate_spsa` (same learner, wire
+The SPSA run mirrors :func:`node.sim.rounds.simulate_spsa` (same learner, wire
 codec, :class:`ScalarLog` validation and ``apply_round``) but keeps *one* model: every node
 applies the same sorted entry set, so all nodes' models are bit-identical (what
 ``simulate_spsa`` checks, max |dw| = 0) and one copy represents them all; that lets the
@@ -53,17 +53,17 @@ import numpy as np
 import torch
 
 from fednode_proto.v1.training_pb2 import TensorChunk
-from node.envelope import seal
-from node.exchange import chunks_for, encode_update
-from node.identity import Identity
-from node.spsa_runtime import batch_to_wire
+from node.base.identity import Identity
+from node.daemon.spsa_runtime import batch_to_wire
+from node.sim.rounds import simulate
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.evaluate import evaluate
 from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
 from node.training.models import build_model
 from node.training.params import flatten, load_vector
-from node.training.simulate import simulate
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
+from node.wire.envelope import seal
+from node.wire.exchange import chunks_for, encode_update
 
 SEED = 0
 NET_ID = b"\x42" * 32

@@ -12,7 +12,7 @@
    catches up (peer checkpoint + scalar log) and we report how many of its own rounds
    pass until its (round, model hash) equals the others' and its digest equals theirs.
 
-Real processes (``node.testnet.Testnet``), not an in-process simulation. On a shared
+Real processes (``node.testnet.local.Testnet``), not an in-process simulation. On a shared
 2-core machine start-up dominates the wall time.
 
 Usage::
@@ -40,17 +40,17 @@ from typing import Any
 import torch
 
 from fednode_proto.v1.training_pb2 import TensorChunk
-from node.envelope import seal
-from node.exchange import chunks_for, encode_update
-from node.genesis import Genesis
-from node.identity import Identity
-from node.spsa_runtime import batch_to_wire
-from node.testnet import Testnet
+from node.base.identity import Identity
+from node.daemon.spsa_runtime import batch_to_wire
+from node.testnet.local import Testnet
 from node.training.datasets import load_task, node_data
+from node.training.genesis import Genesis
 from node.training.learners.spsa import SPSALearner
 from node.training.models import build_model
 from node.training.params import flatten
 from node.training.spec import LearnerSpec, TaskSpec
+from node.wire.envelope import seal
+from node.wire.exchange import chunks_for, encode_update
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "spsa.md"

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "adversar
 
 from malicious_peer import Adversary, CountingStream, raw_header
 
-from node.envelope import SeqCounter
-from node.genesis import Genesis
-from node.identity import Identity
-from node.testnet import Testnet
+from node.base.identity import Identity
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 from node.training.trainer import make_trainer
+from node.wire.envelope import SeqCounter
 
 MiB = 1024 * 1024
 GENESIS = {

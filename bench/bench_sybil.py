@@ -5,7 +5,7 @@ Dirichlet(0.5) partition). Each Sybil trains on the same poisoned objective (lab
 ``1 -> 7``, or a backdoor trigger labelled 7) and pushes to honest nodes; honest nodes
 merge with the plain mean, without and with the similarity defence of the runtime
 (FoolsGold weights over per-peer histories, gossiped history records, senders below
-weight 0.5 dropped, flagged members not pushed to). See ``node/training/sybil_sim.py``.
+weight 0.5 dropped, flagged members not pushed to). See ``node/sim/sybil.py``.
 
     .venv/bin/python bench/bench_sybil.py                 # label flip, about 15 min on 2 busy cores
     .venv/bin/python bench/bench_sybil.py --attack backdoor
@@ -22,9 +22,9 @@ from dataclasses import asdict
 
 import torch
 
+from node.sim.sybil import SybilResult, SybilScenario, simulate_sybil
 from node.training.datasets import load_task
 from node.training.spec import TaskSpec
-from node.training.sybil_sim import SybilResult, SybilScenario, simulate_sybil
 
 
 def _row(r: SybilResult) -> tuple[str, str]:

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from node.sim.rounds import simulate
 from node.training.datasets import load_task
 from node.training.models import build_model
 from node.training.params import layout_of
-from node.training.simulate import simulate
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
 #: (label, short label for the std table, independent inits, variance correction)

@@ -28,8 +28,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ..address import format_host_port, parse_host_port
-from ..logs import log
+from node.base.address import format_host_port, parse_host_port
+from node.base.logs import log
 
 __all__ = ["DashboardError", "DashboardServer"]
 

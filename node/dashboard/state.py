@@ -1,8 +1,8 @@
 """The data behind the dashboard: one JSON-ready snapshot of a running daemon.
 
 Everything comes from what an operator can already read: the admin replies
-(:func:`node.runtime.status_reply`, :func:`~node.runtime.peers_reply`,
-:func:`~node.runtime.privacy_reply`) and the node's Prometheus registry. The snapshot must
+(:func:`node.daemon.runtime.status_reply`, :func:`~node.daemon.runtime.peers_reply`,
+:func:`~node.daemon.runtime.privacy_reply`) and the node's Prometheus registry. The snapshot must
 be built on the daemon's event loop: membership and training state are asyncio-owned.
 
 Schema (``SCHEMA_VERSION`` 1) of :func:`build_state`'s result::
@@ -38,10 +38,10 @@ from collections import deque
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from .. import runtime
+from node.daemon import runtime
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from node.daemon.core import Daemon
 
 __all__ = ["SCHEMA_VERSION", "TrafficHistory", "build_state", "sample_traffic"]
 

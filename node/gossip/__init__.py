@@ -2,7 +2,7 @@
 
 The protocol core (:class:`Membership`) is sans-I/O; :class:`MembershipDriver` runs it
 on asyncio over a :class:`GossipTransport` (gRPC in the daemon, in memory in tests) and
-:class:`~node.gossip.memory.SimNetwork` runs hundreds of cores on a virtual clock.
+:class:`~node.sim.gossip.SimNetwork` runs hundreds of cores on a virtual clock.
 See docs/gossip.md.
 """
 

@@ -41,9 +41,9 @@ from enum import StrEnum
 from google.protobuf.message import DecodeError
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.identity import node_id_for, pow_check, verify_signature
+from node.base.ratelimit import RateLimiter
 
-from ..identity import node_id_for, pow_check, verify_signature
-from ..ratelimit import RateLimiter
 from .admission import IntroductionQueue, Verdict
 from .config import GossipConfig
 from .records import (
@@ -248,7 +248,7 @@ class Membership:
     Parameters
     ----------
     signer : Signer
-        This node's identity (``node.identity.Identity`` fits): signs its record and its
+        This node's identity (``node.base.identity.Identity`` fits): signs its record and its
         suspect/dead statements.
     address : str
         ``host:port`` peers reach this node at.
@@ -270,7 +270,7 @@ class Membership:
     wall_offset : float, default 0.0
         Added to ``now`` to get unix seconds for record timestamps (informational).
     verify : callable, default Ed25519
-        Signature check; only large simulations replace it (:mod:`node.gossip.memory`).
+        Signature check; only large simulations replace it (:mod:`node.sim.gossip`).
     """
 
     def __init__(

@@ -21,9 +21,8 @@ from enum import IntEnum
 from typing import Protocol
 
 from fednode_proto.v1 import gossip_pb2 as pb
-
-from ..address import parse_host_port
-from ..identity import node_id_for, pow_check, verify_signature
+from node.base.address import parse_host_port
+from node.base.identity import node_id_for, pow_check, verify_signature
 
 __all__ = [
     "MAX_ADDRESS_LEN",
@@ -61,7 +60,7 @@ Verify = Callable[[bytes, bytes, bytes], bool]
 
 
 class Signer(Protocol):
-    """What the membership needs of an identity (``node.identity.Identity`` fits)."""
+    """What the membership needs of an identity (``node.base.identity.Identity`` fits)."""
 
     @property
     def public_key(self) -> bytes: ...

@@ -16,8 +16,8 @@ from typing import Protocol
 from google.protobuf.message import DecodeError
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.identity import node_id_for
 
-from ..identity import node_id_for
 from .core import GossipRejected
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Sans-I/O round engine: one node's training rounds as a state machine.
 
 Like h11/h2, the engine performs no I/O, owns no thread and never sleeps. A
-driver (the gRPC daemon, or :mod:`node.training.simulate` in one process)
+driver (the gRPC daemon, or :mod:`node.sim.rounds` in one process)
 feeds it events — clock ticks, sampled peers, the local learner's result,
 peers' updates, aggregation and evaluation results — and executes the actions
 it returns. Each node runs its own clock; there is no global barrier.
@@ -430,7 +430,7 @@ class RoundEngine:
         self.round = round_idx + 1
         # What a finished node answers late pushers with: the update it already released
         # for its last round, never the aggregate. A second, different payload signed for
-        # the same round is exactly what peers prove equivocation with (node/equivocation.py).
+        # the same round is exactly what peers prove equivocation with (node/wire/equivocation.py).
         self._final = (round_idx, cur.own) if cur.own is not None else None
         self._cur = None
         self._prune()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from node.genesis import Genesis
-from node.identity import Identity
-from node.testnet import Testnet
+from node.base.identity import Identity
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 from node.training.trainer import make_trainer
 
 sys.path.insert(0, str(Path(__file__).parent))  # malicious_peer.py (importlib import mode)

@@ -3,7 +3,7 @@
 It talks to a real daemon over real gRPC with a real Ed25519 identity: either a *free key*
 (generated on the spot, never joined the membership) or the key of a member (a daemon that
 joined by gossip, whose identity file the test reads). Every message it sends is a validly
-signed envelope (``node.envelope.seal``); what it lies about is the content: who it is,
+signed envelope (``node.wire.envelope.seal``); what it lies about is the content: who it is,
 what it declares, how much it sends, how it encodes it.
 """
 
@@ -24,9 +24,9 @@ from fednode_proto.v1.training_pb2 import (
     TensorChunk,
     TensorHeader,
 )
-from node.envelope import SeqCounter, seal
-from node.exchange import CHUNK_BYTES
-from node.identity import Identity
+from node.base.identity import Identity
+from node.wire.envelope import SeqCounter, seal
+from node.wire.exchange import CHUNK_BYTES
 
 __all__ = ["Adversary", "CountingStream", "raw_header"]
 

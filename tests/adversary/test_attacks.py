@@ -25,7 +25,7 @@ from fednode_proto.v1.training_pb2 import (
     ScalarEntry,
     TensorChunk,
 )
-from node.identity import Identity
+from node.base.identity import Identity
 
 pytestmark = pytest.mark.slow
 

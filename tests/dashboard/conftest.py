@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from node.genesis import Genesis
-from node.testnet import Testnet
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 
 # Three digits nodes evaluating every round, with node-level DP on so the privacy chart has
 # releases. The noise is deliberately weak (demo, not a privacy setting): the curves move.

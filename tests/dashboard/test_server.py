@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from node.config import ConfigError, NodeSettings, load_settings
+from node.base.settings import ConfigError, NodeSettings, load_settings
 from node.dashboard import DashboardError, DashboardServer, TrafficHistory, dashboard_url
 
 TOKEN = "s3cret-token_value"

@@ -1,4 +1,4 @@
-"""``node.certs``: the CA, node certificates, and the checks the daemon runs at start-up."""
+"""``node.wire.certs``: the CA, node certificates, and the checks the daemon runs at start-up."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from node.certs import CertError, TlsError, init_ca, issue_cert, load_tls, parse_host
+from node.wire.certs import CertError, TlsError, init_ca, issue_cert, load_tls, parse_host
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -215,10 +215,10 @@ def test_cli_makes_a_ca_and_a_node_certificate(tmp_path: Path) -> None:
 
 
 def test_a_tls_daemon_dials_peers_with_its_certificate(ca: Path, tmp_path: Path) -> None:
-    from node.config import NodeSettings
-    from node.daemon import Daemon
-    from node.datadir import DataDir
-    from node.genesis import Genesis
+    from node.base.datadir import DataDir
+    from node.base.settings import NodeSettings
+    from node.daemon.core import Daemon
+    from node.training.genesis import Genesis
 
     made = issue_cert(ca, "n", ["fednode-peer"], tmp_path / "n")
     settings = NodeSettings(

@@ -2,7 +2,7 @@
 
 No Docker engine runs here, so the compose files are parsed (``deploy/check.sh`` validates
 them with ``docker-compose config`` in CI) and each node's command is compared with the
-one :meth:`node.testnet.Testnet._command` builds for the same node of a local testnet.
+one :meth:`node.testnet.local.Testnet._command` builds for the same node of a local testnet.
 The container entrypoint itself is a shell script, so one test runs it for real.
 """
 
@@ -22,10 +22,10 @@ import pytest
 import typer
 import yaml
 
-from node.certs import init_ca, issue_cert
-from node.genesis import Genesis, load_genesis
-from node.metrics import Metrics
-from node.testnet import Testnet
+from node.base.metrics import Metrics
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis, load_genesis
+from node.wire.certs import init_ca, issue_cert
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -91,7 +91,7 @@ def _local_commands(genesis: Genesis, tmp_path: Path) -> list[list[str]]:
 
 
 def test_genesis_is_exactly_what_testnet_up_builds(genesis: Genesis) -> None:
-    from node.testnet_cli import testnet_genesis
+    from node.cli.testnet import testnet_genesis
 
     # `fednode testnet up --nodes 4 --byzantine 1 --task digits --rounds 10 --rule median
     # --seed 1` (the command deploy/genesis.toml names).
@@ -102,7 +102,7 @@ def test_genesis_is_exactly_what_testnet_up_builds(genesis: Genesis) -> None:
 
 
 def test_genesis_is_the_local_testnet_genesis(genesis: Genesis) -> None:
-    # The settings `fednode testnet up` puts in its genesis (node/testnet_cli.py).
+    # The settings `fednode testnet up` puts in its genesis (node/cli/testnet.py).
     assert genesis.network.name == f"testnet-{genesis.task.name}"
     assert genesis.network.pow_difficulty == 8
     assert genesis.network.gossip_profile == "local"
@@ -205,7 +205,7 @@ def test_tls_override_gives_every_node_its_certificates(compose: dict[str, Any])
 
 
 def test_image_healthcheck_and_entrypoint_use_real_commands() -> None:
-    from node import cli
+    from node.cli import app as cli
 
     cli._register_deploy()
     commands = typer.main.get_command(cli.app).commands  # type: ignore[attr-defined]

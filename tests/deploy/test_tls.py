@@ -1,4 +1,4 @@
-"""Mutual TLS between real daemon processes, with certificates made by ``node.certs``.
+"""Mutual TLS between real daemon processes, with certificates made by ``node.wire.certs``.
 
 One network of four membership-only nodes: nodes 0 and 1 hold certificates from CA A
 and must find each other; node 2 holds a certificate from CA B and node 3 speaks
@@ -21,12 +21,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.certs import init_ca, issue_cert
-from node.config import NodeSettings
-from node.daemon import Daemon, DaemonError
-from node.datadir import DataDir
-from node.genesis import Genesis, render_genesis
-from node.testnet import Testnet
+from node.base.datadir import DataDir
+from node.base.settings import NodeSettings
+from node.daemon.core import Daemon, DaemonError
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis, render_genesis
+from node.wire.certs import init_ca, issue_cert
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
+from node.base.identity import Identity
 from node.gossip import GossipConfig, Membership
-from node.gossip.memory import deterministic_identity
-from node.identity import Identity
+from node.sim.gossip import deterministic_identity
 
 NETWORK = hashlib.sha256(b"test-network").digest()
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.identity import Identity
 from node.gossip import GossipConfig, GossipRejected, Membership
 from node.gossip.admission import IntroductionQueue, TokenBucket, Verdict
 from node.gossip.records import sign_record
-from node.identity import Identity
 
 
 def _queue(**kw: float) -> IntroductionQueue[str]:
@@ -197,7 +197,7 @@ def test_tight_budgets_delay_an_honest_join_but_it_converges(state_cap: int) -> 
     """
     import math
 
-    from node.gossip.memory import SimNetwork
+    from node.sim.gossip import SimNetwork
 
     cfg = GossipConfig.profile(
         "lan",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.identity import Identity
 from node.gossip import (
     GossipConfig,
     GossipRejected,
@@ -23,7 +24,6 @@ from node.gossip import (
     sign_record,
     sign_statement,
 )
-from node.identity import Identity
 
 LAN = GossipConfig.profile("lan")
 
@@ -455,7 +455,7 @@ def test_new_capabilities_spread_at_a_higher_incarnation(
     make_core: Callable[..., Membership], wire: type
 ) -> None:
     # A node whose privacy budget is spent re-announces itself without taking part
-    # (node/participation.py): every member must take the new record.
+    # (node/daemon/participation.py): every member must take the new record.
     a, b, c = make_core(1, capabilities=("sgd",)), make_core(2), make_core(3)
     w = wire(a, b, c)
     w.run(0.0, b, b.join(0.0, [a.address]))

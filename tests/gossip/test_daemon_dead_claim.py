@@ -18,11 +18,11 @@ import pytest
 
 from fednode_proto.v1 import gossip_pb2 as pb
 from fednode_proto.v1 import node_pb2_grpc
-from node.envelope import seal
-from node.genesis import Genesis
+from node.base.identity import Identity
 from node.gossip import GossipConfig, StatementKind, sign_record, sign_statement
-from node.identity import Identity
-from node.testnet import Testnet
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
+from node.wire.envelope import seal
 
 pytestmark = pytest.mark.slow
 

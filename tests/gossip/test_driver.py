@@ -20,8 +20,8 @@ from node.gossip import (
     MembershipDriver,
     MemberState,
 )
-from node.gossip.memory import deterministic_identity
 from node.gossip.transport import reply_sender_id
+from node.sim.gossip import deterministic_identity
 
 NET = hashlib.sha256(b"driver-test").digest()
 CFG = GossipConfig.profile("test")

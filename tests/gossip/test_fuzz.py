@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fednode_proto.v1 import gossip_pb2 as pb
 from node.gossip import GossipConfig, GossipRejected, Membership
-from node.gossip.memory import deterministic_identity
+from node.sim.gossip import deterministic_identity
 
 NET = hashlib.sha256(b"fuzz").digest()
 CFG = GossipConfig.profile(

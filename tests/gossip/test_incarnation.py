@@ -25,7 +25,7 @@ from node.gossip import (
     sign_record,
     sign_statement,
 )
-from node.gossip.memory import SimNetwork
+from node.sim.gossip import SimNetwork
 
 U64_MAX = 2**64 - 1
 

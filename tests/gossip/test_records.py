@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from node.base.identity import Identity, pow_check
 from node.gossip import (
     MemberRecord,
     RecordError,
@@ -18,7 +19,6 @@ from node.gossip import (
     sign_statement,
 )
 from node.gossip.records import RECORD_DOMAIN
-from node.identity import Identity, pow_check
 
 
 def _record(ident: Identity, network: bytes, **kw: object) -> MemberRecord:

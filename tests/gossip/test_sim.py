@@ -7,7 +7,7 @@ import math
 import pytest
 
 from node.gossip import GossipConfig, MemberState
-from node.gossip.memory import SimNetwork, SimNode
+from node.sim.gossip import SimNetwork, SimNode
 
 LAN = GossipConfig.profile("lan")
 GI, PI = LAN.gossip_interval, LAN.probe_interval

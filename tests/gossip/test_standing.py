@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.identity import Identity
 from node.gossip import GossipConfig, Membership, MemberState, Reply, Send
 from node.gossip.records import sign_record
-from node.identity import Identity
 
 CFG = GossipConfig.profile("lan", max_members=12, promotion_min_age=10.0)
 

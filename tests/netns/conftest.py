@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.netns import NS_PREFIX, cleanup, list_namespaces, missing_requirements
+from node.testnet.netns import NS_PREFIX, cleanup, list_namespaces, missing_requirements
 
 
 def require_netns() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from node.netns import (
+from node.testnet.netns import (
     NS_PREFIX,
     PEER_PORT,
     NetnsFabric,
@@ -126,7 +126,7 @@ def test_delay_proxy_adds_latency(tag: str, tmp_path: Path) -> None:
         procs.append(
             subprocess.Popen(
                 [
-                    *fabric.exec_prefix(1), sys.executable, "-m", "node.netns", "proxy",
+                    *fabric.exec_prefix(1), sys.executable, "-m", "node.testnet.netns", "proxy",
                     "--listen", f"{fabric.address(1)}:{PEER_PORT}",
                     "--target", "127.0.0.1:7421", "--control", str(control),
                 ],
@@ -162,8 +162,8 @@ import signal, sys, time
 # run from a terminal has Python's default handler, which is what this test is about.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
-from node.genesis import Genesis
-from node.netns import NetnsTestnet
+from node.training.genesis import Genesis
+from node.testnet.netns import NetnsTestnet
 tn = NetnsTestnet(Path(sys.argv[1]), Genesis(), 2, tag=sys.argv[2])
 tn._install_handlers()
 try:

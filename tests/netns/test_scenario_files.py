@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from node.testnet.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "deploy" / "scenarios").glob("*.toml"))

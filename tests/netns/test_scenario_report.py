@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.scenario import _Restart, load_scenario
+from node.testnet.scenario import _Restart, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH = "ab" * 32

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.netns import NS_PREFIX, list_namespaces
+from node.testnet.netns import NS_PREFIX, list_namespaces
 
 HERE = Path(__file__).resolve().parent
 

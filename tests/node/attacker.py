@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from fednode_proto.v1 import training_pb2 as pb
-from node.config import NodeSettings
-from node.daemon import Daemon
-from node.datadir import DataDir
-from node.envelope import SeqCounter, Verified, seal
-from node.exchange import chunks_for, encode_update
-from node.genesis import load_genesis
-from node.logs import configure_logging
+from node.base.datadir import DataDir
+from node.base.logs import configure_logging
+from node.base.settings import NodeSettings
+from node.daemon.core import Daemon
+from node.training.genesis import load_genesis
 from node.training.params import encode_state
+from node.wire.envelope import SeqCounter, Verified, seal
+from node.wire.exchange import chunks_for, encode_update
 
 
 class Attack:

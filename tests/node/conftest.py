@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from node.genesis import Genesis
-from node.testnet import Testnet
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 
 FAST_GENESIS = {
     "network": {"name": "test-net", "seed": 7, "pow_difficulty": 4, "gossip_profile": "test"},

@@ -1,10 +1,10 @@
-"""The admission policy (node/admission.py): one decision, a stable reason for each refusal."""
+"""The admission policy (node/wire/admission.py): one decision, a stable reason for each refusal."""
 
 from __future__ import annotations
 
 import pytest
 
-from node.admission import (
+from node.wire.admission import (
     ADMISSION_REASONS,
     AdmissionPolicy,
     Admit,
@@ -55,14 +55,17 @@ def test_the_peer_service_does_not_load_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, node.daemon, node.service, node.runtime; print('torch' in sys.modules)"
+    code = (
+        "import sys, node.daemon.core, node.wire.service, node.daemon.runtime;"
+        " print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
 
 
 def test_ban_takes_only_plausible_node_ids() -> None:
-    from node.admin import check_node_id_prefix
+    from node.wire.admin_server import check_node_id_prefix
 
     assert check_node_id_prefix(" ABcd12 ") == "abcd12"
     assert check_node_id_prefix("ab" * 32) == "ab" * 32
@@ -85,7 +88,7 @@ class _Ctx:
 def test_rate_limit_key_is_the_host_except_on_loopback() -> None:
     # Nodes of a local testnet all dial from 127.0.0.1: keyed by host they would throttle
     # each other (and did: an attacker daemon refused its peers as rate_limited).
-    from node.service import _peer_host
+    from node.wire.service import _peer_host
 
     assert _peer_host(_Ctx("ipv4:10.1.2.3:5555")) == "10.1.2.3"
     assert _peer_host(_Ctx("ipv4:10.1.2.3:6666")) == "10.1.2.3"

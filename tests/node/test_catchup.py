@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.catchup import (
+from node.daemon.catchup import (
     Adoption,
     LagEvidence,
     PulledCheckpoint,
@@ -26,11 +26,11 @@ from node.catchup import (
     catchup_quorum,
     combine_checkpoints,
 )
-from node.genesis import Genesis
+from node.daemon.training_runtime import TrainingRuntime
 from node.storage import DB_FILENAME
-from node.testnet import FixedLoopbackPorts, Testnet
+from node.testnet.local import FixedLoopbackPorts, Testnet
 from node.training.engine import Aggregate, Received
-from node.training_runtime import TrainingRuntime
+from node.training.genesis import Genesis
 
 # --- the evidence rule --------------------------------------------------------------------
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from node.genesis import Genesis
-from node.identity import Identity
-from node.testnet import FixedLoopbackPorts, Testnet
+from node.base.identity import Identity
+from node.testnet.local import FixedLoopbackPorts, Testnet
+from node.training.genesis import Genesis
 
 ATTACKER = Path(__file__).with_name("attacker.py")
 ROUNDS = 20  # rounds trained with the liars present; the network could run to 1000

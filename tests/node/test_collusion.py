@@ -1,4 +1,4 @@
-"""The colluding attackers' harness (node/collusion.py), without daemons."""
+"""The colluding attackers' harness (node/testnet/collusion.py), without daemons."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.collusion import (
+from node.testnet.collusion import (
     COLLUDING_ATTACKS,
     NORM_MARGIN,
     Collusion,

@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from fednode_proto.v1 import admin_pb2, admin_pb2_grpc
-from node.datadir import DataDir
-from node.genesis import Genesis
-from node.testnet import Testnet
+from node.base.datadir import DataDir
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from fednode_proto.v1.envelope_pb2 import Envelope
-from node.envelope import EnvelopeError, ReplayWindow, SeqCounter, check_envelope, seal
-from node.identity import Identity
+from node.base.identity import Identity
+from node.wire.envelope import EnvelopeError, ReplayWindow, SeqCounter, check_envelope, seal
 
 NET = b"\x01" * 32
 OTHER = b"\x02" * 32

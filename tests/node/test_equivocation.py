@@ -1,4 +1,4 @@
-"""Equivocation evidence: the sans-I/O book (node/equivocation.py) with real signatures."""
+"""Equivocation evidence: the sans-I/O book (node/wire/equivocation.py) with real signatures."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from fednode_proto.v1.envelope_pb2 import Envelope
-from node.envelope import SeqCounter, seal
-from node.equivocation import EquivocationBook, EquivocationError, check_sighting
-from node.exchange import encode_update
-from node.identity import Identity
+from node.base.identity import Identity
+from node.wire.envelope import SeqCounter, seal
+from node.wire.equivocation import EquivocationBook, EquivocationError, check_sighting
+from node.wire.exchange import encode_update
 
 NET = b"n" * 32
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from node.genesis import Genesis
-from node.identity import Identity
-from node.testnet import Testnet
+from node.base.identity import Identity
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 
 ATTACKER = Path(__file__).with_name("attacker.py")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from node.config import ConfigError, NodeSettings, load_settings
-from node.genesis import Genesis, GenesisError, load_genesis, parse_genesis, render_genesis
+from node.base.settings import ConfigError, NodeSettings, load_settings
+from node.training.genesis import Genesis, GenesisError, load_genesis, parse_genesis, render_genesis
 
 
 def test_render_parse_roundtrip_keeps_network_id() -> None:
@@ -99,7 +99,7 @@ def test_advertise_required_for_wildcard_listen() -> None:
 
 def test_rule_names_match_the_aggregation_registry() -> None:
     from aggregation import RULES
-    from node.genesis import RULE_NAMES
+    from node.training.genesis import RULE_NAMES
 
     assert set(RULES) == RULE_NAMES
 

@@ -20,14 +20,14 @@ import torch
 
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1.training_pb2 import HistoryGossip, HistoryReport
-from node.envelope import seal
-from node.genesis import Genesis
-from node.history_gossip import MAX_HOPS, check_report, sign_report
-from node.identity import Identity
-from node.service import Rejected
+from node.base.identity import Identity
+from node.daemon.history_gossip import MAX_HOPS, check_report, sign_report
 from node.storage import open_store
 from node.storage.engine import sqlite_url_for
-from node.testnet import Testnet
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
+from node.wire.envelope import seal
+from node.wire.service import Rejected
 
 NET = b"\x05" * 32
 
@@ -180,7 +180,7 @@ def test_forged_and_tampered_reports_are_refused_and_counted(
     mallory = Identity.generate(hist_net.genesis.network.pow_difficulty)
     dim = 2048  # digits MLP has > 4096 parameters: histories are sketched to 2048
     vec = torch.ones(dim)
-    # Admission (node/admission.py) takes history batches only from members: the attacker
+    # Admission (node/wire/admission.py) takes history batches only from members: the attacker
     # relays through a member daemon of its own (joined by gossip, trains nothing).
     relay_net = Testnet(tmp_path / "relay", hist_net.genesis, 1, node_args={0: ["--no-train"]})
     relay_net.prepare()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.identity import (
+from node.base.identity import (
     Identity,
     IdentityError,
     node_id_for,
@@ -101,7 +101,7 @@ def test_tampered_key_file_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_swapped_public_key_detected_even_with_fixed_checksum(tmp_path: Path) -> None:
-    from node.identity import _checksum
+    from node.base.identity import _checksum
 
     path = tmp_path / "identity.json"
     Identity.generate(0).save(path)

@@ -13,10 +13,10 @@ import pytest
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.training_pb2 import TensorChunk, TensorHeader
-from node.envelope import seal
-from node.genesis import Genesis
-from node.identity import Identity
-from node.testnet import Testnet
+from node.base.identity import Identity
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
+from node.wire.envelope import seal
 
 pytestmark = pytest.mark.slow
 

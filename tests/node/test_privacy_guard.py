@@ -8,9 +8,9 @@ import pytest
 import torch
 from sqlalchemy import text
 
-from node.genesis import PrivacySpec
-from node.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
+from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from node.storage import open_store
+from node.training.genesis import PrivacySpec
 from privacy import epsilon
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.address import format_host_port, parse_host_port
-from node.ratelimit import RateLimiter
+from node.base.address import format_host_port, parse_host_port
+from node.base.ratelimit import RateLimiter
 
 
 class Clock:

@@ -24,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-# Log lines start with an ISO time (node/logs.py's text format).
+# Log lines start with an ISO time (node/base/logs.py's text format).
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)Z ")
 
 

@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from node.genesis import Genesis
 from node.storage import open_store
-from node.testnet import Testnet
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 from node.training.params import ParamLayout, decode_checkpoint
 from privacy import epsilon
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.reputation import ReputationBook
+from node.daemon.reputation import ReputationBook
 from node.storage import open_store
 
 PEER = "ab" * 32

@@ -23,11 +23,8 @@ import torch
 
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1 import training_pb2 as pb
-from node.envelope import check_envelope, seal
-from node.genesis import Genesis
-from node.identity import Identity
-from node.service import Rejected
-from node.spsa_runtime import (
+from node.base.identity import Identity
+from node.daemon.spsa_runtime import (
     RoundLedger,
     batch_to_wire,
     check_batch,
@@ -36,8 +33,11 @@ from node.spsa_runtime import (
     parse_entry_key,
 )
 from node.storage.spsa_digest import seed_set_digest
-from node.testnet import Testnet
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 from node.training.learners.spsa import ScalarBatch, ScalarEntry, quantize, seed_id
+from node.wire.envelope import check_envelope, seal
+from node.wire.service import Rejected
 
 NET = b"\x07" * 32
 SEED = 7
@@ -356,7 +356,7 @@ def test_forged_duplicate_and_malformed_batches_are_refused(
 ) -> None:
     st = _wait(spsa_net, lambda st: _agreed(st, 4), 240, "agreement of 4 nodes")
     net_id = spsa_net.genesis.network_id
-    # Admission (node/admission.py) serves and takes batches only from members: the
+    # Admission (node/wire/admission.py) serves and takes batches only from members: the
     # attacker relays through a member daemon of its own (joined by gossip, trains
     # nothing), signing the envelopes with its key; the batches' origin is a Sybil key.
     relay_net = Testnet(tmp_path / "relay", spsa_net.genesis, 1, node_args={0: ["--no-train"]})

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from fednode_proto.v1 import admin_pb2
-from node.genesis import Genesis
-from node.status_json import status_document
-from node.testnet import Testnet
+from node.cli.status_json import status_document
+from node.testnet.local import Testnet
+from node.training.genesis import Genesis
 
 Cli = Callable[..., Any]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -161,7 +161,7 @@ def test_first_status_after_kill_and_restart_reads_the_stored_state(
 
 def test_status_says_starting_while_a_daemon_holds_the_data_dir(tmp_path: Path, cli: Cli) -> None:
     # What `fednode start` does first, before loading anything: take the lock.
-    from node.datadir import DataDir
+    from node.base.datadir import DataDir
 
     dd = DataDir(tmp_path / "n1")
     fd = dd.acquire_lock()

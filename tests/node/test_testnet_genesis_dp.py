@@ -3,7 +3,7 @@ error for Genesis", because the testnet also asked for example weighting, which 
 
 from __future__ import annotations
 
-from node.testnet_cli import testnet_genesis as make_genesis  # not collected as a test
+from node.cli.testnet import testnet_genesis as make_genesis  # not collected as a test
 
 
 def _genesis(epsilon: float | None) -> object:

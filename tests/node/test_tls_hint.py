@@ -3,7 +3,7 @@ tests/deploy/test_tls.py, whose plaintext node must log it."""
 
 from __future__ import annotations
 
-from node.tls_hint import TlsHints, tls_mismatch_hint
+from node.wire.tls_hint import TlsHints, tls_mismatch_hint
 
 # What grpc 1.85 reports, measured with a plaintext client against a TLS server and back.
 PLAIN_TO_TLS = (

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from node.genesis import load_genesis
+from node.training.genesis import load_genesis
 
 Cli = Callable[..., Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,8 +89,8 @@ def test_hf_daemons_train_and_export_loads_with_peft(
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
-    from node.testnet import Testnet
-    from node.testnet_cli import testnet_genesis
+    from node.cli.testnet import testnet_genesis
+    from node.testnet.local import Testnet
     from node.training.datasets import load_task
     from node.training.models import build_model
     from node.training.params import layout_of, load_vector, vector_hash
@@ -155,8 +155,8 @@ def test_flower_clientapp_testnet_and_a_broken_client_keeps_serving(
     assert summary["honest_mean_accuracy"] > 0.5
     assert all(r["round"] == 2 for r in summary["per_node"])
 
-    from node.testnet import Testnet
-    from node.testnet_cli import testnet_genesis
+    from node.cli.testnet import testnet_genesis
+    from node.testnet.local import Testnet
 
     (tmp_path / "crashy_app.py").write_text("import definitely_not_installed_pkg\n")
     gen = testnet_genesis(nodes=1, task="digits", learner="flower",

@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from node.wide import print_wide
+from node.cli.wide import print_wide
 
 NODE_ID = "3fa2c1" + "0123456789abcdef" * 3 + "fedcba9876"  # 64 hex characters
 

@@ -9,7 +9,7 @@ sends nothing back. For each push it appends one JSON line to ``OUT/pushes.jsonl
 
 * ``digest``: sha256 hex of what the subject's ledger must record for it: the raw float32
   payload for an update (equal to its signed ``payload_sha256``), the origin-signed bytes
-  for a scalar batch (:func:`node.spsa_runtime.release_digest`);
+  for a scalar batch (:func:`node.daemon.spsa_runtime.release_digest`);
 * ``values``: the released numbers as decoded from the wire (vector or scalars);
 * ``ledger``: read from the subject's SQLite file the moment the push arrived: the rows
   whose ``release_digest`` equals ``digest`` and the total row count. A row present here
@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from fednode_proto.v1 import training_pb2 as pb
-from node.config import NodeSettings
-from node.daemon import Daemon
-from node.datadir import DataDir
-from node.envelope import Verified
-from node.genesis import load_genesis
-from node.logs import configure_logging
-from node.spsa_runtime import release_digest
+from node.base.datadir import DataDir
+from node.base.logs import configure_logging
+from node.base.settings import NodeSettings
+from node.daemon.core import Daemon
+from node.daemon.spsa_runtime import release_digest
+from node.training.genesis import load_genesis
 from node.training.trainer import make_trainer
+from node.wire.envelope import Verified
 
 
 def ledger_at(db: Path, digest: str) -> dict[str, Any]:

@@ -9,13 +9,13 @@ import pytest
 import torch
 from dp_accounting import rdp
 
-from node.genesis import PrivacySpec
-from node.privacy_guard import ReleaseGuard
+from node.daemon.privacy_guard import ReleaseGuard
+from node.sim.rounds import simulate
 from node.storage import open_store
 from node.training.datasets import load_task
+from node.training.genesis import PrivacySpec
 from node.training.models import build_model
 from node.training.params import flatten
-from node.training.simulate import simulate
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 from privacy import noise_multiplier_for
 

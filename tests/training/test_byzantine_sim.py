@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from node.training.byzantine_sim import (
+from node.sim.byzantine import (
     AttackSpec,
     ByzantineSimError,
     check_rule_preconditions,

@@ -13,10 +13,10 @@ from opacus.accountants import RDPAccountant
 from pydantic import ValidationError
 from torch import nn
 
-from node.genesis import PrivacySpec
-from node.privacy_guard import RecordMechanism, ReleaseGuard
+from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard
 from node.storage import open_store
 from node.training.datasets import NodeData, node_data
+from node.training.genesis import PrivacySpec
 from node.training.learners.spsa import SPSALearner, dp_zo_scalar, perturbation, seed_id
 from node.training.models import build_model
 from node.training.params import flatten, load_vector

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from node.sim.rounds import simulate
 from node.training.datasets import load_task
-from node.training.simulate import simulate
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
 

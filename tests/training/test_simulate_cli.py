@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from node import testnet_cli
-from node.genesis import Genesis, load_genesis, render_genesis
+from node.cli import testnet as testnet_cli
+from node.training.genesis import Genesis, load_genesis, render_genesis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,7 @@ def test_prints_progress_and_table_and_writes_plot(tmp_path: Path) -> None:
 
 
 def test_same_accuracies_as_calling_simulate_directly(tmp_path: Path, rules) -> None:  # type: ignore[no-untyped-def]
-    from node.training.simulate import simulate
+    from node.sim.rounds import simulate
 
     genesis = write(digits(nodes=4, rounds=9), tmp_path / "net.toml")
     proc = fednode(
@@ -134,7 +134,7 @@ def test_spsa_nodes_agree_bit_for_bit(tmp_path: Path) -> None:
 
 
 def test_band_plot_of_many_nodes_and_of_one_round(tmp_path: Path) -> None:
-    from node.accuracy_plot import plot_accuracy_band
+    from node.cli.accuracy_plot import plot_accuracy_band
 
     assert not plot_accuracy_band({}, tmp_path / "none.png", "empty")
     assert not (tmp_path / "none.png").exists()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from node.sim.rounds import simulate_spsa
 from node.training.datasets import node_data
 from node.training.learners.spsa import (
     ScalarBatch,
@@ -25,7 +26,6 @@ from node.training.learners.spsa import (
 )
 from node.training.models import build_model
 from node.training.params import flatten, model_hash
-from node.training.simulate import simulate_spsa
 from node.training.spec import LearnerSpec, TaskSpec
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from node.sim.sybil import SybilScenario, add_trigger, simulate_sybil
 from node.training.datasets import load_task
 from node.training.spec import TaskSpec
-from node.training.sybil_sim import SybilScenario, add_trigger, simulate_sybil
 
 TINY = {"honest": 4, "rounds": 2, "local_steps": 5, "peers": 2}
 

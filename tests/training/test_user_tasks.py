@@ -154,7 +154,7 @@ def test_flower_user_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:  
 
 
 def test_simulate_runs_a_factory_task(python_tasks: None) -> None:
-    from node.training.simulate import simulate
+    from node.sim.rounds import simulate
     from node.training.spec import RoundSpec
 
     spec = _python("digits_task:make_task", nodes=3, batch_size=32)

@@ -1,0 +1,30 @@
+"""Primitives that import nothing else of ``node``.
+
+Identity and proof of work, host:port addresses, the data directory, secret files, logs,
+metrics, rate limits and the node's settings file. Every other layer may import these.
+"""
+
+from node.base.address import format_host_port, parse_host_port
+from node.base.datadir import DataDir, DataDirLocked, default_data_dir
+from node.base.logs import LOGGER_NAME, configure_logging, log
+from node.base.metrics import Metrics
+from node.base.ratelimit import RateLimiter
+from node.base.secret_file import write_secret
+from node.base.settings import ConfigError, NodeSettings, load_settings
+
+__all__ = [
+    "LOGGER_NAME",
+    "ConfigError",
+    "DataDir",
+    "DataDirLocked",
+    "Metrics",
+    "NodeSettings",
+    "RateLimiter",
+    "configure_logging",
+    "default_data_dir",
+    "format_host_port",
+    "load_settings",
+    "log",
+    "parse_host_port",
+    "write_secret",
+]

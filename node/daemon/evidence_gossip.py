@@ -1,0 +1,169 @@
+"""Equivocation evidence on the wire: update sightings and proofs over ``PushEvidence``.
+
+A node that equivocates sends different peers different updates for one round, so no
+single receiver sees both. Every node therefore relays the signed *header* of each update
+it receives from a member (a sighting: a few hundred bytes, never the payload) to
+``fanout`` random members. A node holding two headers of one sender and round with
+different payload hashes has a proof (:mod:`node.wire.equivocation`): it quarantines the
+sender through the reputation book and pushes the pair to every member it knows (up to
+``max_relay``); each node that verifies the pair does the same once, so the proof floods
+the view while each node checks it at most once.
+
+Bounded work: a relayed sighting costs one signature check and one table entry (bounded,
+least recently seen evicted), a proof two checks and is ignored once its sender is
+convicted; a relayed sighting is never relayed again. Evidence that does not verify is
+refused with an ``evidence_*`` reason code and charged to the relay (an honest relay
+verified it before relaying).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from fednode_proto.v1.envelope_pb2 import Envelope
+from fednode_proto.v1.evidence_pb2 import Evidence
+from fednode_proto.v1.training_pb2 import TensorHeader
+from node.base.logs import log
+from node.wire.envelope import SeqCounter, Verified, seal
+from node.wire.equivocation import EquivocationBook, EquivocationError, Proof, Sighting
+from node.wire.service import Rejected
+
+if TYPE_CHECKING:
+    from node.daemon.core import Daemon
+
+__all__ = ["EvidenceExchange", "start_evidence"]
+
+
+class EvidenceExchange:
+    """Detects equivocating senders and spreads the proof (one per daemon).
+
+    Parameters
+    ----------
+    daemon : Daemon
+        Identity, channels, membership, reputation book, metrics and store.
+    fanout : int, default 3
+        Members each received update header is relayed to.
+    max_relay : int, default 32
+        Members a new proof is pushed to.
+    """
+
+    def __init__(self, daemon: Daemon, *, fanout: int = 3, max_relay: int = 32) -> None:
+        self.daemon = daemon
+        self.book = EquivocationBook(daemon.genesis.network_id)
+        self.fanout = fanout
+        self.max_relay = max_relay
+        self.seq = SeqCounter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rng = random.Random()
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    def seen_update(self, env: Envelope, msg: Verified, header: TensorHeader) -> None:
+        """An update header the service verified: check it against what we saw, relay it."""
+        if header.round != msg.round or len(header.payload_sha256) != 32:
+            return  # refused as bad_round/bad_hash by the runtime; proves nothing
+        sighting = Sighting(msg.sender_id, int(msg.round), bytes(header.payload_sha256), env)
+        proof = self.book.observe(sighting)
+        if proof is not None:
+            self._convict(proof, source="received")
+            return
+        membership = self.daemon.membership
+        if self.book.is_convicted(msg.sender_id):
+            return
+        # Only members' updates are relayed: a key outside the view cannot use us to
+        # multiply its traffic (its contradictions are still found by whoever it reaches).
+        if membership is not None and membership.is_member(msg.sender_id):
+            self._push(Evidence(updates=[env]), self._targets(self.fanout, msg.sender_id))
+
+    async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
+        """A relayed sighting or proof; raise :class:`Rejected` if it proves nothing."""
+        try:
+            if len(evidence.updates) == 1:
+                proof = self.book.sighting(evidence.updates[0])
+            elif len(evidence.updates) == 2:
+                proof = self.book.proof(evidence.updates[0], evidence.updates[1])
+            else:
+                raise Rejected("evidence_malformed", "one header (sighting) or two (proof)")
+        except EquivocationError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        if proof is not None:
+            self._convict(proof, source=msg.sender_id.hex()[:16])
+
+    # --- conviction ------------------------------------------------------------------------
+
+    def _convict(self, proof: Proof, *, source: str) -> None:
+        d = self.daemon
+        sender = proof.sender.hex()
+        if d.reputation is not None:
+            d.reputation.convict(sender, "equivocation")
+        d.metrics.messages_rejected.labels(reason="equivocation").inc()
+        detail = {"node_id": sender[:16], "round": proof.round, "source": source}
+        log.warning("equivocation proven", extra={"fields": detail})
+        store = d.store
+        if store is not None:
+            fut = asyncio.get_running_loop().run_in_executor(
+                None, lambda: store.log_event("equivocation", {**detail, "node_id": sender})
+            )
+            fut.add_done_callback(_log_failure)
+        pair = Evidence(updates=[proof.first, proof.second])
+        self._push(pair, self._targets(self.max_relay, proof.sender))
+
+    # --- outbound --------------------------------------------------------------------------
+
+    def _targets(self, k: int, exclude: bytes) -> list[str]:
+        membership = self.daemon.membership
+        identity = self.daemon.identity
+        if membership is None or identity is None or k <= 0:
+            return []
+        addresses = [
+            m.address
+            for m in membership.members()
+            if m.node_id not in (exclude, identity.node_id) and membership.is_member(m.node_id)
+        ]
+        self._rng.shuffle(addresses)
+        return addresses[:k]
+
+    def _push(self, evidence: Evidence, addresses: list[str]) -> None:
+        if not addresses:
+            return
+        d = self.daemon
+        assert d.identity is not None
+        env = seal(
+            d.identity,
+            d.genesis.network_id,
+            "evidence",
+            evidence.SerializeToString(),
+            seq=self.seq.next("evidence"),
+        )
+        for address in addresses:
+            task = asyncio.create_task(self._send(address, env))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, address: str, env: Envelope) -> None:
+        d = self.daemon
+        try:
+            receipt = await d.channels.stub(address).PushEvidence(env, timeout=10.0)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("evidence push failed", extra={"fields": {"code": exc.code().name}})
+            return
+        d.metrics.bytes.labels(direction="out", kind="evidence").inc(env.ByteSize())
+        if not receipt.accepted:
+            log.debug("peer refused evidence", extra={"fields": {"reason": receipt.reason}})
+
+
+def _log_failure(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("equivocation event write failed: %s", fut.exception())
+
+
+def start_evidence(daemon: Daemon) -> EvidenceExchange:
+    """Create the exchange and put it behind the service's ``PushEvidence``."""
+    exchange = EvidenceExchange(daemon)
+    assert daemon.service is not None
+    daemon.service.evidence = exchange
+    return exchange

@@ -1,0 +1,1078 @@
+"""The daemon's training loop: drives the sans-I/O round engine with real I/O.
+
+Each node runs its own clock. The runtime executes the engine's actions: it samples peers
+from membership, trains in an executor (torch work never blocks the event loop), streams
+its vector to the sampled peers over ``Node.PushUpdate``, feeds verified peer updates
+back to the engine, aggregates through ``aggregation.RULES``, evaluates on the local test
+split, and checkpoints every round so a restarted node resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import torch
+
+from fednode_proto.v1 import admin_pb2
+from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
+from node.base.logs import log
+from node.daemon.catchup import (
+    Adoption,
+    LagEvidence,
+    PulledCheckpoint,
+    VoucherPolicy,
+    adopt_checkpoints,
+    catchup_quorum,
+    pull_checkpoint,
+    serve_checkpoint,
+)
+from node.daemon.evaluations import load_history, record_evaluation
+from node.daemon.participation import NO_REPLY, is_no_reply
+from node.daemon.peer_wait import wait_for_peers
+from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
+from node.training import engine as eng
+from node.training.params import (
+    checkpoint_tensors,
+    decode_checkpoint,
+    encode_state,
+    vector_hash,
+)
+from node.training.trainer import make_trainer
+from node.training.usercode import TaskSetupError
+from node.wire.envelope import SeqCounter, Verified, seal
+from node.wire.exchange import UpdateError, chunks_for, decode_update, encode_update
+from node.wire.service import Rejected
+
+if TYPE_CHECKING:
+    from node.daemon.core import Daemon
+
+__all__ = ["TrainingRuntime", "start_training"]
+
+STATE_ROUND = "training.round"
+#: Seconds between two "round finished" progress lines.
+PROGRESS_EVERY_S = 5.0
+#: Re-sends of an update refused ``not_member``/``not_ready`` (a peer that has not yet
+#: learned of this node by gossip), ADMISSION_RETRY_S apart.
+ADMISSION_RETRIES = 3
+ADMISSION_RETRY_S = 1.0
+#: Last round this node released an update for: it never signs a second, different update
+#: for a round (peers would hold proof of equivocation, node/wire/equivocation.py).
+STATE_RELEASED = "training.released_round"
+
+
+class TrainingRuntime:
+    """Training on one daemon (learners ``sgd`` and ``flower``).
+
+    Parameters
+    ----------
+    daemon : Daemon
+        The running daemon (identity, membership, store, metrics).
+    shard : int
+        Index of this node's data shard in the genesis partition.
+    attack : str or None
+        Testnets only: make this node Byzantine with the named attack.
+    """
+
+    def __init__(self, daemon: Daemon, shard: int, attack: str | None = None) -> None:
+        # Training and evaluation both run in executor threads and may overlap (the engine
+        # asks for round r's evaluation and round r+1's training together); they share the
+        # model (a Flower client sets its weights in place), so they take turns.
+        self._compute = threading.Lock()
+        self.daemon = daemon
+        self.shard = shard
+        self.attack = attack
+        self.identity = daemon.identity
+        assert self.identity is not None
+        self.node_id = self.identity.node_id_hex
+        self.seq = SeqCounter()
+        self.engine: eng.RoundEngine | None = None
+        self.trainer: Any = None
+        self.last_accuracy = 0.0
+        self.last_loss = float("nan")
+        self.model_hash = ""
+        self.evaluations: list[tuple[int, float, float, float]] = []
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self._task: asyncio.Task[Any] | None = None
+        self._base: torch.Tensor | None = None
+        self._recent: list[torch.Tensor] = []
+        # The last model that is post-processing of released values (our last release or
+        # merge): what a peer's vector is compared with, never the model mid-training.
+        self._public: torch.Tensor | None = None
+        self._silent: set[int] = set()  # rounds in which this node released nothing
+        self._released_round = -1  # see STATE_RELEASED
+        self._byz_sent: tuple[int, torch.Tensor] | None = None
+        self._byz_lock = asyncio.Lock()
+        # Testnet attackers only: node.testnet.collusion.ColludingAttacker, handed over by
+        # the CLI (the daemon never imports the testnet); join/observe/vector.
+        self.collusion: Any = None
+        self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
+        self.history_exchange: Any = None  # node.daemon.history_gossip.HistoryExchange, likewise
+        assert daemon.store is not None
+        self.guard: ReleaseGuard = daemon.guard or ReleaseGuard(
+            daemon.genesis.privacy, daemon.store, daemon.metrics
+        )
+        # Catch-up of a node many rounds behind (node/daemon/catchup.py).
+        self.lag: LagEvidence | None = None
+        self.vouchers: VoucherPolicy | None = None
+        self.catchup_f = 0
+        self.catchups = 0
+        self._catching_up = False
+        self._catchup_task: asyncio.Task[Any] | None = None
+        self._catchup_not_before = 0.0
+        self._last_progress = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        d = self.daemon
+        # Many nodes share few cores in a testnet: torch's default of one thread per core
+        # would oversubscribe them.
+        torch.set_num_threads(d.settings.torch_threads)
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        self.trainer = await loop.run_in_executor(
+            None,
+            lambda: make_trainer(
+                d.genesis.task,
+                d.genesis.learner,
+                seed=d.genesis.network.seed,
+                node_index=self.shard,
+                node_id=self.node_id,
+            ),
+        )
+        self._record_mechanism()
+        assert d.store is not None
+        start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
+        released = d.store.get_state(STATE_RELEASED, None)
+        self._released_round = -1 if released is None else int(released)
+        if start_round > 0:
+            restored = await loop.run_in_executor(None, self._restore)
+            if not restored:
+                start_round = 0
+        self._restore_history(await loop.run_in_executor(None, load_history, d.store))
+        agg = d.genesis.aggregation
+        # The genesis [aggregation] table is the one source of the rule and its parameters.
+        rounds = d.genesis.round_spec()
+        self.engine = eng.RoundEngine(
+            self.node_id,
+            rounds,
+            start_round=start_round,
+            numel=self.trainer.layout.numel,
+            layer_sizes=self.trainer.layout.sizes,
+        )
+        self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
+        self._public = self.trainer.vector()
+        self._setup_catchup()
+        if agg.sybil_weighting:
+            from aggregation.sybil import SimilarityHistory
+
+            numel = self.trainer.layout.numel
+            self.history = SimilarityHistory(
+                numel,
+                sketch_dim=min(numel, 2048) if numel > 4096 else None,
+                seed=d.genesis.network.seed,
+                self_id=self.node_id,
+                max_records=4096,
+            )
+            self._setup_history_gossip()
+        log.info(
+            "training ready",
+            extra={
+                "fields": {
+                    "task": d.genesis.task.name,
+                    "learner": d.genesis.learner.kind,
+                    "params": self.trainer.layout.numel,
+                    "shard": self.shard,
+                    "examples": self.trainer.num_examples,
+                    "start_round": start_round,
+                    "max_rounds": rounds.max_rounds or "none (until fednode stop)",
+                    "setup_s": round(time.monotonic() - t0, 2),
+                }
+            },
+        )
+        self.collusion = getattr(d, "collusion", None) if self.attack else None
+        if self.collusion is not None:
+            self.collusion.join(self.node_id)
+        self._task = asyncio.create_task(self._run(), name="training")
+
+    def _record_mechanism(self) -> None:
+        """Tell the guard what record-level DP the learner runs per round (DP-SGD)."""
+        learner = getattr(self.trainer, "learner", None)
+        dp_round = getattr(learner, "dp_round", None)
+        got = dp_round(self.trainer.num_examples) if dp_round is not None else None
+        if got is None or got[0] <= 0:
+            return
+        self.guard.set_record_mechanism(RecordMechanism("dp_sgd", *got))
+        # The learner's own accountant continues from the durable ledger after a restart.
+        learner.resume_accounting(  # type: ignore[union-attr]
+            [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
+        )
+
+    def _restore_history(self, history: list[tuple[int, float, float, float]]) -> None:
+        """Take the stored evaluations (the accuracy curve survives restarts)."""
+        self.evaluations = history
+        if history:
+            _, self.last_accuracy, self.last_loss, _ = history[-1]
+
+    def _restore(self) -> bool:
+        store = self.daemon.store
+        assert store is not None
+        ckpt = store.latest_checkpoint()
+        if ckpt is None:
+            return False
+        try:
+            vector = decode_checkpoint(store.checkpoint_bytes(ckpt), self.trainer.layout)
+            self.trainer.set_vector(vector)
+        except Exception as exc:  # a corrupt or foreign checkpoint: start over, don't crash
+            log.warning(
+                "checkpoint unusable, starting from round 0", extra={"fields": {"error": str(exc)}}
+            )
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for task in list(self._inflight):
+            task.cancel()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def _wait_for_peers(self) -> None:
+        """Let membership find peers before round 0, so nobody trains its first rounds alone.
+
+        Waits until ``min(peers_per_round, task.num_nodes - 1)`` peers are alive, or at most
+        ``round_timeout`` seconds (a node alone on the network then trains alone).
+        """
+        spec = self.daemon.genesis
+        want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
+        if await wait_for_peers(
+            lambda: len(self._sample(want)), want, spec, lambda: self._stopping
+        ):
+            return
+        log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
+
+    async def _run(self) -> None:
+        assert self.engine is not None
+        await self._wait_for_peers()
+        await self._execute(self.engine.tick(time.monotonic()))
+        while not self._stopping:
+            deadline = self.engine.next_deadline()
+            timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._drop_departed()
+            await self._execute(self.engine.tick(time.monotonic()))
+
+    async def _drop_departed(self) -> None:
+        """Stop waiting for sampled peers that died, left or no longer release updates."""
+        membership = self.daemon.membership
+        engine = self.engine
+        if membership is None or engine is None or self._catching_up:
+            return
+        for peer in engine.awaited_peers():
+            if not membership.takes_part(bytes.fromhex(peer)):
+                await self._peer_unavailable(peer, engine.round, "peer no longer takes part")
+
+    async def _peer_unavailable(self, peer: str, round_idx: int, why: str) -> None:
+        engine = self.engine
+        if engine is None or peer not in engine.awaited_peers():
+            return
+        log.info(
+            "not waiting for a peer this round",
+            extra={"fields": {"round": round_idx, "peer": peer, "why": why}},
+        )
+        await self._execute(engine.on_peer_unavailable(round_idx, peer, time.monotonic()))
+
+    def _sync_participation(self) -> bool:
+        """Tell peers (through our member record) whether this node still releases.
+
+        Returns that state: False once a budget (or an unusable ledger) stopped releases for
+        good, not merely because this round released nothing.
+        """
+        releasing = bool(self.guard.releasing or not self.guard.private)
+        membership = self.daemon.membership
+        if membership is not None:
+            membership.set_releasing(releasing)
+        return releasing
+
+    async def _execute(self, actions: list[eng.Action]) -> None:
+        if self._catching_up:
+            return  # the engine that asked is being replaced (see _catch_up)
+        for action in actions:
+            if isinstance(action, eng.SamplePeers):
+                peers = self._sample(action.k)
+                await self._execute(
+                    self.engine.on_sampled_peers(action.round, peers, time.monotonic())  # type: ignore[union-attr]
+                )
+            elif isinstance(action, eng.TrainLocal):
+                self._spawn(self._train(action.round))
+            elif isinstance(action, eng.SendUpdate):
+                for peer in action.peers:
+                    self._spawn(self._send(peer, action.round, action.payload))
+            elif isinstance(action, eng.Aggregate):
+                self._spawn(self._aggregate(action))
+            elif isinstance(action, eng.Evaluate):
+                self._spawn(self._evaluate(action.round))
+            elif isinstance(action, eng.RejectUpdate):
+                self.daemon.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
+                self._note_rejection(action)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, TaskSetupError):
+                log.error("training task failed: %s", exc)
+            else:
+                log.error("training task failed", exc_info=exc)
+
+    def _sample(self, k: int) -> list[str]:
+        membership = self.daemon.membership
+        if membership is None or k == 0:
+            return []
+        if self.history is not None:
+            return self._sample_unflagged(k)
+        members = membership.sample(k)
+        return [m.node_id.hex() for m in members]
+
+    def _address(self, node_id_hex: str) -> str | None:
+        membership = self.daemon.membership
+        if membership is None:
+            return None
+        member = membership.get(bytes.fromhex(node_id_hex))
+        return None if member is None else member.address
+
+    async def _train(self, round_idx: int) -> None:
+        """Train one round and release the result through the guard (the release path).
+
+        The guard is asked before training: once a budget is spent the node trains no
+        more (its data is never touched again) and its round contribution is its current
+        model, which it does not send. Otherwise the update is privatized and debited
+        with the digest of the exact vector that will be sent, and that released value
+        replaces the trained model, so the model, its checkpoints and everything sent
+        later are post-processing of released values.
+        """
+        loop = asyncio.get_running_loop()
+        base = self.trainer.vector()
+        self._base = base
+        assert self.engine is not None
+        ticket = None
+        if round_idx > self._released_round:
+            # A round already released (before a restart, or before the engine restarted
+            # its round) stays silent: a second, different update would be equivocation.
+            try:
+                ticket = await loop.run_in_executor(None, lambda: self.guard.open("update"))
+            except ReleaseRefused:
+                ticket = None
+        own = base
+        if ticket is not None:
+            result = await self._train_local(round_idx, base)
+            private = ticket.privatize_update(result.update)
+            model = base + private if ticket.noised else self.trainer.vector()
+            own = private if self.engine.spec.payload == "delta" else model
+            try:
+                await loop.run_in_executor(None, self._commit_release, ticket, round_idx, own)
+            except ReleaseRefused:
+                ticket = None
+            else:
+                self.trainer.set_vector(model)
+                self._public = model
+        if ticket is None:
+            # Nothing is released this round: keep (or go back to) the public model.
+            self._silent = {r for r in self._silent if r > round_idx - 16} | {round_idx}
+            self.trainer.set_vector(base)
+            own = torch.zeros_like(base) if self.engine.spec.payload == "delta" else base
+        releasing = self._sync_participation()
+        if not releasing and self.engine.spec.max_rounds is None:
+            # No round limit: rounds without a release would spin as fast as the CPU goes
+            # and change nothing. Stop here; the node keeps serving its peers.
+            log.warning(
+                "rounds stopped: this node releases no more updates",
+                extra={"fields": {"round": round_idx, "reason": self.guard.reason}},
+            )
+            return
+        actions = self.engine.on_local_result(
+            round_idx,
+            own,
+            time.monotonic(),
+            base=base,
+            num_examples=self.trainer.num_examples,
+            silent=ticket is None,
+        )
+        await self._execute(actions)
+
+    def _commit_release(self, ticket: Any, round_idx: int, own: torch.Tensor) -> None:
+        """Debit the release, then record its round durably, both before anything is sent."""
+        self.guard.commit(ticket, tensor_digest(own))
+        assert self.daemon.store is not None
+        self.daemon.store.set_state(STATE_RELEASED, round_idx)
+        self._released_round = round_idx
+
+    async def _train_local(self, round_idx: int, start: torch.Tensor) -> Any:
+        """The learner's round (two retries on failure, from the same start)."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, 4):
+            try:
+                return await loop.run_in_executor(None, self._locked, self.trainer.train, round_idx)
+            except Exception as exc:
+                # A learner error must not silently stop this node's rounds (its peers
+                # would wait for it every round); a transient one gets two more tries.
+                fields = {"round": round_idx, "attempt": attempt}
+                if isinstance(exc, TaskSetupError):  # user code: one line with its file
+                    log.error("local training failed: %s", exc, extra={"fields": fields})
+                else:
+                    log.exception("local training failed", extra={"fields": fields})
+                if attempt == 3:
+                    raise
+                self.trainer.set_vector(start)
+                await asyncio.sleep(1.0 * attempt)
+        raise AssertionError("unreachable")
+
+    async def _send(self, peer: str, round_idx: int, vector: torch.Tensor) -> None:
+        address = self._address(peer)
+        if address is None:
+            return
+        if round_idx in self._silent:
+            return  # nothing was released for this round
+        d = self.daemon
+        assert self.identity is not None
+        outgoing = await self._byzantine_once(round_idx, vector) if self.attack else vector
+        header, payload = encode_update(
+            outgoing,
+            round=round_idx,
+            # An example count is computed from the data: under DP it is not sent.
+            num_samples=0 if self.guard.private else self.trainer.num_examples,
+            model_hash=self.model_hash,
+        )
+        stub = d.channels.stub(address)
+        for attempt in range(ADMISSION_RETRIES + 1):
+            env = seal(
+                self.identity,
+                d.genesis.network_id,
+                "update",
+                header.SerializeToString(),
+                seq=self.seq.next("update"),
+                round=round_idx,
+            )
+            try:
+                receipt = await stub.PushUpdate(chunks_for(env, payload), timeout=30.0)
+                break
+            except grpc.aio.AioRpcError as exc:
+                # Nodes started together: the peer may not have learned of us by gossip yet
+                # (node/wire/admission.py refuses non-members). Re-sealed: the refused copy's
+                # sequence number is spent.
+                details = exc.details() or ""
+                if attempt < ADMISSION_RETRIES and details.startswith(("not_member", "not_ready")):
+                    await asyncio.sleep(ADMISSION_RETRY_S)
+                    continue
+                log.debug(
+                    "update push failed",
+                    extra={"fields": {"peer": peer[:12], "code": exc.code().name}},
+                )
+                await self._peer_unavailable(peer, round_idx, f"push failed: {exc.code().name}")
+                return
+        else:  # pragma: no cover - the loop always breaks or returns
+            return
+        d.metrics.bytes.labels(direction="out", kind="update").inc(env.ByteSize() + len(payload))
+        if not receipt.accepted:
+            log.debug(
+                "peer refused update",
+                extra={"fields": {"peer": peer[:12], "reason": receipt.reason}},
+            )
+            # A duplicate was delivered before, and a finished peer answers with its last
+            # model: both still answer. Any other refusal means no answer is coming.
+            if not receipt.reason.startswith(("duplicate", "done")):
+                await self._peer_unavailable(peer, round_idx, f"refused: {receipt.reason}")
+        elif is_no_reply(receipt.reason):
+            await self._peer_unavailable(peer, round_idx, receipt.reason)
+
+    async def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """The round's Byzantine vector, computed once: every peer gets the same one.
+
+        A testnet attacker plays the aggregation attack, not equivocation (different
+        vectors per peer would be proven and quarantined by node/wire/equivocation.py).
+        """
+        async with self._byz_lock:
+            cached = self._byz_sent
+            if cached is None or cached[0] != round_idx:
+                if self.collusion is not None:
+                    loop = asyncio.get_running_loop()
+                    out = await loop.run_in_executor(None, self._colluding, round_idx, vector)
+                else:
+                    out = self._byzantine(vector)
+                cached = (round_idx, out)
+                self._byz_sent = cached
+        return cached[1]
+
+    def _colluding(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """A colluding attacker's vector from what every colluder received."""
+        base = self._base if self._base is not None else vector
+        out: torch.Tensor = self.collusion.vector(round_idx, base=base, own=vector)
+        return out
+
+    def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
+        """Testnets only: what a Byzantine node sends instead of its honest vector.
+
+        The attacks of ``aggregation.ATTACKS`` are defined on updates; this node plays the
+        omniscient attacker of the papers with what it can see: the honest vectors it
+        received last round (its own honest one before it has any), as deltas from its base.
+        """
+        from aggregation import ATTACKS
+
+        base = self._base if self._base is not None else vector
+        seen = self._recent or [vector]
+        deltas = torch.stack([v - base for v in seen])
+        from node.sim.byzantine import parse_attack
+
+        spec = parse_attack(self.attack)  # type: ignore[arg-type]
+        malicious = ATTACKS[spec.name](deltas, f=1, **spec.kwargs)[0]
+        return base + malicious
+
+    async def _aggregate(self, action: eng.Aggregate) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        if self.attack:
+            self._recent = [r.vector for r in action.received]
+        if self.history is not None and action.received:
+            action = await loop.run_in_executor(None, self._sybil_filter, action)
+        if self.history_exchange is not None:
+            self._spawn(self.history_exchange.after_round(action.round))
+        merged = await loop.run_in_executor(None, self._aggregate_within_f, action)
+        self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
+        if not bool(torch.isfinite(merged).all()):
+            # Each row was finite, but an unprotected rule (e.g. the mean under IPM) can
+            # grow the model until it overflows. Keep our own model rather than crash.
+            log.warning(
+                "merged model is not finite; keeping our own for this round",
+                extra={"fields": {"round": action.round, "rule": action.rule}},
+            )
+            self.daemon.metrics.messages_rejected.labels(reason="nonfinite_merge").inc()
+            merged = (
+                action.base + action.own
+                if action.payload == "delta" and action.base is not None
+                else action.own.clone()
+            )
+        self.trainer.set_vector(merged)
+        self._public = merged
+        self.model_hash = vector_hash(merged, self.trainer.layout)
+        assert self.engine is not None
+        actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
+        await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
+        self.daemon.metrics.round.set(self.engine.round)
+        self._progress(action)
+        await self._execute(actions)
+
+    def _progress(self, action: eng.Aggregate) -> None:
+        """One "round finished" line at most every PROGRESS_EVERY_S seconds.
+
+        Evaluations (and their log lines) come every ``eval_every`` rounds; without this a
+        node could train for long stretches without saying anything.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        log.info(
+            "round finished",
+            extra={
+                "fields": {
+                    "round": action.round + 1,
+                    "max_rounds": self.engine.spec.max_rounds if self.engine else None,
+                    "merged_peers": len(action.received),
+                }
+            },
+        )
+
+    # --- Sybil histories on the wire (node/daemon/history_gossip.py) -----------------------------
+
+    def _setup_history_gossip(self) -> None:
+        from node.daemon.history_gossip import HistoryExchange
+
+        self.history_exchange = HistoryExchange(
+            self.daemon, self.history, lambda: self.engine.round if self.engine else 0
+        )
+        if self.daemon.service is not None:
+            self.daemon.service.history = self.history_exchange
+
+    def _sample_unflagged(self, k: int) -> list[str]:
+        """Sample ``k`` members, leaving out those our Sybil weights already flag.
+
+        Pushing our update to a Sybil wastes it: with many Sybil identities in the view,
+        most of an honest node's fan-out would go to them.
+        """
+        assert self.daemon.membership is not None
+        picked = [m.node_id.hex() for m in self.daemon.membership.sample(2 * k + 4)]
+        known = [p for p in picked if p in self.history]
+        if not known:
+            return picked[:k]
+        weights = self.history.weights(known)
+        threshold = self.daemon.genesis.aggregation.sybil_threshold
+        return [p for p in picked if weights.get(p, 1.0) >= threshold][:k]
+
+    def _aggregate_within_f(self, action: eng.Aggregate) -> torch.Tensor:
+        """Run the rule; with too few rows for its ``f``, lower ``f`` as far as it needs.
+
+        A round that timed out with few updates (say 3 rows under median with f = 2)
+        breaks the rule's precondition; raising would leave the engine waiting for this
+        aggregation forever. The largest ``f >= 1`` the rule accepts for this many rows
+        keeps what robustness is possible; if even ``f = 1`` is refused, the node keeps
+        its own vector for the round rather than merge peers unprotected.
+        """
+        import dataclasses
+
+        from aggregation import PreconditionError
+
+        f = action.f
+        if self.daemon.genesis.aggregation.observed_f:
+            from node.training.robust_defaults import observed_f
+
+            # The rows that look Byzantine set f (0 without an attacker: the plain average).
+            f = observed_f(action.own, [r.vector for r in action.received], f)
+        while True:
+            try:
+                return eng.aggregate_round(dataclasses.replace(action, f=f))
+            except PreconditionError:
+                if f <= 1:
+                    break
+                f -= 1
+        log.info(
+            "too few updates for the rule: kept own vector",
+            extra={"fields": {"round": action.round, "rows": 1 + len(action.received)}},
+        )
+        own_only = dataclasses.replace(action, received=())
+        return eng.aggregate_round(own_only)
+
+    def _sybil_filter(self, action: eng.Aggregate) -> eng.Aggregate:
+        """Accumulate each sender's update history and drop suspiciously similar senders.
+
+        A sender's update is estimated as its vector minus our own pre-training base of the
+        round (model payloads carry the peer's model, not its delta).
+        """
+        import dataclasses
+
+        base = action.base if action.base is not None else action.own
+        for rec in action.received:
+            self.history.add_update(rec.sender, rec.vector - base, action.round)
+        weights = self.history.weights([r.sender for r in action.received])
+        threshold = self.daemon.genesis.aggregation.sybil_threshold
+        kept = tuple(r for r in action.received if weights[r.sender] >= threshold)
+        dropped = len(action.received) - len(kept)
+        if dropped:
+            self.daemon.metrics.messages_rejected.labels(reason="sybil_weight").inc(dropped)
+            log.info(
+                "dropped Sybil-like updates",
+                extra={"fields": {"round": action.round, "dropped": dropped}},
+            )
+        return dataclasses.replace(action, received=kept)
+
+    def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
+        store = self.daemon.store
+        assert store is not None
+        store.save_checkpoint(
+            next_round,
+            checkpoint_tensors(vector, self.trainer.layout),
+            model_sha256=self.model_hash,
+        )
+        store.set_state(STATE_ROUND, next_round)
+        store.prune_checkpoints(keep=2)
+
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self._compute:
+            return fn(*args)
+
+    async def _evaluate(self, round_idx: int) -> None:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, self._locked, self.trainer.evaluate)
+        self.last_accuracy = float(result.accuracy)
+        self.last_loss = float(result.loss)
+        self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss, time.time()))
+        m = self.daemon.metrics
+        m.accuracy.set(self.last_accuracy)
+        m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
+        assert self.engine is not None
+        self.engine.on_evaluated(
+            round_idx, {"accuracy": self.last_accuracy, "loss": self.last_loss}
+        )
+        store = self.daemon.store
+        assert store is not None
+        await loop.run_in_executor(
+            None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
+        )
+        log.info(
+            "evaluated",
+            extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
+        )
+        if self.engine.phase == eng.Phase.DONE and round_idx + 1 == self.engine.round:
+            log.info(
+                "training finished: rounds.max_rounds reached; the node keeps serving its "
+                "peers until `fednode stop`",
+                extra={"fields": {"rounds": self.engine.round}},
+            )
+
+    # --- catch-up (a node many rounds behind) -----------------------------------------------
+
+    def _setup_catchup(self) -> None:
+        spec = self.daemon.genesis
+        # Keys are free: only members with standing vouch, 2f of them (f lying), and they
+        # must outnumber the standing members we hear inside our window (node/daemon/catchup.py).
+        self.catchup_f, quorum = catchup_quorum(spec.catchup.byzantine, spec.task.num_nodes)
+        assert self.engine is not None
+        self.lag = LagEvidence(
+            self.engine.spec.max_future,
+            quorum=quorum,
+            max_rounds=self.engine.spec.max_rounds,
+            window_s=max(30.0, 6 * self.engine.spec.round_timeout),
+        )
+        if self.daemon.membership is not None:
+            from node.daemon.runtime import is_banned
+
+            daemon = self.daemon
+            self.vouchers = VoucherPolicy(
+                self.daemon.membership,
+                min_standing_s=spec.catchup.min_standing_s,
+                excluded=lambda node_id: is_banned(daemon, node_id),
+            )
+
+    def _observe_round(self, sender: str, round_idx: int) -> bool:
+        """Record a verified update's round as lag evidence; False if its sender may not vouch."""
+        if self.lag is None or self.vouchers is None:
+            return False
+        refusal = self.vouchers.refusal(sender)
+        if refusal == "catchup_no_standing":
+            # A member too new to vouch yet: keep its claim (members only, so bounded by the
+            # view) and look again once it has standing; target() admits it only then. A
+            # late joiner whose peers have finished hears each of them once, early.
+            self.lag.observe(sender, round_idx, time.monotonic())
+            standing = self.vouchers.view.standing_s(bytes.fromhex(sender)) or 0.0
+            delay = max(0.0, self.vouchers.min_standing_s - standing) + 0.1
+            asyncio.get_running_loop().call_later(delay, self._maybe_catch_up)
+            return False
+        if refusal is not None:
+            return False
+        self.lag.observe(sender, round_idx, time.monotonic())
+        return True
+
+    def _note_rejection(self, action: eng.RejectUpdate) -> None:
+        """A peer's update beyond our window proves (signed) that the peer is that far ahead.
+
+        Only a standing member's proof counts, and only together with the others: see
+        :meth:`node.daemon.catchup.LagEvidence.target`.
+        """
+        if action.reason != "future" or self.lag is None or self.engine is None:
+            return
+        if not self._observe_round(action.sender, action.round):
+            self.daemon.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
+            return
+        self._maybe_catch_up()
+
+    def _maybe_catch_up(self) -> None:
+        """Start a catch-up if the standing members' claims prove this node is behind."""
+        if self.lag is None or self.engine is None:
+            return
+        now = time.monotonic()
+        if self._catching_up or self._stopping or now < self._catchup_not_before:
+            return
+        if self._catchup_task is not None and not self._catchup_task.done():
+            return
+        target = self.lag.target(self.engine.round, now, self.vouchers)
+        if target is None:
+            return
+        self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
+        self._catchup_task.add_done_callback(self._done)
+
+    def _pull_request(self) -> Any:
+        body = PullRequest(what=PullRequest.CHECKPOINT).SerializeToString()
+        assert self.identity is not None
+        env = seal(
+            self.identity,
+            self.daemon.genesis.network_id,
+            "request",
+            body,
+            seq=self.seq.next("request"),
+        )
+        self.daemon.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
+        return env
+
+    async def _catch_up(self, target: int) -> None:
+        """Merge vouching members' checkpoints and restart the engine at their round.
+
+        Checkpoints are pulled from up to ``2 f + 1`` standing members that claimed
+        ``target`` or beyond, each checked strictly (node/daemon/catchup.py) and of a round in
+        ``(ours + max_future, claim + max_future + 2]``; ``quorum`` of them and our
+        own model go through the robust rule (:func:`node.daemon.catchup.adopt_checkpoints`) and
+        the engine restarts at their lowest round, at most ``target + max_future + 2``.
+        In-flight training/aggregation of the old engine finishes first, so it cannot
+        overwrite the adopted model or checkpoint.
+        """
+        assert self.engine is not None and self.lag is not None
+        d = self.daemon
+        spec = self.engine.spec
+        t0 = time.monotonic()
+        from_round = self.engine.round
+        # On failure, wait a round before trying again.
+        self._catchup_not_before = t0 + spec.round_timeout
+        pulls = []
+        asked: list[str] = []
+        for peer in self.lag.vouchers(target, t0, self.vouchers)[: 2 * self.catchup_f + 1]:
+            address = self._address(peer)
+            if address is None:
+                continue
+            asked.append(peer)
+            pulls.append(
+                pull_checkpoint(
+                    d.channels,
+                    address,
+                    expect_sender=peer,
+                    request=self._pull_request(),
+                    network_id=d.genesis.network_id,
+                    layout=self.trainer.layout,
+                    max_bytes=d.settings.max_update_bytes,
+                    metrics=d.metrics,
+                )
+            )
+        results = await asyncio.gather(*pulls)
+        slack = spec.max_future + 2  # the peers kept training since they vouched
+        lo = from_round + spec.max_future + 1
+        good: list[PulledCheckpoint] = []
+        for peer, res in zip(asked, results, strict=True):
+            # A voucher ahead of the target serves a later checkpoint: fine, the engine
+            # restarts at most at target + slack whatever the checkpoints' rounds.
+            hi = max(target, self.lag.claim(peer) or 0) + slack
+            if isinstance(res, PulledCheckpoint) and lo <= res.round <= hi:
+                good.append(res)
+                continue
+            if isinstance(res, str):
+                reason = res
+                self.lag.forget(peer)  # it failed a check: its claims are worthless too
+            else:
+                reason = f"round {res.round} outside [{lo}, {hi}]"
+            log.info(
+                "catch-up checkpoint refused",
+                extra={"fields": {"peer": peer[:12], "reason": reason[:160]}},
+            )
+            d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
+        if not good or self._stopping:
+            return
+        # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
+        # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
+        good = good[: self.lag.quorum]
+        # Never beyond what the quorum vouched for, whatever one checkpoint claims.
+        start = min(min(c.round for c in good), target + slack)
+        if spec.max_rounds is not None:
+            start = min(start, spec.max_rounds - 1)
+        agg = d.genesis.aggregation
+        own = self._public if self._public is not None else self.trainer.vector()
+        adopted = adopt_checkpoints(
+            own,
+            good,
+            rule=agg.rule,
+            f=self.catchup_f,
+            params=agg.params,
+            max_norm=agg.max_update_norm,
+            min_rows=self.lag.quorum,
+        )
+        if not isinstance(adopted, Adoption):
+            log.info("catch-up refused", extra={"fields": {"reason": adopted[:160]}})
+            d.metrics.messages_rejected.labels(reason="catchup_refused").inc()
+            return
+        for peer, why in adopted.refused:
+            log.info(
+                "catch-up checkpoint refused",
+                extra={"fields": {"peer": peer[:12], "reason": why[:160]}},
+            )
+            d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
+        vector = adopted.vector
+        self._catching_up = True
+        swapped = False
+        try:
+            drained = await self._drain_compute(timeout=4 * spec.round_timeout)
+            if not drained or self.engine.round + spec.max_future >= start:
+                return  # caught up meanwhile, or the old round would not finish
+            loop = asyncio.get_running_loop()
+            self.trainer.set_vector(vector)
+            self._public = vector
+            self.model_hash = vector_hash(vector, self.trainer.layout)
+            await loop.run_in_executor(None, self._checkpoint, start, vector.clone())
+            detail = {
+                "from_round": from_round,
+                "to_round": start,
+                "target": target,
+                "peers": len(good),
+                "rule": adopted.rule,
+                "rows": adopted.rows,
+                "seconds": round(time.monotonic() - t0, 2),
+            }
+            store = d.store
+            assert store is not None
+            await loop.run_in_executor(None, lambda: store.log_event("catchup", detail))
+            # No await from here to the end of the finally: a tick of the new engine while
+            # _catching_up is still set would have its first actions dropped.
+            self.engine = self._fresh_engine(start)
+            swapped = True
+            self._base = None
+            self._recent = []
+            self.catchups += 1
+            d.metrics.training_catchups.inc()
+            d.metrics.round.set(start)
+            log.info("caught up", extra={"fields": detail})
+        finally:
+            if not swapped:
+                # The old engine lost the actions dropped while we waited: it restarts its
+                # own round (its model is whatever its last aggregation left).
+                self.engine = self._fresh_engine(self.engine.round)
+            self._catching_up = False
+            self._wake.set()
+
+    def _fresh_engine(self, start_round: int) -> eng.RoundEngine:
+        """A new engine like the current one (same spec and layout) at ``start_round``."""
+        old = self.engine
+        assert old is not None
+        return eng.RoundEngine(
+            self.node_id,
+            old.spec,
+            start_round=start_round,
+            numel=self.trainer.layout.numel,
+            layer_sizes=self.trainer.layout.sizes,
+        )
+
+    async def _drain_compute(self, timeout: float) -> bool:
+        """Wait for in-flight train/aggregate/evaluate tasks (they touch the trainer/store).
+
+        Returns False if some were still running after ``timeout`` seconds.
+        """
+        names = {"_train", "_aggregate", "_evaluate"}
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = [
+                t
+                for t in self._inflight
+                if getattr(t.get_coro(), "__name__", "") in names and not t.done()
+            ]
+            if not busy:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.wait(busy, timeout=left)
+
+    # --- inbound -------------------------------------------------------------------------
+
+    @property
+    def update_numel(self) -> int:
+        """Values in an update of this model (the service checks headers against it)."""
+        return int(self.trainer.layout.numel)
+
+    async def on_update(self, msg: Verified, header: TensorHeader, payload: bytes) -> str | None:
+        """Take a verified update; returns a note for the receipt (None: none).
+
+        A node that releases nothing still merges what it is sent, but it will not answer:
+        its receipt says so (:data:`~node.daemon.participation.NO_REPLY`), so the pusher does not
+        wait for it until its new member record has spread.
+        """
+        if self.engine is None:
+            raise Rejected("not_ready", "training is still starting")
+        try:
+            vector = decode_update(header, payload, self.trainer.layout.numel)
+        except UpdateError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
+        if header.round != msg.round:
+            raise Rejected("bad_round", "header round differs from the signed envelope round")
+        limit = self.daemon.genesis.aggregation.max_update_norm
+        ours = self._public if self._public is not None else self.trainer.vector()
+        distance = float(torch.linalg.vector_norm(vector - ours))
+        if not distance <= limit:
+            raise Rejected("norm_exceeded", f"vector is {distance:.3g} from ours, limit {limit:g}")
+        if self.collusion is not None:
+            self.collusion.observe(int(header.round), msg.sender_id.hex(), vector)
+        actions = self.engine.on_update(
+            msg.sender_id.hex(),
+            int(header.round),
+            vector,
+            time.monotonic(),
+            num_examples=int(header.num_samples),
+        )
+        rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
+        if not rejected or rejected[0].reason in ("stale", "duplicate"):
+            # In step (or behind us): a standing member heard inside our window outvotes
+            # a voucher that claims we are behind (node/daemon/catchup.py).
+            self._observe_round(msg.sender_id.hex(), int(header.round))
+        await self._execute([a for a in actions if not isinstance(a, eng.RejectUpdate)])
+        if rejected:
+            self._note_rejection(rejected[0])
+            # Counted once, by the service, under this reason.
+            reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
+            raise Rejected(reason, f"update of round {header.round} refused")
+        self._wake.set()
+        if not (self.guard.releasing or not self.guard.private):
+            return f"{NO_REPLY}: this node releases no more updates ({self.guard.reason})"
+        return None
+
+    async def on_scalars(self, msg: Verified, batch: ScalarBatch) -> None:
+        raise Rejected("wrong_learner", "this network's learner does not use SPSA scalars")
+
+    async def pull(self, msg: Verified, request: PullRequest) -> Any:
+        if request.what != PullRequest.CHECKPOINT:
+            raise Rejected("unsupported", "this learner serves only checkpoints")
+        # Our checkpoints are post-processing of released values (see _train), also once
+        # the budget is spent: the node then stops training rather than keep un-noised work.
+        d = self.daemon
+        assert d.store is not None and self.identity is not None
+        async for chunk in serve_checkpoint(
+            d.store, self.trainer.layout, self.identity, d.genesis.network_id, self.seq, d.metrics
+        ):
+            yield chunk
+
+    async def pull_scalars(self, msg: Verified, request: PullRequest) -> Any:
+        raise Rejected("unsupported", "pull is not served by this learner")
+        yield  # pragma: no cover
+
+    # --- operator ------------------------------------------------------------------------
+
+    def fill_status(self, reply: admin_pb2.StatusReply) -> None:
+        reply.learner = self.daemon.genesis.learner.kind
+        reply.round = self.engine.round if self.engine is not None else 0
+        reply.last_accuracy = self.last_accuracy
+        reply.model_hash = self.model_hash
+        for r, acc, loss, ts in self.evaluations:
+            reply.history.append(
+                admin_pb2.Evaluation(
+                    round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
+                )
+            )
+
+    def export(self) -> admin_pb2.ExportReply:
+        tensors = self.trainer.layout.split(self.trainer.vector())
+        return admin_pb2.ExportReply(
+            model_safetensors=encode_state(tensors),
+            round=self.engine.round if self.engine is not None else 0,
+            model_hash=self.model_hash,
+        )
+
+
+async def start_training(daemon: Daemon, shard: int, attack: str | None) -> TrainingRuntime:
+    """Create, start and attach the runtime to the daemon's service."""
+    runtime = TrainingRuntime(daemon, shard, attack)
+    await runtime.start()
+    daemon.training = runtime
+    assert daemon.service is not None
+    daemon.service.training = runtime
+    return runtime
