@@ -123,6 +123,10 @@ class BanList(Protocol):
         """True when ``node_id`` is banned by the operator or quarantined."""
         ...
 
+    def is_quarantined(self, node_id: bytes) -> bool:
+        """True while ``node_id`` is quarantined for misbehaving."""
+        ...
+
 
 class Convictor(Protocol):
     """Where proven misbehaviour is reported (the reputation book quarantines it)."""

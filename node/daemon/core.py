@@ -147,6 +147,7 @@ class Daemon:
         *,
         shard: int | None = 0,
         attack: str | None = None,
+        collusion: Any = None,
         train: bool = True,
         lock_fd: int | None = None,
     ) -> None:
@@ -172,6 +173,8 @@ class Daemon:
         self.training: LearnerRuntime | None = None
         self.shard = shard
         self.attack = attack
+        # A testnet attacker's side channel (node.testnet.collusion.ColludingAttacker).
+        self.collusion = collusion
         self.train = train
         self.tls: TlsMaterial | None = None
         # A node with any tls_* setting dials peers over TLS only: until run() has
@@ -508,7 +511,7 @@ class Daemon:
         kind = self.genesis.learner.kind
         if kind in {"sgd", "flower"}:
             training = await TrainingRuntime.create(
-                ctx, membership, policy, guard, shard, self.attack
+                ctx, membership, policy, guard, shard, self.attack, self.collusion
             )
             # Set with no await since the runtime built it: no push finds it missing.
             service.history = training.history_exchange

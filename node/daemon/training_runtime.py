@@ -82,6 +82,9 @@ class TrainingRuntime:
         Index of this node's data shard in the genesis partition.
     attack : str or None
         Testnets only: make this node Byzantine with the named attack.
+    collusion : object, optional
+        Testnet attackers only: a ``node.testnet.collusion.ColludingAttacker`` handed over
+        by the CLI (join/observe/vector); ignored without ``attack``.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class TrainingRuntime:
         guard: ReleaseGuard,
         shard: int,
         attack: str | None = None,
+        collusion: Any = None,
     ) -> None:
         # Training and evaluation both run in executor threads and may overlap (the engine
         # asks for round r's evaluation and round r+1's training together); they share the
@@ -123,6 +127,10 @@ class TrainingRuntime:
         self._silent: set[int] = set()  # rounds in which this node released nothing
         self._released_round = -1  # see STATE_RELEASED
         self._byz_sent: tuple[int, torch.Tensor] | None = None
+        self._byz_lock = asyncio.Lock()
+        # Testnet attackers only: node.testnet.collusion.ColludingAttacker, handed over by
+        # the CLI (the daemon never imports the testnet); join/observe/vector.
+        self.collusion: Any = collusion if attack else None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: HistoryExchange | None = None  # likewise
         self.guard = guard
@@ -145,6 +153,7 @@ class TrainingRuntime:
         guard: ReleaseGuard,
         shard: int,
         attack: str | None = None,
+        collusion: Any = None,
     ) -> TrainingRuntime:
         """Build the learner, restore the stored round and start the training loop.
 
@@ -153,7 +162,7 @@ class TrainingRuntime:
         TaskSetupError
             The task cannot be built (user code, model folder, data file).
         """
-        runtime = cls(ctx, membership, bans, guard, shard, attack)
+        runtime = cls(ctx, membership, bans, guard, shard, attack, collusion)
         await runtime.start()
         return runtime
 
@@ -225,6 +234,8 @@ class TrainingRuntime:
                 }
             },
         )
+        if self.collusion is not None:
+            self.collusion.join(self.node_id)
         self._task = asyncio.create_task(self._run(), name="training")
 
     def _record_mechanism(self) -> None:
@@ -478,7 +489,7 @@ class TrainingRuntime:
             return  # nothing was released for this round
         d = self.ctx
         assert self.identity is not None
-        outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
+        outgoing = await self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
@@ -528,17 +539,29 @@ class TrainingRuntime:
         elif is_no_reply(receipt.reason):
             await self._peer_unavailable(peer, round_idx, receipt.reason)
 
-    def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+    async def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
         """The round's Byzantine vector, computed once: every peer gets the same one.
 
         A testnet attacker plays the aggregation attack, not equivocation (different
         vectors per peer would be proven and quarantined by node/wire/equivocation.py).
         """
-        cached = self._byz_sent
-        if cached is None or cached[0] != round_idx:
-            cached = (round_idx, self._byzantine(vector))
-            self._byz_sent = cached
+        async with self._byz_lock:
+            cached = self._byz_sent
+            if cached is None or cached[0] != round_idx:
+                if self.collusion is not None:
+                    loop = asyncio.get_running_loop()
+                    out = await loop.run_in_executor(None, self._colluding, round_idx, vector)
+                else:
+                    out = self._byzantine(vector)
+                cached = (round_idx, out)
+                self._byz_sent = cached
         return cached[1]
+
+    def _colluding(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """A colluding attacker's vector from what every colluder received."""
+        base = self._base if self._base is not None else vector
+        out: torch.Tensor = self.collusion.vector(round_idx, base=base, own=vector)
+        return out
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
@@ -653,6 +676,11 @@ class TrainingRuntime:
         from aggregation import PreconditionError
 
         f = action.f
+        if self.ctx.genesis.aggregation.observed_f:
+            from node.training.robust_defaults import observed_f
+
+            # The rows that look Byzantine set f (0 without an attacker: the plain average).
+            f = observed_f(action.own, [r.vector for r in action.received], f)
         while True:
             try:
                 return eng.aggregate_round(dataclasses.replace(action, f=f))
@@ -1003,6 +1031,8 @@ class TrainingRuntime:
         distance = float(torch.linalg.vector_norm(vector - ours))
         if not distance <= limit:
             raise Rejected("norm_exceeded", f"vector is {distance:.3g} from ours, limit {limit:g}")
+        if self.collusion is not None:
+            self.collusion.observe(int(header.round), msg.sender_id.hex(), vector)
         actions = self.engine.on_update(
             msg.sender_id.hex(),
             int(header.round),
