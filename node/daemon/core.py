@@ -204,11 +204,6 @@ class Daemon:
     def dashboard_address(self) -> str:
         return self.info.dashboard_address
 
-    @property
-    def banned(self) -> frozenset[str]:
-        """Hex node ids the operator banned."""
-        return frozenset() if self.policy is None else self.policy.banned
-
     # --- start-up ------------------------------------------------------------------------
 
     def _load_identity(self) -> Identity:
@@ -570,10 +565,6 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.stop_event.set()
-
-    def is_banned(self, node_id: bytes) -> bool:
-        """True when the operator banned ``node_id`` or it is quarantined for misbehaving."""
-        return self.policy is not None and self.policy.is_banned(node_id)
 
     def _on_fault(self, sender: bytes, reason: str) -> None:
         # Only members are charged: a throwaway key's faults would only grow the table

@@ -429,23 +429,19 @@ class SpsaRuntime:
     # --- peers -----------------------------------------------------------------------------
 
     def _members(self) -> list[Any]:
-        membership = self.membership
-        return [] if membership is None else list(membership.members())
+        return list(self.membership.members())
 
     def _sample(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
-        membership = self.membership
-        if membership is None or k <= 0:
+        if k <= 0:
             return []
         skip = set(exclude)
-        picked = membership.sample(k + len(skip))
+        picked = self.membership.sample(k + len(skip))
         return [(m.node_id.hex(), m.address) for m in picked if m.node_id.hex() not in skip][:k]
 
     def _view(self) -> PeerView:
         """Membership as the engine sees it (a snapshot; rebuilt before each decision)."""
         membership = self.membership
         banned = frozenset(self.bans.banned)
-        if membership is None:
-            return PeerView(banned=banned, checks_origins=False)
         members = self._members()
         known = frozenset(m.node_id.hex() for m in members)
         return PeerView(
@@ -656,9 +652,7 @@ class SpsaRuntime:
 
     def _sync_participation(self) -> None:
         """Tell peers (through our member record) that this node releases no more batches."""
-        membership = self.membership
-        if membership is not None:
-            membership.set_releasing(self.guard.releasing or not self.guard.private)
+        self.membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     def _compute(self, vector: torch.Tensor, r: int, ticket: Ticket) -> ScalarBatch:
         from node.training.params import load_vector
@@ -927,8 +921,6 @@ class SpsaRuntime:
         d = self.ctx
         g = d.genesis
         membership = self.membership
-        if membership is None:
-            return None
         f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
         need = f + 1
         policy = VoucherPolicy(
