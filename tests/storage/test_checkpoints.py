@@ -93,9 +93,9 @@ def test_prune_keeps_the_newest(store: Store, data_dir: Path) -> None:
         store.prune_checkpoints(keep=0)
 
 
-def test_no_checkpoint_and_no_data_dir_errors(db_url: str, tmp_path: Path) -> None:
+def test_no_checkpoint_and_no_data_dir_errors(backend: str, db_url: str) -> None:
     # In-memory SQLite (or a server URL): no data dir can be implied.
-    url = "sqlite://" if db_url.startswith("sqlite") else db_url
+    url = "sqlite://" if backend == "sqlite" else db_url
     with open_store(url) as s:
         assert s.data_dir is None
         with pytest.raises(StorageError, match="no checkpoint"):
