@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from node.base.seed_digest import SeedSetDigest
 from node.storage.core import StoreCore, check_hex, chunks, is_finite, now_or
 from node.storage.models import SpsaBatchRow, SpsaRow
 from node.storage.records import SpsaAppendResult, SpsaBatchRecord, SpsaEntry
 from node.storage.spsa_batches import batch_record, insert_batches, validate_batch
-from node.base.seed_digest import SeedSetDigest
 
 __all__ = ["SpsaStore"]
 
