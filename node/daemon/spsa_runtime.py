@@ -101,12 +101,9 @@ from node.training.spsa import (
 from node.wire.envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from node.wire.service import Rejected
 from node.wire.spsa_batch import (
-    MAX_ABS_SCALAR,
-    ORIGIN_DOMAIN,
     batch_to_wire,
     check_batch,
     have_key,
-    origin_signing_bytes,
     parse_batch,
     release_digest,
 )
@@ -114,20 +111,7 @@ from node.wire.spsa_batch import (
 if TYPE_CHECKING:
     from node.daemon.core import Daemon
 
-__all__ = [
-    "MAX_ABS_SCALAR",
-    "ORIGIN_DOMAIN",
-    "CheckedBatch",
-    "RoundLedger",
-    "SpsaRuntime",
-    "batch_to_wire",
-    "check_batch",
-    "entry_key",
-    "origin_signing_bytes",
-    "parse_entry_key",
-    "release_digest",
-    "start_spsa",
-]
+__all__ = ["SpsaRuntime", "start_spsa"]
 
 #: Most batches one catch-up pull may return (bad-input bound).
 MAX_PULL_BATCHES = 200_000
