@@ -507,6 +507,9 @@ class SpsaRuntime:
         assert engine is not None
         if isinstance(action, ComputeBatch):
             wire = await self._release_own(action.round)
+            # Computing takes seconds on a loaded machine: push to the members alive now,
+            # not to those alive when the round opened.
+            self._sync_view()
             for follow in engine.on_own_batch(action.round, wire, time.monotonic()):
                 await self._act(follow)
         elif isinstance(action, SendBatch):
@@ -568,6 +571,7 @@ class SpsaRuntime:
         except BaseException:
             engine.release(checked)
             raise
+        self._sync_view()  # where to forward depends on who is alive after the write
         actions = engine.on_stored(checked, sender=sender)
         for a in actions:
             if isinstance(a, RefuseBatch):
