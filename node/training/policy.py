@@ -221,9 +221,9 @@ def merge(
     -------
     Merge
     """
-    if observed:
-        f = observed_f(action.own, [r.vector for r in action.received], action.f)
-        action = dataclasses.replace(action, f=f)
+    if observed and action.f is not None:
+        lowered = observed_f(action.own, [r.vector for r in action.received], action.f)
+        action = dataclasses.replace(action, f=lowered)
     merged, f = aggregate_within_f(action, rules)
     vector, fell_back = finite_or_own(merged, action)
     return Merge(vector, f, action.f, fell_back)
