@@ -42,9 +42,9 @@ def data() -> TaskData:
 
 
 def _runtime(genesis: Genesis, **fields: Any) -> TrainingRuntime:
-    """A runtime holding only what its policy methods read (no daemon, no sockets)."""
+    """A runtime holding only what its policy methods read (no context, no sockets)."""
     rt = TrainingRuntime.__new__(TrainingRuntime)
-    rt.daemon = SimpleNamespace(genesis=genesis, metrics=Metrics())  # type: ignore[assignment]
+    rt.ctx = SimpleNamespace(genesis=genesis, metrics=Metrics())  # type: ignore[assignment]
     for name, value in fields.items():
         setattr(rt, name, value)
     return rt
