@@ -5,6 +5,7 @@ default (``sqlite_url_for(data_dir)``), PostgreSQL or any SQLAlchemy URL works. 
 ``docs/storage.md``.
 """
 
+from node.base.seed_digest import EMPTY_SEED_SET_DIGEST, SeedSetDigest, seed_set_digest
 from node.storage.engine import DB_FILENAME, sqlite_url_for
 from node.storage.errors import (
     CheckpointCorrupted,
@@ -27,7 +28,6 @@ from node.storage.records import (
     SpsaEntry,
     UpdateRecord,
 )
-from node.storage.spsa_digest import EMPTY_SEED_SET_DIGEST, SeedSetDigest, seed_set_digest
 from node.storage.store import BudgetCheck, Store, open_store
 
 __all__ = [

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from node.base.seed_digest import SeedSetDigest
 from node.storage.core import check_hex, chunks, is_finite, now_or
 from node.storage.messages import MessageStore
 from node.storage.models import SpsaRow
 from node.storage.records import MessageRecord, SpsaAppendResult, SpsaEntry
-from node.storage.spsa_digest import SeedSetDigest
 
 __all__ = ["SpsaStore"]
 
@@ -147,7 +147,7 @@ class SpsaStore(MessageStore):
             return s.scalar(select(func.max(SpsaRow.seq)))
 
     def spsa_digest(self, *, up_to_seq: int | None = None) -> str:
-        """Order-independent digest of the logged seed ids (see ``node.storage.spsa_digest``).
+        """Order-independent digest of the logged seed ids (see ``node.base.seed_digest``).
 
         Parameters
         ----------

@@ -24,6 +24,7 @@ import torch
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1 import training_pb2 as pb
 from node.base.identity import Identity
+from node.base.seed_digest import seed_set_digest
 from node.daemon.spsa_runtime import (
     RoundLedger,
     batch_to_wire,
@@ -32,7 +33,6 @@ from node.daemon.spsa_runtime import (
     origin_signing_bytes,
     parse_entry_key,
 )
-from node.storage.spsa_digest import seed_set_digest
 from node.testnet.local import Testnet
 from node.training.genesis import Genesis
 from node.training.learners.spsa import ScalarBatch, ScalarEntry, quantize, seed_id
