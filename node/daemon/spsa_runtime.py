@@ -101,12 +101,9 @@ from node.training.spsa import (
 from node.wire.envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from node.wire.service import Rejected
 from node.wire.spsa_batch import (
-    MAX_ABS_SCALAR,
-    ORIGIN_DOMAIN,
     batch_to_wire,
     check_batch,
     have_key,
-    origin_signing_bytes,
     parse_batch,
     release_digest,
 )
@@ -114,20 +111,7 @@ from node.wire.spsa_batch import (
 if TYPE_CHECKING:
     from node.daemon.core import Daemon
 
-__all__ = [
-    "MAX_ABS_SCALAR",
-    "ORIGIN_DOMAIN",
-    "CheckedBatch",
-    "RoundLedger",
-    "SpsaRuntime",
-    "batch_to_wire",
-    "check_batch",
-    "entry_key",
-    "origin_signing_bytes",
-    "parse_entry_key",
-    "release_digest",
-    "start_spsa",
-]
+__all__ = ["SpsaRuntime", "start_spsa"]
 
 #: Most batches one catch-up pull may return (bad-input bound).
 MAX_PULL_BATCHES = 200_000
@@ -523,6 +507,9 @@ class SpsaRuntime:
         assert engine is not None
         if isinstance(action, ComputeBatch):
             wire = await self._release_own(action.round)
+            # Computing takes seconds on a loaded machine: push to the members alive now,
+            # not to those alive when the round opened.
+            self._sync_view()
             for follow in engine.on_own_batch(action.round, wire, time.monotonic()):
                 await self._act(follow)
         elif isinstance(action, SendBatch):
@@ -584,6 +571,7 @@ class SpsaRuntime:
         except BaseException:
             engine.release(checked)
             raise
+        self._sync_view()  # where to forward depends on who is alive after the write
         actions = engine.on_stored(checked, sender=sender)
         for a in actions:
             if isinstance(a, RefuseBatch):

@@ -555,3 +555,16 @@ def test_settings_refuse_nonsense() -> None:
         _settings(_id(0), steps_per_round=0)
     with pytest.raises(ValueError):
         _settings(_id(0), round_timeout=0.0)
+
+
+def test_a_member_that_dies_mid_round_is_no_longer_waited_for() -> None:
+    ids = [_id(i) for i in range(3)]
+    engine = _engine(ids[0], ids)
+    engine.tick(0.0)
+    engine.on_own_batch(0, None, 0.0)
+    _accept(engine, _batch(ids[1], 0, [0.2]), ids[1])
+    assert engine.tick(0.1) == [] and engine.missing() == {ids[2]}
+    everyone = frozenset(ids)
+    engine.on_membership(PeerView(everyone, everyone - {ids[2]}, everyone - {ids[2]}, everyone))
+    closed = engine.tick(0.2)
+    assert isinstance(closed[-1], CloseRound) and engine.stats["timeouts"] == 0

@@ -330,7 +330,6 @@ class _Open:
     deadline: float = math.inf
     pull_at: float = math.inf
     pulled: bool = False
-    started: float = 0.0
 
 
 class SpsaEngine:
@@ -500,7 +499,7 @@ class SpsaEngine:
             self.jump(newest)
             self.stats["joined"] += 1
             return [JoinRound(newest, r)]
-        cur = _Open(index=r, started=now)
+        cur = _Open(index=r)
         self._open = cur
         # A batch already stored (a restart) is re-sent as is: it was debited when made.
         stored = self._held.get((r, self.node_id))
