@@ -17,6 +17,7 @@ from .records import (
     Signer,
     Statement,
     StatementKind,
+    Verify,
     sign_record,
     sign_statement,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Statement",
     "StatementKind",
     "Topology",
+    "Verify",
     "reply_sender_id",
     "sign_record",
     "sign_statement",
