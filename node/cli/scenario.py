@@ -147,8 +147,9 @@ def run_command(
 
     Example: sudo fednode testnet run partition-and-heal --format json
     """
-    # Imported here: the scenario runner more than doubles `fednode testnet`'s imports
-    # (python -X importtime) and only `testnet run` uses it.
+    # Imported here: the scenario runner loads the storage layer (SQLAlchemy), about as
+    # much import time again as the rest of fednode (python -X importtime), for this
+    # command only.
     from node.testnet.scenario import ScenarioError, load_scenario, run_scenario
 
     try:
