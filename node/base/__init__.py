@@ -1,7 +1,8 @@
 """Primitives that import nothing else of ``node``.
 
 Identity and proof of work, host:port addresses, the data directory, secret files, logs,
-metrics, rate limits and the node's settings file. Every other layer may import these.
+metrics, rate limits, the node's settings file and the encoder of signed payloads. Every
+other layer may import these.
 """
 
 from node.base.address import format_host_port, parse_host_port
@@ -11,6 +12,7 @@ from node.base.metrics import Metrics
 from node.base.ratelimit import RateLimiter
 from node.base.secret_file import write_secret
 from node.base.settings import ConfigError, NodeSettings, load_settings
+from node.base.signing import SigningEncoder, lp
 
 __all__ = [
     "LOGGER_NAME",
@@ -20,11 +22,13 @@ __all__ = [
     "Metrics",
     "NodeSettings",
     "RateLimiter",
+    "SigningEncoder",
     "configure_logging",
     "default_data_dir",
     "format_host_port",
     "load_settings",
     "log",
+    "lp",
     "parse_host_port",
     "write_secret",
 ]

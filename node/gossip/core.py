@@ -41,6 +41,7 @@ from enum import StrEnum
 from google.protobuf.message import DecodeError
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.errors import ReasonError
 from node.base.identity import node_id_for, pow_check, verify_signature
 from node.base.ratelimit import RateLimiter
 
@@ -147,12 +148,15 @@ class Reply:
 Action = Send | Reply
 
 
-class GossipRejected(ValueError):
+class GossipRejected(
+    ReasonError,
+    ValueError,
+    # A record or statement the request carried is refused with the record's own code.
+    faults=RecordError.FAULTS | {"malformed", "sender_mismatch", "wrong_target", "bad_pow"},
+    others=(RecordError.REASONS - RecordError.FAULTS)
+    | {"rate_limited", "join_rate_limited", "unexpected", "reply_mismatch", "table_full"},
+):
     """An inbound request was refused; ``reason`` is the metrics label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(slots=True)

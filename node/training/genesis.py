@@ -126,6 +126,11 @@ class AggregationSpec(_Section):
         description="Robust rule from aggregation.RULES (mean, median, trimmed_mean, krum, ...)",
     )
     f: int = Field(0, ge=0, description="Number of Byzantine peers the rule must tolerate")
+    observed_f: bool = Field(
+        False,
+        description="Per merge, run the rule with f lowered to the rows that look Byzantine "
+        "(farther than 3 median distances from ours; node/training/robust_defaults.py)",
+    )
     params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Extra keyword parameters passed to the rule"
     )
