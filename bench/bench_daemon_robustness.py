@@ -90,7 +90,7 @@ def run_cell(task: str, rule: str, attack: str, a: argparse.Namespace) -> dict[s
         work = Path(tmp) / "net"
         cmd = [sys.executable, "-m", "node", "testnet", "up", *args, "--format", "json"]
         cmd += ["--workdir", str(work), "--plot", str(Path(tmp) / "acc.png")]
-        cmd += ["--timeout", str(a.run_timeout)]
+        cmd += ["--timeout", str(a.run_timeout), "--start-timeout", "600"]
         t0 = time.monotonic()
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)

@@ -370,6 +370,10 @@ def up(
         "testnet-accuracy.png"
     ),
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 1800.0,
+    start_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds every node process may take to start (loaded machines)."),
+    ] = 90.0,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="text or json (final table).")
     ] = "text",
@@ -495,7 +499,7 @@ def up(
                 highlight=False,
                 soft_wrap=True,
             )
-        (fabric or net).start()
+        (fabric or net).start(timeout=start_timeout)
         url = _dashboard_url(net)
         if url is not None:
             # To stderr with --format json, so stdout stays one JSON document.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import torch
 
+from aggregation import ATTACKS
 from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 from node.base.logs import log
@@ -37,6 +39,8 @@ from node.daemon.participation import NO_REPLY, is_no_reply
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
 from node.training import engine as eng
+from node.training import policy
+from node.training.attack_spec import parse_attack
 from node.training.params import (
     checkpoint_tensors,
     decode_checkpoint,
@@ -172,15 +176,8 @@ class TrainingRuntime:
         self._public = self.trainer.vector()
         self._setup_catchup()
         if agg.sybil_weighting:
-            from aggregation.sybil import SimilarityHistory
-
-            numel = self.trainer.layout.numel
-            self.history = SimilarityHistory(
-                numel,
-                sketch_dim=min(numel, 2048) if numel > 4096 else None,
-                seed=d.genesis.network.seed,
-                self_id=self.node_id,
-                max_records=4096,
+            self.history = policy.similarity_history(
+                self.trainer.layout.numel, seed=d.genesis.network.seed, self_id=self.node_id
             )
             self._setup_history_gossip()
         log.info(
@@ -536,13 +533,9 @@ class TrainingRuntime:
         omniscient attacker of the papers with what it can see: the honest vectors it
         received last round (its own honest one before it has any), as deltas from its base.
         """
-        from aggregation import ATTACKS
-
         base = self._base if self._base is not None else vector
         seen = self._recent or [vector]
         deltas = torch.stack([v - base for v in seen])
-        from node.sim.byzantine import parse_attack
-
         spec = parse_attack(self.attack)  # type: ignore[arg-type]
         malicious = ATTACKS[spec.name](deltas, f=1, **spec.kwargs)[0]
         return base + malicious
@@ -556,21 +549,8 @@ class TrainingRuntime:
             action = await loop.run_in_executor(None, self._sybil_filter, action)
         if self.history_exchange is not None:
             self._spawn(self.history_exchange.after_round(action.round))
-        merged = await loop.run_in_executor(None, self._aggregate_within_f, action)
+        merged = await loop.run_in_executor(None, self._merge, action)
         self.daemon.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
-        if not bool(torch.isfinite(merged).all()):
-            # Each row was finite, but an unprotected rule (e.g. the mean under IPM) can
-            # grow the model until it overflows. Keep our own model rather than crash.
-            log.warning(
-                "merged model is not finite; keeping our own for this round",
-                extra={"fields": {"round": action.round, "rule": action.rule}},
-            )
-            self.daemon.metrics.messages_rejected.labels(reason="nonfinite_merge").inc()
-            merged = (
-                action.base + action.own
-                if action.payload == "delta" and action.base is not None
-                else action.own.clone()
-            )
         self.trainer.set_vector(merged)
         self._public = merged
         self.model_hash = vector_hash(merged, self.trainer.layout)
@@ -614,68 +594,42 @@ class TrainingRuntime:
             self.daemon.service.history = self.history_exchange
 
     def _sample_unflagged(self, k: int) -> list[str]:
-        """Sample ``k`` members, leaving out those our Sybil weights already flag.
-
-        Pushing our update to a Sybil wastes it: with many Sybil identities in the view,
-        most of an honest node's fan-out would go to them.
-        """
+        """Sample ``k`` members our Sybil weights do not flag (:func:`policy.unflagged`)."""
         assert self.daemon.membership is not None
         picked = [m.node_id.hex() for m in self.daemon.membership.sample(2 * k + 4)]
-        known = [p for p in picked if p in self.history]
-        if not known:
-            return picked[:k]
-        weights = self.history.weights(known)
         threshold = self.daemon.genesis.aggregation.sybil_threshold
-        return [p for p in picked if weights.get(p, 1.0) >= threshold][:k]
+        return policy.unflagged(picked, self.history, threshold=threshold)[:k]
 
-    def _aggregate_within_f(self, action: eng.Aggregate) -> torch.Tensor:
-        """Run the rule; with too few rows for its ``f``, lower ``f`` as far as it needs.
-
-        A round that timed out with few updates (say 3 rows under median with f = 2)
-        breaks the rule's precondition; raising would leave the engine waiting for this
-        aggregation forever. The largest ``f >= 1`` the rule accepts for this many rows
-        keeps what robustness is possible; if even ``f = 1`` is refused, the node keeps
-        its own vector for the round rather than merge peers unprotected.
-        """
-        import dataclasses
-
-        from aggregation import PreconditionError
-
-        f = action.f
-        if self.daemon.genesis.aggregation.observed_f:
-            from node.training.robust_defaults import observed_f
-
-            # The rows that look Byzantine set f (0 without an attacker: the plain average).
-            f = observed_f(action.own, [r.vector for r in action.received], f)
-        while True:
-            try:
-                return eng.aggregate_round(dataclasses.replace(action, f=f))
-            except PreconditionError:
-                if f <= 1:
-                    break
-                f -= 1
-        log.info(
-            "too few updates for the rule: kept own vector",
-            extra={"fields": {"round": action.round, "rows": 1 + len(action.received)}},
-        )
-        own_only = dataclasses.replace(action, received=())
-        return eng.aggregate_round(own_only)
+    def _merge(self, action: eng.Aggregate) -> torch.Tensor:
+        """Merge the round (:func:`policy.merge`: f lowered to the rows, own if not finite)."""
+        result = policy.merge(action, observed=self.daemon.genesis.aggregation.observed_f)
+        if result.kept_own:
+            log.info(
+                "too few updates for the rule: kept own vector",
+                extra={"fields": {"round": action.round, "rows": 1 + len(action.received)}},
+            )
+        if result.nonfinite:
+            # Each row was finite, but an unprotected rule (e.g. the mean under IPM) can
+            # grow the model until it overflows.
+            log.warning(
+                "merged model is not finite; keeping our own for this round",
+                extra={"fields": {"round": action.round, "rule": action.rule}},
+            )
+            self.daemon.metrics.messages_rejected.labels(reason="nonfinite_merge").inc()
+        return result.vector
 
     def _sybil_filter(self, action: eng.Aggregate) -> eng.Aggregate:
-        """Accumulate each sender's update history and drop suspiciously similar senders.
-
-        A sender's update is estimated as its vector minus our own pre-training base of the
-        round (model payloads carry the peer's model, not its delta).
-        """
-        import dataclasses
-
-        base = action.base if action.base is not None else action.own
-        for rec in action.received:
-            self.history.add_update(rec.sender, rec.vector - base, action.round)
-        weights = self.history.weights([r.sender for r in action.received])
-        threshold = self.daemon.genesis.aggregation.sybil_threshold
-        kept = tuple(r for r in action.received if weights[r.sender] >= threshold)
-        dropped = len(action.received) - len(kept)
+        """Drop suspiciously similar senders from the round (:func:`policy.sybil_filter`)."""
+        verdict = policy.sybil_filter(
+            self.history,
+            [r.sender for r in action.received],
+            [r.vector for r in action.received],
+            base=action.base if action.base is not None else action.own,
+            round_idx=action.round,
+            threshold=self.daemon.genesis.aggregation.sybil_threshold,
+        )
+        kept = tuple(action.received[i] for i in verdict.kept)
+        dropped = len(verdict.dropped)
         if dropped:
             self.daemon.metrics.messages_rejected.labels(reason="sybil_weight").inc(dropped)
             log.info(
@@ -996,11 +950,15 @@ class TrainingRuntime:
             raise Rejected(exc.reason, str(exc)) from None
         if header.round != msg.round:
             raise Rejected("bad_round", "header round differs from the signed envelope round")
-        limit = self.daemon.genesis.aggregation.max_update_norm
         ours = self._public if self._public is not None else self.trainer.vector()
-        distance = float(torch.linalg.vector_norm(vector - ours))
-        if not distance <= limit:
-            raise Rejected("norm_exceeded", f"vector is {distance:.3g} from ours, limit {limit:g}")
+        refusal = policy.admit_update(
+            vector,
+            ours,
+            numel=self.trainer.layout.numel,
+            max_norm=self.daemon.genesis.aggregation.max_update_norm,
+        )
+        if refusal is not None:
+            raise Rejected(refusal.reason, refusal.detail)
         if self.collusion is not None:
             self.collusion.observe(int(header.round), msg.sender_id.hex(), vector)
         actions = self.engine.on_update(

@@ -13,9 +13,11 @@ join the all-to-all exchange. One synchronous round ``r``:
    ``TrainingRuntime._byzantine`` (``base + attack(deltas from base)``, sent as a model
    payload) with the attacker's own base replaced by the receiver's and last round's honest
    vectors replaced by this round's (the stronger, ByzFL/ClippedGossip threat model);
-3. received rows pass the hygiene the daemon applies (non-finite and wrongly sized rows are
-   dropped; optionally rows farther than ``max_norm`` from the receiver's base) and the node
-   merges with :func:`node.training.engine.aggregate_round` exactly as the daemon does: the
+3. received rows pass the daemon's admission, :func:`node.training.policy.admit_update`
+   (non-finite and wrongly sized rows are dropped; optionally rows farther than ``max_norm``
+   from the receiver's base) and the node merges with the daemon's
+   :func:`node.training.policy.merge` (``f`` lowered if the rows at hand need it, own model
+   kept if the result is not finite) around :func:`node.training.engine.aggregate_round`: the
    stack ``[own, *received]`` goes to ``aggregation.RULES[rule](stack - own, f=f) + own``,
    self-centred rules get ``reference=own``, Bristle gets absolute models and a ``score_fn``
    (accuracy on up to ``bristle_samples`` examples of the node's own shard).
@@ -42,10 +44,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from aggregation import ATTACKS, RULES, sanitize
+from aggregation import ATTACKS, RULES
 from aggregation.preconditions import PreconditionError
+from node.training import policy
+from node.training.attack_spec import AttackSpec, AttackSpecError
+from node.training.attack_spec import parse_attack as _parse_attack
 from node.training.datasets import NodeData, TaskData, load_task, node_data
-from node.training.engine import Aggregate, Received, aggregate_round
+from node.training.engine import Aggregate, Received
 from node.training.models import build_model
 from node.training.params import layout_of
 from node.training.seeding import derive_seed
@@ -70,50 +75,21 @@ class ByzantineSimError(ValueError):
     """A Byzantine simulation was configured inconsistently (the message names the setting)."""
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """An attack name in ``aggregation.ATTACKS`` plus keyword parameters.
-
-    ``str(spec)`` is the command-line form ``name`` or ``name:key=value,key=value``.
-    """
-
-    name: str
-    params: tuple[tuple[str, float], ...] = ()
-
-    def __str__(self) -> str:
-        if not self.params:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={v:g}" for k, v in self.params)
-
-    @property
-    def kwargs(self) -> dict[str, float]:
-        """Parameters as a dict."""
-        return dict(self.params)
-
-
 def parse_attack(text: str) -> AttackSpec:
     """Parse ``name`` or ``name:key=value,...`` (values are floats) into an :class:`AttackSpec`.
+
+    The testnet's attacker daemons parse with :func:`node.training.attack_spec.parse_attack`;
+    this is the same parser with the simulation's error type.
 
     Raises
     ------
     ByzantineSimError
         Unknown attack name or a malformed parameter.
     """
-    name, _, rest = text.strip().partition(":")
-    if name not in ATTACKS:
-        raise ByzantineSimError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}")
-    params: list[tuple[str, float]] = []
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        try:
-            if not eq or not key:
-                raise ValueError
-            params.append((key.strip(), float(value)))
-        except ValueError:
-            raise ByzantineSimError(
-                f"attack {text!r}: parameter {item!r} is not key=<number>"
-            ) from None
-    return AttackSpec(name, tuple(params))
+    try:
+        return _parse_attack(text)
+    except AttackSpecError as exc:
+        raise ByzantineSimError(str(exc)) from None
 
 
 def check_rule_preconditions(rule: str, *, n: int, f: int) -> None:
@@ -545,9 +521,13 @@ def simulate_byzantine(
                 byz = _attack(spec, deltas, f, rule, params, base[i], trained[i], seed, r, i)
                 received_rows += list(base[i] + byz)
                 senders += [f"byz-{k}" for k in range(f)]
-            clean = sanitize([row - base[i] for row in received_rows], dim=d, max_norm=max_norm)
-            rejected += len(clean.rejected)
-            received = tuple(Received(senders[k], r, received_rows[k], 1.0, 0) for k in clean.kept)
+            admitted = [
+                k
+                for k, row in enumerate(received_rows)
+                if policy.admit_update(row, base[i], numel=d, max_norm=max_norm) is None
+            ]
+            rejected += len(received_rows) - len(admitted)
+            received = tuple(Received(senders[k], r, received_rows[k], 1.0, 0) for k in admitted)
             action = Aggregate(
                 round=r,
                 own=trained[i],
@@ -557,7 +537,7 @@ def simulate_byzantine(
                 params=params,
                 payload="model",
             )
-            merged[i] = aggregate_round(action, RULES)
+            merged[i] = policy.merge(action, RULES).vector
         set_vectors(merged)
         if eval_every and ((r + 1) % eval_every == 0) and r + 1 < rounds:
             history[r] = float(batched.accuracy(merged, x_test, y_test).mean())

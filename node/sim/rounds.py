@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from node.training import policy
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.engine import (
     Aggregate,
@@ -34,7 +35,6 @@ from node.training.engine import (
     SamplePeers,
     SendUpdate,
     TrainLocal,
-    aggregate_round,
 )
 from node.training.evaluate import evaluate
 from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
@@ -219,7 +219,8 @@ def simulate(
                         (ids[i], act.round, act.payload, trainers[i].num_examples),
                     )
             elif isinstance(act, Aggregate):
-                vec = aggregate_round(act, rules)
+                # The daemon's merge: f lowered to the rows at hand, own model if not finite.
+                vec = policy.merge(act, rules).vector
                 trainers[i].set_vector(vec)
                 pending += eng.on_aggregated(act.round, vec, now)
                 finished = max(finished, now)

@@ -12,12 +12,14 @@ minibatch draws, and push the result to ``peers`` honest nodes each. Their accum
 updates therefore point in nearly the same direction, which is what the defence looks
 for.
 
-Defence (``defence=True``) is exactly what ``node.daemon.training_runtime`` does with
-``[aggregation] sybil_weighting = true``: a :class:`aggregation.sybil.SimilarityHistory`
-per honest node accumulates ``received vector - own pre-training base`` per sender
-(count-sketched to 2048 like the runtime when the model is larger than 4096 parameters),
-FoolsGold weights are computed over every known history, senders below ``threshold``
-are dropped, and the rule runs on ``[own, *kept]``. Honest nodes also gossip history
+Defence (``defence=True``) is what ``node.daemon.training_runtime`` does with
+``[aggregation] sybil_weighting = true``, through the same functions of
+:mod:`node.training.policy`: a :func:`~node.training.policy.similarity_history` per honest
+node accumulates ``received vector - own pre-training base`` per sender,
+:func:`~node.training.policy.sybil_filter` drops senders whose FoolsGold weight (over every
+known history) is below ``threshold``, :func:`~node.training.policy.unflagged` keeps flagged
+members out of the push targets, and :func:`~node.training.policy.merge` runs the rule on
+``[own, *kept]``. Honest nodes also gossip history
 records to the peers they push to (``select_for_gossip``, SybilWall's hop-decayed
 draw), as :mod:`node.daemon.history_gossip` does on the wire.
 
@@ -35,8 +37,10 @@ import torch
 from torch import nn
 
 from aggregation import RULES
-from aggregation.sybil import HistoryRecord, SimilarityHistory
+from aggregation.sybil import HistoryRecord
+from node.training import policy
 from node.training.datasets import TaskData, load_task, partition
+from node.training.engine import Aggregate, Received
 from node.training.models import build_model
 from node.training.params import flatten, load_vector
 from node.training.seeding import derive_seed
@@ -262,14 +266,7 @@ def simulate_sybil(
     numel = int(flatten(models[0]).numel())
     names = [f"h{i}" for i in range(sc.honest)] + [f"s{j}" for j in range(sc.sybils)]
     histories = [
-        SimilarityHistory(
-            numel,
-            sketch_dim=min(numel, 2048) if numel > 4096 else None,
-            seed=sc.seed,
-            self_id=names[i],
-            max_records=4096,
-        )
-        for i in range(sc.honest)
+        policy.similarity_history(numel, seed=sc.seed, self_id=names[i]) for i in range(sc.honest)
     ]
     result = SybilResult(0.0, 0.0, [], [])
     gossip_gen = torch.Generator().manual_seed(derive_seed("sybil-sim-gossip", sc.seed))
@@ -285,10 +282,14 @@ def simulate_sybil(
         pushed_to: list[list[int]] = [[] for _ in range(sc.honest)]
         for i in range(sc.honest):
             others = [j for j in range(len(names)) if j != i]
-            if sc.defence and sc.avoid_flagged and len(histories[i]):
+            if sc.defence and sc.avoid_flagged:
                 # Don't waste pushes on members our own history already flags.
-                w = histories[i].weights()
-                others = [j for j in others if w.get(names[j], 1.0) >= sc.threshold]
+                keep = set(
+                    policy.unflagged(
+                        [names[j] for j in others], histories[i], threshold=sc.threshold
+                    )
+                )
+                others = [j for j in others if names[j] in keep]
             for j in pick.sample(others, min(sc.peers, len(others))):
                 if j < sc.honest:  # a push to a Sybil is simply lost to the honest network
                     inbox[j].append((names[i], trained[i]))
@@ -307,28 +308,40 @@ def simulate_sybil(
                     inbox[j].append((names[sc.honest + s], vec))
         # Aggregation on every honest node.
         for i in range(sc.honest):
-            received = inbox[i]
+            # Every received vector here is finite and of the model's length; the daemon's
+            # admission still runs (no norm bound, as in the Byzantine simulation's default).
+            received = [
+                (n, v) for n, v in inbox[i] if policy.admit_update(v, bases[i], numel=numel) is None
+            ]
             result.sybil_updates += sum(1 for n, _ in received if n.startswith("s"))
             result.honest_updates += sum(1 for n, _ in received if n.startswith("h"))
             if sc.defence and received:
-                hist = histories[i]
-                for sender, vec in received:
-                    hist.add_update(sender, vec - bases[i], rnd)
-                w = hist.weights([n for n, _ in received])
-                kept = [(n, v) for n, v in received if w[n] >= sc.threshold]
+                verdict = policy.sybil_filter(
+                    histories[i],
+                    [n for n, _ in received],
+                    [v for _, v in received],
+                    base=bases[i],
+                    round_idx=rnd,
+                    threshold=sc.threshold,
+                )
+                kept = [received[k] for k in verdict.kept]
                 result.honest_dropped += sum(
-                    1 for n, _ in received if n.startswith("h") and w[n] < sc.threshold
+                    1 for k in verdict.dropped if received[k][0].startswith("h")
                 )
             else:
                 kept = received
             result.sybil_kept += sum(1 for n, _ in kept if n.startswith("s"))
-            own = trained[i]
-            if kept:
-                stack = torch.stack([own, *(v for _, v in kept)]) - own
-                merged = RULES[sc.rule](stack, f=sc.f) + own
-            else:
-                merged = own
-            load_vector(models[i], merged)
+            action = Aggregate(
+                round=rnd,
+                own=trained[i],
+                received=tuple(Received(n, rnd, v, 1.0) for n, v in kept),
+                rule=sc.rule,
+                f=sc.f,
+                params={},
+                payload="model",
+                base=bases[i],
+            )
+            load_vector(models[i], policy.merge(action, RULES).vector)
         # History gossip between honest nodes (what node.daemon.history_gossip puts on the wire).
         if sc.defence and sc.gossip_records > 0:
             for i in range(sc.honest):

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from aggregation.names import RULE_NAMES
 from node.base.address import parse_host_port
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
@@ -97,25 +98,6 @@ class NetworkSpec(_Section):
         for item in value:
             parse_host_port(item)
         return value
-
-
-_BASE_RULE_NAMES = (
-    "mean",
-    "median",
-    "trimmed_mean",
-    "krum",
-    "multi_krum",
-    "geometric_median",
-    "centered_clipping",
-    "bulyan",
-    "self_centered_clipping",
-    "bristle",
-)
-RULE_NAMES: frozenset[str] = frozenset(
-    (*_BASE_RULE_NAMES, "nnm", *(f"nnm+{name}" for name in _BASE_RULE_NAMES))
-)
-"""Names in ``aggregation.RULES``, spelled out here so that reading a genesis file does not
-import torch (2.4 s and ~190 MB for every CLI call); a test keeps the two equal."""
 
 
 class AggregationSpec(_Section):
