@@ -21,12 +21,13 @@ from aggregation.clipping import centered_clipping, self_centered_clipping
 from aggregation.coordinatewise import mean, median, trimmed_mean
 from aggregation.geometric_median import geometric_median
 from aggregation.krum import krum, multi_krum
+from aggregation.names import BASE_RULE_NAMES, NNM, PRE_AGGREGATOR_NAMES, composed_name
 from aggregation.nnm import PreAggregator, Rule, compose, nnm
 from aggregation.preconditions import PreconditionError
 
 __all__ = ["BASE_RULES", "PRE_AGGREGATORS", "RULES", "get_rule"]
 
-BASE_RULES: dict[str, Rule] = {
+_BASE_FUNCTIONS: dict[str, Rule] = {
     "mean": mean,
     "median": median,
     "trimmed_mean": trimmed_mean,
@@ -38,11 +39,25 @@ BASE_RULES: dict[str, Rule] = {
     "self_centered_clipping": self_centered_clipping,
     "bristle": bristle,
 }
+_PRE_FUNCTIONS: dict[str, PreAggregator] = {NNM: nnm}
+# Genesis validation trusts aggregation.names without importing this module: a rule added
+# here but not there (or the reverse) must fail at import, not when a network uses it.
+if set(_BASE_FUNCTIONS) != set(BASE_RULE_NAMES) or set(_PRE_FUNCTIONS) != set(PRE_AGGREGATOR_NAMES):
+    raise ImportError(
+        "aggregation.names and aggregation.registry disagree: "
+        f"{sorted(set(_BASE_FUNCTIONS) ^ set(BASE_RULE_NAMES))} "
+        f"{sorted(set(_PRE_FUNCTIONS) ^ set(PRE_AGGREGATOR_NAMES))}"
+    )
 
-PRE_AGGREGATORS: dict[str, PreAggregator] = {"nnm": nnm}
+BASE_RULES: dict[str, Rule] = {name: _BASE_FUNCTIONS[name] for name in BASE_RULE_NAMES}
+
+PRE_AGGREGATORS: dict[str, PreAggregator] = {
+    name: _PRE_FUNCTIONS[name] for name in PRE_AGGREGATOR_NAMES
+}
 
 _NNM_COMPOSED: dict[str, Rule] = {
-    f"nnm+{name}": compose(nnm, rule, name=f"nnm+{name}") for name, rule in BASE_RULES.items()
+    composed_name(NNM, name): compose(nnm, rule, name=composed_name(NNM, name))
+    for name, rule in BASE_RULES.items()
 }
 
 
@@ -69,10 +84,10 @@ def nnm_then(
     """
     if then not in BASE_RULES:
         raise PreconditionError(f"nnm: unknown then={then!r}; known: {sorted(BASE_RULES)}")
-    return _NNM_COMPOSED[f"nnm+{then}"](updates, f=f, **params)
+    return _NNM_COMPOSED[composed_name(NNM, then)](updates, f=f, **params)
 
 
-RULES: dict[str, Rule] = {**BASE_RULES, "nnm": nnm_then, **_NNM_COMPOSED}
+RULES: dict[str, Rule] = {**BASE_RULES, NNM: nnm_then, **_NNM_COMPOSED}
 
 
 def get_rule(name: str) -> Rule:

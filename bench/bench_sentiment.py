@@ -54,7 +54,6 @@ import torch
 
 from fednode_proto.v1.training_pb2 import TensorChunk
 from node.base.identity import Identity
-from node.daemon.spsa_runtime import batch_to_wire
 from node.sim.rounds import simulate
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.evaluate import evaluate
@@ -64,6 +63,7 @@ from node.training.params import flatten, load_vector
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 from node.wire.envelope import seal
 from node.wire.exchange import chunks_for, encode_update
+from node.wire.spsa_batch import batch_to_wire
 
 SEED = 0
 NET_ID = b"\x42" * 32

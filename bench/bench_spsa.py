@@ -41,7 +41,6 @@ import torch
 
 from fednode_proto.v1.training_pb2 import TensorChunk
 from node.base.identity import Identity
-from node.daemon.spsa_runtime import batch_to_wire
 from node.testnet.local import Testnet
 from node.training.datasets import load_task, node_data
 from node.training.genesis import Genesis
@@ -51,6 +50,7 @@ from node.training.params import flatten
 from node.training.spec import LearnerSpec, TaskSpec
 from node.wire.envelope import seal
 from node.wire.exchange import chunks_for, encode_update
+from node.wire.spsa_batch import batch_to_wire
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "spsa.md"

@@ -2,7 +2,7 @@
 
 Every node's :class:`SPSALearner` computes its round batch at the shared model, the
 round's entries are applied with :func:`apply_round` (``weight = 1/num_nodes``, sorted
-order), exactly what :class:`node.daemon.spsa_runtime.RoundLedger` does on a daemon; the nodes'
+order), exactly what :class:`node.training.spsa.RoundLedger` does on a daemon; the nodes'
 models are bit-identical there, so one copy stands for all. Prints per evaluation the
 test accuracy, the share of positive predictions, the test loss, the mean training loss
 of the rounds since the last evaluation and the norm of the model's change.

@@ -478,6 +478,14 @@ def start(
             help="Testnets only: behave as a Byzantine node with this attack.", hidden=True
         ),
     ] = None,
+    collude: Annotated[
+        Path | None,
+        typer.Option(
+            help="Testnets only, with --attack: the colluders' rendezvous directory "
+            "(node/testnet/collusion.py).",
+            hidden=True,
+        ),
+    ] = None,
     tls_cert: Annotated[
         str | None,
         typer.Option(help="PEM certificate: serve and dial peers over TLS only (fednode certs)."),
@@ -555,7 +563,17 @@ def start(
     configure_logging(settings.log_format, settings.log_level)
     if shard is not None and not 0 <= shard < gen.task.num_nodes:
         raise _fail(f"--shard must be in 0..{gen.task.num_nodes - 1} for this genesis")
-    if attack is not None:
+    if collude is not None and attack is None:
+        raise _fail("--collude needs --attack")
+    collusion = None
+    if collude is not None:
+        from node.testnet.collusion import ColludingAttacker, CollusionError
+
+        try:
+            collusion = ColludingAttacker(collude, attack, gen)  # type: ignore[arg-type]
+        except CollusionError as exc:
+            raise _fail(str(exc)) from None
+    elif attack is not None:
         from node.sim.byzantine import ByzantineSimError, parse_attack
 
         try:
@@ -569,6 +587,7 @@ def start(
         bootstrap=list(bootstrap or []),
         shard=shard,
         attack=attack,
+        collusion=collusion,
         train=not no_train,
         lock_fd=lock_fd,
     )

@@ -150,6 +150,8 @@ def testnet_genesis(
     rounds: int = 20,
     rule: str = "mean",
     byzantine: int = 0,
+    f: int | None = None,
+    observed_f: bool = False,
     seed: int = 1,
     eval_every: int = 1,
     epsilon: float | None = None,
@@ -162,6 +164,9 @@ def testnet_genesis(
 ) -> Genesis:
     """The genesis ``fednode testnet up`` runs with these options (the compose testnet's
     ``deploy/genesis.toml`` is one of them; a test keeps the two equal).
+
+    ``f`` is the rule's tolerated Byzantine count [default: ``byzantine``]; set apart from
+    ``byzantine`` it measures what a rule configured for ``f`` costs with fewer attackers.
 
     Raises
     ------
@@ -190,7 +195,12 @@ def testnet_genesis(
             },
             "task": task_spec,
             "learner": learner_spec,
-            "aggregation": {"rule": rule, "f": byzantine, "sybil_weighting": sybil_weighting},
+            "aggregation": {
+                "rule": rule,
+                "f": byzantine if f is None else f,
+                "observed_f": observed_f,
+                "sybil_weighting": sybil_weighting,
+            },
             "rounds": {
                 "max_rounds": rounds,
                 "eval_every": eval_every,
@@ -216,6 +226,16 @@ def testnet_genesis(
             ),
         }
     )
+
+
+def _list_attacks() -> None:
+    """Print every attack ``--attack`` takes, one line each."""
+    from node.testnet.collusion import COLLUDING_ATTACKS
+
+    console.print("colluding attackers (the default, --collude):")
+    for name, doc in sorted(COLLUDING_ATTACKS.items()):
+        console.print(f"  {name:14} {doc}", highlight=False, soft_wrap=True)
+    console.print("each attacker on its own (--no-collude): the same without dissensus")
 
 
 @testnet_app.command("up")
@@ -297,13 +317,38 @@ def up(
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
+    f: Annotated[
+        int | None,
+        typer.Option(
+            "--f",
+            min=0,
+            help="Byzantine peers the rule tolerates, independent of --byzantine (f=2 with "
+            "no attacker measures what the rule costs).",
+            show_default="--byzantine",
+        ),
+    ] = None,
+    observed_f: Annotated[
+        bool,
+        typer.Option(
+            "--observed-f",
+            help="Lower the rule's f per merge to the rows that look Byzantine (cheap robust "
+            "default: no cost without an attacker).",
+        ),
+    ] = False,
     attack: Annotated[
         str,
         typer.Option(
-            help="Attack of the malicious nodes: a name in aggregation.ATTACKS, with "
-            "parameters as name:key=value (e.g. ipm:eps=100, which breaks plain mean)."
+            help="Attack of the malicious nodes, with parameters as name:key=value (e.g. "
+            "ipm:eps=100); `--attack list` lists them.",
         ),
     ] = "sign_flip",
+    collude: Annotated[
+        bool,
+        typer.Option(
+            help="The Byzantine nodes pool what they receive through a rendezvous directory "
+            "and attack together (node/testnet/collusion.py; adds the dissensus attack).",
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
     epsilon: Annotated[
@@ -325,6 +370,10 @@ def up(
         "testnet-accuracy.png"
     ),
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 1800.0,
+    start_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds every node process may take to start (loaded machines)."),
+    ] = 90.0,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="text or json (final table).")
     ] = "text",
@@ -347,6 +396,9 @@ def up(
     """
     if fmt not in {"text", "json"}:
         raise typer.BadParameter("--format must be text or json")
+    if attack in {"list", "help", ""}:
+        _list_attacks()
+        raise typer.Exit(0)
     if genesis_file is not None:
         from node.training.genesis import GenesisError, load_genesis
 
@@ -361,7 +413,14 @@ def up(
         nodes = nodes or 3
     if byzantine >= nodes:
         raise typer.BadParameter("--byzantine must be smaller than --nodes")
-    if byzantine:
+    if byzantine and collude:
+        from node.testnet.collusion import CollusionError, parse_colluding
+
+        try:
+            parse_colluding(attack)
+        except CollusionError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    elif byzantine:
         from node.sim.byzantine import ByzantineSimError, parse_attack
 
         try:
@@ -379,6 +438,8 @@ def up(
                 rounds=rounds,
                 rule=rule,
                 byzantine=byzantine,
+                f=f,
+                observed_f=observed_f,
                 seed=seed,
                 eval_every=eval_every,
                 epsilon=epsilon,
@@ -407,6 +468,12 @@ def up(
         tmp = tempfile.mkdtemp(prefix="fednode-testnet-")
         root = Path(tmp)
     node_args = {i: ["--attack", attack] for i in range(nodes - byzantine, nodes)}
+    if byzantine and collude:
+        # Only the attackers' command lines name the rendezvous: honest nodes never see it.
+        rendezvous = root / "collusion"
+        rendezvous.mkdir(parents=True, exist_ok=True)
+        for args in node_args.values():
+            args += ["--collude", str(rendezvous)]
     fabric: NetnsTestnet | None = None
     if netns:
         fabric = NetnsTestnet(root, genesis, nodes, node_args=node_args)
@@ -432,7 +499,7 @@ def up(
                 highlight=False,
                 soft_wrap=True,
             )
-        (fabric or net).start()
+        (fabric or net).start(timeout=start_timeout)
         url = _dashboard_url(net)
         if url is not None:
             # To stderr with --format json, so stdout stays one JSON document.

@@ -114,6 +114,7 @@ class Daemon:
         *,
         shard: int | None = 0,
         attack: str | None = None,
+        collusion: Any = None,
         train: bool = True,
         lock_fd: int | None = None,
     ) -> None:
@@ -139,6 +140,8 @@ class Daemon:
         self.training_factory: Any = None
         self.shard = shard
         self.attack = attack
+        # A testnet attacker's side channel (node.testnet.collusion.ColludingAttacker).
+        self.collusion = collusion
         self.train = train
         self.tls: TlsMaterial | None = None
         # A node with any tls_* setting dials peers over TLS only: until run() has

@@ -38,8 +38,6 @@ Trust model (also in docs/privacy.md):
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +49,7 @@ from aggregation.sybil import HistoryRecord, SimilarityHistory
 from fednode_proto.v1.training_pb2 import HistoryGossip, HistoryReport
 from node.base.identity import Identity, node_id_for, verify_signature
 from node.base.logs import log
+from node.base.signing import SigningEncoder
 from node.wire.envelope import SeqCounter, Verified, seal
 from node.wire.service import Rejected
 
@@ -75,25 +74,20 @@ MAX_REPORTS = 64
 MAX_HOPS = 16
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack("<I", len(data)) + data
-
-
 def report_signing_bytes(network_id: bytes, report: HistoryReport) -> bytes:
     """The exact bytes a reporter signs (everything but ``hops`` and the signature).
 
     ``HISTORY_DOMAIN || lp(network_id) || lp(reporter_id) || lp(subject_id) ||
     u64 round || sha256(vector)``, little-endian, ``lp`` = u32 length prefix.
     """
-    return b"".join(
-        (
-            HISTORY_DOMAIN,
-            _lp(network_id),
-            _lp(report.reporter_id),
-            _lp(report.subject_id),
-            struct.pack("<Q", report.round),
-            hashlib.sha256(report.vector).digest(),
-        )
+    return (
+        SigningEncoder(HISTORY_DOMAIN)
+        .field(network_id)
+        .field(report.reporter_id)
+        .field(report.subject_id)
+        .pack("Q", report.round)
+        .digest(report.vector)
+        .finish()
     )
 
 

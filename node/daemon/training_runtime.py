@@ -113,6 +113,10 @@ class TrainingRuntime:
         self._silent: set[int] = set()  # rounds in which this node released nothing
         self._released_round = -1  # see STATE_RELEASED
         self._byz_sent: tuple[int, torch.Tensor] | None = None
+        self._byz_lock = asyncio.Lock()
+        # Testnet attackers only: node.testnet.collusion.ColludingAttacker, handed over by
+        # the CLI (the daemon never imports the testnet); join/observe/vector.
+        self.collusion: Any = None
         self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
         self.history_exchange: Any = None  # node.daemon.history_gossip.HistoryExchange, likewise
         assert daemon.store is not None
@@ -191,6 +195,9 @@ class TrainingRuntime:
                 }
             },
         )
+        self.collusion = getattr(d, "collusion", None) if self.attack else None
+        if self.collusion is not None:
+            self.collusion.join(self.node_id)
         self._task = asyncio.create_task(self._run(), name="training")
 
     def _record_mechanism(self) -> None:
@@ -445,7 +452,7 @@ class TrainingRuntime:
             return  # nothing was released for this round
         d = self.daemon
         assert self.identity is not None
-        outgoing = self._byzantine_once(round_idx, vector) if self.attack else vector
+        outgoing = await self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
             round=round_idx,
@@ -495,17 +502,29 @@ class TrainingRuntime:
         elif is_no_reply(receipt.reason):
             await self._peer_unavailable(peer, round_idx, receipt.reason)
 
-    def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+    async def _byzantine_once(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
         """The round's Byzantine vector, computed once: every peer gets the same one.
 
         A testnet attacker plays the aggregation attack, not equivocation (different
         vectors per peer would be proven and quarantined by node/wire/equivocation.py).
         """
-        cached = self._byz_sent
-        if cached is None or cached[0] != round_idx:
-            cached = (round_idx, self._byzantine(vector))
-            self._byz_sent = cached
+        async with self._byz_lock:
+            cached = self._byz_sent
+            if cached is None or cached[0] != round_idx:
+                if self.collusion is not None:
+                    loop = asyncio.get_running_loop()
+                    out = await loop.run_in_executor(None, self._colluding, round_idx, vector)
+                else:
+                    out = self._byzantine(vector)
+                cached = (round_idx, out)
+                self._byz_sent = cached
         return cached[1]
+
+    def _colluding(self, round_idx: int, vector: torch.Tensor) -> torch.Tensor:
+        """A colluding attacker's vector from what every colluder received."""
+        base = self._base if self._base is not None else vector
+        out: torch.Tensor = self.collusion.vector(round_idx, base=base, own=vector)
+        return out
 
     def _byzantine(self, vector: torch.Tensor) -> torch.Tensor:
         """Testnets only: what a Byzantine node sends instead of its honest vector.
@@ -583,7 +602,7 @@ class TrainingRuntime:
 
     def _merge(self, action: eng.Aggregate) -> torch.Tensor:
         """Merge the round (:func:`policy.merge`: f lowered to the rows, own if not finite)."""
-        result = policy.merge(action)
+        result = policy.merge(action, observed=self.daemon.genesis.aggregation.observed_f)
         if result.kept_own:
             log.info(
                 "too few updates for the rule: kept own vector",
@@ -940,6 +959,8 @@ class TrainingRuntime:
         )
         if refusal is not None:
             raise Rejected(refusal.reason, refusal.detail)
+        if self.collusion is not None:
+            self.collusion.observe(int(header.round), msg.sender_id.hex(), vector)
         actions = self.engine.on_update(
             msg.sender_id.hex(),
             int(header.round),

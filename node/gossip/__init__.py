@@ -3,9 +3,13 @@
 The protocol core (:class:`Membership`) is sans-I/O; :class:`MembershipDriver` runs it
 on asyncio over a :class:`GossipTransport` (gRPC in the daemon, in memory in tests) and
 :class:`~node.sim.gossip.SimNetwork` runs hundreds of cores on a virtual clock.
-See docs/gossip.md.
+Lifeguard's local health (:class:`Awareness`), the suspicion timer (:class:`Suspicion`)
+and the transmit-limited :class:`BroadcastQueue` are one mechanism per module, as in
+memberlist. See docs/gossip.md.
 """
 
+from .awareness import Awareness
+from .broadcast import Broadcast, BroadcastQueue
 from .config import PROFILES, GossipConfig
 from .core import Action, GossipRejected, Member, Membership, MemberState, Reply, Send
 from .driver import MembershipDriver
@@ -20,6 +24,7 @@ from .records import (
     sign_record,
     sign_statement,
 )
+from .suspicion import Suspicion
 from .topology import RandomRegular, Ring, Topology
 from .transport import (
     AsyncMemoryNetwork,
@@ -34,6 +39,9 @@ __all__ = [
     "PROFILES",
     "Action",
     "AsyncMemoryNetwork",
+    "Awareness",
+    "Broadcast",
+    "BroadcastQueue",
     "GossipConfig",
     "GossipRejected",
     "GossipTransport",
@@ -53,6 +61,7 @@ __all__ = [
     "Signer",
     "Statement",
     "StatementKind",
+    "Suspicion",
     "Topology",
     "reply_sender_id",
     "sign_record",

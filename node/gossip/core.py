@@ -41,10 +41,13 @@ from enum import StrEnum
 from google.protobuf.message import DecodeError
 
 from fednode_proto.v1 import gossip_pb2 as pb
+from node.base.errors import ReasonError
 from node.base.identity import node_id_for, pow_check, verify_signature
 from node.base.ratelimit import RateLimiter
 
 from .admission import IntroductionQueue, Verdict
+from .awareness import Awareness
+from .broadcast import BroadcastQueue
 from .config import GossipConfig
 from .records import (
     MAX_INCARNATION,
@@ -58,6 +61,7 @@ from .records import (
     sign_record,
     sign_statement,
 )
+from .suspicion import Suspicion
 from .topology import Topology
 
 __all__ = [
@@ -147,21 +151,15 @@ class Reply:
 Action = Send | Reply
 
 
-class GossipRejected(ValueError):
+class GossipRejected(
+    ReasonError,
+    ValueError,
+    # A record or statement the request carried is refused with the record's own code.
+    faults=RecordError.FAULTS | {"malformed", "sender_mismatch", "wrong_target", "bad_pow"},
+    others=(RecordError.REASONS - RecordError.FAULTS)
+    | {"rate_limited", "join_rate_limited", "unexpected", "reply_mismatch", "table_full"},
+):
     """An inbound request was refused; ``reason`` is the metrics label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass(slots=True)
-class _Suspicion:
-    start: float
-    n: int
-    k: int
-    confirmations: set[bytes]
-    deadline: float
 
 
 @dataclass(slots=True)
@@ -171,7 +169,7 @@ class _Entry:
     incarnation: int
     state_since: float
     statement: Statement | None = None
-    suspicion: _Suspicion | None = None
+    suspicion: Suspicion | None = None
     last_seen: float | None = None
     rtt_ms: float | None = None
     record_pb: pb.MemberRecord | None = None
@@ -195,16 +193,6 @@ def _update_wire(update: pb.Update) -> bytes:
         n >>= 7
     head.append(n)
     return bytes(head) + body
-
-
-@dataclass(slots=True)
-class _Broadcast:
-    wire: bytes  # the update, pre-encoded as a GossipMessage.updates entry
-    size: int
-    transmits: int
-    order: int
-    source: bytes | None  # member we learned it from (None: our own)
-    about: bytes | None  # set for alive records: the member it describes
 
 
 @dataclass(slots=True)
@@ -313,15 +301,15 @@ class Membership:
         self._table: dict[bytes, _Entry] = {}
         self._suspects: dict[bytes, _Entry] = {}
         self._live = 0
-        self._queue: dict[bytes, _Broadcast] = {}
-        self._order = 0
+        # Updates waiting to be piggybacked, each pre-encoded as a GossipMessage.updates entry.
+        self._queue = BroadcastQueue()
         self._pending: dict[int, _Pending] = {}
         self._next_id = 1
         self._seq = 0
         self._probe: _Probe | None = None
         self._probe_list: list[bytes] = []
         self._probe_index = 0
-        self._awareness = 0
+        self._awareness = Awareness(config.awareness_max_multiplier)
         self._changes: list[Member] = []
         self._join_addresses: list[str] = []
         self._seed_addresses: list[str] = []
@@ -373,7 +361,7 @@ class Membership:
     @property
     def awareness(self) -> int:
         """Lifeguard local-health score (0 = healthy); timeouts scale by ``score + 1``."""
-        return self._awareness
+        return self._awareness.score
 
     @property
     def left(self) -> bool:
@@ -843,32 +831,20 @@ class Membership:
                 count += 1
         if not self._queue:
             return out
-        limit = cfg.retransmit_limit(self._live + 1)
-        chosen = sorted(self._queue.items(), key=lambda kv: (kv[1].transmits, -kv[1].order))
-        for key, b in chosen:
-            if count >= cfg.max_piggyback:
-                break
-            if b.size > budget:
-                continue
-            if to is not None and (b.source == to or b.about == to):
-                # Echoing an update to whoever told us, or a record to its own owner, would
-                # spend one of its few transmissions on a member that already has it.
-                continue
-            out.append(b.wire)
-            budget -= b.size
-            count += 1
-            b.transmits += 1
-            if b.transmits >= limit:
-                del self._queue[key]
+        out.extend(
+            self._queue.take(
+                max_count=cfg.max_piggyback - count,
+                budget=budget,
+                limit=cfg.retransmit_limit(self._live + 1),
+                to=to,
+            )
+        )
         return out
 
     def _enqueue(self, key: bytes, update: pb.Update, *, own: bool = False) -> None:
-        self._order += 1
         about = key if update.HasField("alive") else None
-        wire = _update_wire(update)
-        self._queue[key] = _Broadcast(
-            wire, len(wire), 0, self._order, None if own else self._source, about
-        )
+        source = None if own else self._source
+        self._queue.enqueue(key, _update_wire(update), source=source, about=about)
 
     def _send(
         self,
@@ -991,7 +967,7 @@ class Membership:
         self._suspects.pop(node_id, None)
         if e.state in _LIVE:
             self._live -= 1
-        self._queue.pop(node_id, None)
+        self._queue.discard(node_id)
 
     def _reap(self, now: float) -> None:
         horizon = now - self.config.dead_reclaim_time
@@ -1206,13 +1182,11 @@ class Membership:
         )
 
     def _start_suspicion(self, now: float, e: _Entry, st: Statement) -> None:
-        n = self._live + 1
-        k = self.config.suspicion_confirmations(n)
-        timeout = self.config.suspicion_timeout(n, 0)
+        n = self._live + 1  # before _set_state, which counts a dead member suspected anew
         e.incarnation = st.incarnation
         e.statement = st
         self._set_state(e, MemberState.SUSPECT)
-        e.suspicion = _Suspicion(start=now, n=n, k=k, confirmations=set(), deadline=now + timeout)
+        e.suspicion = Suspicion.begin(now, n, self.config)
         self._suspects[e.record.node_id] = e
         self._enqueue(st.target_id, pb.Update(statement=st.to_pb()))
         self._changed(e)
@@ -1220,16 +1194,13 @@ class Membership:
     def _confirm(self, now: float, e: _Entry, st: Statement) -> None:
         s = e.suspicion
         assert s is not None
-        s.confirmations.add(st.reporter_id)
+        s.confirm(st.reporter_id)
         self.stats["confirmations"] += 1
-        timeout = self.config.suspicion_timeout(s.n, len(s.confirmations))
-        s.deadline = min(s.deadline, s.start + timeout)
         # Re-gossip the confirmation so other nodes can count it as well.
         self._enqueue(st.target_id, pb.Update(statement=st.to_pb()))
 
     def _adjust_awareness(self, delta: int) -> None:
-        cap = self.config.awareness_max_multiplier - 1
-        self._awareness = min(cap, max(0, self._awareness + delta))
+        self._awareness.apply_delta(delta)
 
     def _merge_states(self, now: float, states: Sequence[pb.MemberState]) -> None:
         limit = MAX_STATES_PER_PUSH_PULL_FACTOR * self.config.max_members
@@ -1286,7 +1257,7 @@ class Membership:
         return self.rng.sample(cands, k)
 
     def _scale(self, t: float) -> float:
-        return t * (self._awareness + 1)
+        return self._awareness.scale(t)
 
     def _probe_step(self, now: float, out: list[Action]) -> None:
         p = self._probe
@@ -1401,9 +1372,7 @@ class Membership:
 
     def _suspicion_step(self, now: float) -> None:
         due = [
-            e
-            for e in self._suspects.values()
-            if e.suspicion is not None and e.suspicion.deadline <= now
+            e for e in self._suspects.values() if e.suspicion is not None and e.suspicion.due(now)
         ]
         for e in due:
             st = self._statement(StatementKind.DEAD, e.record.node_id, e.incarnation)

@@ -13,7 +13,6 @@ signature) cheapest first and counts each rejection by reason in ``rejected``.
 from __future__ import annotations
 
 import dataclasses
-import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ from typing import Protocol
 
 from fednode_proto.v1 import gossip_pb2 as pb
 from node.base.address import parse_host_port
+from node.base.errors import ReasonError
 from node.base.identity import node_id_for, pow_check, verify_signature
+from node.base.signing import SigningEncoder
 
 __all__ = [
     "MAX_ADDRESS_LEN",
@@ -71,16 +72,15 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-class RecordError(ValueError):
+class RecordError(
+    ReasonError,
+    ValueError,
+    faults={"malformed", "bad_address", "wrong_network", "bad_pow", "bad_signature"},
+    # A bad node id or an incarnation out of range is refused without blaming the peer
+    # that passed the record on; an unknown reporter is a gap in this node's own table.
+    others={"bad_node_id", "bad_incarnation", "unknown_reporter"},
+):
     """A record or statement failed a check; ``reason`` is a stable metrics label."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def _lp(data: bytes) -> bytes:
-    return struct.pack("<I", len(data)) + data
 
 
 class StatementKind(IntEnum):
@@ -107,18 +107,19 @@ class MemberRecord:
 
     def signing_bytes(self) -> bytes:
         """The exact bytes the owner signs."""
-        parts = [
-            RECORD_DOMAIN,
-            _lp(self.network_id),
-            _lp(self.node_id),
-            _lp(self.public_key),
-            _lp(self.address.encode()),
-            struct.pack(
-                "<QQqI", self.pow_nonce, self.incarnation, self.timestamp_ms, len(self.capabilities)
-            ),
-        ]
-        parts.extend(_lp(c.encode()) for c in self.capabilities)
-        return b"".join(parts)
+        enc = (
+            SigningEncoder(RECORD_DOMAIN)
+            .field(self.network_id)
+            .field(self.node_id)
+            .field(self.public_key)
+            .text(self.address)
+            .pack(
+                "QQqI", self.pow_nonce, self.incarnation, self.timestamp_ms, len(self.capabilities)
+            )
+        )
+        for capability in self.capabilities:
+            enc.text(capability)
+        return enc.finish()
 
     def to_pb(self) -> pb.MemberRecord:
         """Protobuf form."""
@@ -188,16 +189,15 @@ class Statement:
 
     def signing_bytes(self) -> bytes:
         """The exact bytes the reporter signs."""
-        return b"".join(
-            (
-                STATEMENT_DOMAIN,
-                struct.pack("<B", int(self.kind)),
-                _lp(self.network_id),
-                _lp(self.target_id),
-                struct.pack("<Q", self.incarnation),
-                _lp(self.reporter_id),
-                struct.pack("<q", self.timestamp_ms),
-            )
+        return (
+            SigningEncoder(STATEMENT_DOMAIN)
+            .pack("B", int(self.kind))
+            .field(self.network_id)
+            .field(self.target_id)
+            .pack("Q", self.incarnation)
+            .field(self.reporter_id)
+            .pack("q", self.timestamp_ms)
+            .finish()
         )
 
     def to_pb(self) -> pb.Statement:

@@ -5,36 +5,34 @@ default (``sqlite_url_for(data_dir)``), PostgreSQL or any SQLAlchemy URL works. 
 ``docs/storage.md``.
 """
 
+from node.base.seed_digest import EMPTY_SEED_SET_DIGEST, SeedSetDigest, seed_set_digest
 from node.storage.engine import DB_FILENAME, sqlite_url_for
 from node.storage.errors import (
     CheckpointCorrupted,
     LedgerConflict,
     LedgerCorrupted,
-    PayloadCorrupted,
     StorageError,
 )
 from node.storage.ledger_chain import GENESIS_HASH
 from node.storage.records import (
-    DTYPE_ITEMSIZE,
     CheckpointInfo,
     EventRecord,
     LedgerRelease,
     LedgerRow,
-    MessageRecord,
     PeerRecord,
     ReputationRecord,
     SpsaAppendResult,
+    SpsaBatchRecord,
     SpsaEntry,
-    UpdateRecord,
 )
-from node.storage.spsa_digest import EMPTY_SEED_SET_DIGEST, SeedSetDigest, seed_set_digest
+from node.storage.spsa_batches import SPSA_BATCH_KEY_PREFIX
 from node.storage.store import BudgetCheck, Store, open_store
 
 __all__ = [
     "DB_FILENAME",
-    "DTYPE_ITEMSIZE",
     "EMPTY_SEED_SET_DIGEST",
     "GENESIS_HASH",
+    "SPSA_BATCH_KEY_PREFIX",
     "BudgetCheck",
     "CheckpointCorrupted",
     "CheckpointInfo",
@@ -43,16 +41,14 @@ __all__ = [
     "LedgerCorrupted",
     "LedgerRelease",
     "LedgerRow",
-    "MessageRecord",
-    "PayloadCorrupted",
     "PeerRecord",
     "ReputationRecord",
     "SeedSetDigest",
     "SpsaAppendResult",
+    "SpsaBatchRecord",
     "SpsaEntry",
     "StorageError",
     "Store",
-    "UpdateRecord",
     "open_store",
     "seed_set_digest",
     "sqlite_url_for",

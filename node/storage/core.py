@@ -2,7 +2,7 @@
 
 Transaction rule: every public method that writes runs exactly one database transaction
 (``StoreCore._write``) and commits it before returning; when it raises, nothing it did is
-stored. Files that belong to a row (checkpoints, large update payloads) are written to a
+stored. Files that belong to a row (checkpoints) are written to a
 temporary name, fsynced and renamed into place *before* the row's transaction commits, so
 a committed row always points at a complete file; a crash in between leaves at most an
 unreferenced file.
@@ -26,7 +26,6 @@ from node.storage.errors import StorageError
 from node.storage.models import NodeStateRow
 
 __all__ = [
-    "DEFAULT_INLINE_LIMIT",
     "RESERVED_STATE_PREFIX",
     "StoreCore",
     "check_hex",
@@ -37,7 +36,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-DEFAULT_INLINE_LIMIT = 256 * 1024
 RESERVED_STATE_PREFIX = "storage."
 _WRITE_ATTEMPTS = 8
 _IN_CHUNK = 500  # bound IN (...) lists well below every backend's parameter limit
@@ -86,11 +84,9 @@ class StoreCore:
         engine: Engine,
         *,
         data_dir: Path | None,
-        inline_limit: int = DEFAULT_INLINE_LIMIT,
     ) -> None:
         self._engine = engine
         self._data_dir = data_dir
-        self._inline_limit = inline_limit
         # (seq, row_hash) of the newest ledger row this store has verified the chain up to.
         self._ledger_verified: tuple[int, str] | None = None
 
@@ -111,7 +107,7 @@ class StoreCore:
 
     @property
     def data_dir(self) -> Path | None:
-        """Directory for checkpoint and large payload files (None: file features off)."""
+        """Directory for checkpoint files (None: file features off)."""
         return self._data_dir
 
     def schema_revision(self) -> str | None:

@@ -6,7 +6,6 @@ __all__ = [
     "CheckpointCorrupted",
     "LedgerConflict",
     "LedgerCorrupted",
-    "PayloadCorrupted",
     "StorageError",
 ]
 
@@ -29,7 +28,3 @@ class LedgerConflict(StorageError):
 
 class CheckpointCorrupted(StorageError):
     """A checkpoint file is missing, unreadable or does not match the sha256 stored in SQL."""
-
-
-class PayloadCorrupted(StorageError):
-    """A stored update payload does not match its recorded sha256."""

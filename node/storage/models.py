@@ -17,13 +17,10 @@ from sqlalchemy import (
     Boolean,
     Dialect,
     Float,
-    ForeignKey,
-    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -33,13 +30,12 @@ __all__ = [
     "CheckpointRow",
     "EventRow",
     "LedgerEntryRow",
-    "MessageRow",
     "NodeStateRow",
     "PeerRow",
     "ReputationRow",
+    "SpsaBatchRow",
     "SpsaRow",
     "UInt64",
-    "UpdateRow",
 ]
 
 # Explicit constraint names make migrations reproducible on every backend (Alembic cannot
@@ -110,47 +106,6 @@ class PeerRow(Base):
     capabilities: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-class MessageRow(Base):
-    """One accepted inbound message; ``(sender, kind, seq)`` is unique so replays are caught."""
-
-    __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("sender", "kind", "seq"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    sender: Mapped[str] = mapped_column(String(HEX64))
-    kind: Mapped[str] = mapped_column(String(32))
-    network_id: Mapped[str] = mapped_column(String(HEX64))
-    seq: Mapped[int] = mapped_column(BigInteger)
-    round: Mapped[int | None] = mapped_column(BigInteger)
-    received_at: Mapped[float] = mapped_column(Float)
-    payload_sha256: Mapped[str] = mapped_column(String(HEX64))
-    size: Mapped[int] = mapped_column(BigInteger)
-
-
-class UpdateRow(Base):
-    """A received model update, accepted or rejected, with its tensor payload."""
-
-    __tablename__ = "updates"
-    __table_args__ = (Index("ix_updates_round_sender", "round", "sender"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    round: Mapped[int] = mapped_column(BigInteger)
-    sender: Mapped[str] = mapped_column(String(HEX64))
-    message_id: Mapped[int | None] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"),
-        ForeignKey("messages.id", ondelete="SET NULL"),
-    )
-    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
-    payload_path: Mapped[str | None] = mapped_column(String(512))
-    payload_sha256: Mapped[str] = mapped_column(String(HEX64))
-    size: Mapped[int] = mapped_column(BigInteger)
-    dtype: Mapped[str] = mapped_column(String(16))
-    shape: Mapped[list[int]] = mapped_column(JSON)
-    accepted: Mapped[bool] = mapped_column(Boolean)
-    reason: Mapped[str | None] = mapped_column(String(255))
-    received_at: Mapped[float] = mapped_column(Float)
-
-
 class SpsaRow(Base):
     """One applied SPSA step: a seed id and its projected-gradient scalar."""
 
@@ -164,6 +119,21 @@ class SpsaRow(Base):
     scalar: Mapped[float] = mapped_column(Float)
     scale: Mapped[float] = mapped_column(Float)
     applied_at: Mapped[float] = mapped_column(Float)
+
+
+class SpsaBatchRow(Base):
+    """One signed SPSA batch as received (or made): at most one per (round, origin).
+
+    The daemon serves these bytes to peers that catch up; the entries they carry are in
+    ``spsa_log``. ``wire`` is opaque here (storage knows no protobuf).
+    """
+
+    __tablename__ = "spsa_batches"
+
+    round: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    origin: Mapped[str] = mapped_column(String(HEX64), primary_key=True)
+    wire: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[float] = mapped_column(Float)
 
 
 class CheckpointRow(Base):

@@ -8,38 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
+from typing import Any
 
 __all__ = [
-    "DTYPE_ITEMSIZE",
     "CheckpointInfo",
     "EventRecord",
     "LedgerRelease",
     "LedgerRow",
-    "MessageRecord",
     "PeerRecord",
     "ReputationRecord",
     "SpsaAppendResult",
+    "SpsaBatchRecord",
     "SpsaEntry",
-    "UpdateRecord",
 ]
-
-# Tensor dtypes an update may declare, with their byte width (payloads are little-endian).
-DTYPE_ITEMSIZE: dict[str, int] = {
-    "float64": 8,
-    "float32": 4,
-    "float16": 2,
-    "bfloat16": 2,
-    "int64": 8,
-    "int32": 4,
-    "int16": 2,
-    "int8": 1,
-    "uint8": 1,
-    "bool": 1,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,71 +67,6 @@ class PeerRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """Metadata of one accepted inbound message.
-
-    ``(sender, kind, seq)`` identifies it: a second message with the same triple is a
-    replay. ``received_at`` None means "now"; ``id`` is filled in by the store.
-    """
-
-    sender: str
-    kind: str
-    seq: int
-    network_id: str
-    payload_sha256: str
-    size: int
-    round: int | None = None
-    received_at: float | None = None
-    id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateRecord:
-    """A stored model update. ``payload`` holds raw little-endian tensor bytes."""
-
-    id: int
-    round: int
-    sender: str
-    payload: bytes | None
-    payload_sha256: str
-    size: int
-    dtype: str
-    shape: tuple[int, ...]
-    accepted: bool
-    reason: str | None
-    received_at: float
-    message_id: int | None
-    stored_in_file: bool
-
-    def tensor(self) -> torch.Tensor:
-        """The payload as a torch tensor of ``dtype`` and ``shape`` (a copy, never shared).
-
-        Raises
-        ------
-        ValueError
-            When the payload is absent or its length does not match dtype and shape.
-        """
-        import torch
-
-        if self.payload is None:
-            raise ValueError(f"update {self.id} was loaded without its payload")
-        itemsize = DTYPE_ITEMSIZE[self.dtype]
-        numel = 1
-        for dim in self.shape:
-            numel *= dim
-        if numel * itemsize != len(self.payload):
-            raise ValueError(
-                f"update {self.id}: {len(self.payload)} payload bytes do not match "
-                f"dtype {self.dtype} and shape {list(self.shape)}"
-            )
-        dtype = getattr(torch, self.dtype)
-        if numel == 0:
-            return torch.empty(self.shape, dtype=dtype)
-        flat = torch.frombuffer(bytearray(self.payload), dtype=dtype)
-        return flat.reshape(self.shape)
-
-
-@dataclass(frozen=True, slots=True)
 class SpsaEntry:
     """One SPSA step: the published (seed id, scalar) with its context.
 
@@ -176,6 +92,29 @@ class SpsaAppendResult:
     inserted: tuple[str, ...]
     duplicates: tuple[str, ...]
     last_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpsaBatchRecord:
+    """One signed SPSA batch, kept so the node can serve it to peers that catch up.
+
+    Attributes
+    ----------
+    round : int
+        Round the batch is for (``>= 0``).
+    origin : str
+        Hex node id of the node that signed it.
+    wire : bytes
+        The batch exactly as signed (its deterministic protobuf encoding, signature
+        included). The store never parses it: ``storage`` knows no wire format.
+    stored_at : float or None, default None
+        Unix seconds it was stored; None means "now" when stored.
+    """
+
+    round: int
+    origin: str
+    wire: bytes
+    stored_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""SPSA scalar log: idempotent on seed id, catch-up queries, order-independent digest."""
+"""SPSA scalar log and signed batches: idempotent on seed id, catch-up queries, digest."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from node.storage.core import check_hex, chunks, is_finite, now_or
-from node.storage.messages import MessageStore
-from node.storage.models import SpsaRow
-from node.storage.records import MessageRecord, SpsaAppendResult, SpsaEntry
-from node.storage.spsa_digest import SeedSetDigest
+from node.base.seed_digest import SeedSetDigest
+from node.storage.core import StoreCore, check_hex, chunks, is_finite, now_or
+from node.storage.models import SpsaBatchRow, SpsaRow
+from node.storage.records import SpsaAppendResult, SpsaBatchRecord, SpsaEntry
+from node.storage.spsa_batches import batch_record, insert_batches, validate_batch
 
 __all__ = ["SpsaStore"]
 
 
-class SpsaStore(MessageStore):
-    """The SPSA (seed id, scalar) log."""
+class SpsaStore(StoreCore):
+    """The SPSA (seed id, scalar) log and the signed batches that carried it."""
 
     @staticmethod
     def _spsa_entry(row: SpsaRow) -> SpsaEntry:
@@ -33,39 +33,41 @@ class SpsaStore(MessageStore):
         )
 
     def append_spsa(
-        self, entries: Iterable[SpsaEntry], *, message: MessageRecord | None = None
+        self, entries: Iterable[SpsaEntry], *, batches: Iterable[SpsaBatchRecord] = ()
     ) -> SpsaAppendResult:
-        """Append a batch of SPSA entries to the log, idempotently on ``seed_id``.
+        """Append SPSA entries to the log, idempotently on ``seed_id``, with their batches.
 
-        Ids already in the log, and repeats within the batch after their first occurrence,
-        are not inserted and are reported in ``duplicates``. The whole batch is one
-        transaction.
+        Ids already in the log, and repeats within the call after their first occurrence,
+        are not inserted and are reported in ``duplicates``. The signed batches that
+        carried the entries are stored in the same transaction, so a crash never keeps
+        entries whose batch cannot be served to peers (nor the reverse).
 
         Parameters
         ----------
         entries : iterable of SpsaEntry
-        message : MessageRecord or None, default None
-            The envelope that carried the batch, recorded in the same transaction; when it
-            is a replay nothing is inserted and every id is reported as a duplicate.
+        batches : iterable of SpsaBatchRecord, default ()
+            Signed batches to keep; one whose (round, origin) is already stored is
+            skipped (the first stored batch stays).
 
         Raises
         ------
         ValueError
-            On an empty seed id, a non-finite scalar or scale, or a malformed sender.
+            On an empty seed id, a non-finite scalar or scale, a malformed sender, or a
+            malformed batch; nothing is stored.
         """
         batch = list(entries)
+        signed = list(batches)
         for e in batch:
             if not isinstance(e.seed_id, str) or not e.seed_id or len(e.seed_id) > 128:
                 raise ValueError(f"SPSA seed_id must be a 1..128 character str, got {e.seed_id!r}")
             check_hex("SPSA sender", e.sender)
             if not (is_finite(e.scalar) and is_finite(e.scale)):
                 raise ValueError(f"SPSA entry {e.seed_id}: scalar and scale must be finite")
-        if message is not None:
-            self._validate_message(message)
+        for b in signed:
+            validate_batch(b)
 
         def work(s: Session) -> SpsaAppendResult:
-            if message is not None and self._insert_message(s, message) is None:
-                return SpsaAppendResult((), tuple(e.seed_id for e in batch), None)
+            insert_batches(s, signed)
             ids = list(dict.fromkeys(e.seed_id for e in batch))
             existing: set[str] = set()
             for chunk in chunks(ids):
@@ -98,6 +100,25 @@ class SpsaStore(MessageStore):
             )
 
         return self._write(work)
+
+    def spsa_batches(self, *, round: int | None = None) -> list[SpsaBatchRecord]:
+        """Stored signed batches, ordered by (round, origin).
+
+        Parameters
+        ----------
+        round : int or None, default None
+            Only batches of rounds ``>= round``.
+        """
+        stmt = select(SpsaBatchRow).order_by(SpsaBatchRow.round, SpsaBatchRow.origin)
+        if round is not None:
+            stmt = stmt.where(SpsaBatchRow.round >= round)
+        with self._read() as s:
+            return [batch_record(r) for r in s.scalars(stmt)]
+
+    def spsa_batch_count(self) -> int:
+        """Number of stored signed batches."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(SpsaBatchRow)) or 0)
 
     def spsa_since(
         self,
@@ -147,7 +168,7 @@ class SpsaStore(MessageStore):
             return s.scalar(select(func.max(SpsaRow.seq)))
 
     def spsa_digest(self, *, up_to_seq: int | None = None) -> str:
-        """Order-independent digest of the logged seed ids (see ``node.storage.spsa_digest``).
+        """Order-independent digest of the logged seed ids (see ``node.base.seed_digest``).
 
         Parameters
         ----------

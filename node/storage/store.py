@@ -1,6 +1,6 @@
 """The node store: every piece of persistent node state behind one typed API.
 
-``Store`` combines the per-table parts (peers, messages, updates, SPSA log, checkpoints,
+``Store`` combines the per-table parts (peers, SPSA log and batches, checkpoints,
 reputation, privacy ledger, events, node state), each in its own module on top of
 ``node.storage.core.StoreCore``. Every public write is one transaction (see ``core``).
 All methods are blocking and thread-safe (one pooled connection per call); the asyncio
@@ -18,7 +18,6 @@ from sqlalchemy.engine import URL
 
 from node.storage import migrate
 from node.storage.checkpoints import CheckpointStore
-from node.storage.core import DEFAULT_INLINE_LIMIT
 from node.storage.engine import (
     create_store_engine,
     normalize_url,
@@ -32,7 +31,6 @@ from node.storage.peers import PeerStore
 from node.storage.reputation import ReputationStore
 from node.storage.spsa import SpsaStore
 from node.storage.state import NodeStateStore
-from node.storage.updates import UpdateStore
 
 __all__ = ["BudgetCheck", "Store", "open_store"]
 
@@ -41,7 +39,6 @@ _PG_MIGRATE_LOCK = 7241982301
 
 class Store(
     PeerStore,
-    UpdateStore,
     SpsaStore,
     CheckpointStore,
     ReputationStore,
@@ -63,7 +60,6 @@ class Store(
         data_dir: str | os.PathLike[str] | None = None,
         migrate_schema: bool = True,
         busy_timeout_s: float = 30.0,
-        inline_limit: int = DEFAULT_INLINE_LIMIT,
         echo: bool = False,
     ) -> Store:
         """Open (and by default migrate) a store. Same as :func:`open_store`."""
@@ -72,7 +68,6 @@ class Store(
             data_dir=data_dir,
             migrate_schema=migrate_schema,
             busy_timeout_s=busy_timeout_s,
-            inline_limit=inline_limit,
             echo=echo,
         )
 
@@ -106,7 +101,6 @@ def open_store(
     data_dir: str | os.PathLike[str] | None = None,
     migrate_schema: bool = True,
     busy_timeout_s: float = 30.0,
-    inline_limit: int = DEFAULT_INLINE_LIMIT,
     echo: bool = False,
 ) -> Store:
     """Open the node store and bring its schema to the newest migration.
@@ -117,15 +111,13 @@ def open_store(
         SQLAlchemy URL. None means the default SQLite file ``<data_dir>/fednode.db``
         (then ``data_dir`` is required). ``postgresql://`` uses psycopg 3.
     data_dir : path or None, default None
-        Directory for checkpoint and large update files. Defaults to the database file's
+        Directory for checkpoint files. Defaults to the database file's
         directory for a SQLite file URL; for other URLs, file features raise
         ``StorageError`` until a data dir is given.
     migrate_schema : bool, default True
         Run ``alembic upgrade head`` on open (serialised against concurrent openers).
     busy_timeout_s : float, default 30.0
         Lock wait before a write fails.
-    inline_limit : int, default 262144
-        Update payloads larger than this many bytes are stored as files.
     echo : bool, default False
         Log SQL.
 
@@ -157,4 +149,4 @@ def open_store(
     except Exception:
         engine.dispose()
         raise
-    return Store(engine, data_dir=base, inline_limit=inline_limit)
+    return Store(engine, data_dir=base)

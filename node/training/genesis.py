@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from aggregation.names import RULE_NAMES
 from node.base.address import parse_host_port
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
@@ -99,25 +100,6 @@ class NetworkSpec(_Section):
         return value
 
 
-_BASE_RULE_NAMES = (
-    "mean",
-    "median",
-    "trimmed_mean",
-    "krum",
-    "multi_krum",
-    "geometric_median",
-    "centered_clipping",
-    "bulyan",
-    "self_centered_clipping",
-    "bristle",
-)
-RULE_NAMES: frozenset[str] = frozenset(
-    (*_BASE_RULE_NAMES, "nnm", *(f"nnm+{name}" for name in _BASE_RULE_NAMES))
-)
-"""Names in ``aggregation.RULES``, spelled out here so that reading a genesis file does not
-import torch (2.4 s and ~190 MB for every CLI call); a test keeps the two equal."""
-
-
 class AggregationSpec(_Section):
     """How a node merges the updates it receives (robust rule, hygiene)."""
 
@@ -126,6 +108,11 @@ class AggregationSpec(_Section):
         description="Robust rule from aggregation.RULES (mean, median, trimmed_mean, krum, ...)",
     )
     f: int = Field(0, ge=0, description="Number of Byzantine peers the rule must tolerate")
+    observed_f: bool = Field(
+        False,
+        description="Per merge, run the rule with f lowered to the rows that look Byzantine "
+        "(farther than 3 median distances from ours; node/training/robust_defaults.py)",
+    )
     params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Extra keyword parameters passed to the rule"
     )

@@ -28,6 +28,7 @@ import torch
 from aggregation.preconditions import PreconditionError
 from aggregation.sybil import SimilarityHistory
 from node.training.engine import Aggregate, RuleFn, aggregate_round
+from node.training.robust_defaults import observed_f
 
 __all__ = [
     "HISTORY_MAX_RECORDS",
@@ -199,7 +200,9 @@ class Merge:
         return self.f is None
 
 
-def merge(action: Aggregate, rules: Mapping[str, RuleFn] | None = None) -> Merge:
+def merge(
+    action: Aggregate, rules: Mapping[str, RuleFn] | None = None, *, observed: bool = False
+) -> Merge:
     """Merge a round: :func:`aggregate_within_f`, then :func:`finite_or_own`.
 
     Parameters
@@ -208,11 +211,19 @@ def merge(action: Aggregate, rules: Mapping[str, RuleFn] | None = None) -> Merge
         The round's action, after admission and the Sybil filter.
     rules : mapping or None, default None
         Rule table (default ``aggregation.RULES``).
+    observed : bool, default False
+        Lower the rule's ``f`` first to the rows that look Byzantine
+        (:func:`node.training.robust_defaults.observed_f`; genesis
+        ``aggregation.observed_f``): 0 without an attacker, i.e. the plain rule's cost
+        is paid only when outliers are present.
 
     Returns
     -------
     Merge
     """
+    if observed and action.f is not None:
+        lowered = observed_f(action.own, [r.vector for r in action.received], action.f)
+        action = dataclasses.replace(action, f=lowered)
     merged, f = aggregate_within_f(action, rules)
     vector, fell_back = finite_or_own(merged, action)
     return Merge(vector, f, action.f, fell_back)

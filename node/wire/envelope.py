@@ -13,15 +13,15 @@ sender and kind, and still increasing after a restart without storing a counter.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from fednode_proto.v1.envelope_pb2 import Envelope
+from node.base.errors import ReasonError
 from node.base.identity import Identity, node_id_for, verify_signature
+from node.base.signing import SigningEncoder
 
 __all__ = [
     "ENVELOPE_DOMAIN",
@@ -39,12 +39,23 @@ PROTOCOL_VERSION = 1
 ENVELOPE_DOMAIN = b"fednode/v1/envelope\x00"
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(
+    ReasonError,
+    # Raised before the sender is authenticated (or for a clock or replay problem an
+    # honest peer can have), so no code is charged to the id the envelope claims.
+    others={
+        "bad_version",
+        "wrong_network",
+        "bad_kind",
+        "malformed",
+        "bad_sender_id",
+        "stale",
+        "future",
+        "bad_signature",
+        "replay",
+    },
+):
     """An envelope failed a check. ``reason`` is a stable code, ``str()`` a sentence."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -60,22 +71,17 @@ class Verified:
     body: bytes
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack("<I", len(data)) + data
-
-
 def signing_bytes(env: Envelope) -> bytes:
     """The exact bytes an envelope's signature covers (documented in docs/protocol.md)."""
-    return b"".join(
-        (
-            ENVELOPE_DOMAIN,
-            struct.pack("<I", env.version),
-            _lp(env.sender_public_key),
-            _lp(env.network_id),
-            _lp(env.kind.encode()),
-            struct.pack("<QQq", env.seq, env.round, env.timestamp_ms),
-            hashlib.sha256(env.body).digest(),
-        )
+    return (
+        SigningEncoder(ENVELOPE_DOMAIN)
+        .pack("I", env.version)
+        .field(env.sender_public_key)
+        .field(env.network_id)
+        .text(env.kind)
+        .pack("QQq", env.seq, env.round, env.timestamp_ms)
+        .digest(env.body)
+        .finish()
     )
 
 

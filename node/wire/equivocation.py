@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 
 from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.training_pb2 import TensorHeader
+from node.base.errors import ReasonError
 from node.wire.envelope import EnvelopeError, check_envelope
 
 __all__ = ["EquivocationBook", "EquivocationError", "Proof", "Sighting", "check_sighting"]
@@ -34,12 +35,18 @@ UPDATE_KINDS = frozenset({"update"})
 _ANY_AGE_MS = 2**62
 
 
-class EquivocationError(ValueError):
+class EquivocationError(
+    ReasonError,
+    ValueError,
+    # Charged to the relay: an honest relay verifies evidence before relaying it.
+    faults={
+        "evidence_malformed",
+        "evidence_bad_envelope",
+        "evidence_not_a_pair",
+        "evidence_same_update",
+    },
+):
     """Evidence that proves nothing; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,12 @@ from fednode_proto.v1.training_pb2 import (
     TensorChunk,
     TensorHeader,
 )
+from node.base.errors import ReasonError, fault_reasons
 from node.base.identity import Identity
 from node.base.logs import log
 from node.base.metrics import Metrics
 from node.base.ratelimit import RateLimiter
+from node.gossip import GossipRejected
 from node.wire.admission import AdmissionPolicy, Admit, MembershipView, SenderFacts, decide
 from node.wire.envelope import (
     EnvelopeError,
@@ -44,6 +46,7 @@ from node.wire.envelope import (
     check_envelope,
     seal,
 )
+from node.wire.equivocation import EquivocationError
 from node.wire.update_header import MIN_CHUNK_BYTES, UpdateError, check_header
 
 __all__ = [
@@ -59,51 +62,64 @@ __all__ = [
 ]
 
 
-# Refusals that say the (authenticated) sender misbehaved. Honest peers also get refused
-# for being slow, early or busy (stale, future, done, duplicate, rate limits): those are
-# not faults and never lower a reputation.
-FAULT_REASONS = frozenset(
-    {
+class Rejected(
+    ReasonError,
+    # Refusals that say the (authenticated) sender misbehaved. Honest peers also get
+    # refused for being slow, early or busy (stale, future, done, duplicate, not ready):
+    # those are not faults and never lower a reputation.
+    faults=UpdateError.FAULTS  # the training runtime passes decode errors on
+    | EquivocationError.FAULTS  # node/daemon/evidence_gossip.py passes these on
+    | {
+        # The update stream itself (this module).
         "malformed",
         "bad_hash",
-        "size_mismatch",
-        "bad_shape",
-        "bad_dtype",
-        "bad_format",
-        "nonfinite",
+        "too_many_chunks",
+        # Update and SPSA batch contents (node/daemon/training_runtime.py, spsa_runtime.py).
         "bad_round",
         "unknown_seed",
-        "too_many_chunks",
-        "bad_origin",
-        "forged_origin",
-        "gossip_malformed",
-        "gossip_sender_mismatch",
-        "gossip_bad_pow",
-        "gossip_wrong_target",
-        "gossip_bad_signature",
-        "gossip_wrong_network",
-        "gossip_bad_address",
-        # History reports (node/daemon/history_gossip.py): an honest relay verifies before it
-        # forwards, so a bad report is the relay's fault.
+        # History reports (node/daemon/history_gossip.py): an honest relay verifies before
+        # it forwards, so a bad report is the relay's fault.
         "history_malformed",
         "history_bad_reporter",
         "history_bad_shape",
         "history_bad_signature",
-        # Equivocation evidence (node/daemon/evidence_gossip.py): relays verify before relaying.
-        "evidence_malformed",
-        "evidence_bad_envelope",
-        "evidence_not_a_pair",
-        "evidence_same_update",
-    }
-)
-
-
-class Rejected(Exception):
+    },
+    others=(UpdateError.REASONS - UpdateError.FAULTS)
+    | (EquivocationError.REASONS - EquivocationError.FAULTS)
+    | {
+        # Timing, gossip repetition and this node's own state.
+        "not_ready",
+        "self",
+        "done",
+        "future",
+        "stale",
+        "duplicate",
+        "stale_round",
+        "future_round",
+        "not_training",
+        "wrong_learner",
+        "unsupported",
+        # Update contents an honest peer may produce (a diverged model).
+        "norm_exceeded",
+        # SPSA batch checks (node/daemon/spsa_runtime.py) that are not charged to the
+        # sender (unlike bad_dtype, bad_shape, nonfinite and unknown_seed, which are).
+        "oversized",
+        "bad_origin_id",
+        "bad_origin_signature",
+        "bad_scalar",
+        "out_of_bounds",
+        "duplicate_seed",
+        "equivocation",
+        "unknown_origin",
+        "banned",
+    },
+):
     """A handler refuses a message; ``reason`` is a stable code."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+
+FAULT_REASONS = Rejected.FAULTS | fault_reasons(GossipRejected, prefix="gossip_")
+"""Reason codes charged to the authenticated sender (``on_fault``), derived from the error
+classes' declarations; membership refusals are counted as ``gossip_<reason>``."""
 
 
 class GossipHandler(Protocol):

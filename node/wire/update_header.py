@@ -8,6 +8,7 @@ at start and at exit).
 from __future__ import annotations
 
 from fednode_proto.v1.training_pb2 import TensorHeader
+from node.base.errors import ReasonError
 
 __all__ = ["MIN_CHUNK_BYTES", "UpdateError", "check_header"]
 
@@ -15,12 +16,14 @@ __all__ = ["MIN_CHUNK_BYTES", "UpdateError", "check_header"]
 MIN_CHUNK_BYTES = 1 << 16
 
 
-class UpdateError(ValueError):
+class UpdateError(
+    ReasonError,
+    ValueError,
+    # The signed header or payload contradicts itself or the network's model: an honest
+    # sender never produces one.
+    faults={"bad_format", "bad_dtype", "bad_shape", "size_mismatch", "nonfinite"},
+):
     """A received update is unusable; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def check_header(header: TensorHeader, expected_numel: int | None) -> None:

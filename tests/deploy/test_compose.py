@@ -8,6 +8,7 @@ The container entrypoint itself is a shell script, so one test runs it for real.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -205,7 +206,7 @@ def test_tls_override_gives_every_node_its_certificates(compose: dict[str, Any])
 
 
 def test_image_healthcheck_and_entrypoint_use_real_commands() -> None:
-    from node.cli import app as cli
+    cli = importlib.import_module("node.cli.app")
 
     cli._register_deploy()
     commands = typer.main.get_command(cli.app).commands  # type: ignore[attr-defined]

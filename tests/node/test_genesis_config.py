@@ -110,7 +110,7 @@ def test_reading_a_genesis_with_a_rule_does_not_import_torch() -> None:
 
     code = (
         "import sys\n"
-        "from node.genesis import Genesis\n"
+        "from node.training.genesis import Genesis\n"
         "Genesis.model_validate({'network': {'name': 'x', 'seed': 1},"
         " 'aggregation': {'rule': 'nnm+krum', 'f': 1}})\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"

@@ -24,20 +24,14 @@ import torch
 from fednode_proto.v1 import node_pb2_grpc
 from fednode_proto.v1 import training_pb2 as pb
 from node.base.identity import Identity
-from node.daemon.spsa_runtime import (
-    RoundLedger,
-    batch_to_wire,
-    check_batch,
-    entry_key,
-    origin_signing_bytes,
-    parse_entry_key,
-)
-from node.storage.spsa_digest import seed_set_digest
+from node.base.seed_digest import seed_set_digest
 from node.testnet.local import Testnet
 from node.training.genesis import Genesis
 from node.training.learners.spsa import ScalarBatch, ScalarEntry, quantize, seed_id
+from node.training.spsa import RoundLedger, entry_key, parse_entry_key
 from node.wire.envelope import check_envelope, seal
 from node.wire.service import Rejected
+from node.wire.spsa_batch import batch_to_wire, check_batch, origin_signing_bytes
 
 NET = b"\x07" * 32
 SEED = 7

@@ -9,7 +9,7 @@ sends nothing back. For each push it appends one JSON line to ``OUT/pushes.jsonl
 
 * ``digest``: sha256 hex of what the subject's ledger must record for it: the raw float32
   payload for an update (equal to its signed ``payload_sha256``), the origin-signed bytes
-  for a scalar batch (:func:`node.daemon.spsa_runtime.release_digest`);
+  for a scalar batch (:func:`node.wire.spsa_batch.release_digest`);
 * ``values``: the released numbers as decoded from the wire (vector or scalars);
 * ``ledger``: read from the subject's SQLite file the moment the push arrived: the rows
   whose ``release_digest`` equals ``digest`` and the total row count. A row present here
@@ -40,10 +40,10 @@ from node.base.datadir import DataDir
 from node.base.logs import configure_logging
 from node.base.settings import NodeSettings
 from node.daemon.core import Daemon
-from node.daemon.spsa_runtime import release_digest
 from node.training.genesis import load_genesis
 from node.training.trainer import make_trainer
 from node.wire.envelope import Verified
+from node.wire.spsa_batch import release_digest
 
 
 def ledger_at(db: Path, digest: str) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """Backends for the storage tests: SQLite always, PostgreSQL when FEDNODE_TEST_PG_URL is set.
 
-Each test starts from an empty database at the newest schema: a copy of a migrated SQLite
-template in ``tmp_path``, or a PostgreSQL schema (selected through ``search_path``) whose
-tables are truncated after every test. Migration tests use ``fresh_db_url``: a new SQLite
-file or a brand-new PostgreSQL schema, dropped afterwards. Locally, without
+One suite, every backend: the ``backend`` fixture is the suite's only parameter and every
+database fixture follows it (Flower's ``linkstate_test.py`` runs one suite against every
+``LinkState`` the same way). ``store``/``db_url`` are an empty database at the newest
+schema: a copy of a migrated SQLite template in ``tmp_path``, or a PostgreSQL schema
+(selected through ``search_path``) whose tables are emptied after every test.
+``new_db_url()`` makes further brand-new databases (a second node, migration tests): a
+new SQLite file or PostgreSQL schema, dropped afterwards. Locally, without
 ``FEDNODE_TEST_PG_URL`` the PostgreSQL parameter is skipped; under ``CI=true`` a missing URL
 is a failure, so CI cannot go green without having exercised PostgreSQL.
 Start a server with ``eval "$(.ci/postgres.sh)"``.
@@ -68,17 +71,6 @@ def _drop_schema(base: str, schema: str) -> None:
         admin.dispose()
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL schema, dropped after the test."""
-    base = resolve_pg_url(os.environ)
-    schema, url = _create_schema(base)
-    try:
-        yield url
-    finally:
-        _drop_schema(base, schema)
-
-
 @pytest.fixture(scope="session")
 def _pg_migrated_url() -> Iterator[str]:
     """A PostgreSQL schema migrated once per session; tests empty it after use."""
@@ -100,13 +92,23 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database at the newest schema with no rows, on each backend.
+def backend(request: pytest.FixtureRequest) -> str:
+    """The one parameter of the storage suite: every database fixture below follows it.
+
+    A test that asks for several databases (``db_url`` and ``new_db_url``, say) gets them
+    all on the same backend, and runs once per backend.
+    """
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database at the newest schema with no rows, on the test's backend.
 
     SQLite: a copy of a migrated template in a new directory. PostgreSQL: a session-wide
     migrated schema whose tables are emptied after each test.
     """
-    if request.param == "sqlite":
+    if backend == "sqlite":
         target = tmp_path / "node" / DB_FILENAME
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
@@ -124,12 +126,34 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def fresh_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database (no schema at all) on each backend, for migration tests."""
-    if request.param == "sqlite":
-        return sqlite_url_for(tmp_path / "fresh")
-    return str(request.getfixturevalue("pg_schema_url"))
+@pytest.fixture
+def new_db_url(backend: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Factory of brand-new, empty databases (no schema at all) on the test's backend.
+
+    Each call returns a new SQLite file URL or a new PostgreSQL schema, dropped after the
+    test. For a second node's store, and for migration tests.
+    """
+    schemas: list[str] = []
+    base = resolve_pg_url(os.environ) if backend == "postgresql" else ""
+
+    def make() -> str:
+        if backend == "sqlite":
+            return sqlite_url_for(tmp_path / f"db-{uuid.uuid4().hex[:8]}")
+        schema, url = _create_schema(base)
+        schemas.append(schema)
+        return url
+
+    try:
+        yield make
+    finally:
+        for schema in schemas:
+            _drop_schema(base, schema)
+
+
+@pytest.fixture
+def fresh_db_url(new_db_url: Callable[[], str]) -> str:
+    """An empty database (no schema at all) on the test's backend, for migration tests."""
+    return new_db_url()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ Each iteration ``i`` makes three store calls, each one transaction, and reports 
 stdout only after the call returned (i.e. after the commit):
 
 1. ``ledger_append`` of release ``i`` with a ``privacy.release`` event  -> ``L i``
-2. ``append_spsa`` of 5 entries carried by message ``(sender, "spsa", i)`` -> ``S i``
+2. ``append_spsa`` of 5 entries with the signed batch that carried them  -> ``S i``
 3. ``save_checkpoint_bytes`` of a small model for round ``i``                  -> ``C i``
 
 MODE ``loop`` iterates until killed. MODE ``exit-ledger`` / ``exit-spsa`` /
@@ -26,10 +26,9 @@ import sys
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from node.storage import LedgerRelease, MessageRecord, SpsaEntry, open_store
+from node.storage import LedgerRelease, SpsaBatchRecord, SpsaEntry, open_store
 
 SENDER = "5" * 64
-NET = "6" * 64
 
 
 def release(i: int) -> LedgerRelease:
@@ -44,10 +43,9 @@ def release(i: int) -> LedgerRelease:
     )
 
 
-def batch(i: int) -> tuple[list[SpsaEntry], MessageRecord]:
+def batch(i: int) -> tuple[list[SpsaEntry], SpsaBatchRecord]:
     entries = [SpsaEntry(f"seed-{i}-{k}", i, SENDER, k, float(k) - 2.0, 0.5) for k in range(5)]
-    msg = MessageRecord(SENDER, "spsa", i, NET, hashlib.sha256(str(i).encode()).hexdigest(), 40, i)
-    return entries, msg
+    return entries, SpsaBatchRecord(i, SENDER, hashlib.sha256(str(i).encode()).digest() * 4)
 
 
 def model(i: int) -> bytes:
@@ -76,9 +74,9 @@ def main() -> None:
     store = open_store(url, data_dir=data_dir)
     start = len(store.ledger_rows())
     # Finish the iteration a previous writer was killed in, so every table reaches `start`.
-    for j in range(store.count_messages(kind="spsa"), start):
-        entries, msg = batch(j)
-        store.append_spsa(entries, message=msg)
+    for j in range(store.spsa_batch_count(), start):
+        entries, signed = batch(j)
+        store.append_spsa(entries, batches=[signed])
     for j in range(len(store.list_checkpoints()), start):
         store.save_checkpoint_bytes(j, model(j), spsa_seq=store.spsa_last_seq())
     say(f"ready {start}")
@@ -86,8 +84,8 @@ def main() -> None:
     while mode == "loop" or i < start + n:
         store.ledger_append(release(i), event_detail={"i": i})
         say(f"L {i}")
-        entries, msg = batch(i)
-        store.append_spsa(entries, message=msg)
+        entries, signed = batch(i)
+        store.append_spsa(entries, batches=[signed])
         say(f"S {i}")
         store.save_checkpoint_bytes(i, model(i), spsa_seq=store.spsa_last_seq())
         say(f"C {i}")
@@ -96,8 +94,8 @@ def main() -> None:
     if mode == "exit-ledger":
         store.ledger_append(release(i), event_detail={"i": i})
     elif mode == "exit-spsa":
-        entries, msg = batch(i)
-        store.append_spsa(entries, message=msg)
+        entries, signed = batch(i)
+        store.append_spsa(entries, batches=[signed])
     elif mode == "exit-checkpoint":
         store.save_checkpoint_bytes(i, model(i))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,9 @@ def test_prune_keeps_the_newest(store: Store, data_dir: Path) -> None:
         store.prune_checkpoints(keep=0)
 
 
-def test_no_checkpoint_and_no_data_dir_errors(db_url: str, tmp_path: Path) -> None:
+def test_no_checkpoint_and_no_data_dir_errors(backend: str, db_url: str) -> None:
     # In-memory SQLite (or a server URL): no data dir can be implied.
-    url = "sqlite://" if db_url.startswith("sqlite") else db_url
+    url = "sqlite://" if backend == "sqlite" else db_url
     with open_store(url) as s:
         assert s.data_dir is None
         with pytest.raises(StorageError, match="no checkpoint"):
@@ -104,14 +105,16 @@ def test_no_checkpoint_and_no_data_dir_errors(db_url: str, tmp_path: Path) -> No
         assert s.list_checkpoints() == []
 
 
-def test_catch_up_from_checkpoint_plus_log(store: Store, tmp_path: Path) -> None:
+def test_catch_up_from_checkpoint_plus_log(
+    store: Store, new_db_url: Callable[[], str], tmp_path: Path
+) -> None:
     # A peer's view: a checkpoint at some log position, then more SPSA steps.
     store.append_spsa([SpsaEntry(f"s{i}", 0, A, i, 0.1 * i) for i in range(10)])
     seq = store.spsa_last_seq()
     ck = store.save_checkpoint(0, model(0), applied_seed_digest=store.spsa_digest(), spsa_seq=seq)
     store.append_spsa([SpsaEntry(f"s{i}", 1, A, i, 0.1 * i) for i in range(10, 15)])
     # A newcomer fetches the checkpoint bytes and the log since it.
-    with open_store(f"sqlite:///{tmp_path / 'new.db'}", data_dir=tmp_path / "new") as new:
+    with open_store(new_db_url(), data_dir=tmp_path / "new") as new:
         got = new.save_checkpoint_bytes(
             ck.round,
             store.checkpoint_bytes(ck),

@@ -36,10 +36,11 @@ def check_consistent(store: Store) -> tuple[int, int, int]:
     releases = store.events(kind="privacy.release", limit=10**6)
     assert len(releases) == ledger  # the event shares the ledger row's transaction
     assert [e.detail["i"] for e in releases] == list(range(ledger))
-    batches = store.count_messages(kind="spsa")
+    batches = store.spsa_batch_count()
     spsa = store.spsa_since()
-    assert len(spsa) == 5 * batches  # a batch and its message commit together
+    assert len(spsa) == 5 * batches  # entries and their signed batch commit together
     assert {e.round for e in spsa} == set(range(batches))
+    assert [b.round for b in store.spsa_batches()] == list(range(batches))
     checkpoints = store.list_checkpoints()
     for ck in checkpoints:  # every committed checkpoint row points at a complete file
         _, tensors = store.load_checkpoint(ck)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import sqlite3
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -22,9 +25,8 @@ from node.storage.models import Base
 
 TABLES = {
     "peers",
-    "messages",
-    "updates",
     "spsa_log",
+    "spsa_batches",
     "checkpoints",
     "reputation",
     "privacy_ledger",
@@ -77,7 +79,7 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (MIGRATIONS_DIR / "versions" / "__init__.py").is_file()
-    assert head_revision() == "0002_ledger_scope"
+    assert head_revision() == "0004_drop_updates_messages"
 
 
 def test_in_memory_sqlite_is_migrated_on_its_single_connection() -> None:
@@ -201,3 +203,68 @@ def test_downgrade_refuses_to_drop_record_level_rows(fresh_db_url: str, data_dir
             command.downgrade(alembic_config(conn), "0001_initial")
     with open_store(fresh_db_url, data_dir=data_dir) as s:
         assert [r.scope for r in s.ledger_rows()] == ["record"]
+
+
+_NODE_STATE = sa.table("node_state", sa.column("key", sa.String), sa.column("value", sa.JSON))
+
+
+def _raw_state(conn: sa.Connection) -> dict[str, Any]:
+    return {k: v for k, v in conn.execute(sa.select(_NODE_STATE.c.key, _NODE_STATE.c.value))}
+
+
+def test_signed_batches_move_from_node_state_to_their_table_and_back(
+    fresh_db_url: str, data_dir: Path
+) -> None:
+    # A database written at the revision before batches had a table, with rows in it.
+    origins = [hashlib.sha256(bytes([i])).hexdigest() for i in range(3)]
+    good = {
+        (r, o): hashlib.sha256(f"{r}/{o}".encode()).digest() * 3
+        for r in [*range(400), 1_234_567_890]
+        for o in origins[: 1 + r % 3]
+    }
+    legacy = {f"spsa.batch.{r:09d}.{o}": base64.b64encode(w).decode() for (r, o), w in good.items()}
+    damaged = {  # rows the daemon always skipped: they stay in node_state, as they were
+        f"spsa.batch.7.{origins[0]}": "AAE=",
+        f"spsa.batch.000000508.{origins[0]}": "not base64!",
+        f"spsa.batch.000000009.{origins[0][:10]}": "AAE=",
+        f"spsa.batch.000000510.{origins[0]}": {"not": "text"},
+    }
+    plain = {"training.round": 401, "banned": [origins[2]], "spsa.other": "x"}
+    with open_store(fresh_db_url, data_dir=data_dir, migrate_schema=False) as s:
+        with s.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0002_ledger_scope")
+            rows = {**legacy, **damaged, **plain}
+            conn.execute(_NODE_STATE.insert(), [{"key": k, "value": v} for k, v in rows.items()])
+            conn.execute(
+                text(
+                    "INSERT INTO messages (sender, kind, network_id, seq, received_at, "
+                    "payload_sha256, size) VALUES (:h, 'update', :h, 1, 0.0, :h, 1)"
+                ),
+                {"h": origins[0]},
+            )
+        with s.engine.connect() as conn:
+            before = _raw_state(conn)
+    assert len(legacy) > 500  # the move crosses its insert/delete chunks
+
+    with open_store(fresh_db_url, data_dir=data_dir) as s:
+        assert s.schema_revision() == head_revision()
+        stored = {(b.round, b.origin): b.wire for b in s.spsa_batches()}
+        assert stored == good
+        with s.engine.connect() as conn:
+            assert _raw_state(conn) == {**damaged, **plain}
+        # What the daemon reads through the node-state API is exactly what it read before.
+        assert s.all_state() == before
+        assert not {"messages", "updates"} & set(inspect(s.engine).get_table_names())
+        # New batches land in the table, also under the key of a damaged leftover row ...
+        fixed = f"spsa.batch.000000508.{origins[0]}"
+        s.set_states({fixed: "AAE="})
+        assert s.get_state(fixed) == "AAE=" and s.all_state()[fixed] == "AAE="
+        assert s.spsa_batch_count() == len(good) + 1
+        with s.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0002_ledger_scope")
+        with s.engine.connect() as conn:
+            after = _raw_state(conn)
+        # ... and the downgrade puts every table row back, the good one over the damaged.
+        assert after == {**before, fixed: "AAE="}
+        assert {"messages", "updates"} <= set(inspect(s.engine).get_table_names())
+        assert "spsa_batches" not in set(inspect(s.engine).get_table_names())

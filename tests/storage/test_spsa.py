@@ -1,17 +1,18 @@
-"""SPSA scalar log: idempotent appends, catch-up queries, order-independent digest."""
+"""SPSA scalar log and signed batches: idempotent appends, catch-up queries, digest."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from node.storage import (
     EMPTY_SEED_SET_DIGEST,
-    MessageRecord,
     SeedSetDigest,
+    SpsaBatchRecord,
     SpsaEntry,
     Store,
     open_store,
@@ -56,7 +57,7 @@ def test_spsa_since_round_and_seq(store: Store) -> None:
 
 
 def test_digest_is_order_independent_and_matches_the_pure_function(
-    db_url: str, tmp_path: Path
+    db_url: str, new_db_url: Callable[[], str], tmp_path: Path
 ) -> None:
     ids = [hashlib.sha256(str(i).encode()).hexdigest()[:24] for i in range(300)]
     shuffled = ids[:]
@@ -70,7 +71,7 @@ def test_digest_is_order_independent_and_matches_the_pure_function(
         # ... and a prefix digest equals the digest of that prefix.
         seq_100 = s.spsa_since()[99].seq
         assert s.spsa_digest(up_to_seq=seq_100) == seed_set_digest(ids[:100])
-    with open_store(f"sqlite:///{tmp_path / 'two.db'}", data_dir=tmp_path / "two") as s2:
+    with open_store(new_db_url(), data_dir=tmp_path / "two") as s2:
         s2.append_spsa([entry(i) for i in shuffled])
         assert s2.spsa_digest() == forward
     assert forward == seed_set_digest(reversed(ids))
@@ -88,12 +89,50 @@ def test_seed_set_digest_incremental_and_count_bound() -> None:
         d.add("")
 
 
-def test_replayed_batch_message_inserts_nothing(store: Store) -> None:
-    m = MessageRecord(B, "spsa", 1, "n" * 64, "0" * 64, 40)
-    assert store.append_spsa([entry("p"), entry("q")], message=m).inserted == ("p", "q")
-    replay = store.append_spsa([entry("r")], message=m)
-    assert replay.inserted == () and replay.duplicates == ("r",)
-    assert store.spsa_count() == 2
+def signed(rnd: int, origin: str = B, wire: bytes = b"signed batch") -> SpsaBatchRecord:
+    return SpsaBatchRecord(rnd, origin, wire + bytes([rnd % 256]))
+
+
+def test_batches_are_stored_with_their_entries_and_the_first_stays(store: Store) -> None:
+    result = store.append_spsa([entry("p", rnd=3), entry("q", rnd=3)], batches=[signed(3)])
+    assert result.inserted == ("p", "q")
+    [stored] = store.spsa_batches()
+    assert (stored.round, stored.origin, stored.wire) == (3, B, b"signed batch\x03")
+    assert stored.stored_at is not None and stored.stored_at > 1.7e9
+    # A second batch for (round, origin) is not stored over the first, in one call or later.
+    store.append_spsa([], batches=[signed(3, wire=b"other"), signed(4), signed(4, wire=b"x")])
+    assert [(b.round, b.wire) for b in store.spsa_batches()] == [
+        (3, b"signed batch\x03"),
+        (4, b"signed batch\x04"),
+    ]
+    assert store.spsa_batch_count() == 2
+    assert [b.round for b in store.spsa_batches(round=4)] == [4]
+
+
+def test_batches_order_by_round_then_origin(store: Store) -> None:
+    store.append_spsa([], batches=[signed(2, B), signed(1, B), signed(2, A), signed(10, A)])
+    assert [(b.round, b.origin) for b in store.spsa_batches()] == [
+        (1, B),
+        (2, A),
+        (2, B),
+        (10, A),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (SpsaBatchRecord(-1, B, b"w"), "round"),
+        (SpsaBatchRecord(1, "B" * 64, b"w"), "origin"),
+        (SpsaBatchRecord(1, B, b""), "wire"),
+        (SpsaBatchRecord(1, B, "text"), "wire"),  # type: ignore[arg-type]
+        (SpsaBatchRecord(1, B, b"w" * (4 * 1024 * 1024 + 1)), "wire"),
+    ],
+)
+def test_bad_batch_rejects_the_whole_call(store: Store, bad: SpsaBatchRecord, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        store.append_spsa([entry("good")], batches=[signed(1), bad])
+    assert store.spsa_count() == 0 and store.spsa_batch_count() == 0
 
 
 @pytest.mark.parametrize(
@@ -107,8 +146,8 @@ def test_replayed_batch_message_inserts_nothing(store: Store) -> None:
 )
 def test_bad_entries_reject_the_whole_batch(store: Store, bad: SpsaEntry, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        store.append_spsa([entry("good"), bad])
-    assert store.spsa_count() == 0
+        store.append_spsa([entry("good"), bad], batches=[signed(0)])
+    assert store.spsa_count() == 0 and store.spsa_batch_count() == 0
 
 
 def test_large_batch_crosses_in_list_chunks(store: Store) -> None:
@@ -117,3 +156,11 @@ def test_large_batch_crosses_in_list_chunks(store: Store) -> None:
     again = store.append_spsa([entry(i) for i in ids[600:]] + [entry("new")])
     assert again.inserted == ("new",) and len(again.duplicates) == 600
     assert store.spsa_count() == 1201
+
+
+def test_many_batches_cross_in_list_chunks(store: Store) -> None:
+    origins = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(700)]
+    store.append_spsa([], batches=[signed(1, o) for o in origins])
+    store.append_spsa([], batches=[signed(1, o, b"late") for o in origins[300:]] + [signed(2)])
+    assert store.spsa_batch_count() == 701
+    assert {b.wire for b in store.spsa_batches() if b.round == 1} == {b"signed batch\x01"}

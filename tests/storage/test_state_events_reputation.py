@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from node.storage import Store
+from node.storage import SPSA_BATCH_KEY_PREFIX, SpsaBatchRecord, Store
 
 A = "a" * 64
 B = "b" * 64
@@ -67,9 +69,47 @@ def test_node_state(store: Store) -> None:
     assert store.get_state("ok") is None  # the whole call stored nothing
 
 
+def test_batch_keys_of_node_state_are_the_batch_table(store: Store) -> None:
+    # The key form the daemon used before batches had a table reads and writes the table.
+    key = f"{SPSA_BATCH_KEY_PREFIX}000000007.{B}"
+    value = base64.b64encode(b"signed wire").decode()
+    store.set_states({key: value, "training.round": 8})
+    assert store.spsa_batches()[0].wire == b"signed wire"
+    assert store.get_state(key) == value
+    assert store.all_state() == {key: value, "training.round": 8}
+    assert store.table_counts()["node_state"] == 1 and store.table_counts()["spsa_batches"] == 1
+    # Stored through the table API, seen through the key form.
+    store.append_spsa([], batches=[SpsaBatchRecord(12, A, b"\x00\x01")])
+    assert store.all_state()[f"{SPSA_BATCH_KEY_PREFIX}000000012.{A}"] == "AAE="
+    # As in the table, the first batch for a (round, origin) stays.
+    store.set_state(key, base64.b64encode(b"different").decode())
+    assert store.get_state(key) == value
+    assert store.get_state(f"{SPSA_BATCH_KEY_PREFIX}000000007.{A}", "none") == "none"
+    assert store.get_state(f"{SPSA_BATCH_KEY_PREFIX}junk", "none") == "none"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        (f"{SPSA_BATCH_KEY_PREFIX}7.{B}", "AAE=", "canonical"),
+        (f"{SPSA_BATCH_KEY_PREFIX}x.{B}", "AAE=", "round"),
+        (f"{SPSA_BATCH_KEY_PREFIX}000000007.xyz", "AAE=", "origin"),
+        (f"{SPSA_BATCH_KEY_PREFIX}000000007.{B}", "not base64!", "base64"),
+        (f"{SPSA_BATCH_KEY_PREFIX}000000007.{B}", 5, "base64"),
+        (f"{SPSA_BATCH_KEY_PREFIX}000000007.{B}", "", "wire"),
+    ],
+)
+def test_malformed_batch_key_or_value_stores_nothing(
+    store: Store, key: str, value: object, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        store.set_states({"round": 1, key: value})
+    assert store.all_state() == {} and store.spsa_batch_count() == 0
+
+
 def test_table_counts(store: Store) -> None:
     counts = store.table_counts()
-    assert set(counts) >= {"peers", "messages", "privacy_ledger", "node_state"}
+    assert set(counts) >= {"peers", "spsa_batches", "privacy_ledger", "node_state"}
     assert all(v == 0 for v in counts.values())
     store.log_event("a")
     store.reputation_adjust(A, delta=1.0)

@@ -12,6 +12,10 @@ date in memory), independent of database collation, and binds the count. It is m
 agreement checks between honest nodes, not as a commitment against an adversary who picks
 seed ids freely (AdHash admits generalized-birthday collisions); seed ids in fednode are
 derived from the genesis seed, round, node id and step, which limits that freedom.
+
+It lives in ``base`` because two layers that may not import each other use it: the SPSA
+ledger (``node.training.spsa``) keeps it in memory, the store (``node.storage``) computes it
+from SQL rows.
 """
 
 from __future__ import annotations
