@@ -186,7 +186,9 @@ def _list_attacks() -> None:
     console.print("colluding attackers (the default, --collude):")
     for name, doc in sorted(COLLUDING_ATTACKS.items()):
         console.print(f"  {name:14} {doc}", highlight=False, soft_wrap=True)
-    console.print("each attacker on its own (--no-collude): the same without dissensus")
+    console.print(
+        "each attacker on its own (--no-collude): aggregation.ATTACKS (no dissensus; inf, nan)"
+    )
 
 
 @testnet_app.command("up")
