@@ -17,21 +17,7 @@ import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ALLOWED_MODULE_CYCLES: dict[frozenset[str], str] = {
-    frozenset(
-        {
-            "node.daemon.core",
-            "node.daemon.evidence_gossip",
-            "node.daemon.history_gossip",
-            "node.daemon.membership",
-            "node.daemon.runtime",
-            "node.daemon.spsa_runtime",
-            "node.daemon.training_runtime",
-            "node.dashboard",
-            "node.dashboard.state",
-        }
-    ): "components receive the whole Daemon; removed by NodeContext and narrow Protocols",
-}
+ALLOWED_MODULE_CYCLES: dict[frozenset[str], str] = {}
 """Each circle still present, and why. A circle found inside one of these sets passes (a
 circle may shrink on its way out); an entry that no longer holds any circle fails the test,
 so the list only shrinks, and is empty once the daemon's circle is gone."""

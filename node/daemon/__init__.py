@@ -2,14 +2,14 @@
 
 :class:`Daemon` (``core``) builds and owns every component: membership, the learner
 runtime (``training_runtime`` or ``spsa_runtime``, which drive the sans-I/O engines of
-``node.training``), the operator replies (``runtime``), history and evidence gossip,
-catch-up, and the dashboard. :class:`ReleaseGuard` (``privacy_guard``) debits the
-privacy ledger durably before anything leaves the node; ``fednode simulate`` releases
-through the same guard.
+``node.training``), the operator replies (``operator``), history and evidence gossip,
+catch-up, and the dashboard. Components receive a ``context.NodeContext`` and the narrow
+Protocols declared in ``context``, never the daemon. :class:`ReleaseGuard`
+(``privacy_guard``) debits the privacy ledger durably before anything leaves the node;
+``fednode simulate`` releases through the same guard.
 
 The face is lazy (:func:`node.base.lazy_face.lazy_face`): the release guard loads torch,
-and importing the daemon's modules in one go from here would run into its remaining
-import circle (tests/test_layers.py lists it).
+which importing ``Daemon`` must not.
 """
 
 from __future__ import annotations
