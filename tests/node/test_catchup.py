@@ -26,9 +26,9 @@ from node.daemon.catchup import (
     catchup_quorum,
     combine_checkpoints,
 )
-from node.daemon.training_runtime import TrainingRuntime
 from node.storage import DB_FILENAME
 from node.testnet.local import FixedLoopbackPorts, Testnet
+from node.training import policy
 from node.training.engine import Aggregate, Received
 from node.training.genesis import Genesis
 
@@ -310,8 +310,8 @@ def _agg(n_received: int, f: int) -> Aggregate:
 
 def test_a_round_with_too_few_rows_lowers_f_instead_of_stalling() -> None:
     # median with f = 2 needs 5 rows; 3 rows run it with f = 1 (still robust to one).
-    merged = TrainingRuntime._aggregate_within_f(None, _agg(2, f=2))  # type: ignore[arg-type]
+    merged, _ = policy.aggregate_within_f(_agg(2, f=2))
     assert torch.equal(merged, torch.full((4,), 1.0))
     # 2 rows: even f = 1 is refused; the node keeps its own vector, unprotected mean never.
-    alone = TrainingRuntime._aggregate_within_f(None, _agg(1, f=2))  # type: ignore[arg-type]
+    alone, _ = policy.aggregate_within_f(_agg(1, f=2))
     assert torch.equal(alone, torch.zeros(4))
