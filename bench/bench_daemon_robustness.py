@@ -181,10 +181,14 @@ def _heatmap(
         for i in range(len(rules)):
             for j in range(len(cols)):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                    color = "white" if grid[i, j] < 0.5 else "black"
+                    ax.text(
+                        j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color
+                    )
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(rules)), rules, fontsize=8)
         ax.set_title(f"{task}: {a.nodes - a.byzantine} honest + {a.byzantine} Byzantine daemons")
+    fig.subplots_adjust(wspace=0.9)
     fig.colorbar(im, ax=list(axes), label="honest mean accuracy")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

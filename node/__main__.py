@@ -1,6 +1,6 @@
 """``python -m node`` is the same program as the ``fednode`` console script."""
 
-from node.cli.app import main
+from node.cli import main
 
 if __name__ == "__main__":
     main()

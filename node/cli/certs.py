@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
-from node.base.datadir import DataDir, default_data_dir
+from node.cli.options import DataDirOpt, FormatOpt, OutputFormat, open_data_dir
+from node.cli.output import console, err_console, fail
 from node.wire.certs import CertError, init_ca, issue_cert, load_tls
 
 __all__ = ["certs_app", "health"]
-
-console = Console()
-err_console = Console(stderr=True)
 
 certs_app = typer.Typer(
     help=(
@@ -33,11 +32,6 @@ certs_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(1)
 
 
 @certs_app.command("init")
@@ -59,7 +53,7 @@ def certs_init(
     try:
         made = init_ca(out, common_name=name, days=days, force=force)
     except CertError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(
         f"wrote CA {made.cert} and key {made.key} (mode 600), valid until "
         f"{made.not_after:%Y-%m-%d}; sha256 {made.fingerprint_sha256[:32]}…",
@@ -96,7 +90,7 @@ def certs_issue(
     try:
         made = issue_cert(ca, name, list(host or []), out, days=days, force=force)
     except CertError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(
         f"wrote {made.cert}, {made.key} (mode 600) and {made.ca_cert} for "
         f"{', '.join(made.hosts)}; valid until {made.not_after:%Y-%m-%d}",
@@ -111,22 +105,19 @@ def certs_issue(
 @certs_app.command("show")
 def certs_show(
     path: Annotated[Path, typer.Argument(help="PEM certificate file.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Print a certificate's subject, issuer, names, validity and fingerprint.
 
     Example: fednode certs show ./node1/node.crt
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
     try:
         data = path.read_bytes()
         cert = x509.load_pem_x509_certificate(data)
     except OSError as exc:
-        raise _fail(f"{path}: cannot read: {exc.strerror}") from None
+        raise fail(f"{path}: cannot read: {exc.strerror}") from None
     except ValueError:
-        raise _fail(f"{path}: not a PEM certificate") from None
+        raise fail(f"{path}: not a PEM certificate") from None
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [str(n.value) for n in san]
@@ -166,15 +157,7 @@ def health(
             show_default=False,
         ),
     ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            "-d",
-            help="Node state directory \\[default: $FEDNODE_HOME, else ~/.local/share/fednode].",
-            show_default=False,
-        ),
-    ] = None,
+    data_dir: DataDirOpt = None,
     tls_cert: Annotated[str | None, typer.Option(help="Client certificate (mutual TLS).")] = None,
     tls_key: Annotated[str | None, typer.Option(help="Key of --tls-cert.")] = None,
     tls_ca: Annotated[str | None, typer.Option(help="CA that signed the node's cert.")] = None,
@@ -185,7 +168,7 @@ def health(
         str, typer.Option(help="gRPC health service name ('' is the whole server).")
     ] = "",
     timeout: Annotated[float, typer.Option(help="Seconds before giving up.")] = 3.0,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Probe a node's peer port with the standard gRPC health check; exit 0 iff SERVING.
 
@@ -203,13 +186,13 @@ def health(
 
     tls: dict[str, Any] = {}
     if address is None:
-        dd = DataDir((data_dir or default_data_dir()).expanduser())
+        dd = open_data_dir(data_dir)
         try:
             runtime = json.loads(dd.runtime.read_text())
         except FileNotFoundError:
-            raise _fail(f"no running node on {dd.root} (no daemon.json); pass --address") from None
+            raise fail(f"no running node on {dd.root} (no daemon.json); pass --address") from None
         except (OSError, ValueError) as exc:
-            raise _fail(f"cannot read {dd.runtime}: {exc}") from None
+            raise fail(f"cannot read {dd.runtime}: {exc}") from None
         address = str(runtime.get("listen", ""))
         tls = dict(runtime.get("tls") or {})
     given = {"cert": tls_cert, "key": tls_key, "ca": tls_ca, "server_name": tls_server_name}
@@ -222,7 +205,7 @@ def health(
         else:
             material = None
     except CertError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if material is not None:
         channel = grpc.secure_channel(
             address, material.channel_credentials(), options=material.channel_options()
@@ -232,7 +215,7 @@ def health(
         try:
             ca_pem = Path(tls["ca"]).read_bytes()
         except OSError as exc:
-            raise _fail(f"tls_ca {tls['ca']}: cannot read: {exc.strerror}") from None
+            raise fail(f"tls_ca {tls['ca']}: cannot read: {exc.strerror}") from None
         options = (
             [("grpc.ssl_target_name_override", tls["server_name"])]
             if tls.get("server_name")

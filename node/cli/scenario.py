@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from node.cli.options import FormatOpt, OutputFormat
+from node.cli.output import console, err_console
+from node.testnet.local import TestnetError
+from node.testnet.netns import NS_PREFIX, NetnsError, cleanup
 
 __all__ = ["cleanup_command", "register", "run_command"]
 
-console = Console()
-err_console = Console(stderr=True)
-
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "deploy" / "scenarios"
+# node/cli/scenario.py -> the repository root, where deploy/scenarios/ ships.
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "deploy" / "scenarios"
 
 
 def _resolve(path: Path) -> Path:
@@ -132,9 +135,9 @@ def run_command(
     ] = None,
     workdir: Annotated[
         Path | None,
-        typer.Option(help="Keep node state and logs here [default: a temporary dir, removed]."),
+        typer.Option(help="Keep node state and logs here \\[default: a temporary dir, removed]."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
+    fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Run a fault scenario on a network-namespace testnet and print its report.
 
@@ -144,12 +147,11 @@ def run_command(
 
     Example: sudo fednode testnet run partition-and-heal --format json
     """
-    from node.testnet.local import TestnetError
-    from node.testnet.netns import NetnsError
+    # Imported here: the scenario runner loads the storage layer (SQLAlchemy), about as
+    # much import time again as the rest of fednode (python -X importtime), for this
+    # command only.
     from node.testnet.scenario import ScenarioError, load_scenario, run_scenario
 
-    if fmt not in {"text", "json"}:
-        raise typer.BadParameter("--format must be text or json")
     try:
         sc = load_scenario(_resolve(scenario))
     except ScenarioError as exc:
@@ -158,8 +160,6 @@ def run_command(
     root = workdir
     tmp = root is None
     if root is None:
-        import tempfile
-
         root = Path(tempfile.mkdtemp(prefix="fednode-scenario-"))
 
     def progress(line: str) -> None:
@@ -187,7 +187,7 @@ def run_command(
 def cleanup_command(
     tag: Annotated[
         str | None,
-        typer.Option(help="Only the testnet with this tag (fnt-TAG-*) [default: every fnt-*]."),
+        typer.Option(help="Only the testnet with this tag (fnt-TAG-*) \\[default: every fnt-*]."),
     ] = None,
 ) -> None:
     """Remove every network namespace a namespace testnet left behind (fnt-*).
@@ -198,8 +198,6 @@ def cleanup_command(
 
     Example: sudo fednode testnet cleanup
     """
-    from node.testnet.netns import NS_PREFIX, cleanup
-
     removed = cleanup(f"{NS_PREFIX}{tag}-" if tag else NS_PREFIX)
     console.print(
         f"removed {len(removed)} namespace(s)" + (": " + ", ".join(removed) if removed else "")

@@ -22,19 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from node.cli.accuracy_plot import plot_accuracy_band, plot_accuracy_lines
+from node.cli.output import console, err_console, human_bytes
 from node.training.genesis import Genesis, GenesisError, load_genesis, parse_genesis
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["SimulateError", "SimulationRun", "prepare_genesis", "run_simulation", "simulate"]
-
-console = Console()
-err_console = Console(stderr=True)
 
 DEFAULT_ROUNDS = 10
 """Rounds simulated when neither ``--rounds`` nor the genesis's ``rounds.max_rounds`` says."""
@@ -129,6 +127,8 @@ class _GuardedRelease:
     """The daemon's release step: each node's update through its own guard and ledger."""
 
     def __init__(self, gen: Genesis, root: Path) -> None:
+        # Imported here, as below: the guard loads torch, which this module must not
+        # load when `fednode` starts (see the module docstring).
         from node.daemon.privacy_guard import ReleaseGuard
 
         self.gen, self.root = gen, root
@@ -417,16 +417,12 @@ def simulate(
         err_console.print("interrupted")
         raise typer.Exit(130) from None
     out.mkdir(parents=True, exist_ok=True)
-    from node.cli.testnet import _bytes, _plot
-
     plot = out / "simulate-accuracy.png"
     title = f"{gen.task.name}, {n} nodes, {gen.learner.kind}, {gen.aggregation.rule} (simulated)"
     if n <= PER_NODE_PLOT_MAX and len(run.history) > 1:
         per_node = {i: [(r, accs[i]) for r, accs in sorted(run.history.items())] for i in range(n)}
-        wrote = _plot(per_node, plot, title)
+        wrote = plot_accuracy_lines(per_node, plot, title)
     else:
-        from node.cli.accuracy_plot import plot_accuracy_band
-
         wrote = plot_accuracy_band(run.history, plot, title)
     summary = _summary(run, genesis_file, plot if wrote else None)
     (out / "simulate-results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -444,14 +440,14 @@ def simulate(
             str(row["node"]),
             str(row["rounds"]),
             f"{row['accuracy']:.3f}",
-            _bytes(row["bytes_sent"]),
-            _bytes(row["bytes_received"]),
+            human_bytes(row["bytes_sent"]),
+            human_bytes(row["bytes_received"]),
             str(row["rejected"]),
             *([f"{row['epsilon_spent']:.2f}"] if private else []),
         )
     console.print(table)
     console.print(
-        f"wall time {run.wall_s:.1f} s; {run.messages} messages, {_bytes(run.bytes_sent)} of "
+        f"wall time {run.wall_s:.1f} s; {run.messages} messages, {human_bytes(run.bytes_sent)} of "
         f"updates; mean accuracy {run.mean_accuracy:.3f}"
         + (f"; plot: {plot}" if wrote else "")
         + f"; summary: {out / 'simulate-results.json'}",

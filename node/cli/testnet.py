@@ -12,20 +12,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from pydantic import ValidationError
 from rich.live import Live
 from rich.table import Table
 
+from node.cli.accuracy_plot import plot_accuracy_lines
+from node.cli.output import console, err_console, human_bytes
 from node.cli.scenario import register as _register_scenarios
 from node.cli.wide import print_wide
+from node.dashboard import dashboard_url
 from node.testnet.local import Testnet, TestnetError
 from node.testnet.netns import NetnsError, NetnsTestnet
-from node.training.genesis import Genesis
+from node.training.genesis import Genesis, GenesisError, load_genesis, task_and_learner
 
 __all__ = ["testnet_app"]
-
-console = Console()
-err_console = Console(stderr=True)
 
 testnet_app = typer.Typer(
     help="Run a local testnet: N real fednode processes on loopback.", no_args_is_help=True
@@ -34,8 +34,6 @@ testnet_app = typer.Typer(
 
 def _one_line(exc: Exception) -> str:
     """One line naming the setting and the reason (pydantic's first line names neither)."""
-    from pydantic import ValidationError
-
     if isinstance(exc, ValidationError) and exc.errors():
         err = exc.errors()[0]
         where = ".".join(map(str, err["loc"]))
@@ -76,8 +74,8 @@ def _progress_table(
             f"{int(s.get('round', 0))}/{rounds}" if s.get("learner") else "-",
             f"{acc:.3f}" if s.get("learner") and int(s.get("round", 0)) > 0 else "-",
             str(s.get("peers_alive", 0)),
-            _bytes(int(s.get("bytes_sent", 0))),
-            _bytes(int(s.get("bytes_received", 0))),
+            human_bytes(int(s.get("bytes_sent", 0))),
+            human_bytes(int(s.get("bytes_received", 0))),
             str(s.get("messages_rejected", 0)),
             *([_privacy_cell(s)] if private else []),
         )
@@ -86,58 +84,12 @@ def _progress_table(
 
 def _dashboard_url(net: Testnet) -> str | None:
     """Node 0's dashboard URL with its token, or None when it serves no dashboard."""
-    from node.dashboard import dashboard_url
-
     node = net.nodes[0]
     info = node.runtime() or {}
     base = info.get("dashboard")
     if not base:
         return None
     return dashboard_url(str(base), node.data_dir.admin_token(create=False))
-
-
-def _bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _plot(
-    history: dict[int, list[tuple[int, float]]],
-    path: Path,
-    title: str,
-    byzantine: frozenset[int] = frozenset(),
-) -> bool:
-    points = {i: h for i, h in history.items() if h}
-    if not points:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, h in sorted(points.items()):
-        rounds, accs = zip(*sorted(dict(h).items()), strict=True)
-        if i in byzantine:  # its own accuracy says nothing of the honest nodes'
-            ax.plot(rounds, accs, label=f"node {i} (Byzantine)", linewidth=1.2, linestyle="--")
-        else:
-            ax.plot(rounds, accs, label=f"node {i}", linewidth=1.2)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy (local split)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 def testnet_genesis(
@@ -173,8 +125,6 @@ def testnet_genesis(
     pydantic.ValidationError
         If the combination is invalid (e.g. ``cnn`` outside mnist1d).
     """
-    from node.training.genesis import task_and_learner
-
     if not model and task == "mnist1d" and learner == "sgd":
         model = "cnn"  # the headline model: within a point of FedAvg (training.md)
     task_spec, learner_spec = task_and_learner(
@@ -230,12 +180,15 @@ def testnet_genesis(
 
 def _list_attacks() -> None:
     """Print every attack ``--attack`` takes, one line each."""
+    # Imported here (and below): the collusion harness loads torch (python -X importtime).
     from node.testnet.collusion import COLLUDING_ATTACKS
 
     console.print("colluding attackers (the default, --collude):")
     for name, doc in sorted(COLLUDING_ATTACKS.items()):
         console.print(f"  {name:14} {doc}", highlight=False, soft_wrap=True)
-    console.print("each attacker on its own (--no-collude): the same without dissensus")
+    console.print(
+        "each attacker on its own (--no-collude): aggregation.ATTACKS (no dissensus; inf, nan)"
+    )
 
 
 @testnet_app.command("up")
@@ -400,8 +353,6 @@ def up(
         _list_attacks()
         raise typer.Exit(0)
     if genesis_file is not None:
-        from node.training.genesis import GenesisError, load_genesis
-
         try:
             genesis = load_genesis(genesis_file)
         except GenesisError as exc:
@@ -421,6 +372,8 @@ def up(
         except CollusionError as exc:
             raise typer.BadParameter(str(exc)) from None
     elif byzantine:
+        # Imported here: node.sim.byzantine loads torch (python -X importtime: tens of
+        # seconds on a loaded 2-core machine), which only --byzantine needs.
         from node.sim.byzantine import ByzantineSimError, parse_attack
 
         try:
@@ -583,7 +536,7 @@ def up(
     title = f"{task}, {nodes} nodes, {learner}, {rule}"
     if byzantine:
         title += f", {byzantine} Byzantine ({attack})"
-    wrote_plot = _plot(history, plot, title, attackers)
+    wrote_plot = plot_accuracy_lines(history, plot, title, attackers)
     summary["plot"] = str(plot) if wrote_plot else None
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -602,8 +555,8 @@ def up(
                 str(row["round"]),
                 f"{row['accuracy']:.3f}" if row["round"] else "-",
                 str(row["peers_alive"]),
-                _bytes(row["bytes_sent"]),
-                _bytes(row["bytes_received"]),
+                human_bytes(row["bytes_sent"]),
+                human_bytes(row["bytes_received"]),
                 str(row["rejected"]),
                 *([_privacy_cell(row)] if private else []),
             )
@@ -618,7 +571,7 @@ def up(
             console.print(
                 "sent by kind, all nodes: "
                 + ", ".join(
-                    f"{k} {_bytes(n)}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])
+                    f"{k} {human_bytes(n)}" for k, n in sorted(kinds.items(), key=lambda x: -x[1])
                 ),
                 highlight=False,
             )

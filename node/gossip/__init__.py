@@ -21,6 +21,7 @@ from .records import (
     Signer,
     Statement,
     StatementKind,
+    Verify,
     sign_record,
     sign_statement,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "StatementKind",
     "Suspicion",
     "Topology",
+    "Verify",
     "reply_sender_id",
     "sign_record",
     "sign_statement",

@@ -22,13 +22,13 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from node.training.npz_cache import atomic_savez, load_npz
 from node.training.seeding import derive_seed
 from node.training.spec import TaskSpec
 from node.training.usercode import TaskSetupError
@@ -100,27 +100,6 @@ def cache_dir() -> Path:
     return Path(base) / "fednode"
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in keys}
-    except (OSError, KeyError, ValueError):
-        # A corrupt or partial cache is regenerated rather than trusted.
-        return None
-
-
 def _mnist1d(cache: Path | None) -> TaskData:
     from mnist1d.data import get_dataset_args, make_dataset
 
@@ -130,7 +109,7 @@ def _mnist1d(cache: Path | None) -> TaskData:
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / f"mnist1d-{key}.npz"
     keys = ("x", "y", "x_test", "y_test")
-    arrays = _load_npz(path, keys) if path.exists() else None
+    arrays = load_npz(path, keys) if path.exists() else None
     if arrays is None:
         # make_dataset reseeds the global numpy/random generators; restore them so
         # loading data never perturbs a caller's randomness.
@@ -149,7 +128,7 @@ def _mnist1d(cache: Path | None) -> TaskData:
         }
         # A read-only cache only costs regeneration time.
         with contextlib.suppress(OSError):
-            _atomic_savez(path, **arrays)
+            atomic_savez(path, **arrays)
     return TaskData(arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"], 10)
 
 

@@ -74,7 +74,7 @@ class Rejected(
         "malformed",
         "bad_hash",
         "too_many_chunks",
-        # Update and SPSA batch contents (node/daemon/training_runtime.py, spsa_runtime.py).
+        # Update and SPSA batch contents (node/daemon/training_runtime.py, node/wire/spsa_batch.py).
         "bad_round",
         "unknown_seed",
         # History reports (node/daemon/history_gossip.py): an honest relay verifies before
@@ -101,8 +101,8 @@ class Rejected(
         "unsupported",
         # Update contents an honest peer may produce (a diverged model).
         "norm_exceeded",
-        # SPSA batch checks (node/daemon/spsa_runtime.py) that are not charged to the
-        # sender (unlike bad_dtype, bad_shape, nonfinite and unknown_seed, which are).
+        # SPSA batch checks (node/wire/spsa_batch.py, node/training/spsa/engine.py) that are
+        # not charged to the sender (unlike bad_dtype, bad_shape, nonfinite and unknown_seed).
         "oversized",
         "bad_origin_id",
         "bad_origin_signature",

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from fednode_proto.v1 import training_pb2 as pb
 from node.base.identity import Identity, node_id_for, verify_signature
+from node.base.signing import SigningEncoder
 from node.training.learners.spsa import ScalarBatch, ScalarDType, Schedule, seed_id
 from node.training.spsa import MAX_ABS_SCALAR, CheckedBatch
 from node.wire.service import Rejected
@@ -43,10 +44,6 @@ WIRE_DTYPES: dict[str, ScalarDType] = {"int8": "int8", "float16": "fp16", "float
 LEARNER_DTYPES = {v: k for k, v in WIRE_DTYPES.items()}
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack("<I", len(data)) + data
-
-
 def origin_signing_bytes(network_id: bytes, batch: pb.ScalarBatch) -> bytes:
     """Exact bytes the origin signs (documented in docs/spsa.md).
 
@@ -54,16 +51,16 @@ def origin_signing_bytes(network_id: bytes, batch: pb.ScalarBatch) -> bytes:
     u32 n || n * (u64 seed_id, u64 round, u32 step, i32 q, f32 value)``, little-endian,
     ``lp`` = u32 length prefix. The network id binds a batch to one network.
     """
-    parts = [
-        ORIGIN_DOMAIN,
-        _lp(network_id),
-        _lp(batch.origin_id),
-        _lp(batch.dtype.encode("utf-8")),
-        struct.pack("<fI", batch.scale, len(batch.entries)),
-    ]
+    enc = (
+        SigningEncoder(ORIGIN_DOMAIN)
+        .field(network_id)
+        .field(batch.origin_id)
+        .text(batch.dtype)
+        .pack("fI", batch.scale, len(batch.entries))
+    )
     for e in batch.entries:
-        parts.append(struct.pack("<QQIif", e.seed_id, e.round, e.step, e.q, e.value))
-    return b"".join(parts)
+        enc.pack("QQIif", e.seed_id, e.round, e.step, e.q, e.value)
+    return enc.finish()
 
 
 def release_digest(network_id: bytes, batch: pb.ScalarBatch) -> str:

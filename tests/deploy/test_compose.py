@@ -8,7 +8,6 @@ The container entrypoint itself is a shell script, so one test runs it for real.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -206,10 +205,9 @@ def test_tls_override_gives_every_node_its_certificates(compose: dict[str, Any])
 
 
 def test_image_healthcheck_and_entrypoint_use_real_commands() -> None:
-    cli = importlib.import_module("node.cli.app")
+    from node.cli import app
 
-    cli._register_deploy()
-    commands = typer.main.get_command(cli.app).commands  # type: ignore[attr-defined]
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     assert {"health", "certs", "start", "init"} <= set(commands)
     start_opts = {o for p in commands["start"].params for o in p.opts}
     entry = (DEPLOY / "entrypoint.sh").read_text()

@@ -104,7 +104,7 @@ def test_patched_merge_changes_daemon_and_simulations(
 ) -> None:
     merges: list[int] = []
 
-    def keep_own(action: Aggregate, rules: Any = None, **_: Any) -> policy.Merge:
+    def keep_own(action: Aggregate, rules: Any = None, *, observed: bool = False) -> policy.Merge:
         merges.append(action.round)
         return policy.Merge(action.own.clone(), None, action.f, False)
 

@@ -157,6 +157,10 @@ def _reason_sites() -> list[tuple[str, str, str]]:
                 code = _literal(args[2])
             elif name == "_receipt_refused" and args:
                 code = _literal(args[0])
+            elif name == "_refuse" and "training" in path.parts and len(args) >= 3:
+                # SpsaEngine._refuse(round, origin, reason, detail): the SPSA runtime
+                # raises the engine's refusals as Rejected(reason).
+                code = _literal(args[2])
             if name is not None and code is not None:
                 sites.append((f"{path.relative_to(NODE.parent)}:{call.lineno}", name, code))
     return sites
@@ -170,7 +174,7 @@ def test_every_literal_reason_is_declared() -> None:
         if name == "_refuse_fault":
             # Charged on purpose: the code has to be a fault or the charge is dropped.
             ok = code in FAULT_REASONS
-        elif name == "_receipt_refused":
+        elif name in {"_receipt_refused", "_refuse"}:
             ok = code in Rejected.REASONS
         else:
             ok = code in _CONSTRUCTORS[name].REASONS

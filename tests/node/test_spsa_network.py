@@ -121,6 +121,17 @@ def test_signed_batch_round_trips_and_every_tamper_is_refused(alice: Identity) -
     assert refused(lambda w: None, steps_per_round=2) == "oversized"
 
 
+def test_origin_signing_bytes_are_the_documented_layout(alice: Identity) -> None:
+    wire = batch_to_wire(_learner_batch(alice.node_id_hex, 9, [0.5, -1.0]), alice, NET)
+    lp = [struct.pack("<I", len(b)) + b for b in (NET, wire.origin_id, b"int8")]
+    entries = [
+        struct.pack("<QQIif", e.seed_id, e.round, e.step, e.q, e.value) for e in wire.entries
+    ]
+    expected = b"fednode/v1/spsa-batch\x00" + b"".join(lp)
+    expected += struct.pack("<fI", wire.scale, 2) + b"".join(entries)
+    assert origin_signing_bytes(NET, wire) == expected
+
+
 def test_unknown_seed_ids_are_refused_even_when_signed(alice: Identity) -> None:
     node = alice.node_id_hex
     batch = _learner_batch(node, 2, [0.1, 0.2])

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from node.training.hf.folder import HFFolderError, check_model_folder, resolve_location
+from node.training.npz_cache import atomic_savez, load_npz
 from node.training.spec import TaskSpec
 
 __all__ = ["IGNORE_INDEX", "load_text_arrays", "load_tokenizer", "read_table"]
@@ -133,20 +134,18 @@ def load_text_arrays(spec: TaskSpec, cache: Path) -> tuple[dict[str, np.ndarray]
 
     Tokenisation runs once per (model, data file, settings); later calls read the cache.
     """
-    from node.training.datasets import _load_npz
-
     assert spec.data_path is not None
     path = resolve_location(spec.data_path)
     if not path.is_file():
         raise HFFolderError(f"data file {path} does not exist")
     cpath = cache / f"hf-{_cache_key(spec, _file_sha256(path))}.npz"
-    arrays = _load_npz(cpath, ("x", "y", "classes")) if cpath.exists() else None
+    arrays = load_npz(cpath, ("x", "y", "classes")) if cpath.exists() else None
     if arrays is not None:
         return {"x": arrays["x"], "y": arrays["y"]}, tuple(str(c) for c in arrays["classes"])
     # Nodes of a local testnet start together and share the cache: one tokenises, the
     # others wait for its file instead of doing the same work.
     with _cache_lock(cpath):
-        arrays = _load_npz(cpath, ("x", "y", "classes")) if cpath.exists() else None
+        arrays = load_npz(cpath, ("x", "y", "classes")) if cpath.exists() else None
         if arrays is not None:
             classes = tuple(str(c) for c in arrays["classes"])
             return {"x": arrays["x"], "y": arrays["y"]}, classes
@@ -172,8 +171,6 @@ def _cache_lock(cpath: Path) -> Iterator[None]:
 def _tokenise(
     spec: TaskSpec, path: Path, cpath: Path
 ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    from node.training.datasets import _atomic_savez
-
     assert spec.data_path is not None
     classify = spec.name == "text-classification"
     cols = [spec.text_column] + ([spec.label_column] if classify else [])
@@ -223,5 +220,5 @@ def _tokenise(
         x, y = x[usable], y[usable]
     out = {"x": x, "y": y}
     with contextlib.suppress(OSError):
-        _atomic_savez(cpath, **out, classes=np.array(classes, dtype=np.str_))
+        atomic_savez(cpath, **out, classes=np.array(classes, dtype=np.str_))
     return out, classes
