@@ -411,6 +411,15 @@ class TrainingRuntime:
         own = base
         if ticket is not None:
             result = await self._train_local(round_idx, base)
+            if policy.local_or_base(self.trainer.vector(), base)[1]:
+                # Never released (and nothing debited): the round goes on silent below.
+                log.warning(
+                    "local training diverged (NaN/Inf): this round stays silent",
+                    extra={"fields": {"round": round_idx}},
+                )
+                self.ctx.metrics.messages_rejected.labels(reason="nonfinite_local").inc()
+                ticket = None
+        if ticket is not None:
             private = ticket.privatize_update(result.update)
             model = base + private if ticket.noised else self.trainer.vector()
             own = private if self.engine.spec.payload == "delta" else model

@@ -509,6 +509,8 @@ def simulate_byzantine(
         else:
             batched.train_round(r)
         trained = vectors()
+        for i in range(honest):
+            trained[i] = policy.local_or_base(trained[i], base[i])[0]
         merged = torch.empty_like(trained)
         for i in range(honest):
             params: dict[str, Any] = dict(extra)

@@ -40,6 +40,7 @@ __all__ = [
     "admit_update",
     "aggregate_within_f",
     "finite_or_own",
+    "local_or_base",
     "merge",
     "similarity_history",
     "sybil_filter",
@@ -171,6 +172,31 @@ def finite_or_own(merged: torch.Tensor, action: Aggregate) -> tuple[torch.Tensor
     if action.payload == "delta" and action.base is not None:
         return action.base + action.own, True
     return action.own.clone(), True
+
+
+def local_or_base(trained: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """The round's local result, or the pre-training model when training diverged.
+
+    A model that a huge (finite) merge pushed far off (the mean under IPM, say) can train
+    into NaN/Inf. Such a result is never released: the daemon keeps its public model and
+    stays silent for the round (no release, nothing debited), the simulations carry the
+    pre-training model into the merge. Either way the node's rounds go on.
+
+    Parameters
+    ----------
+    trained : torch.Tensor
+        The model (or update) local training produced.
+    base : torch.Tensor
+        What the node had before training (same length).
+
+    Returns
+    -------
+    (torch.Tensor, bool)
+        The vector to continue with, and whether training diverged (``base`` returned).
+    """
+    if bool(torch.isfinite(trained).all()):
+        return trained, False
+    return base.clone(), True
 
 
 @dataclass(frozen=True, eq=False)

@@ -208,3 +208,15 @@ def test_unflagged_leaves_out_flagged_members_in_draw_order() -> None:
     assert policy.unflagged(drawn, history, threshold=0.5) == ["h2", "new", "h0"]
     # Threshold 0 flags nobody.
     assert policy.unflagged(drawn, history, threshold=0.0) == drawn
+
+
+def test_local_or_base_keeps_a_finite_result_and_replaces_a_diverged_one() -> None:
+    base = torch.ones(3)
+    trained = torch.tensor([2.0, 3.0, 4.0])
+    kept, diverged = policy.local_or_base(trained, base)
+    assert torch.equal(kept, trained) and not diverged
+    for bad in (float("nan"), float("inf")):
+        out, diverged = policy.local_or_base(torch.tensor([1.0, bad, 0.0]), base)
+        assert diverged and torch.equal(out, base)
+        out[0] = 5.0  # a copy: the caller's base is untouched
+        assert torch.equal(base, torch.ones(3))
