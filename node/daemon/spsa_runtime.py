@@ -70,6 +70,7 @@ from node.daemon.evaluations import load_history, record_evaluation
 from node.daemon.participation import releases
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
+from node.daemon.tasks import TaskSet
 from node.storage.records import SpsaEntry
 from node.training.learners.spsa import ScalarBatch, ScalarEntry, SPSALearner
 from node.training.params import (
@@ -225,10 +226,7 @@ class SpsaRuntime:
         self._stored_round = 0  # the round in the store, reported until the log is restored
         self.rejected: Counter[str] = Counter()
         self.catchup: dict[str, Any] = {}
-        self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._stopping = False
-        self._task: asyncio.Task[Any] | None = None
+        self.tasks = TaskSet("spsa")
 
     # --- the engine's state, as the operator sees it -------------------------------------------
 
@@ -378,7 +376,7 @@ class SpsaRuntime:
         if history:  # the accuracy curve survives restarts
             self.evaluations = history
             _, self.last_accuracy, self.last_loss, _ = history[-1]
-        self._task = asyncio.create_task(self._run(), name="spsa")
+        self.tasks.start(self._run(), "spsa")
 
     async def _setup(self) -> None:
         loop = asyncio.get_running_loop()
@@ -402,14 +400,7 @@ class SpsaRuntime:
         )
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for task in list(self._inflight):
-            task.cancel()
+        await self.tasks.stop()
 
     # --- peers -----------------------------------------------------------------------------
 
@@ -452,7 +443,7 @@ class SpsaRuntime:
         g = self.ctx.genesis
         if want is None:
             want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
-        await wait_for_peers(lambda: len(self._sample(want)), want, g, lambda: self._stopping)
+        await wait_for_peers(lambda: len(self._sample(want)), want, g, lambda: self.tasks.stopping)
 
     async def _prefetch(self) -> tuple[str, list[CheckedBatch]] | None:
         """A fresh node's first pull of the network's whole log (runs while the model loads).
@@ -503,7 +494,7 @@ class SpsaRuntime:
         for action in engine.set_ready():
             if isinstance(action, RequestBatches):
                 await self._anti_entropy(action.since)
-        while not self._stopping:
+        while not self.tasks.stopping:
             engine = self._sync_view()
             actions = engine.tick(time.monotonic())
             for action in actions:
@@ -512,9 +503,7 @@ class SpsaRuntime:
                 await self._idle()
                 return
             if not actions and engine.phase is Phase.WAITING:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.25)
+                await self.tasks.nap(0.25)
 
     async def _act(self, action: Action) -> None:
         """Carry out one action of the engine's round clock."""
@@ -530,7 +519,7 @@ class SpsaRuntime:
         elif isinstance(action, SendBatch):
             self._send(action)
         elif isinstance(action, RequestBatches):
-            self._spawn(self._anti_entropy(action.since))
+            self.tasks.spawn(self._anti_entropy(action.since))
         elif isinstance(action, CloseRound):
             await self._close(action)
         elif isinstance(action, JoinRound):
@@ -559,7 +548,7 @@ class SpsaRuntime:
                 if m.node_id.hex() in wanted and m.address
             ]
         for peer, address in targets:
-            self._spawn(self._push(peer, address, action.round, action.wire))
+            self.tasks.spawn(self._push(peer, address, action.round, action.wire))
 
     async def _store(self, batches: Sequence[CheckedBatch]) -> None:
         """Write batches to SQL: their log rows and the signed wire batches (two transactions)."""
@@ -593,7 +582,7 @@ class SpsaRuntime:
                 raise Rejected(a.reason, a.detail)
         if engine.changes_model(checked):
             self._refresh_hash()
-        self._wake.set()
+        self.tasks.wake()
         return actions
 
     async def _release_own(self, r: int) -> bytes | None:
@@ -697,7 +686,7 @@ class SpsaRuntime:
         """After the last round: keep serving, and reconcile with peers now and then."""
         waits = [1.0, 2.0, 3.0, 5.0, 8.0]
         i = 0
-        while not self._stopping:
+        while not self.tasks.stopping:
             await asyncio.sleep(waits[min(i, len(waits) - 1)] if i < 12 else 15.0)
             i += 1
             before = self.ledger.digest() if self.ledger else ""
@@ -762,16 +751,6 @@ class SpsaRuntime:
         )
 
     # --- sending ---------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("spsa task failed", exc_info=task.exception())
 
     async def _push(self, peer: str, address: str, round_idx: int, body: bytes) -> None:
         d = self.ctx
@@ -924,7 +903,7 @@ class SpsaRuntime:
                 for m in self._members()
                 if m.node_id != self.identity.node_id and policy(m.node_id.hex())
             ]
-            if len(standing) >= need or time.monotonic() > deadline or self._stopping:
+            if len(standing) >= need or time.monotonic() > deadline or self.tasks.stopping:
                 break
             await asyncio.sleep(0.2)
         if len(standing) < need:
@@ -1035,7 +1014,7 @@ class SpsaRuntime:
             engine.jump(newest)
         t_apply = time.monotonic()
         pulls, got = 1, len(fresh)
-        while fresh and pulls < CATCH_UP_PULLS and not self._stopping:
+        while fresh and pulls < CATCH_UP_PULLS and not self.tasks.stopping:
             peers = self._sample(1)
             if not peers:
                 break
@@ -1080,7 +1059,7 @@ class SpsaRuntime:
         await self._store(new)
         for action in engine.on_pulled_stored(new, folded_ok=folded_ok):
             await self._act(action)
-        self._wake.set()
+        self.tasks.wake()
         return len(new)
 
     def _wire_batches(self) -> list[CheckedBatch]:

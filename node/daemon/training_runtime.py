@@ -10,7 +10,6 @@ split, and checkpoints every round so a restarted node resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import threading
@@ -41,6 +40,7 @@ from node.daemon.history_gossip import HistoryExchange
 from node.daemon.participation import NO_REPLY, is_no_reply
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
+from node.daemon.tasks import TaskSet
 from node.storage import Store
 from node.training import engine as eng
 from node.training import policy
@@ -129,10 +129,8 @@ class TrainingRuntime:
         if evaluations:
             _, self.last_accuracy, self.last_loss, _ = evaluations[-1]
         self.model_hash = vector_hash(trainer.vector(), trainer.layout)
-        self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._stopping = False
-        self._task: asyncio.Task[Any] | None = None
+        # User code (a Flower client, a task factory) fails with one line, no traceback.
+        self.tasks = TaskSet("training", brief=(TaskSetupError,))
         # The base of the round being trained (None before the first round trained).
         self._base: torch.Tensor | None = None
         self._recent: list[torch.Tensor] = []
@@ -263,20 +261,13 @@ class TrainingRuntime:
         )
         if runtime.collusion is not None:
             runtime.collusion.join(node_id)
-        runtime._task = asyncio.create_task(runtime._run(), name="training")
+        runtime.tasks.start(runtime._run(), "training")
         return runtime
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for task in list(self._inflight):
-            task.cancel()
+        await self.tasks.stop()
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -289,7 +280,7 @@ class TrainingRuntime:
         spec = self.ctx.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
         if await wait_for_peers(
-            lambda: len(self._sample(want)), want, spec, lambda: self._stopping
+            lambda: len(self._sample(want)), want, spec, lambda: self.tasks.stopping
         ):
             return
         log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
@@ -297,12 +288,10 @@ class TrainingRuntime:
     async def _run(self) -> None:
         await self._wait_for_peers()
         await self._execute(self.engine.tick(time.monotonic()))
-        while not self._stopping:
+        while not self.tasks.stopping:
             deadline = self.engine.next_deadline()
             timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self.tasks.nap(timeout)
             await self._drop_departed()
             await self._execute(self.engine.tick(time.monotonic()))
 
@@ -346,31 +335,17 @@ class TrainingRuntime:
                     self.engine.on_sampled_peers(action.round, peers, time.monotonic())
                 )
             elif isinstance(action, eng.TrainLocal):
-                self._spawn(self._train(action.round))
+                self.tasks.spawn(self._train(action.round))
             elif isinstance(action, eng.SendUpdate):
                 for peer in action.peers:
-                    self._spawn(self._send(peer, action.round, action.payload))
+                    self.tasks.spawn(self._send(peer, action.round, action.payload))
             elif isinstance(action, eng.Aggregate):
-                self._spawn(self._aggregate(action))
+                self.tasks.spawn(self._aggregate(action))
             elif isinstance(action, eng.Evaluate):
-                self._spawn(self._evaluate(action.round))
+                self.tasks.spawn(self._evaluate(action.round))
             elif isinstance(action, eng.RejectUpdate):
                 self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            if isinstance(exc, TaskSetupError):
-                log.error("training task failed: %s", exc)
-            else:
-                log.error("training task failed", exc_info=exc)
 
     def _sample(self, k: int) -> list[str]:
         if k == 0:
@@ -579,7 +554,7 @@ class TrainingRuntime:
         if self.history is not None and action.received:
             action = await loop.run_in_executor(None, self._sybil_filter, action)
         if self.history_exchange is not None:
-            self._spawn(self.history_exchange.after_round(action.round))
+            self.tasks.spawn(self.history_exchange.after_round(action.round))
         merged = await loop.run_in_executor(None, self._merge, action)
         self.ctx.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
         self.trainer.set_vector(merged)
@@ -737,15 +712,14 @@ class TrainingRuntime:
     def _maybe_catch_up(self) -> None:
         """Start a catch-up if the standing members' claims prove this node is behind."""
         now = time.monotonic()
-        if self._catching_up or self._stopping or now < self._catchup_not_before:
+        if self._catching_up or self.tasks.stopping or now < self._catchup_not_before:
             return
         if self._catchup_task is not None and not self._catchup_task.done():
             return
         target = self.lag.target(self.engine.round, now, self.vouchers)
         if target is None:
             return
-        self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
-        self._catchup_task.add_done_callback(self._done)
+        self._catchup_task = self.tasks.spawn(self._catch_up(target), name="catch-up")
 
     def _pull_request(self) -> Any:
         body = PullRequest(what=PullRequest.CHECKPOINT).SerializeToString()
@@ -816,7 +790,7 @@ class TrainingRuntime:
                 extra={"fields": {"peer": peer[:12], "reason": reason[:160]}},
             )
             d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
-        if not good or self._stopping:
+        if not good or self.tasks.stopping:
             return
         # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
         # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
@@ -885,7 +859,7 @@ class TrainingRuntime:
                 # own round (its model is whatever its last aggregation left).
                 self.engine = self._fresh_engine(self.engine.round)
             self._catching_up = False
-            self._wake.set()
+            self.tasks.wake()
 
     def _fresh_engine(self, start_round: int) -> eng.RoundEngine:
         """A new engine like the current one (same spec and layout) at ``start_round``."""
@@ -908,7 +882,7 @@ class TrainingRuntime:
         while True:
             busy = [
                 t
-                for t in self._inflight
+                for t in self.tasks.inflight
                 if getattr(t.get_coro(), "__name__", "") in names and not t.done()
             ]
             if not busy:
@@ -967,7 +941,7 @@ class TrainingRuntime:
             # Counted once, by the service, under this reason.
             reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
             raise Rejected(reason, f"update of round {header.round} refused")
-        self._wake.set()
+        self.tasks.wake()
         if not (self.guard.releasing or not self.guard.private):
             return f"{NO_REPLY}: this node releases no more updates ({self.guard.reason})"
         return None
