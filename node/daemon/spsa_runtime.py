@@ -44,7 +44,6 @@ A restarted node rebuilds from its own SQL log and checkpoint, then catches up t
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -72,7 +71,7 @@ from node.daemon.participation import releases
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
 from node.daemon.tasks import TaskSet
-from node.storage.records import SpsaEntry
+from node.storage.records import SpsaBatchRecord, SpsaEntry
 from node.training.genesis import Genesis
 from node.training.learners.spsa import ScalarBatch, ScalarEntry, SPSALearner
 from node.training.params import (
@@ -128,15 +127,9 @@ FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
 #: Most log pulls of a late joiner's catch-up (the first one included).
 CATCH_UP_PULLS = 4
 MAX_HAVE_KEYS = 65_536
-STATE_BATCH = "spsa.batch."
 _META_ROUND = "fednode.spsa.round"
 _META_DIGEST = "fednode.spsa.digest"
 _META_HASH = "fednode.model_hash"
-
-
-def _batch_key(batch: CheckedBatch) -> str:
-    """Node-state key of a stored signed batch (served to peers that catch up)."""
-    return f"{STATE_BATCH}{batch.round:09d}.{batch.origin}"
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -359,12 +352,9 @@ def _restore_engine(ctx: NodeContext, model: _Model, peers: _Peers) -> SpsaEngin
     """Rebuild from our own SQL state: signed batches, the log, the last checkpoint."""
     store = ctx.store
     held: dict[tuple[int, str], bytes] = {}
-    for key, value in store.all_state().items():
-        if not key.startswith(STATE_BATCH):
-            continue
+    for stored in store.spsa_batches():
         with contextlib.suppress(Exception):  # a damaged row is skipped, never fatal
-            wire = parse_batch(base64.b64decode(str(value), validate=True))
-            checked = peers.checked(wire, verify=False)
+            checked = peers.checked(parse_batch(stored.wire), verify=False)
             held[checked.key] = checked.wire
     entries: list[ScalarEntry] = []
     for row in store.spsa_since():
@@ -743,16 +733,13 @@ class _SpsaDriver:
             self.tasks.spawn(self._push(peer, address, action.round, action.wire))
 
     async def _store(self, batches: Sequence[CheckedBatch]) -> None:
-        """Write batches to SQL: their log rows and the signed wire batches (two transactions)."""
+        """Write batches to SQL: their log rows and the signed wire batches (one transaction)."""
         store = self.ctx.store
         rows = [row for b in batches for row in _rows(b)]
-        signed = {_batch_key(b): base64.b64encode(b.wire).decode() for b in batches}
-
-        def work() -> None:
-            store.append_spsa(rows)
-            store.set_states(signed)
-
-        await asyncio.get_running_loop().run_in_executor(None, work)
+        signed = [SpsaBatchRecord(b.round, b.origin, b.wire) for b in batches]
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: store.append_spsa(rows, batches=signed)
+        )
 
     async def _ingest(self, checked: CheckedBatch, sender: str | None = None) -> list[Action]:
         """Store a batch the engine claimed, then apply it; returns the engine's follow-ups.
