@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import struct
@@ -99,8 +98,10 @@ from node.training.spsa import (
     RequestBatches,
     RoundLedger,
     SendBatch,
+    ServedCheckpoint,
     SpsaEngine,
     SpsaSettings,
+    agreed_checkpoint,
     digest_of,
     entry_key,
     parse_entry_key,
@@ -1034,28 +1035,23 @@ class _SpsaDriver:
             return None
         picked = standing[: 2 * f + 1]
         got = await asyncio.gather(*(self._pull_checkpoint(a, sender) for sender, a in picked))
-        groups: dict[tuple[int, str, str], list[tuple[int, torch.Tensor, dict[str, str], bytes]]]
-        groups = {}
-        for ckpt in got:
-            if ckpt is None:
-                continue
-            ck_round, vec, meta, _ = ckpt
-            digest = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
-            groups.setdefault((ck_round, digest, meta.get(_META_DIGEST, "")), []).append(ckpt)
-        agreed = [k for k, v in groups.items() if len(v) >= need]
-        if not agreed:
+        served = [
+            None if c is None else ServedCheckpoint(c[0], c[1], c[2].get(_META_DIGEST, ""))
+            for c in got
+        ]
+        agreed = agreed_checkpoint(served, need)
+        if agreed is None:
             log.info(
                 "no agreed checkpoint: members serve different ones",
                 extra={"fields": {"asked": len(picked), "need": need}},
             )
             self.ctx.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
             return None
-        best = max(agreed)
         log.info(
             "agreed checkpoint",
-            extra={"fields": {"round": best[0], "members": len(groups[best]), "need": need}},
+            extra={"fields": {"round": agreed.round, "members": agreed.members, "need": need}},
         )
-        return groups[best][0]
+        return got[agreed.index]
 
     async def _pull_checkpoint(
         self, address: str, expect_sender: str | None = None
