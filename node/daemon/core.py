@@ -78,9 +78,11 @@ def grpc_server_options(settings: NodeSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
-        # Only the identity "compression": a peer's gzip/deflate message is refused by gRPC
-        # instead of being inflated (a 127 KiB stream once grew a daemon by 275 MB).
-        ("grpc.compression_enabled_algorithms_bitset", 1),
+        # Never inflate a peer's message (a 127 KiB gzip stream once grew a daemon by 275 MB):
+        # a compressed message reaches the service as sent, which refuses it `compressed` with
+        # a metric (node/wire/service.py). Refusing it through the algorithms bitset instead
+        # would happen inside gRPC, before fednode sees the call (no reason code, no metric).
+        ("grpc.per_message_decompression", 0),
     ]
 
 

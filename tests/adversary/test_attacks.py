@@ -223,14 +223,44 @@ def test_too_many_chunks_are_refused(advnet: AdversaryNet, member: Adversary) ->
 
 def test_compressed_bomb_is_never_inflated(advnet: AdversaryNet, member: Adversary) -> None:
     # 4 MiB of zeros per chunk compresses about 1000:1; the daemon accepts no compression.
+    before = advnet.metric("fednode_messages_rejected_total", 'reason="compressed"')
     payload = _zeros(advnet.numel)
     stream = member.update_stream(
         raw_header(payload), payload, extra=(b"\x00" * (4 * MiB - 64) for _ in range(48))
     )
     err = _refusal(lambda: member.push(stream, compression=grpc.Compression.Gzip))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "compression" in err.details().lower()
+    assert err.details().startswith("compressed"), err.details()
     assert stream.pulled < 16
+    # fednode refused it (not the gRPC library before the service ran), so it is counted.
+    assert advnet.metric("fednode_messages_rejected_total", 'reason="compressed"') == before + 1
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+@pytest.mark.parametrize("method", ["Gossip", "PushScalars", "Pull"])
+def test_compressed_requests_are_refused_with_a_reason(
+    advnet: AdversaryNet, member: Adversary, method: str, compression: grpc.Compression
+) -> None:
+    # Correctly signed requests, compressed. gRPC sends a message uncompressed when
+    # compressing does not make it smaller, so every body here is long and repetitive.
+    kind, body = {
+        "Gossip": ("gossip", b"\x00" * 4096),
+        "PushScalars": (
+            "spsa",
+            ScalarBatch(
+                origin_id=member.identity.node_id,
+                dtype="float32",
+                entries=[ScalarEntry(round=1, value=0.0)] * 512,
+            ).SerializeToString(),
+        ),
+        "Pull": ("request", b"\x00" * 4096),
+    }[method]
+    request = member.seal(kind, body).SerializeToString()
+    before = advnet.metric("fednode_messages_rejected_total", 'reason="compressed"')
+    err = _refusal(lambda: member.raw(method, request, compression=compression))
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert err.details().startswith("compressed"), err.details()
+    assert advnet.metric("fednode_messages_rejected_total", 'reason="compressed"') == before + 1
 
 
 def test_stream_attacks_keep_memory_bounded(advnet: AdversaryNet, member: Adversary) -> None:
