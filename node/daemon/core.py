@@ -56,6 +56,7 @@ from node.training.genesis import (
 )
 from node.training.usercode import TaskSetupError
 from node.wire.admin_server import AdminService, TokenInterceptor
+from node.wire.admission import AdmissionPolicy
 from node.wire.certs import TlsError, TlsMaterial, load_tls
 from node.wire.peer_channels import PeerChannels
 from node.wire.service import NodeService, add_node_service
@@ -260,6 +261,7 @@ class Daemon:
             is_banned=policy.is_operator_banned,
             on_fault=self._on_fault,
             is_quarantined=policy.is_quarantined,
+            admission=AdmissionPolicy(min_standing_s=dict(self.settings.min_standing_s)),
         )
         add_node_service(self.service, server)
         self.health = health.aio.HealthServicer()
