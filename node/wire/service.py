@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -59,6 +59,7 @@ __all__ = [
     "TrainingHandler",
     "Undecodable",
     "add_node_service",
+    "compression_of",
 ]
 
 
@@ -206,13 +207,45 @@ class Undecodable:
     """Stands for a request whose bytes are not the message the RPC expects.
 
     gRPC's default deserializer raises, which the library answers with UNKNOWN and no
-    reason; the service answers this placeholder with INVALID_ARGUMENT ``undecodable``.
+    reason; the service answers this placeholder with INVALID_ARGUMENT ``undecodable``, or
+    UNIMPLEMENTED ``compressed`` when ``compression`` names the algorithm the bytes are
+    compressed with (see :func:`compression_of`).
     """
 
-    __slots__ = ("size",)
+    __slots__ = ("compression", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, compression: str | None = None) -> None:
         self.size = size
+        self.compression = compression
+
+
+def compression_of(data: bytes) -> str | None:
+    """The gRPC message compression ``data`` is framed in, if it looks compressed.
+
+    The server is run with ``grpc.per_message_decompression`` off (node/daemon/core.py), so a
+    peer's compressed message reaches the service as it was sent, never inflated. gRPC's
+    ``gzip`` is RFC 1952 (magic ``1f 8b``: a first byte no protobuf message can start with,
+    wire type 7) and its ``deflate`` is RFC 1950 zlib (method 8, window at most 32 KiB,
+    header checksum divisible by 31). Only called on bytes that did not parse as the
+    expected message, so a valid message is never mistaken for a compressed one.
+
+    Parameters
+    ----------
+    data : bytes
+        Request bytes that are not the RPC's protobuf message.
+
+    Returns
+    -------
+    str or None
+        ``"gzip"``, ``"deflate"``, or None for bytes that are just not the message.
+    """
+    if len(data) < 2:
+        return None
+    if data[0] == 0x1F and data[1] == 0x8B:
+        return "gzip"
+    if data[0] & 0x0F == 8 and data[0] >> 4 <= 7 and ((data[0] << 8) | data[1]) % 31 == 0:
+        return "deflate"
+    return None
 
 
 def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
@@ -220,7 +253,7 @@ def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
         try:
             return parse(data)
         except DecodeError:
-            return Undecodable(len(data))
+            return Undecodable(len(data), compression_of(data))
 
     return deserialize
 
@@ -351,6 +384,22 @@ class NodeService(node_pb2_grpc.NodeServicer):
         )
         await context.abort(code, f"{reason}: {message}")
 
+    async def _refuse_undecodable(
+        self, context: grpc.aio.ServicerContext, request: object, message: str
+    ) -> NoReturn:
+        # Not charged to anyone: undecodable bytes carry no verified sender.
+        compression = request.compression if isinstance(request, Undecodable) else None
+        if compression is not None:
+            await self._refuse(
+                context,
+                grpc.StatusCode.UNIMPLEMENTED,
+                "compressed",
+                f"message compression ({compression}) is not accepted; send uncompressed",
+            )
+        else:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "undecodable", message)
+        raise AssertionError("unreachable")
+
     def _warn_foreign_network(self, env: Envelope, context: grpc.aio.ServicerContext) -> None:
         """Say once per foreign network id that someone speaks another genesis.
 
@@ -383,13 +432,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited", "slow down"
             )
         if not isinstance(env, Envelope):
-            await self._refuse(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "undecodable",
-                "request bytes are not a protobuf Envelope",
+            await self._refuse_undecodable(
+                context, env, "request bytes are not a protobuf Envelope"
             )
-            raise AssertionError("unreachable")
         if len(UnknownFieldSet(env)) > 0:
             await self._refuse(
                 context,
@@ -506,13 +551,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
         max_chunks = 1
         async for chunk in request_iterator:
             if not isinstance(chunk, TensorChunk):
-                await self._refuse(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "undecodable",
-                    "stream chunk is not a protobuf TensorChunk",
+                await self._refuse_undecodable(
+                    context, chunk, "stream chunk is not a protobuf TensorChunk"
                 )
-                raise AssertionError("unreachable")
             chunks += 1
             if verified is None:
                 first_env = chunk.header
