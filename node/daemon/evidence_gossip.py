@@ -1,5 +1,11 @@
 """Equivocation evidence on the wire: update sightings and proofs over ``PushEvidence``.
 
+SPSA scalar batches are compared too (:meth:`EvidenceExchange.seen_batch`): every batch a
+member pushes is checked against the batches of the same origin and round seen before, and
+two different origin-signed batches become a proof spread and checked like an update pair.
+Batches flood the network anyway (forwarded by every SPSA node), so no sightings of them are
+relayed.
+
 A node that equivocates sends different peers different updates for one round, so no
 single receiver sees both. Every node therefore relays the signed *header* of each update
 it receives from a member (a sighting: a few hundred bytes, never the payload) to
@@ -26,11 +32,17 @@ import grpc
 
 from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.evidence_pb2 import Evidence
-from fednode_proto.v1.training_pb2 import TensorHeader
+from fednode_proto.v1.training_pb2 import ScalarBatch, TensorHeader
 from node.base.logs import log
 from node.daemon.context import Convictor, MembershipView, NodeContext
 from node.wire.envelope import SeqCounter, Verified, seal
-from node.wire.equivocation import EquivocationBook, EquivocationError, Proof, Sighting
+from node.wire.equivocation import (
+    EquivocationBook,
+    EquivocationError,
+    Proof,
+    Sighting,
+    batch_sighting,
+)
 from node.wire.service import Rejected
 
 __all__ = ["EvidenceExchange"]
@@ -90,10 +102,37 @@ class EvidenceExchange:
         if self.membership.is_member(msg.sender_id):
             self._push(Evidence(updates=[env]), self._targets(self.fanout, msg.sender_id))
 
+    def seen_batch(self, batch: ScalarBatch) -> None:
+        """An SPSA batch an admitted member pushed: compare it with the origin's others.
+
+        At most one signature check per distinct batch (repeats are recognised by their
+        bytes first); a batch that does not verify proves nothing and is left to the SPSA
+        runtime, which refuses it with its own reason.
+        """
+        if self.book.is_convicted(bytes(batch.origin_id)) or self.book.seen(batch):
+            return
+        try:
+            sighting = batch_sighting(batch, self.ctx.network_id)
+        except EquivocationError:
+            return
+        proof = self.book.observe(sighting)
+        if proof is not None:
+            self._convict(proof, source="received")
+
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
         """A relayed sighting or proof; raise :class:`Rejected` if it proves nothing."""
         try:
-            if len(evidence.updates) == 1:
+            if evidence.spsa_batches:
+                if len(evidence.spsa_batches) != 2 or evidence.updates:
+                    raise Rejected("evidence_malformed", "two SPSA batches and nothing else")
+                first, second = evidence.spsa_batches
+                if self.book.is_convicted(bytes(first.origin_id)):
+                    return  # known: nothing verified
+                proof = self.book.pair(
+                    batch_sighting(first, self.ctx.network_id),
+                    batch_sighting(second, self.ctx.network_id),
+                )
+            elif len(evidence.updates) == 1:
                 proof = self.book.sighting(evidence.updates[0])
             elif len(evidence.updates) == 2:
                 proof = self.book.proof(evidence.updates[0], evidence.updates[1])
@@ -110,15 +149,19 @@ class EvidenceExchange:
         sender = proof.sender.hex()
         self.convictor.convict(sender, "equivocation")
         self.ctx.metrics.messages_rejected.labels(reason="equivocation").inc()
-        detail = {"node_id": sender[:16], "round": proof.round, "source": source}
+        detail = {
+            "node_id": sender[:16],
+            "round": proof.round,
+            "kind": proof.kind,
+            "source": source,
+        }
         log.warning("equivocation proven", extra={"fields": detail})
         store = self.ctx.store
         fut = asyncio.get_running_loop().run_in_executor(
             None, lambda: store.log_event("equivocation", {**detail, "node_id": sender})
         )
         fut.add_done_callback(_log_failure)
-        pair = Evidence(updates=[proof.first, proof.second])
-        self._push(pair, self._targets(self.max_relay, proof.sender))
+        self._push(proof.evidence(), self._targets(self.max_relay, proof.sender))
 
     # --- outbound --------------------------------------------------------------------------
 

@@ -146,6 +146,10 @@ class EvidenceHandler(Protocol):
         """Every update header the service verified (its signed first-chunk envelope)."""
         ...
 
+    def seen_batch(self, batch: ScalarBatch) -> None:
+        """Every SPSA scalar batch an admitted member pushed (its origin signature unchecked)."""
+        ...
+
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
         """Take a verified sighting or proof; raise :class:`Rejected` to refuse it."""
         ...
@@ -702,6 +706,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
             return self._receipt_refused(
                 "malformed", "body is not a ScalarBatch", verified.sender_id
             )
+        if self.evidence is not None:
+            # Before the learner: an origin convicted here has its batch refused there.
+            self.evidence.seen_batch(batch)
         if self.training is None:
             return self._receipt_refused("not_training", "this node runs no learner")
         try:
