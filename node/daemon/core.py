@@ -465,7 +465,9 @@ class Daemon:
                 extra={"fields": {"shard": shard, "shards": self.genesis.task.num_nodes}},
             )
         try:
-            self.training = await self._start_learner(ctx, membership, policy, guard, shard)
+            self.training = await self._start_learner(
+                ctx, service, membership, policy, guard, shard
+            )
         except TaskSetupError as exc:
             # The operator's to fix (user code, model folder, data file): one line, and the
             # node keeps serving membership.
@@ -494,6 +496,7 @@ class Daemon:
     async def _start_learner(
         self,
         ctx: NodeContext,
+        service: NodeService,
         membership: DaemonMembership,
         policy: PeerPolicy,
         guard: ReleaseState,
@@ -505,8 +508,8 @@ class Daemon:
         from node.daemon.spsa_runtime import SpsaRuntime
         from node.daemon.training_runtime import TrainingRuntime
 
-        service = self.service
-        assert service is not None and isinstance(guard, ReleaseGuard)
+        # Built by _release_guard; typed as the Protocol there because core must not import torch.
+        assert isinstance(guard, ReleaseGuard)
         kind = self.genesis.learner.kind
         if kind in {"sgd", "flower"}:
             training = await TrainingRuntime.create(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import NoReturn, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from fednode_proto.v1 import node_pb2_grpc
@@ -117,6 +117,9 @@ class Rejected(
 ):
     """A handler refuses a message; ``reason`` is a stable code."""
 
+
+#: The protobuf message a push carries (:meth:`NodeService._dispatch`).
+_Body = TypeVar("_Body", bound=Message)
 
 FAULT_REASONS = Rejected.FAULTS | fault_reasons(GossipRejected, prefix="gossip_")
 """Reason codes charged to the authenticated sender (``on_fault``), derived from the error
@@ -657,65 +660,90 @@ class NodeService(node_pb2_grpc.NodeServicer):
         log.log(level, "refused message", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
 
+    async def _dispatch(
+        self,
+        verified: Verified,
+        message_type: type[_Body],
+        malformed: tuple[str, str],
+        handler: Callable[[Verified, _Body], Awaitable[None]] | None,
+        missing: tuple[str, str],
+    ) -> Receipt:
+        """Parse an admitted push's body and hand it to ``handler``; answer with a receipt.
+
+        Parameters
+        ----------
+        verified : Verified
+            The admitted envelope.
+        message_type : protobuf message class
+            What the body must parse as.
+        malformed : (reason, detail)
+            The refusal of a body that does not parse (a fault of the sender).
+        handler : callable or None
+            The component that takes the message; None while this node has none.
+        missing : (reason, detail)
+            The refusal when ``handler`` is None (not the sender's fault).
+
+        Returns
+        -------
+        Receipt
+            Accepted, or refused with the handler's :class:`Rejected` reason (a fault of
+            the sender when the reason is one of :data:`FAULT_REASONS`).
+        """
+        message = message_type()
+        try:
+            message.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused(*malformed, verified.sender_id)
+        if handler is None:
+            return self._receipt_refused(*missing)
+        try:
+            await handler(verified, message)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        return Receipt(accepted=True)
+
     async def PushHistory(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"history"}))
-        batch = HistoryGossip()
-        try:
-            batch.ParseFromString(verified.body)
-        except DecodeError:
-            return self._receipt_refused(
-                "malformed", "body is not a HistoryGossip", verified.sender_id
-            )
-        if self.history is None:
-            return self._receipt_refused("not_training", "this node keeps no Sybil histories")
-        try:
-            await self.history.on_history(verified, batch)
-        except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return await self._dispatch(
+            verified,
+            HistoryGossip,
+            ("malformed", "body is not a HistoryGossip"),
+            self.history.on_history if self.history is not None else None,
+            ("not_training", "this node keeps no Sybil histories"),
+        )
 
     async def PushEvidence(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"evidence"}))
-        evidence = Evidence()
-        try:
-            evidence.ParseFromString(verified.body)
-        except DecodeError:
-            return self._receipt_refused(
-                "evidence_malformed", "body is not an Evidence", verified.sender_id
-            )
-        if self.evidence is None:
-            return self._receipt_refused("not_ready", "starting up")
-        try:
-            await self.evidence.on_evidence(verified, evidence)
-        except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return await self._dispatch(
+            verified,
+            Evidence,
+            ("evidence_malformed", "body is not an Evidence"),
+            self.evidence.on_evidence if self.evidence is not None else None,
+            ("not_ready", "starting up"),
+        )
 
     async def PushScalars(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"spsa"}))
-        batch = ScalarBatch()
-        try:
-            batch.ParseFromString(verified.body)
-        except DecodeError:
-            return self._receipt_refused(
-                "malformed", "body is not a ScalarBatch", verified.sender_id
-            )
+        return await self._dispatch(
+            verified,
+            ScalarBatch,
+            ("malformed", "body is not a ScalarBatch"),
+            self._take_scalars if self.training is not None else None,
+            ("not_training", "this node runs no learner"),
+        )
+
+    async def _take_scalars(self, verified: Verified, batch: ScalarBatch) -> None:
         if self.evidence is not None:
             # Before the learner: an origin convicted here has its batch refused there.
             self.evidence.seen_batch(batch)
-        if self.training is None:
-            return self._receipt_refused("not_training", "this node runs no learner")
-        try:
-            await self.training.on_scalars(verified, batch)
-        except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        assert self.training is not None  # PushScalars passes this handler only then
+        await self.training.on_scalars(verified, batch)
 
     async def _admit_pull(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
