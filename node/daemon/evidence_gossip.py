@@ -1,10 +1,10 @@
 """Equivocation evidence on the wire: update sightings and proofs over ``PushEvidence``.
 
 SPSA scalar batches are compared too (:meth:`EvidenceExchange.seen_batch`): every batch a
-member pushes is checked against the batches of the same origin and round seen before, and
-two different origin-signed batches become a proof spread and checked like an update pair.
-Batches flood the network anyway (forwarded by every SPSA node), so no sightings of them are
-relayed.
+member pushes or we pull is checked against the batches of the same origin and round seen
+before, a batch received straight from its origin is relayed as a sighting (like an update
+header), and two different origin-signed batches become a proof spread and checked like an
+update pair.
 
 A node that equivocates sends different peers different updates for one round, so no
 single receiver sees both. Every node therefore relays the signed *header* of each update
@@ -103,14 +103,20 @@ class EvidenceExchange:
         if self.membership.is_member(msg.sender_id):
             self._push(Evidence(updates=[env]), self._targets(self.fanout, msg.sender_id))
 
-    def seen_batch(self, batch: ScalarBatch) -> None:
-        """An SPSA batch an admitted member pushed: compare it with the origin's others.
+    def seen_batch(self, batch: ScalarBatch, *, relay: bool = False) -> None:
+        """An SPSA batch an admitted member pushed, or we pulled: compare it, maybe relay it.
 
         At most one signature check per distinct batch (repeats are recognised by their
         bytes first); a batch that does not verify proves nothing and is left to the SPSA
-        runtime, which refuses it with its own reason.
+        runtime, which refuses it with its own reason. With ``relay`` (the batch came
+        straight from its origin), it is relayed as a sighting to ``fanout`` members: in
+        small networks origins push to every member themselves and nobody forwards, and a
+        pull names the batches it holds by (round, origin) only, so without sightings an
+        origin that shows two nodes two different batches is never caught and the two
+        nodes' models drift apart.
         """
-        if self.book.is_convicted(bytes(batch.origin_id)) or self.book.seen(batch):
+        origin = bytes(batch.origin_id)
+        if self.book.is_convicted(origin) or self.book.seen(batch):
             return
         try:
             sighting = batch_sighting(batch, self.ctx.network_id)
@@ -119,20 +125,27 @@ class EvidenceExchange:
         proof = self.book.observe(sighting)
         if proof is not None:
             self._convict(proof, source="received")
+        elif relay and self.membership.is_member(origin):
+            self._push(Evidence(spsa_batches=[batch]), self._targets(self.fanout, origin))
 
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
         """A relayed sighting or proof; raise :class:`Rejected` if it proves nothing."""
         try:
             if evidence.spsa_batches:
-                if len(evidence.spsa_batches) != 2 or evidence.updates:
-                    raise Rejected("evidence_malformed", "two SPSA batches and nothing else")
-                first, second = evidence.spsa_batches
-                if self.book.is_convicted(bytes(first.origin_id)):
+                batches = evidence.spsa_batches
+                if len(batches) > 2 or evidence.updates:
+                    raise Rejected("evidence_malformed", "one or two SPSA batches, nothing else")
+                if self.book.is_convicted(bytes(batches[0].origin_id)):
                     return  # known: nothing verified
-                proof = self.book.pair(
-                    batch_sighting(first, self.ctx.network_id),
-                    batch_sighting(second, self.ctx.network_id),
-                )
+                if len(batches) == 1:  # a sighting: never relayed again
+                    if self.book.seen(batches[0]):
+                        return
+                    proof = self.book.observe(batch_sighting(batches[0], self.ctx.network_id))
+                else:
+                    proof = self.book.pair(
+                        batch_sighting(batches[0], self.ctx.network_id),
+                        batch_sighting(batches[1], self.ctx.network_id),
+                    )
             elif len(evidence.updates) == 1:
                 proof = self.book.sighting(evidence.updates[0])
             elif len(evidence.updates) == 2:

@@ -149,8 +149,9 @@ class EvidenceHandler(Protocol):
         """Every update header the service verified (its signed first-chunk envelope)."""
         ...
 
-    def seen_batch(self, batch: ScalarBatch) -> None:
-        """Every SPSA scalar batch an admitted member pushed (its origin signature unchecked)."""
+    def seen_batch(self, batch: ScalarBatch, *, relay: bool = False) -> None:
+        """Every SPSA scalar batch an admitted member pushed (its origin signature unchecked);
+        ``relay`` when the pusher is the batch's origin."""
         ...
 
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
@@ -741,7 +742,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
     async def _take_scalars(self, verified: Verified, batch: ScalarBatch) -> None:
         if self.evidence is not None:
             # Before the learner: an origin convicted here has its batch refused there.
-            self.evidence.seen_batch(batch)
+            self.evidence.seen_batch(batch, relay=verified.sender_id == batch.origin_id)
         assert self.training is not None  # PushScalars passes this handler only then
         await self.training.on_scalars(verified, batch)
 

@@ -3,9 +3,12 @@
 Three honest ``spsa`` daemons train; a fourth daemon joined by gossip with a valid proof of
 work and trains nothing: it is the attacker's member. The test signs with its key two
 *valid* scalar batches (right seed ids, dtype and size) of the same round with different
-scalars, and pushes the first to node 0 and the second to node 1 only. Node 2 receives
-neither from the attacker. Honest nodes forward the batches they accept, so some node holds
-both; it turns the pair into evidence (node/wire/equivocation.py) and gossips it
+scalars, and pushes the first to node 0 and the second to node 1 only; node 2 gets neither.
+In a network this small every origin pushes to every member itself, so nobody forwards, and
+a pull names the batches it holds by (round, origin) only: before sightings, no node ever
+saw both batches and node 1's model silently differed from nodes 0 and 2 for good. Now the
+nodes that got a batch straight from its origin relay it as a sighting; a node that holds
+both turns the pair into evidence (node/wire/equivocation.py), gossips it
 (node/daemon/evidence_gossip.py), and every honest node verifies it and quarantines the
 origin: its later requests are refused ``quarantined`` everywhere.
 """
@@ -103,22 +106,32 @@ def _assert_quarantined_everywhere(net: Testnet, origin: Identity, rnd: int) -> 
             adv.close()
 
 
-def test_a_node_that_gets_both_batches_convicts_the_origin_everywhere(spsa_net: Testnet) -> None:
+def test_two_batches_for_one_round_to_two_nodes_convict_the_origin_everywhere(
+    spsa_net: Testnet,
+) -> None:
     g = spsa_net.genesis
     key = Identity.load(spsa_net.nodes[ATTACKER].data_dir.identity)
-    adv = Adversary(key, g.network_id, spsa_net.nodes[0].address)
+    to_a = Adversary(key, g.network_id, spsa_net.nodes[0].address)
+    to_b = Adversary(key, g.network_id, spsa_net.nodes[1].address)
     try:
         rnd = max(int(s.get("round", 0)) for s in spsa_net.statuses().values()) + 1
         a = _batch(spsa_net, key, rnd, [0.5, -1.0, 0.25, 2.0])
         b = _batch(spsa_net, key, rnd, [-3.0, 1.0, 0.75, -2.0])
         sent = time.monotonic()
-        first = adv.push_scalars(a, round=rnd)
-        assert first.accepted, first.reason  # alone, each batch is valid
-        second = adv.push_scalars(b, round=rnd)
-        assert not second.accepted and second.reason.startswith("equivocation"), second.reason
+        ra = to_a.push_scalars(a, round=rnd)
+        assert ra.accepted, ra.reason  # alone, each batch is valid
+        # Node 0 relays batch a at once: node 1 may convict before batch b reaches it.
+        try:
+            rb = to_b.push_scalars(b, round=rnd)
+            outcome = "accepted" if rb.accepted else rb.reason
+        except grpc.RpcError as exc:
+            outcome = exc.details() or ""
+        assert outcome.startswith(("accepted", "quarantined", "banned")), outcome
     finally:
-        adv.close()
-    # Node 0 holds the pair; nodes 1 and 2 never saw batch b and convict on the proof alone.
+        to_a.close()
+        to_b.close()
+    # No node was sent both. Nodes 0 and 1 relay what they got from the origin as sightings;
+    # whoever holds both proves it, and the others convict on the proof alone.
     proven = _wait_proven(spsa_net, key, sent)
     assert sorted(proven) == list(HONEST), (proven, spsa_net.tail(spsa_net.nodes[2], 30))
     _assert_quarantined_everywhere(spsa_net, key, rnd + 1)
