@@ -64,7 +64,7 @@ from fednode_proto.v1.envelope_pb2 import Envelope
 from node.base.identity import Identity
 from node.base.logs import log
 from node.daemon.catchup import VoucherPolicy, catchup_quorum, pull_checkpoint, serve_checkpoint
-from node.daemon.context import BanList, MembershipView, NodeContext
+from node.daemon.context import BanList, BatchWitness, MembershipView, NodeContext
 from node.daemon.evaluations import load_history, record_evaluation
 from node.daemon.participation import releases
 from node.daemon.peer_wait import wait_for_peers
@@ -176,11 +176,13 @@ class _Peers:
         membership: MembershipView,
         bans: BanList,
         stopping: Callable[[], bool],
+        witness: BatchWitness | None = None,
     ) -> None:
         self.ctx = ctx
         self.membership = membership
         self.bans = bans
         self.stopping = stopping
+        self.witness = witness
         self.identity: Identity = ctx.identity
         g = ctx.genesis
         self.spec = g.learner
@@ -273,6 +275,10 @@ class _Peers:
                     wire = pb.ScalarBatch()
                     wire.ParseFromString(verified.body)
                     got.append(self.checked(wire))
+                    if self.witness is not None:
+                        # Pulled batches are compared too: an equivocating origin may have
+                        # pushed its other batch to the peer we pull from.
+                        self.witness.seen_batch(wire)
                 except (EnvelopeError, Rejected, ValueError) as exc:
                     reason = getattr(exc, "reason", "malformed")
                     self.rejected[f"pulled_{reason}"] += 1
@@ -417,6 +423,8 @@ class SpsaRuntime:
         The round in the store, reported until the log is restored.
     evaluations : list of (round, accuracy, loss, unix time)
         The stored accuracy curve (it survives restarts).
+    witness : BatchWitness, optional
+        Shown every pulled batch (equivocation evidence); the daemon's evidence exchange.
     """
 
     #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
@@ -432,12 +440,13 @@ class SpsaRuntime:
         *,
         stored_round: int,
         evaluations: list[tuple[int, float, float, float]],
+        witness: BatchWitness | None = None,
     ) -> None:
         self.ctx = ctx
         self.guard = guard
         self.shard = shard
         self.tasks = TaskSet("spsa")
-        self.peers = _Peers(ctx, membership, bans, lambda: self.tasks.stopping)
+        self.peers = _Peers(ctx, membership, bans, lambda: self.tasks.stopping, witness)
         self._stored_round = stored_round
         self.evaluations = evaluations
         self._last = evaluations[-1] if evaluations else (0, 0.0, float("nan"), 0.0)
@@ -451,6 +460,7 @@ class SpsaRuntime:
         bans: BanList,
         guard: ReleaseGuard,
         shard: int,
+        witness: BatchWitness | None = None,
     ) -> SpsaRuntime:
         """Start the runtime: the stored round now, the task and scalar log in the background.
 
@@ -469,6 +479,7 @@ class SpsaRuntime:
             shard,
             stored_round=stored_round,
             evaluations=history,
+            witness=witness,
         )
         runtime.tasks.start(runtime._run(), "spsa")
         return runtime
