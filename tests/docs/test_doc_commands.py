@@ -30,8 +30,12 @@ import json
 import os
 import re
 import shlex
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +80,6 @@ NOT_RUN: dict[str, str] = {
         "that the committed stubs are what it generates"
     ),
 }
-
-#: Fenced blocks that are parsed but not run, keyed by their first command, and why.
-PARSE_ONLY: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,10 @@ def _command_kind(words: list[str]) -> str:
 
 
 def _fednode_words(words: list[str]) -> list[str]:
-    return words[1:] if words[0] == "fednode" else words[3:]
+    """The arguments after ``fednode`` (or ``python -m node``); [] for other commands."""
+    if words[:1] == ["fednode"]:
+        return words[1:]
+    return words[3:] if words[:3] == [".venv/bin/python", "-m", "node"] else []
 
 
 # --------------------------------------------------------------------------- parsing
@@ -453,3 +457,303 @@ def test_container_commands_name_what_exists(cmd: DocCommand) -> None:
         parse_fednode(_fednode_words(words[words.index("fednode") :]))
     else:
         _check_compose(words)
+
+
+# --------------------------------------------------------------------------- running
+
+#: Fenced blocks that are parsed (above) but not run, keyed by (doc, first command), and why.
+PARSE_ONLY_BLOCKS: dict[tuple[str, str], str] = {
+    (
+        "README.md",
+        "fednode genesis new net.toml --task text-classification --model ./my-bert "
+        "--data reviews.csv",
+    ): (
+        "the reader's own Hugging Face folders and data; docs/user-models.md's runnable "
+        "lines are run, tests/node/test_user_models_network.py runs such networks"
+    ),
+    ("README.md", "source .venv/bin/activate"): (
+        "README's quick start: run as written by tests/node/test_readme_quickstart.py"
+    ),
+    ("docs/deploy.md", "fednode init --data-dir /var/lib/fednode --genesis net.toml"): (
+        "a server's data dir under /var/lib and a second host (host-a, 10.0.0.6)"
+    ),
+    (
+        "docs/deploy.md",
+        "fednode start ... --tls-cert host-b/node.crt --tls-key host-b/node.key "
+        "--tls-ca host-b/ca.crt",
+    ): "a synopsis (`...` is the start line above)",
+    ("docs/deploy.md", "fednode health -d /var/lib/fednode"): "a server and a second host",
+    (
+        "docs/operations.md",
+        "fednode start -d ./n2 -g net.toml --listen 127.0.0.1:7002 -b 127.0.0.1:7001 --shard 1",
+    ): ("the second node of a network whose first node is ./n1, and a server with PostgreSQL"),
+    ("docs/operations.md", "fednode ban 3fa2c1 -d ./n1"): (
+        "an example node id; tests/node/test_cli_commands.py bans a real peer"
+    ),
+    (
+        "docs/faults.md",
+        ".venv/bin/python bench/bench_scenarios.py --nodes 8 --write-docs --json "
+        "/tmp/fnt-bench2/bench.json",
+    ): "a 31-minute benchmark on network namespaces (root)",
+    ("docs/user-models.md", "fednode export -d ./node1 --out ./adapter"): (
+        "a node of a Hugging Face task; tests/node/test_user_models_network.py exports one"
+    ),
+}
+
+#: Single lines of run blocks that are parsed but not run, keyed by (doc, command), and why.
+PARSE_ONLY: dict[tuple[str, str], str] = {
+    (
+        "docs/operations.md",
+        "fednode health -a 10.0.0.5:7420 --tls-ca ca.crt --tls-cert c.crt --tls-key c.key",
+    ): "a second host",
+    (
+        "docs/user-models.md",
+        "fednode genesis new net.toml --task text-classification --model "
+        "./my-bert --data reviews.csv --text-column review --label-column stars [--labels neg,pos] "
+        "[--learner sgd|spsa] [--lora-rank 8 --lora-alpha 16 --lora-targets query,value]",
+    ): ("a synopsis over the reader's own model folder"),
+    (
+        "docs/user-models.md",
+        "fednode genesis new net.toml --task causal-lm --model ./my-gpt --data notes.jsonl",
+    ): "the reader's own model folder",
+}
+
+
+#: Lines run with fewer nodes or rounds than written (options appended: the last one wins),
+#: so the whole file stays within about a minute of CI; every other option is as written.
+SMALLER: dict[tuple[str, str], str] = {
+    ("docs/operations.md", "fednode testnet up --nodes 3 --task digits --rounds 10"): (
+        "--nodes 2 --rounds 2"
+    ),
+    (
+        "docs/user-models.md",
+        "PYTHONPATH=examples/flower_clientapp fednode testnet up --task "
+        "digits --learner flower --flower-client digits_app:app --flower-initial digits_app:Net",
+    ): ("--nodes 2 --rounds 2"),
+    ("docs/training.md", "fednode simulate net.toml --out sim"): "--nodes 3 --rounds 2",
+}
+
+#: A block that uses this file without making it runs after the line that makes it (the
+#: operator guide's first line; the reader has it from the step before).
+GIVEN_GENESIS = "fednode genesis new net.toml --name lab --task digits"
+
+Block = list[DocCommand]
+
+
+def _blocks() -> list[Block]:
+    blocks: dict[tuple[str, int], Block] = {}
+    for c in ALL:
+        if c.block is not None:
+            blocks.setdefault((c.doc, c.block), []).append(c)
+    return list(blocks.values())
+
+
+def _words(text: str) -> list[str]:
+    """The first simple command of a line (before a pipe, ``&&`` or a trailing ``&``)."""
+    return _argv(text.split(" | ")[0].split(" && ")[0].rstrip(" &"))
+
+
+def _is_fednode(text: str) -> bool:
+    return _shell_simple(text) and _command_kind(_words(text)) == "fednode"
+
+
+def _makes_a_node(block: Block) -> bool:
+    return any(
+        _fednode_words(_words(c.text))[:1] in (["init"], ["start"])
+        for c in block
+        if _is_fednode(c.text)
+    )
+
+
+def _asks_a_running_node(block: Block) -> bool:
+    """A block that queries ./n1 without making it: run beside the shared running node."""
+    return not _makes_a_node(block) and any(
+        re.search(r"(-d|--data-dir) \./n1\b|=\./n1$|\./n1/", c.text) for c in block
+    )
+
+
+RUN_BLOCKS: list[Block] = []
+SHARED_BLOCKS: list[Block] = []
+_seen: set[tuple[str, ...]] = set()
+for _block in _blocks():
+    if (_block[0].doc, _block[0].text) in PARSE_ONLY_BLOCKS:
+        continue
+    if not any(_is_fednode(c.text) for c in _block) and not _asks_a_running_node(_block):
+        continue  # containers, root-only setup: parsed or in NOT_RUN above
+    _key = tuple(c.text for c in _block)
+    if _key in _seen:
+        continue  # the same lines shown again with their output: run once
+    _seen.add(_key)
+    (SHARED_BLOCKS if _asks_a_running_node(_block) else RUN_BLOCKS).append(_block)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _workspace(path: Path) -> Path:
+    """A directory that looks like the checkout to relative paths in the docs."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("examples", "bench", "deploy", ".venv"):
+        if (ROOT / name).exists() and not (path / name).exists():
+            (path / name).symlink_to(ROOT / name)
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "COLUMNS": "200",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+@dataclass
+class Runner:
+    """Runs doc lines in one directory as a reader would in one shell."""
+
+    cwd: Path
+    ports: dict[str, str]
+    daemons: dict[str, subprocess.Popen[bytes]]
+
+    def line(self, text: str) -> str:
+        # Loopback ports in the docs are examples; other tests may hold 7001 right now.
+        text = re.sub(
+            r"127\.0\.0\.1:(\d{4,5})",
+            lambda m: "127.0.0.1:" + self.ports.setdefault(m.group(1), str(_free_port())),
+            text,
+        )
+        words = _words(text)
+        if _is_fednode(text) and _fednode_words(words)[:1] == ["start"]:
+            self._start(text, words)
+            return ""
+        out = subprocess.run(
+            ["bash", "-c", text],
+            cwd=self.cwd,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        said = out.stdout + out.stderr
+        assert out.returncode == 0, f"exit {out.returncode}: {text}\n{said[-3000:]}"
+        # Every command says something; a jq filter after it may rightly select nothing.
+        assert said.strip() or " | jq " in text, f"no output: {text}"
+        return said
+
+    def _start(self, text: str, words: list[str]) -> None:
+        # A foreground `fednode start` runs until stopped: the reader opens another
+        # terminal; here it runs in the background until its status answers.
+        data_dir = _option(words, "-d", "--data-dir")
+        log = open(self.cwd / f"start-{len(self.daemons)}.log", "wb")  # noqa: SIM115
+        self.daemons[data_dir] = subprocess.Popen(
+            ["bash", "-c", f"exec {text.rstrip(' &')}"],
+            cwd=self.cwd,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            assert self.daemons[data_dir].poll() is None, (self.cwd / log.name).read_text()
+            status = subprocess.run(
+                ["fednode", "status", "-d", data_dir, "--format", "json"],
+                cwd=self.cwd,
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if status.returncode == 0 and json.loads(status.stdout).get("state") != "starting":
+                return
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        for data_dir, proc in self.daemons.items():
+            if proc.poll() is None:
+                subprocess.run(
+                    ["fednode", "stop", "-d", data_dir],
+                    cwd=self.cwd,
+                    env=_env(),
+                    capture_output=True,
+                    timeout=60,
+                )
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _option(words: list[str], *names: str) -> str:
+    for i, w in enumerate(words):
+        if w in names:
+            return words[i + 1]
+    raise AssertionError(f"no {names} in {words}")
+
+
+def _run_block(block: Block, runner: Runner) -> None:
+    makes_genesis = any(_fednode_words(_words(c.text))[:2] == ["genesis", "new"] for c in block)
+    uses_genesis = any(" net.toml" in c.text for c in block)
+    if uses_genesis and not makes_genesis and not (runner.cwd / "net.toml").exists():
+        runner.line(GIVEN_GENESIS)
+    assignments: list[str] = []  # NAME=value lines hold for the rest of the block
+    for cmd in block:
+        if (cmd.doc, cmd.text) in PARSE_ONLY:
+            continue
+        text = cmd.text
+        if re.match(r"^[A-Z][A-Z_]*=\S+$", text):
+            assignments.append(text)
+            continue
+        if (cmd.doc, text) in SMALLER:
+            text = f"{text} {SMALLER[cmd.doc, text]}"
+        try:
+            runner.line("\n".join([*assignments, text]))
+        except AssertionError as exc:
+            raise AssertionError(f"{cmd}\n{exc}") from None
+
+
+@pytest.mark.parametrize("block", RUN_BLOCKS, ids=lambda b: f"{b[0].doc}:{b[0].line}")
+def test_doc_block_runs_as_written(block: Block, tmp_path: Path) -> None:
+    runner = Runner(_workspace(tmp_path), {}, {})
+    try:
+        _run_block(block, runner)
+    finally:
+        runner.close()
+
+
+@pytest.fixture(scope="module")
+def running_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    """./n1: the first node of a two-node digits network that has trained its one round."""
+    runner = Runner(_workspace(tmp_path_factory.mktemp("n1")), {}, {})
+    try:
+        for line in (
+            "fednode genesis new net.toml --name lab --task digits --nodes 2 --rounds 1",
+            "fednode init -d ./n1 --genesis net.toml",
+            "fednode init -d ./n2 --genesis net.toml",
+            "fednode start -d ./n1 -g net.toml --listen 127.0.0.1:7001 --shard 0",
+            "fednode start -d ./n2 -g net.toml --listen 127.0.0.1:7002 -b 127.0.0.1:7001 --shard 1",
+        ):
+            runner.line(line)
+        deadline = time.monotonic() + 120
+        while json.loads(runner.line("fednode status -d ./n1 -f json")).get("round", 0) < 1:
+            assert time.monotonic() < deadline, "the shared network did not train a round"
+            time.sleep(1.0)
+        yield runner
+    finally:
+        runner.close()
+
+
+def test_doc_blocks_beside_a_running_node_run_as_written(running_node: Runner) -> None:
+    # `fednode stop` blocks go last: the others need the node running.
+    def stops(block: Block) -> bool:
+        return all(_fednode_words(_words(c.text))[:1] == ["stop"] for c in block)
+
+    assert SHARED_BLOCKS
+    for block in sorted(SHARED_BLOCKS, key=stops):
+        _run_block(block, running_node)
+    assert running_node.daemons["./n1"].wait(30) == 0
