@@ -23,6 +23,7 @@ from doc_commands import (
     BENCH_DRIVER,
     CONTAINER,
     DEMO,
+    DOCS,
     EXPECT,
     FEDNODE,
     MODULES,
@@ -198,3 +199,37 @@ def test_doc_blocks_beside_a_running_node_run_as_written(running_node: Runner) -
     for block in sorted(SHARED_BLOCKS, key=stops):
         run_block(block, running_node)
     assert running_node.daemons["./n1"].wait(30) == 0
+
+
+TOP = (
+    "node",
+    "aggregation",
+    "privacy",
+    "bench",
+    "tests",
+    "examples",
+    "deploy",
+    "scripts",
+    "proto",
+    "docs",
+    "fednode_proto",
+    ".ci",
+)
+REPO_PATH = re.compile(rf"(?<![\w./-])((?:{'|'.join(re.escape(t) for t in TOP)})/[\w./*-]*)")
+
+
+def test_every_repo_path_in_the_docs_exists() -> None:
+    """Paths in code spans and links name files that exist (modules moved into layers)."""
+    missing, checked = [], 0
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        spans = re.findall(r"`([^`\n]+)`", text) + re.findall(r"\]\(([^)\s]+)\)", text)
+        for span in spans:
+            for m in REPO_PATH.finditer(span):
+                name = m.group(1).rstrip(".,;:/").split("::")[0]
+                checked += 1
+                hits = list(ROOT.glob(name)) if "*" in name else [ROOT / name]
+                if not any(h.exists() for h in hits) and not (path.parent / name).exists():
+                    missing.append(f"{path.relative_to(ROOT)}: {name}")
+    assert checked > 100, checked  # the pattern still finds the docs' paths
+    assert not missing, "docs name paths that do not exist:\n" + "\n".join(sorted(set(missing)))
