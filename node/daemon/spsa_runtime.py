@@ -114,6 +114,10 @@ __all__ = ["SpsaRuntime"]
 #: Most batches one catch-up pull may return (bad-input bound).
 MAX_PULL_BATCHES = 200_000
 STATE_ROUND = "spsa.round"
+#: The model hash and seed-set digest at the stored round: status reports them while a
+#: restarted node rebuilds its model from the log (until then it has no model to hash).
+STATE_MODEL_HASH = "spsa.model_hash"
+STATE_DIGEST = "spsa.digest"
 #: Idle iterations (after the last round) that pull a peer's whole log.
 FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
 #: Most log pulls of a late joiner's catch-up (the first one included).
@@ -222,7 +226,10 @@ class SpsaRuntime:
         self.last_loss = float("nan")
         self.model_hash = ""
         self.evaluations: list[tuple[int, float, float, float]] = []
-        self._stored_round = 0  # the round in the store, reported until the log is restored
+        # The round, model hash and digest in the store, reported until the log is restored.
+        self._stored_round = 0
+        self._stored_hash = ""
+        self._stored_digest = ""
         self.rejected: Counter[str] = Counter()
         self.catchup: dict[str, Any] = {}
         self._wake = asyncio.Event()
@@ -373,6 +380,12 @@ class SpsaRuntime:
         loop = asyncio.get_running_loop()
         self._stored_round = int(
             await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0
+        )
+        self._stored_hash = str(
+            await loop.run_in_executor(None, store.get_state, STATE_MODEL_HASH, "") or ""
+        )
+        self._stored_digest = str(
+            await loop.run_in_executor(None, store.get_state, STATE_DIGEST, "") or ""
         )
         history = await loop.run_in_executor(None, load_history, store)
         if history:  # the accuracy curve survives restarts
@@ -673,6 +686,9 @@ class SpsaRuntime:
         d.metrics.round.set(closed.next_round)
         loop = asyncio.get_running_loop()
         store = d.store
+        await loop.run_in_executor(None, store.set_state, STATE_MODEL_HASH, self.model_hash)
+        assert self.ledger is not None
+        await loop.run_in_executor(None, store.set_state, STATE_DIGEST, self.ledger.digest())
         await loop.run_in_executor(None, store.set_state, STATE_ROUND, closed.next_round)
         ckpt = closed.checkpoint
         if ckpt is not None:
@@ -1118,11 +1134,13 @@ class SpsaRuntime:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = "spsa"
-        # Until the log is restored, the stored round (not 0) is the truth.
-        reply.round = self.round if self.ledger is not None else self._stored_round
+        # Until the log is restored, the stored round, hash and digest (not 0 and empty) are
+        # the truth: the node resumes from them.
+        restored = self.ledger is not None
+        reply.round = self.round if restored else self._stored_round
         reply.last_accuracy = self.last_accuracy
-        reply.model_hash = self.model_hash
-        reply.spsa_digest = self.ledger.digest() if self.ledger is not None else ""
+        reply.model_hash = self.model_hash if restored else self._stored_hash
+        reply.spsa_digest = self.ledger.digest() if self.ledger is not None else self._stored_digest
         for r, acc, loss, ts in self.evaluations:
             reply.history.append(
                 admin_pb2.Evaluation(
