@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import click
 import pytest
+import typer
 from doc_commands import (
     ALL,
     BENCH,
@@ -50,6 +51,8 @@ from doc_commands import (
     shell_words,
     workspace,
 )
+
+from node.cli import app
 
 pytestmark = pytest.mark.slow
 
@@ -233,3 +236,32 @@ def test_every_repo_path_in_the_docs_exists() -> None:
                     missing.append(f"{path.relative_to(ROOT)}: {name}")
     assert checked > 100, checked  # the pattern still finds the docs' paths
     assert not missing, "docs name paths that do not exist:\n" + "\n".join(sorted(set(missing)))
+
+
+def _all_commands() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(click.Context(cmd)):
+                sub = cmd.get_command(click.Context(cmd), name)
+                assert sub is not None
+                paths.append([*path, name])
+                walk(sub, [*path, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_help_of_every_command_runs() -> None:
+    """`fednode COMMAND --help` (operations.md) for every command and group."""
+    from typer.testing import CliRunner
+
+    paths = _all_commands()
+    assert ["testnet", "up"] in paths and ["certs", "issue"] in paths
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output and "--help" in result.output, (path, result.output)
