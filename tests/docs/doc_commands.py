@@ -56,7 +56,10 @@ COMMAND_START = re.compile(
     r"apt-get |eval |\.ci/|source |export [A-Z_]+=|curl |echo |[A-Z][A-Z_]*=\S)"
 )
 SHELL_LANGS = {"sh", "bash", "console", "shell"}
-INLINE = re.compile(r"`((?:fednode|\.venv/bin/python|bash scripts/|python -m node)[^`]*)`")
+INLINE = re.compile(
+    r"`((?:[A-Z][A-Z_]*=\S+ )*(?:fednode|\.venv/bin/python|bash scripts/|python -m node|pytest )"
+    r"[^`]*)`"
+)
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 #: Commands that are neither run nor parsed here, and why. Keys are the command as the doc
@@ -189,7 +192,7 @@ def command_kind(words: list[str]) -> str:
         return "bench"
     if words[0] == "bash" and len(words) > 1 and words[1] == "scripts/demo.sh":
         return "demo"
-    if words[:3] == [".venv/bin/python", "-m", "pytest"]:
+    if words[:3] == [".venv/bin/python", "-m", "pytest"] or words[:1] == ["pytest"]:
         return "pytest"
     if words[:3] == ["python", "-m", "node.testnet.netns"]:
         return "module"

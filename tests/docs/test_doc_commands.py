@@ -144,10 +144,21 @@ def test_demo_commands_parse(cmd: DocCommand) -> None:
 def test_named_tests_and_modules_exist() -> None:
     import importlib.util
 
+    assert PYTEST
     for cmd in PYTEST:
-        for word in shell_words(cmd.text)[3:]:
-            if not word.startswith("-"):
-                assert (ROOT / word.split("::")[0]).exists(), f"{cmd}: no such test path"
+        words = shell_words(cmd.text)
+        words = words[words.index("pytest") + 1 :]
+        paths = [w for i, w in enumerate(words) if not w.startswith("-") and words[i - 1] != "-k"]
+        for word in paths:
+            path, _, name = word.partition("::")
+            assert (ROOT / path).exists(), f"{cmd}: no such test path"
+            if name:
+                assert f"def {name}(" in (ROOT / path).read_text(), f"{cmd}: no test {name}"
+        if "-k" in words:
+            # `-k word`: some test of the named files has that word in its name
+            word = words[words.index("-k") + 1]
+            names = re.findall(r"def (test_\w+)", "".join((ROOT / p).read_text() for p in paths))
+            assert any(word in n for n in names), f"{cmd}: no test matches -k {word}"
     for cmd in MODULES:
         assert importlib.util.find_spec(shell_words(cmd.text)[2]) is not None, str(cmd)
 
