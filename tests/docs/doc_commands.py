@@ -263,11 +263,6 @@ def shell_simple(text: str) -> bool:
     return True
 
 
-def is_shell_plumbing(text: str) -> bool:
-    """Variable assignments and echo/curl lines of a run block (run, not parsed)."""
-    return bool(re.match(r"^([A-Z][A-Z_]*=\S+$|echo |curl )", text))
-
-
 FEDNODE = [
     c
     for c in ALL
