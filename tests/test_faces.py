@@ -117,6 +117,17 @@ def test_each_face_imports_alone_in_a_fresh_interpreter() -> None:
             assert out.strip() == "False", f"import {face} loads torch"
 
 
+def test_the_gossip_simulator_does_not_load_torch() -> None:
+    # bench_gossip_sybil.py reports the simulator's max RSS: torch would add ~340 MB to it.
+    code = "import sys, node.sim.gossip; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False", "import node.sim.gossip loads torch"
+
+
 def test_lazy_face_imports_on_first_use_and_caches() -> None:
     package = types.ModuleType("fake_face")
     sys.modules["fake_face"] = package
