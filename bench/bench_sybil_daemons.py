@@ -3,8 +3,8 @@
 ``--honest`` daemons train digits (``local`` gossip profile, rule ``mean``, 2 peers per
 round); after they have trained ``--settle`` seconds, ``--sybils`` fresh identities are
 started at once, each a real ``fednode start --no-train`` daemon (at nice 19) with a valid
-proof of work at the network's difficulty, bootstrapping through the honest nodes in turn. They answer gossip
-like any member and take no part in training. Once every Sybil daemon is up (their start-up
+proof of work at the network's difficulty, bootstrapping through the honest nodes in turn.
+They answer gossip like any member and take no part in training. Once every Sybil daemon is up (their start-up
 costs this machine's CPU, which a real attacker would spend on its own), for ``--window``
 seconds the bench counts:
 
