@@ -4,9 +4,9 @@
 round); after they have trained ``--settle`` seconds, ``--sybils`` fresh identities are
 started at once, each a real ``fednode start --no-train`` daemon (at nice 19) with a valid
 proof of work at the network's difficulty, bootstrapping through the honest nodes in turn.
-They answer gossip like any member and take no part in training. Once every Sybil daemon is up (their start-up
-costs this machine's CPU, which a real attacker would spend on its own), for ``--window``
-seconds the bench counts:
+They answer gossip like any member and take no part in training. Once every Sybil daemon
+is up (their start-up costs this machine's CPU, which a real attacker would spend on its
+own), for ``--window`` seconds the bench counts:
 
 - honest rounds per second (rounds the honest nodes completed in the window / window);
 - the share of honest update pushes sent to Sybils: pushes the Sybil daemons received
