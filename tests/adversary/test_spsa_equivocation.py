@@ -33,6 +33,8 @@ from node.wire.spsa_batch import batch_to_wire
 pytestmark = pytest.mark.slow
 
 HONEST = (0, 1, 2)
+#: Refusals that say when a batch came, not what it is.
+TIMING = ("stale_round", "future_round", "not_ready")
 ATTACKER = 3
 GENESIS = {
     "network": {"name": "spsa-equiv", "seed": 11, "pow_difficulty": 4, "gossip_profile": "test"},
@@ -85,7 +87,7 @@ def _wait_proven(net: Testnet, origin: Identity, since: float) -> dict[int, floa
     """Seconds after ``since`` at which each honest node logged the SPSA proof of ``origin``."""
     proven: dict[int, float] = {}
     pattern = re.compile(rf"equivocation proven node_id={origin.node_id_hex[:16]}.*kind=spsa")
-    while time.monotonic() < since + 30 and len(proven) < len(HONEST):
+    while time.monotonic() < since + 60 and len(proven) < len(HONEST):
         for i in HONEST:
             if i not in proven and pattern.search(
                 net.nodes[i].log_path.read_text(errors="replace")
@@ -119,14 +121,16 @@ def test_two_batches_for_one_round_to_two_nodes_convict_the_origin_everywhere(
         b = _batch(spsa_net, key, rnd, [-3.0, 1.0, 0.75, -2.0])
         sent = time.monotonic()
         ra = to_a.push_scalars(a, round=rnd)
-        assert ra.accepted, ra.reason  # alone, each batch is valid
+        # Alone, each batch is valid; a node whose own round moved on may still refuse it
+        # for timing, which does not matter: evidence is taken before the learner judges.
+        assert ra.accepted or ra.reason.startswith(TIMING), ra.reason
         # Node 0 relays batch a at once: node 1 may convict before batch b reaches it.
         try:
             rb = to_b.push_scalars(b, round=rnd)
             outcome = "accepted" if rb.accepted else rb.reason
         except grpc.RpcError as exc:
             outcome = exc.details() or ""
-        assert outcome.startswith(("accepted", "quarantined", "banned")), outcome
+        assert outcome.startswith(("accepted", "quarantined", "banned", *TIMING)), outcome
     finally:
         to_a.close()
         to_b.close()
