@@ -236,11 +236,14 @@ class _Peers:
             verify=verify,
         )
 
-    def request(self, what: int, since_round: int = 0, have: Sequence[bytes] = ()) -> Envelope:
+    def request(
+        self, what: int, since_round: int = 0, have: Sequence[bytes] = (), until: int = 0
+    ) -> Envelope:
         request = pb.PullRequest(
             what=what,  # type: ignore[arg-type]
             since_round=since_round,
             have=list(have),
+            until_round=until,
         )
         body = request.SerializeToString()
         env = seal(self.identity, self.network_id, "request", body, seq=self.seq.next("request"))
@@ -248,18 +251,19 @@ class _Peers:
         return env
 
     async def pull_batches(
-        self, address: str, since: int, have: Sequence[bytes] = ()
+        self, address: str, since: int, have: Sequence[bytes] = (), until: int | None = None
     ) -> list[CheckedBatch]:
         """Every batch of rounds >= ``since`` that a peer holds, each verified; [] on failure.
 
-        ``have`` names the batches we hold already (the peer leaves them out).
+        ``have`` names the batches we hold already (the peer leaves them out); ``until``
+        bounds the rounds (``< until``) when given.
         """
         stub = self.ctx.channels.stub(address)
         got: list[CheckedBatch] = []
         metric = self.ctx.metrics.bytes.labels(direction="in", kind="spsa")
         try:
             call = stub.PullScalars(
-                self.request(pb.PullRequest.SCALARS_SINCE, since, have),
+                self.request(pb.PullRequest.SCALARS_SINCE, since, have, until or 0),
                 timeout=60.0,
             )
             async for env in call:
@@ -681,9 +685,11 @@ class _SpsaDriver:
             if not actions and engine.phase is Phase.WAITING:
                 await self.tasks.nap(0.25)
 
-    async def _pull_batches(self, address: str, since: int) -> list[CheckedBatch]:
-        """Every batch of rounds >= ``since`` a peer holds and we do not; [] on failure."""
-        return await self.peers.pull_batches(address, since, self._have_keys(since))
+    async def _pull_batches(
+        self, address: str, since: int, until: int | None = None
+    ) -> list[CheckedBatch]:
+        """Every batch of rounds >= ``since`` (< ``until``) a peer holds and we do not."""
+        return await self.peers.pull_batches(address, since, self._have_keys(since), until)
 
     def _sync_view(self) -> SpsaEngine:
         self.engine.on_membership(self.peers.view())
@@ -702,7 +708,7 @@ class _SpsaDriver:
         elif isinstance(action, SendBatch):
             self._send(action)
         elif isinstance(action, RequestBatches):
-            self.tasks.spawn(self._anti_entropy(action.since))
+            self.tasks.spawn(self._anti_entropy(action.since, action.until))
         elif isinstance(action, CloseRound):
             await self._close(action)
         elif isinstance(action, JoinRound):
@@ -971,7 +977,12 @@ class _SpsaDriver:
             return
         since = int(request.since_round)
         have = set(request.have[:MAX_HAVE_KEYS])
-        keys = [k for k in engine.held_keys(since) if have_key(*k) not in have][:MAX_PULL_BATCHES]
+        until = int(request.until_round) or None
+        keys = [
+            k
+            for k in engine.held_keys(since)
+            if have_key(*k) not in have and (until is None or k[0] < until)
+        ][:MAX_PULL_BATCHES]
         out = self.ctx.metrics.bytes.labels(direction="out", kind="spsa")
         for r, origin in keys:
             body = engine.held((r, origin))
@@ -1191,13 +1202,14 @@ class _SpsaDriver:
             extra={"fields": {"entries": len(self.engine.ledger)}},
         )
 
-    async def _anti_entropy(self, since: int) -> int:
-        """Pull batches since ``since`` from one random peer and take the missing ones."""
+    async def _anti_entropy(self, since: int, until: int | None = None) -> int:
+        """Pull batches of rounds >= ``since`` (< ``until``) from one random peer; take the
+        missing ones."""
         peers = self.peers.sample(1)
         if not peers:
             return 0
         since = max(since, self.engine.ledger.base_round)
-        batches = await self._pull_batches(peers[0][1], since)
+        batches = await self._pull_batches(peers[0][1], since, until)
         n = await self._ingest_pulled(self.engine.fresh(batches))
         if n:
             self._refresh_hash()
