@@ -8,9 +8,10 @@ wire format :mod:`node.wire.spsa_batch`.
 Each node runs its own round clock. In round ``r`` it computes ``spsa_steps`` (seed id,
 scalar) pairs on its shard with :class:`~node.training.learners.spsa.SPSALearner`, signs
 the batch as its *origin* (so relays cannot alter it), stores it in SQL and pushes it to
-every live member (networks of up to ``DIRECT_PUSH_MAX_MEMBERS``) or to ``k`` sampled
-peers. A node that sees a batch for the first time verifies it and stores it; in a large
-network it forwards it to ``k`` random peers, so every batch reaches every node.
+every live member (networks of up to ``DIRECT_PUSH_MAX_MEMBERS``) or to its ``k``
+children in the batch's spanning tree. A node that sees a batch for the first time
+verifies it and stores it; in a large network it passes it on to its own ``k`` children
+in that tree, so every batch reaches every node about once (docs/spsa.md).
 Anti-entropy pulls list what the puller holds, so peers resend only missing batches. The round
 closes when every live member's batch of the round is in, or after ``round_timeout``.
 

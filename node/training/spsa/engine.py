@@ -16,7 +16,7 @@ Round ``r`` on one node::
     tick, no round open ──> JoinRound(R) when f + 1 live members signed batches of
                             rounds >= R > r + 1 (the network is ahead), else
                             ComputeBatch(r) (or SendBatch of a batch already stored)
-    on_own_batch ──> SendBatch(to every live member, or to k sampled ones)  [WAITING]
+    on_own_batch ──> SendBatch(to every live member, or to its k tree children)  [WAITING]
     tick while WAITING ──> RequestBatches(r) once after min(2 s, timeout / 3)
     every expected origin's batch of r is in, or round_timeout ──> CloseRound(r)
 
