@@ -391,8 +391,10 @@ class SpsaEngine:
         self._held: dict[tuple[int, str], bytes] = dict(held or {})
         self._claimed: set[tuple[int, str]] = set()
         self._open: _Open | None = None
-        # The round's member order and each member's index in it (see tree_children).
-        self._order: tuple[int, list[str], dict[str, int]] | None = None
+        # Per round: the member order and each member's index in it (see tree_children).
+        # Batches of two or three rounds flow at once; recent rounds only, reset on a
+        # membership change.
+        self._orders: dict[int, tuple[list[str], dict[str, int]]] = {}
 
     # -- queries -------------------------------------------------------------------------------
     def held(self, key: tuple[int, str]) -> bytes | None:
@@ -469,7 +471,7 @@ class SpsaEngine:
     def on_membership(self, view: PeerView) -> None:
         """The current membership view (the driver refreshes it before ticks and batches)."""
         if view != self.view:
-            self._order = None
+            self._orders.clear()
         self.view = view
 
     def tree_children(self, round_idx: int, origin: str) -> tuple[str, ...] | None:
@@ -485,14 +487,16 @@ class SpsaEngine:
 
         Returns None when ``origin`` or this node is not in the view (no tree to follow).
         """
-        cached = self._order
-        if cached is None or cached[0] != round_idx:
+        cached = self._orders.get(round_idx)
+        if cached is None:
             v = self.view
             members = (v.alive - v.banned) | {self.node_id}
             order = sorted(members, key=lambda m: _tree_rank(round_idx, m))
-            cached = (round_idx, order, {m: i for i, m in enumerate(order)})
-            self._order = cached
-        _, order, index = cached
+            cached = (order, {m: i for i, m in enumerate(order)})
+            if len(self._orders) >= 4:
+                del self._orders[min(self._orders)]
+            self._orders[round_idx] = cached
+        order, index = cached
         root = index.get(origin)
         me = index.get(self.node_id)
         if root is None or me is None:
