@@ -97,11 +97,13 @@ class Sim:
     counts: Counter[str] = field(default_factory=Counter)
     seq: Counter[str] = field(default_factory=Counter)
     by_wire: dict[bytes, tuple[int, str]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
     _n: int = 0
     _size: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_wire = {b.wire: k for k, b in self.batches.items()}
+        self.order = sorted(self.engines)
 
     def _spsa_size(self, sender: str, key: tuple[int, str]) -> int:
         self.seq[sender] += 1
@@ -125,8 +127,12 @@ class Sim:
                 batch = self.batches[self.by_wire[action.wire]]
                 peers = action.peers
                 if peers is None:
-                    pool = sorted(set(self.engines) - action.exclude - {node})
-                    peers = tuple(self.rng.sample(pool, min(action.fanout, len(pool))))
+                    # As Membership.sample: k distinct members outside exclude (drawing a
+                    # few more than k from the sorted ids and filtering is the same draw
+                    # without sorting N ids per send).
+                    skip = action.exclude | {node}
+                    pick = self.rng.sample(self.order, action.fanout + len(skip))
+                    peers = tuple([p for p in pick if p not in skip][: action.fanout])
                 for peer in peers:
                     self._n += 1
                     self.bytes["push"] += self._spsa_size(node, batch.key)
@@ -138,7 +144,9 @@ class Sim:
 
     def pull(self, node: str, since: int, until: int | None) -> None:
         engine = self.engines[node]
-        peer = self.rng.choice(sorted(set(self.engines) - {node}))
+        peer = node
+        while peer == node:
+            peer = self.rng.choice(self.order)
         src = self.engines[peer]
         have = [have_key(*k) for k in engine.held_keys(since)]
         request = pb.PullRequest(
