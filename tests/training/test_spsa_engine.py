@@ -628,6 +628,11 @@ def test_tree_gives_every_member_every_batch_exactly_once_at_64_nodes() -> None:
     # ideal), and nobody received a copy twice or had to pull one.
     assert len(net.pushes) == n * rounds
     assert set(net.pushes.values()) == {n - 1}
+    # Push gossip with the same k on the same network sends each batch ~k times per member
+    # (the issue: above 2x the ideal).
+    gossip = _network(n, rounds, seed=6, delay=0.2, fanout=3, dissemination="gossip")
+    gossip.run(until=60)
+    assert sum(gossip.pushes.values()) > 2 * (n - 1) * n * rounds
     assert sum(e.stats["rejected_duplicate"] for e in engines) == 0
     assert sum(e.stats["pulled"] for e in engines) == 0
     assert sum(e.stats["timeouts"] for e in engines) == 0
