@@ -77,7 +77,7 @@ class ScalarBatch(_message.Message):
     def __init__(self, origin_id: _Optional[bytes] = ..., dtype: _Optional[str] = ..., scale: _Optional[float] = ..., entries: _Optional[_Iterable[_Union[ScalarEntry, _Mapping]]] = ..., origin_signature: _Optional[bytes] = ..., origin_public_key: _Optional[bytes] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("what", "round", "since_round", "have")
+    __slots__ = ("what", "round", "since_round", "have", "until_round")
     class What(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         WHAT_UNSPECIFIED: _ClassVar[PullRequest.What]
@@ -92,11 +92,13 @@ class PullRequest(_message.Message):
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SINCE_ROUND_FIELD_NUMBER: _ClassVar[int]
     HAVE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_ROUND_FIELD_NUMBER: _ClassVar[int]
     what: PullRequest.What
     round: int
     since_round: int
     have: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, what: _Optional[_Union[PullRequest.What, str]] = ..., round: _Optional[int] = ..., since_round: _Optional[int] = ..., have: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    until_round: int
+    def __init__(self, what: _Optional[_Union[PullRequest.What, str]] = ..., round: _Optional[int] = ..., since_round: _Optional[int] = ..., have: _Optional[_Iterable[bytes]] = ..., until_round: _Optional[int] = ...) -> None: ...
 
 class HistoryReport(_message.Message):
     __slots__ = ("reporter_id", "reporter_public_key", "subject_id", "round", "vector", "reporter_signature", "hops")

@@ -8,9 +8,10 @@ wire format :mod:`node.wire.spsa_batch`.
 Each node runs its own round clock. In round ``r`` it computes ``spsa_steps`` (seed id,
 scalar) pairs on its shard with :class:`~node.training.learners.spsa.SPSALearner`, signs
 the batch as its *origin* (so relays cannot alter it), stores it in SQL and pushes it to
-every live member (networks of up to ``DIRECT_PUSH_MAX_MEMBERS``) or to ``k`` sampled
-peers. A node that sees a batch for the first time verifies it and stores it; in a large
-network it forwards it to ``k`` random peers, so every batch reaches every node.
+every live member (networks of up to ``DIRECT_PUSH_MAX_MEMBERS``) or to its ``k``
+children in the batch's spanning tree. A node that sees a batch for the first time
+verifies it and stores it; in a large network it passes it on to its own ``k`` children
+in that tree, so every batch reaches every node about once (docs/spsa.md).
 Anti-entropy pulls list what the puller holds, so peers resend only missing batches. The round
 closes when every live member's batch of the round is in, or after ``round_timeout``.
 
@@ -242,11 +243,14 @@ class _Peers:
             verify=verify,
         )
 
-    def request(self, what: int, since_round: int = 0, have: Sequence[bytes] = ()) -> Envelope:
+    def request(
+        self, what: int, since_round: int = 0, have: Sequence[bytes] = (), until: int = 0
+    ) -> Envelope:
         request = pb.PullRequest(
             what=what,  # type: ignore[arg-type]
             since_round=since_round,
             have=list(have),
+            until_round=until,
         )
         body = request.SerializeToString()
         env = seal(self.identity, self.network_id, "request", body, seq=self.seq.next("request"))
@@ -254,18 +258,19 @@ class _Peers:
         return env
 
     async def pull_batches(
-        self, address: str, since: int, have: Sequence[bytes] = ()
+        self, address: str, since: int, have: Sequence[bytes] = (), until: int | None = None
     ) -> list[CheckedBatch]:
         """Every batch of rounds >= ``since`` that a peer holds, each verified; [] on failure.
 
-        ``have`` names the batches we hold already (the peer leaves them out).
+        ``have`` names the batches we hold already (the peer leaves them out); ``until``
+        bounds the rounds (``< until``) when given.
         """
         stub = self.ctx.channels.stub(address)
         got: list[CheckedBatch] = []
         metric = self.ctx.metrics.bytes.labels(direction="in", kind="spsa")
         try:
             call = stub.PullScalars(
-                self.request(pb.PullRequest.SCALARS_SINCE, since, have),
+                self.request(pb.PullRequest.SCALARS_SINCE, since, have, until or 0),
                 timeout=60.0,
             )
             async for env in call:
@@ -709,9 +714,11 @@ class _SpsaDriver:
             if not actions and engine.phase is Phase.WAITING:
                 await self.tasks.nap(0.25)
 
-    async def _pull_batches(self, address: str, since: int) -> list[CheckedBatch]:
-        """Every batch of rounds >= ``since`` a peer holds and we do not; [] on failure."""
-        return await self.peers.pull_batches(address, since, self._have_keys(since))
+    async def _pull_batches(
+        self, address: str, since: int, until: int | None = None
+    ) -> list[CheckedBatch]:
+        """Every batch of rounds >= ``since`` (< ``until``) a peer holds and we do not."""
+        return await self.peers.pull_batches(address, since, self._have_keys(since), until)
 
     def _sync_view(self) -> SpsaEngine:
         self.engine.on_membership(self.peers.view())
@@ -730,7 +737,7 @@ class _SpsaDriver:
         elif isinstance(action, SendBatch):
             self._send(action)
         elif isinstance(action, RequestBatches):
-            self.tasks.spawn(self._anti_entropy(action.since))
+            self.tasks.spawn(self._anti_entropy(action.since, action.until))
         elif isinstance(action, CloseRound):
             await self._close(action)
         elif isinstance(action, JoinRound):
@@ -1005,7 +1012,12 @@ class _SpsaDriver:
             return
         since = int(request.since_round)
         have = set(request.have[:MAX_HAVE_KEYS])
-        keys = [k for k in engine.held_keys(since) if have_key(*k) not in have][:MAX_PULL_BATCHES]
+        until = int(request.until_round) or None
+        keys = [
+            k
+            for k in engine.held_keys(since)
+            if have_key(*k) not in have and (until is None or k[0] < until)
+        ][:MAX_PULL_BATCHES]
         out = self.ctx.metrics.bytes.labels(direction="out", kind="spsa")
         for r, origin in keys:
             body = engine.held((r, origin))
@@ -1225,13 +1237,14 @@ class _SpsaDriver:
             extra={"fields": {"entries": len(self.engine.ledger)}},
         )
 
-    async def _anti_entropy(self, since: int) -> int:
-        """Pull batches since ``since`` from one random peer and take the missing ones."""
+    async def _anti_entropy(self, since: int, until: int | None = None) -> int:
+        """Pull batches of rounds >= ``since`` (< ``until``) from one random peer; take the
+        missing ones."""
         peers = self.peers.sample(1)
         if not peers:
             return 0
         since = max(since, self.engine.ledger.base_round)
-        batches = await self._pull_batches(peers[0][1], since)
+        batches = await self._pull_batches(peers[0][1], since, until)
         n = await self._ingest_pulled(self.engine.fresh(batches))
         if n:
             self._refresh_hash()

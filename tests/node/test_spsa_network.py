@@ -432,6 +432,22 @@ def _forged_batches(
         )
     )
     assert [e.body for e in missing] == [envs[0].body]
+
+    # A repair of closed rounds (until_round) gets nothing of later rounds.
+    def round_of(env: Any) -> int:
+        b = pb.ScalarBatch()
+        b.ParseFromString(env.body)
+        return int(b.entries[0].round)
+
+    request = pb.PullRequest(what=pb.PullRequest.SCALARS_SINCE, since_round=0, until_round=1)
+    first = list(
+        stub.PullScalars(
+            seal(relay, net_id, "request", request.SerializeToString(), seq=next(seq)),
+            timeout=20,
+        )
+    )
+    expected = [e.body for e in envs if round_of(e) == 0]
+    assert expected and [e.body for e in first] == expected
     # The last round every node closed (not the round of the last batch: a round whose
     # batches were all refused, e.g. a diverged loss, holds none); batches of it are
     # still inside every node's acceptance window.

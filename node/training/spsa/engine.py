@@ -16,7 +16,7 @@ Round ``r`` on one node::
     tick, no round open ──> JoinRound(R) when f + 1 live members signed batches of
                             rounds >= R > r + 1 (the network is ahead), else
                             ComputeBatch(r) (or SendBatch of a batch already stored)
-    on_own_batch ──> SendBatch(to every live member, or to k sampled ones)  [WAITING]
+    on_own_batch ──> SendBatch(to every live member, or to its k tree children)  [WAITING]
     tick while WAITING ──> RequestBatches(r) once after min(2 s, timeout / 3)
     every expected origin's batch of r is in, or round_timeout ──> CloseRound(r)
 
@@ -37,10 +37,12 @@ a second line behind the wire checks (:func:`node.wire.spsa_batch.check_batch`),
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -61,6 +63,7 @@ __all__ = [
     "Checkpoint",
     "CloseRound",
     "ComputeBatch",
+    "Dissemination",
     "Finished",
     "JoinRound",
     "LedgerSpec",
@@ -79,8 +82,18 @@ __all__ = [
 MAX_ABS_SCALAR = 1.0e4
 # A network of at most this many live members gets each batch straight from its origin
 # (N - 1 copies); receivers do not forward what came from the origin itself. Larger
-# networks use push gossip with fan-out k. Either way anti-entropy pulls repair losses.
+# networks use a per-round spanning tree of fan-out k (or, as before, push gossip with
+# fan-out k). Either way anti-entropy pulls repair losses.
 DIRECT_PUSH_MAX_MEMBERS = 32
+
+Dissemination = Literal["tree", "gossip"]
+"""How a batch spreads past ``direct_push_max`` members.
+
+``tree``: along a k-ary spanning tree rooted at the origin, the same for every node that
+has the same view (members ordered by a hash of the round); each member gets each batch
+once. ``gossip``: each node forwards a batch it sees first to k random members (about k
+copies per member, a fraction ~e^-k of members missed; measured in docs/spsa.md).
+"""
 
 
 @dataclass(frozen=True)
@@ -130,9 +143,11 @@ class SendBatch:
 
 @dataclass(frozen=True)
 class RequestBatches:
-    """Anti-entropy: pull the batches of rounds ``>= since`` from one random peer."""
+    """Anti-entropy: pull the batches of rounds ``>= since`` (and ``< until``, when given)
+    from one random peer."""
 
     since: int
+    until: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,6 +303,8 @@ class SpsaSettings:
         ``f``: members that may lie; ``f + 1`` must show the network is ahead.
     max_abs_scalar : float, default MAX_ABS_SCALAR
     direct_push_max : int, default DIRECT_PUSH_MAX_MEMBERS
+    dissemination : {"tree", "gossip"}, default "tree"
+        How batches spread in a network larger than ``direct_push_max``.
     """
 
     node_id: str
@@ -301,10 +318,13 @@ class SpsaSettings:
     byzantine: int = 0
     max_abs_scalar: float = MAX_ABS_SCALAR
     direct_push_max: int = DIRECT_PUSH_MAX_MEMBERS
+    dissemination: Dissemination = "tree"
 
     def __post_init__(self) -> None:
         if self.steps_per_round < 1 or self.past < 1 or self.future < 1 or self.fanout < 1:
             raise ValueError("steps_per_round, past, future and fanout must be >= 1")
+        if self.dissemination not in ("tree", "gossip"):
+            raise ValueError(f"dissemination must be tree or gossip: {self.dissemination!r}")
         if not self.round_timeout > 0 or self.eval_every < 1:
             raise ValueError("round_timeout must be > 0 and eval_every >= 1")
 
@@ -371,6 +391,10 @@ class SpsaEngine:
         self._held: dict[tuple[int, str], bytes] = dict(held or {})
         self._claimed: set[tuple[int, str]] = set()
         self._open: _Open | None = None
+        # Per round: the member order and each member's index in it (see tree_children).
+        # Batches of two or three rounds flow at once; recent rounds only, reset on a
+        # membership change.
+        self._orders: dict[int, tuple[list[str], dict[str, int]]] = {}
 
     # -- queries -------------------------------------------------------------------------------
     def held(self, key: tuple[int, str]) -> bytes | None:
@@ -446,7 +470,41 @@ class SpsaEngine:
     # -- membership and readiness --------------------------------------------------------------
     def on_membership(self, view: PeerView) -> None:
         """The current membership view (the driver refreshes it before ticks and batches)."""
+        if view != self.view:
+            self._orders.clear()
         self.view = view
+
+    def tree_children(self, round_idx: int, origin: str) -> tuple[str, ...] | None:
+        """Whom this node passes ``origin``'s batch of ``round_idx`` to along the tree.
+
+        The members (alive, not banned, and this node) are ordered by a hash of the round
+        and their id, then rotated so that ``origin`` is at position 0; the member at
+        position ``j`` sends to positions ``k j + 1 .. k j + k``. Every member is an inner
+        node for about ``1/k`` of the origins, so the sending load is spread evenly, and
+        the order changes every round, so a slow or dead member is not under the same
+        subtree twice. Nodes with equal views build equal trees: each member receives each
+        batch once. Views that differ cost a few duplicates or misses (pulls repair them).
+
+        Returns None when ``origin`` or this node is not in the view (no tree to follow).
+        """
+        cached = self._orders.get(round_idx)
+        if cached is None:
+            v = self.view
+            members = (v.alive - v.banned) | {self.node_id}
+            order = sorted(members, key=lambda m: _tree_rank(round_idx, m))
+            cached = (order, {m: i for i, m in enumerate(order)})
+            if len(self._orders) >= 4:
+                del self._orders[min(self._orders)]
+            self._orders[round_idx] = cached
+        order, index = cached
+        root = index.get(origin)
+        me = index.get(self.node_id)
+        if root is None or me is None:
+            return None
+        n = len(order)
+        k = self.settings.fanout
+        j = (me - root) % n
+        return tuple(order[(root + c) % n] for c in range(k * j + 1, min(k * j + k + 1, n)))
 
     def set_ready(self) -> list[Action]:
         """Catch-up is over: peers' batches are taken from now on.
@@ -522,6 +580,10 @@ class SpsaEngine:
 
     def _own_send(self, round_idx: int, wire: bytes) -> SendBatch:
         if not self.direct_push():
+            if self.settings.dissemination == "tree":
+                children = self.tree_children(round_idx, self.node_id)
+                assert children is not None  # this node is always in its own tree
+                return SendBatch(round_idx, wire, peers=children)
             return SendBatch(round_idx, wire, fanout=self.settings.fanout)
         # Also members that release nothing themselves: they follow the model all the same.
         v = self.view
@@ -542,7 +604,9 @@ class SpsaEngine:
             # Periodic anti-entropy: a batch lost by push gossip (or refused while this
             # node was busy) is fetched while its round can still change, i.e. before it
             # becomes final here and at the peers. Each round is covered ~past/2 times.
-            actions.append(RequestBatches(max(ledger.base_round, r - s.past + 1)))
+            # Closed rounds only: batches of the next round are being pushed right now, and
+            # one pulled ahead of its push would not be passed down the tree.
+            actions.append(RequestBatches(max(ledger.base_round, r - s.past + 1), self.round))
         last = s.max_rounds is not None and self.round >= s.max_rounds
         checkpoint = (
             Checkpoint(ledger.base_round, ledger.base.clone(), ledger.folded_digest())
@@ -657,6 +721,12 @@ class SpsaEngine:
         if sender is None or (sender == batch.origin and self.direct_push()):
             return []  # own batch, or the origin pushed to every member itself
         exclude = frozenset({sender, batch.origin, self.node_id})
+        if self.settings.dissemination == "tree" and not self.direct_push():
+            children = self.tree_children(batch.round, batch.origin)
+            if children is not None:
+                peers = tuple(p for p in children if p not in exclude)
+                return [SendBatch(batch.round, batch.wire, peers=peers)] if peers else []
+            # The origin is not in our view: no tree to follow, gossip it on once.
         return [SendBatch(batch.round, batch.wire, fanout=self.settings.fanout, exclude=exclude)]
 
     def changes_model(self, batch: CheckedBatch) -> bool:
@@ -781,3 +851,9 @@ class SpsaEngine:
                     f"|scalar| above {self.settings.max_abs_scalar:g}",
                 )
         return None
+
+
+def _tree_rank(round_idx: int, member: str) -> bytes:
+    # A hash, not the id itself: ids are chosen by their owners (grinding an id next to a
+    # victim's would otherwise put the victim under the attacker's subtree every round).
+    return hashlib.blake2b(f"{round_idx}:{member}".encode(), digest_size=8).digest()

@@ -78,6 +78,9 @@ class RoundLedger:
             base_round: base.detach().clone().to(torch.float32)
         }
         self._rounds: dict[int, dict[tuple[int, str], ScalarEntry]] = {}
+        # Origins per round, kept as entries come: the engine asks on every clock tick,
+        # and a round of 1,024 nodes holds 16,384 entries.
+        self._origins: dict[int, set[str]] = {}
         self._keys: set[tuple[int, str]] = set()
         self._all = SeedSetDigest()
         self._folded = SeedSetDigest()
@@ -109,6 +112,7 @@ class RoundLedger:
                 if e.round < self.base_round:
                     raise ValueError(f"round {e.round} is final (base {self.base_round})")
                 self._rounds.setdefault(e.round, {})[e.key] = e
+                self._origins.setdefault(e.round, set()).add(e.node)
                 if e.round < self.frontier:
                     self._dirty = e.round if self._dirty is None else min(self._dirty, e.round)
             self._keys.add(e.key)
@@ -126,7 +130,7 @@ class RoundLedger:
 
     def origins(self, round_idx: int) -> set[str]:
         """Origins with at least one entry in ``round_idx``."""
-        return {node for _, node in self._rounds.get(round_idx, {})}
+        return set(self._origins.get(round_idx, ()))
 
     def close_through(self, round_idx: int) -> None:
         """Close every round ``<= round_idx``: they become part of :meth:`vector`."""
@@ -160,6 +164,7 @@ class RoundLedger:
             return False
         self.vector()
         for r in range(self.base_round, round_idx):
+            self._origins.pop(r, None)
             for key in self._rounds.pop(r, {}):
                 self._folded.add(entry_key(*key))
             self._snapshots.pop(r, None)
