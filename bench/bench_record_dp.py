@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,20 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 
 def _load() -> float:
     return os.getloadavg()[0]
+
+
+def _recorder(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], None]:
+    """Return ``add(row)``: stamp the load average on ``row``, keep it in ``rows``, print it.
+
+    Rows are printed as JSON lines on stderr, so a long run shows them as they come.
+    """
+
+    def add(row: dict[str, Any]) -> None:
+        row["load"] = _load()
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
+    return add
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -213,11 +228,7 @@ def run_mnist(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"# {header}\n# load average {_load():.1f}, {os.cpu_count()} cores", flush=True)
     rows: list[dict[str, Any]] = []
-
-    def add(row: dict[str, Any]) -> None:
-        row["load"] = _load()
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+    add = _recorder(rows)
 
     for lr in lrs:
         base = LearnerSpec(lr=lr, local_steps=args.local_steps, optimizer="adam")
@@ -391,11 +402,7 @@ def run_sentiment(args: argparse.Namespace) -> dict[str, Any]:
     )
     print(f"# {header}\n# load average {_load():.1f}", flush=True)
     rows: list[dict[str, Any]] = []
-
-    def add(row: dict[str, Any]) -> None:
-        row["load"] = _load()
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+    add = _recorder(rows)
 
     targets = {"majority": maj, "target": args.target}
 

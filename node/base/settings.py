@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.base.address import parse_host_port
 
-__all__ = ["ConfigError", "NodeSettings", "load_settings"]
+__all__ = ["STANDING_KINDS", "ConfigError", "NodeSettings", "load_settings"]
 
 
 class ConfigError(Exception):
@@ -29,6 +29,11 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: Message kinds whose admission may require standing (``NodeSettings.min_standing_s``):
+#: every authenticated kind but membership gossip, which is how a sender becomes a member.
+STANDING_KINDS = frozenset({"update", "request", "spsa", "history", "evidence"})
 
 
 class NodeSettings(BaseModel):
@@ -73,6 +78,13 @@ class NodeSettings(BaseModel):
         dialed (for networks whose certificates all carry one shared name).
     torch_threads : int, default 1
         Torch intra-op threads (many nodes share few cores in a testnet).
+    min_standing_s : dict of str to float, default empty
+        Admission (node/wire/admission.py): per message kind (``update``, ``request``,
+        ``spsa``, ``history``, ``evidence``), the seconds a peer must have been a member of
+        this node's view before its messages of that kind are processed; until then they
+        are refused ``no_standing``. Kinds not listed need none. In ``node.toml``:
+        ``min_standing_s = {update = 30, request = 30}``. The trade-off is in
+        docs/security.md ("Standing").
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -94,6 +106,19 @@ class NodeSettings(BaseModel):
     tls_ca: str | None = None
     tls_server_name: str | None = Field(None, min_length=1, max_length=253)
     torch_threads: int = Field(1, ge=1, le=256)
+    min_standing_s: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("min_standing_s")
+    @classmethod
+    def _min_standing(cls, value: dict[str, float]) -> dict[str, float]:
+        for kind, seconds in value.items():
+            if kind not in STANDING_KINDS:
+                raise ValueError(
+                    f"unknown message kind {kind!r}; one of {', '.join(sorted(STANDING_KINDS))}"
+                )
+            if not 0.0 <= seconds < float("inf"):
+                raise ValueError(f"{kind}: seconds must be finite and >= 0, got {seconds}")
+        return value
 
     @field_validator("listen")
     @classmethod

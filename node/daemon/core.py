@@ -56,6 +56,7 @@ from node.training.genesis import (
 )
 from node.training.usercode import TaskSetupError
 from node.wire.admin_server import AdminService, TokenInterceptor
+from node.wire.admission import AdmissionPolicy
 from node.wire.certs import TlsError, TlsMaterial, load_tls
 from node.wire.peer_channels import PeerChannels
 from node.wire.service import NodeService, add_node_service
@@ -78,9 +79,11 @@ def grpc_server_options(settings: NodeSettings) -> list[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
-        # Only the identity "compression": a peer's gzip/deflate message is refused by gRPC
-        # instead of being inflated (a 127 KiB stream once grew a daemon by 275 MB).
-        ("grpc.compression_enabled_algorithms_bitset", 1),
+        # Never inflate a peer's message (a 127 KiB gzip stream once grew a daemon by 275 MB):
+        # a compressed message reaches the service as sent, which refuses it `compressed` with
+        # a metric (node/wire/service.py). Refusing it through the algorithms bitset instead
+        # would happen inside gRPC, before fednode sees the call (no reason code, no metric).
+        ("grpc.per_message_decompression", 0),
     ]
 
 
@@ -258,6 +261,7 @@ class Daemon:
             is_banned=policy.is_operator_banned,
             on_fault=self._on_fault,
             is_quarantined=policy.is_quarantined,
+            admission=AdmissionPolicy(min_standing_s=dict(self.settings.min_standing_s)),
         )
         add_node_service(self.service, server)
         self.health = health.aio.HealthServicer()
@@ -461,7 +465,9 @@ class Daemon:
                 extra={"fields": {"shard": shard, "shards": self.genesis.task.num_nodes}},
             )
         try:
-            self.training = await self._start_learner(ctx, membership, policy, guard, shard)
+            self.training = await self._start_learner(
+                ctx, service, membership, policy, guard, shard
+            )
         except TaskSetupError as exc:
             # The operator's to fix (user code, model folder, data file): one line, and the
             # node keeps serving membership.
@@ -490,6 +496,7 @@ class Daemon:
     async def _start_learner(
         self,
         ctx: NodeContext,
+        service: NodeService,
         membership: DaemonMembership,
         policy: PeerPolicy,
         guard: ReleaseState,
@@ -501,8 +508,8 @@ class Daemon:
         from node.daemon.spsa_runtime import SpsaRuntime
         from node.daemon.training_runtime import TrainingRuntime
 
-        service = self.service
-        assert service is not None and isinstance(guard, ReleaseGuard)
+        # Built by _release_guard; typed as the Protocol there because core must not import torch.
+        assert isinstance(guard, ReleaseGuard)
         kind = self.genesis.learner.kind
         if kind in {"sgd", "flower"}:
             training = await TrainingRuntime.create(

@@ -29,6 +29,7 @@ from fednode_proto.v1.evidence_pb2 import Evidence
 from fednode_proto.v1.training_pb2 import TensorHeader
 from node.base.logs import log
 from node.daemon.context import Convictor, MembershipView, NodeContext
+from node.daemon.tasks import TaskSet
 from node.wire.envelope import SeqCounter, Verified, seal
 from node.wire.equivocation import EquivocationBook, EquivocationError, Proof, Sighting
 from node.wire.service import Rejected
@@ -69,7 +70,7 @@ class EvidenceExchange:
         self.fanout = fanout
         self.max_relay = max_relay
         self.seq = SeqCounter()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("evidence")
         self._rng = random.Random()
 
     # --- inbound ---------------------------------------------------------------------------
@@ -146,9 +147,7 @@ class EvidenceExchange:
             seq=self.seq.next("evidence"),
         )
         for address in addresses:
-            task = asyncio.create_task(self._send(address, env))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._send(address, env))
 
     async def _send(self, address: str, env: Envelope) -> None:
         try:

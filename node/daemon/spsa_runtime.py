@@ -44,7 +44,6 @@ A restarted node rebuilds from its own SQL log and checkpoint, then catches up t
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -52,7 +51,8 @@ import math
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -70,12 +70,18 @@ from node.daemon.evaluations import load_history, record_evaluation
 from node.daemon.participation import releases
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, Ticket
-from node.storage.records import SpsaEntry
+from node.daemon.tasks import TaskSet
+from node.storage.records import SpsaBatchRecord, SpsaEntry
+from node.training.genesis import Genesis
 from node.training.learners.spsa import ScalarBatch, ScalarEntry, SPSALearner
 from node.training.params import (
+    ParamLayout,
     checkpoint_tensors,
     decode_checkpoint,
     encode_state,
+    flatten,
+    layout_of,
+    load_vector,
     vector_hash,
 )
 from node.training.spsa import (
@@ -99,6 +105,8 @@ from node.training.spsa import (
     entry_key,
     parse_entry_key,
 )
+from node.training.tasks import LocalTask, build_local_task, spsa_learner
+from node.training.usercode import TaskSetupError
 from node.wire.envelope import EnvelopeError, SeqCounter, Verified, check_envelope, seal
 from node.wire.service import Rejected
 from node.wire.spsa_batch import (
@@ -119,15 +127,9 @@ FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
 #: Most log pulls of a late joiner's catch-up (the first one included).
 CATCH_UP_PULLS = 4
 MAX_HAVE_KEYS = 65_536
-STATE_BATCH = "spsa.batch."
 _META_ROUND = "fednode.spsa.round"
 _META_DIGEST = "fednode.spsa.digest"
 _META_HASH = "fednode.model_hash"
-
-
-def _batch_key(batch: CheckedBatch) -> str:
-    """Node-state key of a stored signed batch (served to peers that catch up)."""
-    return f"{STATE_BATCH}{batch.round:09d}.{batch.origin}"
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -160,28 +162,11 @@ def _rows(batch: CheckedBatch) -> list[SpsaEntry]:
     ]
 
 
-# --- the runtime ---------------------------------------------------------------------------
+class _Peers:
+    """What both phases of the runtime use to reach peers: sampling, requests, verified pulls.
 
-
-class SpsaRuntime:
-    """SPSA training on one daemon (implements the service's ``TrainingHandler``).
-
-    Drives a :class:`~node.training.spsa.SpsaEngine`: feeds it ticks, membership views,
-    this node's batches and peers' batches, and carries out its actions (pushes, pulls,
-    storage, checkpoints, evaluations).
-
-    Parameters
-    ----------
-    ctx : NodeContext
-        Identity, genesis, settings, store, metrics and peer channels.
-    membership : MembershipView
-        Whom to push to, whose batches count.
-    bans : BanList
-        Peers whose batches are refused and who never vouch.
-    guard : ReleaseGuard
-        The node's release guard (every release goes through it).
-    shard : int
-        Index of this node's data shard in the genesis partition.
+    Shared by :class:`SpsaRuntime` (a fresh node's first pull runs while the model loads)
+    and the :class:`_SpsaDriver` it builds, so sequence numbers and refusal counts are one.
     """
 
     def __init__(
@@ -189,245 +174,35 @@ class SpsaRuntime:
         ctx: NodeContext,
         membership: MembershipView,
         bans: BanList,
-        guard: ReleaseGuard,
-        shard: int,
+        stopping: Callable[[], bool],
     ) -> None:
         self.ctx = ctx
         self.membership = membership
         self.bans = bans
-        self.shard = shard
+        self.stopping = stopping
         self.identity: Identity = ctx.identity
-        self.node_id = self.identity.node_id_hex
         g = ctx.genesis
         self.spec = g.learner
-        self.rounds = g.rounds
         self.network_id = g.network_id
         self.seed = g.network.seed
-        self.max_rounds = g.rounds.max_rounds
-        self.past = max(1, g.rounds.max_staleness)
-        # Batches of peers slightly ahead are kept, not refused: refusing them would make
-        # this node depend on a later pull to ever see them.
-        self.future = max(1, g.rounds.max_future, self.past)
-        self.fanout = max(1, g.rounds.peers_per_round)
         self.seq = SeqCounter()
-        self.guard = guard
-        self.engine: SpsaEngine | None = None
-        self.task: Any = None  # node.training.tasks.LocalTask
-        self.model: Any = None
-        self.data: Any = None
-        self.layout: Any = None
-        self.learner: SPSALearner | None = None
-        self.init_vector: torch.Tensor | None = None
-        self.last_accuracy = 0.0
-        self.last_loss = float("nan")
-        self.model_hash = ""
-        self.evaluations: list[tuple[int, float, float, float]] = []
-        self._stored_round = 0  # the round in the store, reported until the log is restored
         self.rejected: Counter[str] = Counter()
-        self.catchup: dict[str, Any] = {}
-        self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._stopping = False
-        self._task: asyncio.Task[Any] | None = None
 
-    # --- the engine's state, as the operator sees it -------------------------------------------
-
-    @property
-    def ledger(self) -> RoundLedger | None:
-        """The engine's ledger (None until the store is read)."""
-        return self.engine.ledger if self.engine is not None else None
-
-    @property
-    def round(self) -> int:
-        """This node's open round (0 until the store is read)."""
-        return self.engine.round if self.engine is not None else 0
-
-    @property
-    def ready(self) -> bool:
-        """True once the node caught up and takes peers' batches."""
-        return self.engine is not None and self.engine.ready
-
-    # --- set-up --------------------------------------------------------------------------
-
-    def _build(self) -> None:
-        from node.training.params import flatten, layout_of
-        from node.training.tasks import build_local_task, spsa_learner
-
-        g = self.ctx.genesis
-        self.task = build_local_task(g.task, self.seed, self.shard % g.task.num_nodes)
-        self.data = self.task.data
-        self.model = self.task.model
-        self.layout = layout_of(self.model)
-        self.init_vector = flatten(self.model).clone()
-        self.learner = spsa_learner(
-            self.task, self.spec, batch_size=g.task.batch_size, seed=self.seed, node=self.node_id
-        )
-        dp_round = self.learner.dp_round(self.data.num_examples)
-        if dp_round is not None:
-            # Record-level DP-ZO: every round's m steps are debited with its batch.
-            self.guard.set_record_mechanism(RecordMechanism("dp_zo", *dp_round))
-
-    def _ledger_spec(self) -> LedgerSpec:
-        g = self.ctx.genesis
-        rule = g.aggregation.rule if g.aggregation.rule in {"median", "trimmed_mean"} else "mean"
-        return LedgerSpec(
-            lr=self.spec.lr,
-            weight=1.0 / g.task.num_nodes,
-            distribution=self.spec.spsa_distribution,
-            schedule=self.spec.spsa_seed_schedule,
-            shared_rule=rule,
-            shared_trim=g.aggregation.f if rule == "trimmed_mean" else 0,
-        )
-
-    def _settings(self) -> SpsaSettings:
-        g = self.ctx.genesis
-        f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
-        return SpsaSettings(
-            node_id=self.node_id,
-            steps_per_round=self.spec.spsa_steps,
-            round_timeout=self.rounds.round_timeout,
-            past=self.past,
-            future=self.future,
-            fanout=self.fanout,
-            eval_every=self.rounds.eval_every,
-            max_rounds=self.max_rounds,
-            byzantine=f,
-        )
-
-    def _checked(self, wire: pb.ScalarBatch, *, verify: bool = True) -> CheckedBatch:
-        return check_batch(
-            wire,
-            network_id=self.network_id,
-            genesis_seed=self.seed,
-            schedule=self.spec.spsa_seed_schedule,
-            dtype=self.spec.spsa_scalar_dtype,
-            steps_per_round=self.spec.spsa_steps,
-            verify=verify,
-        )
-
-    def _restore(self) -> None:
-        """Rebuild from our own SQL state: signed batches, the log, the last checkpoint."""
-        store = self.ctx.store
-        assert store is not None and self.init_vector is not None
-        held: dict[tuple[int, str], bytes] = {}
-        for key, value in store.all_state().items():
-            if not key.startswith(STATE_BATCH):
-                continue
-            with contextlib.suppress(Exception):  # a damaged row is skipped, never fatal
-                wire = parse_batch(base64.b64decode(str(value), validate=True))
-                checked = self._checked(wire, verify=False)
-                held[checked.key] = checked.wire
-        entries: list[ScalarEntry] = []
-        for row in store.spsa_since():
-            try:
-                sid, origin = parse_entry_key(row.seed_id)
-            except ValueError:
-                continue
-            value = float(np.float32(row.scalar) * np.float32(row.scale))
-            entries.append(ScalarEntry(sid, row.round, origin, row.step, value))
-        base, base_round = self.init_vector, 0
-        ckpt = store.latest_checkpoint()
-        if ckpt is not None and entries:
-            try:
-                vec = decode_checkpoint(store.checkpoint_bytes(ckpt), self.layout)
-                folded = digest_of(e.key for e in entries if e.round < ckpt.round)
-                if folded == ckpt.applied_seed_digest:
-                    base, base_round = vec, ckpt.round
-            except Exception as exc:  # corrupt checkpoint: replay the log instead
-                log.warning("checkpoint unusable, replaying the SPSA log", exc_info=exc)
-        spec = self._ledger_spec()
-        ledger = spec.ledger(base, base_round)
-        ledger.add([e for e in entries if e.round < base_round], folded=True)
-        ledger.add([e for e in entries if e.round >= base_round])
-        self.engine = SpsaEngine(
-            self._settings(),
-            ledger,
-            spec,
-            start_round=int(store.get_state(STATE_ROUND, 0) or 0),
-            held=held,
-        )
-
-    @classmethod
-    async def create(
-        cls,
-        ctx: NodeContext,
-        membership: MembershipView,
-        bans: BanList,
-        guard: ReleaseGuard,
-        shard: int,
-    ) -> SpsaRuntime:
-        """Start the runtime: the stored round now, the task and scalar log in the background."""
-        runtime = cls(ctx, membership, bans, guard, shard)
-        await runtime.start()
-        return runtime
-
-    async def start(self) -> None:
-        """Start the round loop; data, model and SQL state load in the background.
-
-        The daemon reports itself started (and answers status) while that happens; peer
-        batches are refused with ``not_ready`` until the node has caught up.
-        Meanwhile status reports the stored round and accuracy history (read here, two
-        cheap queries), not round 0.
-        """
-        store = self.ctx.store
-        loop = asyncio.get_running_loop()
-        self._stored_round = int(
-            await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0
-        )
-        history = await loop.run_in_executor(None, load_history, store)
-        if history:  # the accuracy curve survives restarts
-            self.evaluations = history
-            _, self.last_accuracy, self.last_loss, _ = history[-1]
-        self._task = asyncio.create_task(self._run(), name="spsa")
-
-    async def _setup(self) -> None:
-        loop = asyncio.get_running_loop()
-        t0 = time.monotonic()
-        await loop.run_in_executor(None, self._build)
-        await loop.run_in_executor(None, self._restore)
-        assert self.ledger is not None
-        self._refresh_hash()
-        log.info(
-            "spsa ready",
-            extra={
-                "fields": {
-                    "task": self.ctx.genesis.task.name,
-                    "params": self.layout.numel,
-                    "shard": self.shard,
-                    "start_round": self.round,
-                    "logged_entries": len(self.ledger),
-                    "setup_s": round(time.monotonic() - t0, 2),
-                }
-            },
-        )
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for task in list(self._inflight):
-            task.cancel()
-
-    # --- peers -----------------------------------------------------------------------------
-
-    def _members(self) -> list[Any]:
+    def members(self) -> list[Any]:
         return list(self.membership.members())
 
-    def _sample(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
+    def sample(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
         if k <= 0:
             return []
         skip = set(exclude)
         picked = self.membership.sample(k + len(skip))
         return [(m.node_id.hex(), m.address) for m in picked if m.node_id.hex() not in skip][:k]
 
-    def _view(self) -> PeerView:
+    def view(self) -> PeerView:
         """Membership as the engine sees it (a snapshot; rebuilt before each decision)."""
         membership = self.membership
         banned = frozenset(self.bans.banned)
-        members = self._members()
+        members = self.members()
         known = frozenset(m.node_id.hex() for m in members)
         return PeerView(
             known=known,
@@ -442,17 +217,293 @@ class SpsaRuntime:
             quarantined=frozenset(k for k in known if self.bans.is_quarantined(bytes.fromhex(k))),
         )
 
-    def _sync_view(self) -> SpsaEngine:
-        assert self.engine is not None
-        self.engine.on_membership(self._view())
-        return self.engine
-
-    async def _wait_for_peers(self, want: int | None = None) -> None:
+    async def wait_for_peers(self, want: int | None = None) -> None:
         """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most a round."""
         g = self.ctx.genesis
         if want is None:
-            want = min(self.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
-        await wait_for_peers(lambda: len(self._sample(want)), want, g, lambda: self._stopping)
+            want = min(g.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
+        await wait_for_peers(lambda: len(self.sample(want)), want, g, self.stopping)
+
+    def checked(self, wire: pb.ScalarBatch, *, verify: bool = True) -> CheckedBatch:
+        return check_batch(
+            wire,
+            network_id=self.network_id,
+            genesis_seed=self.seed,
+            schedule=self.spec.spsa_seed_schedule,
+            dtype=self.spec.spsa_scalar_dtype,
+            steps_per_round=self.spec.spsa_steps,
+            verify=verify,
+        )
+
+    def request(self, what: int, since_round: int = 0, have: Sequence[bytes] = ()) -> Envelope:
+        request = pb.PullRequest(
+            what=what,  # type: ignore[arg-type]
+            since_round=since_round,
+            have=list(have),
+        )
+        body = request.SerializeToString()
+        env = seal(self.identity, self.network_id, "request", body, seq=self.seq.next("request"))
+        self.ctx.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
+        return env
+
+    async def pull_batches(
+        self, address: str, since: int, have: Sequence[bytes] = ()
+    ) -> list[CheckedBatch]:
+        """Every batch of rounds >= ``since`` that a peer holds, each verified; [] on failure.
+
+        ``have`` names the batches we hold already (the peer leaves them out).
+        """
+        stub = self.ctx.channels.stub(address)
+        got: list[CheckedBatch] = []
+        metric = self.ctx.metrics.bytes.labels(direction="in", kind="spsa")
+        try:
+            call = stub.PullScalars(
+                self.request(pb.PullRequest.SCALARS_SINCE, since, have),
+                timeout=60.0,
+            )
+            async for env in call:
+                metric.inc(env.ByteSize())
+                if len(got) >= MAX_PULL_BATCHES:
+                    break
+                try:
+                    verified = check_envelope(
+                        env, self.network_id, replay=None, kinds=frozenset({"spsa"})
+                    )
+                    wire = pb.ScalarBatch()
+                    wire.ParseFromString(verified.body)
+                    got.append(self.checked(wire))
+                except (EnvelopeError, Rejected, ValueError) as exc:
+                    reason = getattr(exc, "reason", "malformed")
+                    self.rejected[f"pulled_{reason}"] += 1
+                    self.ctx.metrics.messages_rejected.labels(reason=f"spsa_{reason}").inc()
+        except grpc.aio.AioRpcError as exc:
+            log.info("scalar pull failed", extra={"fields": {"code": exc.code().name}})
+        return got
+
+
+@dataclass(frozen=True)
+class _Model:
+    """This node's SPSA task: model, shard and learner (built once, in an executor)."""
+
+    task: LocalTask
+    layout: ParamLayout
+    learner: SPSALearner
+    #: The genesis initialisation (the base of a full replay).
+    init_vector: torch.Tensor
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.task.model
+
+    @property
+    def data(self) -> Any:
+        return self.task.data
+
+
+def _build_model(ctx: NodeContext, shard: int, guard: ReleaseGuard) -> _Model:
+    """Build the task and learner; tell the guard the learner's record-level DP."""
+    g = ctx.genesis
+    task = build_local_task(g.task, g.network.seed, shard % g.task.num_nodes)
+    learner = spsa_learner(
+        task,
+        g.learner,
+        batch_size=g.task.batch_size,
+        seed=g.network.seed,
+        node=ctx.identity.node_id_hex,
+    )
+    dp_round = learner.dp_round(task.data.num_examples)
+    if dp_round is not None:
+        # Record-level DP-ZO: every round's m steps are debited with its batch.
+        guard.set_record_mechanism(RecordMechanism("dp_zo", *dp_round))
+    return _Model(task, layout_of(task.model), learner, flatten(task.model).clone())
+
+
+def _ledger_spec(g: Genesis) -> LedgerSpec:
+    rule = g.aggregation.rule if g.aggregation.rule in {"median", "trimmed_mean"} else "mean"
+    return LedgerSpec(
+        lr=g.learner.lr,
+        weight=1.0 / g.task.num_nodes,
+        distribution=g.learner.spsa_distribution,
+        schedule=g.learner.spsa_seed_schedule,
+        shared_rule=rule,
+        shared_trim=g.aggregation.f if rule == "trimmed_mean" else 0,
+    )
+
+
+def _settings(g: Genesis, node_id: str) -> SpsaSettings:
+    f, _ = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
+    past = max(1, g.rounds.max_staleness)
+    return SpsaSettings(
+        node_id=node_id,
+        steps_per_round=g.learner.spsa_steps,
+        round_timeout=g.rounds.round_timeout,
+        past=past,
+        # Batches of peers slightly ahead are kept, not refused: refusing them would make
+        # this node depend on a later pull to ever see them.
+        future=max(1, g.rounds.max_future, past),
+        fanout=max(1, g.rounds.peers_per_round),
+        eval_every=g.rounds.eval_every,
+        max_rounds=g.rounds.max_rounds,
+        byzantine=f,
+    )
+
+
+def _restore_engine(ctx: NodeContext, model: _Model, peers: _Peers) -> SpsaEngine:
+    """Rebuild from our own SQL state: signed batches, the log, the last checkpoint."""
+    store = ctx.store
+    held: dict[tuple[int, str], bytes] = {}
+    for stored in store.spsa_batches():
+        with contextlib.suppress(Exception):  # a damaged row is skipped, never fatal
+            checked = peers.checked(parse_batch(stored.wire), verify=False)
+            held[checked.key] = checked.wire
+    entries: list[ScalarEntry] = []
+    for row in store.spsa_since():
+        try:
+            sid, origin = parse_entry_key(row.seed_id)
+        except ValueError:
+            continue
+        value = float(np.float32(row.scalar) * np.float32(row.scale))
+        entries.append(ScalarEntry(sid, row.round, origin, row.step, value))
+    base, base_round = model.init_vector, 0
+    ckpt = store.latest_checkpoint()
+    if ckpt is not None and entries:
+        try:
+            vec = decode_checkpoint(store.checkpoint_bytes(ckpt), model.layout)
+            folded = digest_of(e.key for e in entries if e.round < ckpt.round)
+            if folded == ckpt.applied_seed_digest:
+                base, base_round = vec, ckpt.round
+        except Exception as exc:  # corrupt checkpoint: replay the log instead
+            log.warning("checkpoint unusable, replaying the SPSA log", exc_info=exc)
+    spec = _ledger_spec(ctx.genesis)
+    ledger = spec.ledger(base, base_round)
+    ledger.add([e for e in entries if e.round < base_round], folded=True)
+    ledger.add([e for e in entries if e.round >= base_round])
+    return SpsaEngine(
+        _settings(ctx.genesis, ctx.identity.node_id_hex),
+        ledger,
+        spec,
+        start_round=int(store.get_state(STATE_ROUND, 0) or 0),
+        held=held,
+    )
+
+
+# --- the runtime ---------------------------------------------------------------------------
+
+
+class SpsaRuntime:
+    """SPSA training on one daemon (implements the service's ``TrainingHandler``).
+
+    Data, model and SQL state load in the background: the daemon reports itself started
+    (and answers status) meanwhile, and peer batches are refused with ``not_ready`` until
+    the node has caught up. Once loaded, a :class:`_SpsaDriver` drives the
+    :class:`~node.training.spsa.SpsaEngine` (ticks, membership views, this node's and
+    peers' batches) and carries out its actions (pushes, pulls, storage, checkpoints,
+    evaluations); this object hands peers and the operator to it.
+
+    Parameters
+    ----------
+    ctx : NodeContext
+        Identity, genesis, settings, store, metrics and peer channels.
+    membership : MembershipView
+        Whom to push to, whose batches count.
+    bans : BanList
+        Peers whose batches are refused and who never vouch.
+    guard : ReleaseGuard
+        The node's release guard (every release goes through it).
+    shard : int
+        Index of this node's data shard in the genesis partition.
+    stored_round : int
+        The round in the store, reported until the log is restored.
+    evaluations : list of (round, accuracy, loss, unix time)
+        The stored accuracy curve (it survives restarts).
+    """
+
+    #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
+    update_numel: int | None = None
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        membership: MembershipView,
+        bans: BanList,
+        guard: ReleaseGuard,
+        shard: int,
+        *,
+        stored_round: int,
+        evaluations: list[tuple[int, float, float, float]],
+    ) -> None:
+        self.ctx = ctx
+        self.guard = guard
+        self.shard = shard
+        self.tasks = TaskSet("spsa")
+        self.peers = _Peers(ctx, membership, bans, lambda: self.tasks.stopping)
+        self._stored_round = stored_round
+        self.evaluations = evaluations
+        self._last = evaluations[-1] if evaluations else (0, 0.0, float("nan"), 0.0)
+        self._driver: _SpsaDriver | None = None  # None while the model and log load
+
+    @classmethod
+    async def create(
+        cls,
+        ctx: NodeContext,
+        membership: MembershipView,
+        bans: BanList,
+        guard: ReleaseGuard,
+        shard: int,
+    ) -> SpsaRuntime:
+        """Start the runtime: the stored round now, the task and scalar log in the background.
+
+        Status reports the stored round and accuracy history (read here, two cheap
+        queries) while the rest loads, not round 0.
+        """
+        store = ctx.store
+        loop = asyncio.get_running_loop()
+        stored_round = int(await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0)
+        history = await loop.run_in_executor(None, load_history, store)
+        runtime = cls(
+            ctx,
+            membership,
+            bans,
+            guard,
+            shard,
+            stored_round=stored_round,
+            evaluations=history,
+        )
+        runtime.tasks.start(runtime._run(), "spsa")
+        return runtime
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+
+    @property
+    def last_loss(self) -> float:
+        """Loss of the last evaluation (NaN before the first)."""
+        return self._driver.last_loss if self._driver is not None else self._last[2]
+
+    async def _run(self) -> None:
+        # Loading data and model (executor) overlaps finding a peer and pulling the network's
+        # log: on a loaded machine each takes seconds, and the network keeps closing rounds
+        # meanwhile, so a late joiner that did them one after the other started far behind.
+        setup = asyncio.create_task(
+            _SpsaDriver.create(
+                self.ctx, self.peers, self.guard, self.tasks, self.evaluations, self.shard
+            )
+        )
+        try:
+            prefetched = await self._prefetch()
+        except Exception:  # a failed pull only costs the head start; catch-up pulls again
+            log.warning("spsa log prefetch failed", exc_info=True)
+            prefetched = None
+        try:
+            driver = await setup
+        except Exception as exc:  # the daemon keeps serving membership; the operator sees the log
+            if isinstance(exc, TaskSetupError):
+                log.error("spsa learner could not start: %s", exc)
+            else:
+                log.exception("spsa learner could not start")
+            return
+        self._driver = driver
+        await driver.run(prefetched)
 
     async def _prefetch(self) -> tuple[str, list[CheckedBatch]] | None:
         """A fresh node's first pull of the network's whole log (runs while the model loads).
@@ -461,49 +512,164 @@ class SpsaRuntime:
         once its store is read. Returns the serving peer's address and the verified batches.
         """
         store = self.ctx.store
-        assert store is not None
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, store.get_state, STATE_ROUND, None) is not None:
             return None
-        await self._wait_for_peers(1)
-        peers = self._sample(1)
+        await self.peers.wait_for_peers(1)
+        peers = self.peers.sample(1)
         if not peers:
             return None
         address = peers[0][1]
-        return address, await self._pull_batches(address, 0)
+        # Nothing is held yet: the peer sends everything.
+        return address, await self.peers.pull_batches(address, 0)
+
+    # --- peers -----------------------------------------------------------------------------
+
+    async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
+        raise Rejected("wrong_learner", "this network's learner is spsa: it exchanges scalars")
+
+    async def on_scalars(self, msg: Verified, batch: pb.ScalarBatch) -> None:
+        if self._driver is None:
+            raise Rejected("not_ready", "catching up")
+        await self._driver.on_scalars(msg, batch)
+
+    async def pull_scalars(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[Envelope]:
+        if self._driver is None:
+            return
+        async for env in self._driver.pull_scalars(msg, request):
+            yield env
+
+    async def pull(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[pb.TensorChunk]:
+        if self._driver is None:
+            return
+        async for chunk in self._driver.pull(msg, request):
+            yield chunk
+
+    # --- operator --------------------------------------------------------------------------
+
+    def fill_status(self, reply: admin_pb2.StatusReply) -> None:
+        if self._driver is not None:
+            self._driver.fill_status(reply)
+            return
+        reply.learner = "spsa"
+        # Until the log is restored, the stored round (not 0) is the truth.
+        reply.round = self._stored_round
+        reply.last_accuracy = self._last[1]
+        _fill_history(reply, self.evaluations)
+
+    def export(self) -> admin_pb2.ExportReply:
+        if self._driver is None:
+            raise LookupError("the spsa model is still loading")
+        return self._driver.export()
+
+
+class _SpsaDriver:
+    """The loaded SPSA learner: drives the :class:`~node.training.spsa.SpsaEngine`.
+
+    Built by :meth:`create` once the task and the node's own log are loaded; every field
+    is set from then on.
+    """
+
+    def __init__(
+        self,
+        ctx: NodeContext,
+        peers: _Peers,
+        guard: ReleaseGuard,
+        tasks: TaskSet,
+        model: _Model,
+        engine: SpsaEngine,
+        evaluations: list[tuple[int, float, float, float]],
+    ) -> None:
+        self.ctx = ctx
+        self.peers = peers
+        self.membership = peers.membership
+        self.bans = peers.bans
+        self.guard = guard
+        self.tasks = tasks
+        self.identity: Identity = ctx.identity
+        self.node_id = self.identity.node_id_hex
+        g = ctx.genesis
+        self.spec = g.learner
+        self.network_id = g.network_id
+        self.seq = peers.seq
+        self.task = model.task
+        self.model = model.model
+        self.data = model.data
+        self.layout = model.layout
+        self.learner = model.learner
+        self.init_vector = model.init_vector
+        self.engine = engine
+        self.evaluations = evaluations
+        self.last_accuracy = 0.0
+        self.last_loss = float("nan")
+        if evaluations:
+            _, self.last_accuracy, self.last_loss, _ = evaluations[-1]
+        self.model_hash = vector_hash(engine.ledger.vector(), model.layout)
+        self.catchup: dict[str, Any] = {}
+
+    @classmethod
+    async def create(
+        cls,
+        ctx: NodeContext,
+        peers: _Peers,
+        guard: ReleaseGuard,
+        tasks: TaskSet,
+        evaluations: list[tuple[int, float, float, float]],
+        shard: int,
+    ) -> _SpsaDriver:
+        """Build the task and learner and restore the node's log (both in the executor).
+
+        Raises
+        ------
+        TaskSetupError
+            The task cannot be built (user code, model folder, data file).
+        """
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        model = await loop.run_in_executor(None, _build_model, ctx, shard, guard)
+        engine = await loop.run_in_executor(None, _restore_engine, ctx, model, peers)
+        driver = cls(ctx, peers, guard, tasks, model, engine, evaluations)
+        log.info(
+            "spsa ready",
+            extra={
+                "fields": {
+                    "task": ctx.genesis.task.name,
+                    "params": model.layout.numel,
+                    "shard": shard,
+                    "start_round": engine.round,
+                    "logged_entries": len(engine.ledger),
+                    "setup_s": round(time.monotonic() - t0, 2),
+                }
+            },
+        )
+        return driver
+
+    # --- the engine's state ------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> RoundLedger:
+        """The engine's ledger."""
+        return self.engine.ledger
+
+    @property
+    def round(self) -> int:
+        """This node's open round."""
+        return self.engine.round
 
     # --- the round loop ----------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        # Loading data and model (executor) overlaps finding a peer and pulling the network's
-        # log: on a loaded machine each takes seconds, and the network keeps closing rounds
-        # meanwhile, so a late joiner that did them one after the other started far behind.
-        setup = asyncio.create_task(self._setup())
-        try:
-            prefetched = await self._prefetch()
-        except Exception:  # a failed pull only costs the head start; catch-up pulls again
-            log.warning("spsa log prefetch failed", exc_info=True)
-            prefetched = None
-        try:
-            await setup
-        except Exception as exc:  # the daemon keeps serving membership; the operator sees the log
-            from node.training.usercode import TaskSetupError
-
-            if isinstance(exc, TaskSetupError):
-                log.error("spsa learner could not start: %s", exc)
-            else:
-                log.exception("spsa learner could not start")
-            return
+    async def run(self, prefetched: tuple[str, list[CheckedBatch]] | None) -> None:
+        """Catch up with the network (``prefetched``: a first pull already made), then train."""
         await self._initial_catch_up(prefetched)
         if self.round == 0:
             # A network that is starting: do not train the first rounds alone.
-            await self._wait_for_peers()
+            await self.peers.wait_for_peers()
         engine = self._sync_view()
         # Batches pushed while we were catching up were refused (not_ready): fetch them.
         for action in engine.set_ready():
             if isinstance(action, RequestBatches):
                 await self._anti_entropy(action.since)
-        while not self._stopping:
+        while not self.tasks.stopping:
             engine = self._sync_view()
             actions = engine.tick(time.monotonic())
             for action in actions:
@@ -512,14 +678,19 @@ class SpsaRuntime:
                 await self._idle()
                 return
             if not actions and engine.phase is Phase.WAITING:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.25)
+                await self.tasks.nap(0.25)
+
+    async def _pull_batches(self, address: str, since: int) -> list[CheckedBatch]:
+        """Every batch of rounds >= ``since`` a peer holds and we do not; [] on failure."""
+        return await self.peers.pull_batches(address, since, self._have_keys(since))
+
+    def _sync_view(self) -> SpsaEngine:
+        self.engine.on_membership(self.peers.view())
+        return self.engine
 
     async def _act(self, action: Action) -> None:
         """Carry out one action of the engine's round clock."""
         engine = self.engine
-        assert engine is not None
         if isinstance(action, ComputeBatch):
             wire = await self._release_own(action.round)
             # Computing takes seconds on a loaded machine: push to the members alive now,
@@ -530,7 +701,7 @@ class SpsaRuntime:
         elif isinstance(action, SendBatch):
             self._send(action)
         elif isinstance(action, RequestBatches):
-            self._spawn(self._anti_entropy(action.since))
+            self.tasks.spawn(self._anti_entropy(action.since))
         elif isinstance(action, CloseRound):
             await self._close(action)
         elif isinstance(action, JoinRound):
@@ -550,29 +721,25 @@ class SpsaRuntime:
 
     def _send(self, action: SendBatch) -> None:
         if action.peers is None:
-            targets = self._sample(action.fanout, exclude=action.exclude)
+            targets = self.peers.sample(action.fanout, exclude=action.exclude)
         else:
             wanted = set(action.peers)
             targets = [
                 (m.node_id.hex(), m.address)
-                for m in self._members()
+                for m in self.peers.members()
                 if m.node_id.hex() in wanted and m.address
             ]
         for peer, address in targets:
-            self._spawn(self._push(peer, address, action.round, action.wire))
+            self.tasks.spawn(self._push(peer, address, action.round, action.wire))
 
     async def _store(self, batches: Sequence[CheckedBatch]) -> None:
-        """Write batches to SQL: their log rows and the signed wire batches (two transactions)."""
+        """Write batches to SQL: their log rows and the signed wire batches (one transaction)."""
         store = self.ctx.store
-        assert store is not None
         rows = [row for b in batches for row in _rows(b)]
-        signed = {_batch_key(b): base64.b64encode(b.wire).decode() for b in batches}
-
-        def work() -> None:
-            store.append_spsa(rows)
-            store.set_states(signed)
-
-        await asyncio.get_running_loop().run_in_executor(None, work)
+        signed = [SpsaBatchRecord(b.round, b.origin, b.wire) for b in batches]
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: store.append_spsa(rows, batches=signed)
+        )
 
     async def _ingest(self, checked: CheckedBatch, sender: str | None = None) -> list[Action]:
         """Store a batch the engine claimed, then apply it; returns the engine's follow-ups.
@@ -580,7 +747,6 @@ class SpsaRuntime:
         Raises :class:`~node.wire.service.Rejected` when its round became final meanwhile.
         """
         engine = self.engine
-        assert engine is not None
         try:
             await self._store([checked])
         except BaseException:
@@ -593,7 +759,7 @@ class SpsaRuntime:
                 raise Rejected(a.reason, a.detail)
         if engine.changes_model(checked):
             self._refresh_hash()
-        self._wake.set()
+        self.tasks.wake()
         return actions
 
     async def _release_own(self, r: int) -> bytes | None:
@@ -606,7 +772,6 @@ class SpsaRuntime:
         """
         loop = asyncio.get_running_loop()
         engine = self.engine
-        assert engine is not None
         guard = self.guard
         try:
             ticket = await loop.run_in_executor(
@@ -626,7 +791,7 @@ class SpsaRuntime:
             self._sync_participation()
             return None
         try:
-            checked = self._checked(wire)
+            checked = self.peers.checked(wire)
             refused = engine.claim(checked)
             if refused is not None and refused.reason != "duplicate":
                 raise Rejected(refused.reason, refused.detail)
@@ -644,9 +809,6 @@ class SpsaRuntime:
         self.membership.set_releasing(self.guard.releasing or not self.guard.private)
 
     def _compute(self, vector: torch.Tensor, r: int, ticket: Ticket) -> ScalarBatch:
-        from node.training.params import load_vector
-
-        assert self.learner is not None
         load_vector(self.model, vector)
         privatize = ticket.privatize_scalar if ticket.noised else None
         return self.learner.train_round(self.model, self.data, r, privatize=privatize)
@@ -682,7 +844,6 @@ class SpsaRuntime:
 
     def _checkpoint(self, base_round: int, vector: torch.Tensor, digest: str) -> None:
         store = self.ctx.store
-        assert store is not None
         mhash = vector_hash(vector, self.layout)
         store.save_checkpoint(
             base_round,
@@ -697,15 +858,15 @@ class SpsaRuntime:
         """After the last round: keep serving, and reconcile with peers now and then."""
         waits = [1.0, 2.0, 3.0, 5.0, 8.0]
         i = 0
-        while not self._stopping:
+        while not self.tasks.stopping:
             await asyncio.sleep(waits[min(i, len(waits) - 1)] if i < 12 else 15.0)
             i += 1
-            before = self.ledger.digest() if self.ledger else ""
+            before = self.ledger.digest()
             if i in FULL_SYNC_AT:
                 await self._full_sync()
             else:
-                await self._anti_entropy(self.ledger.base_round if self.ledger else 0)
-            if self.ledger is not None and self.ledger.digest() != before:
+                await self._anti_entropy(self.ledger.base_round)
+            if self.ledger.digest() != before:
                 self._refresh_hash()
                 await self._evaluate(self.round)
 
@@ -718,8 +879,8 @@ class SpsaRuntime:
         verified) and, if that reaches into final rounds, rebuilds from the genesis
         initialisation so the model stays a function of the entry set.
         """
-        peers = self._sample(1)
-        if not peers or self.ledger is None:
+        peers = self.peers.sample(1)
+        if not peers:
             return 0
         batches = await self._pull_batches(peers[0][1], 0)
         n = await self._ingest_pulled(batches)
@@ -728,13 +889,9 @@ class SpsaRuntime:
         return n
 
     def _refresh_hash(self) -> None:
-        assert self.ledger is not None
         self.model_hash = vector_hash(self.ledger.vector(), self.layout)
 
     async def _evaluate(self, round_idx: int) -> None:
-        from node.training.params import load_vector
-
-        assert self.ledger is not None
         vector = self.ledger.vector().clone()
 
         def work() -> Any:
@@ -763,16 +920,6 @@ class SpsaRuntime:
 
     # --- sending ---------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("spsa task failed", exc_info=task.exception())
-
     async def _push(self, peer: str, address: str, round_idx: int, body: bytes) -> None:
         d = self.ctx
         env = seal(
@@ -794,39 +941,20 @@ class SpsaRuntime:
 
     def _have_keys(self, since: int) -> list[bytes]:
         """Compact keys of the batches we hold for rounds >= ``since`` (see PullRequest.have)."""
-        if self.engine is None:
-            return []
         keys = self.engine.held_keys(since)[:MAX_HAVE_KEYS]
         return [have_key(r, origin) for r, origin in keys]
 
-    def _request(self, what: int, since_round: int = 0, have: Sequence[bytes] = ()) -> Envelope:
-        request = pb.PullRequest(
-            what=what,  # type: ignore[arg-type]
-            since_round=since_round,
-            have=list(have),
-        )
-        body = request.SerializeToString()
-        env = seal(self.identity, self.network_id, "request", body, seq=self.seq.next("request"))
-        self.ctx.metrics.bytes.labels(direction="out", kind="request").inc(env.ByteSize())
-        return env
-
     # --- receiving -------------------------------------------------------------------------
-
-    #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
-    update_numel: int | None = None
-
-    async def on_update(self, msg: Verified, header: pb.TensorHeader, payload: bytes) -> None:
-        raise Rejected("wrong_learner", "this network's learner is spsa: it exchanges scalars")
 
     async def on_scalars(self, msg: Verified, batch: pb.ScalarBatch) -> None:
         engine = self.engine
-        if engine is None or not engine.ready:
+        if not engine.ready:
             raise Rejected("not_ready", "catching up")
         wire_bytes = batch.SerializeToString(deterministic=True)
         rounds = {int(e.round) for e in batch.entries}
         if len(rounds) == 1 and batch.origin_id:
             _raise(engine.screen(next(iter(rounds)), batch.origin_id.hex(), wire_bytes))
-        checked = self._checked(batch)
+        checked = self.peers.checked(batch)
         engine = self._sync_view()
         sender = msg.sender_id.hex()
         _raise(engine.admit(checked, sender=sender, envelope_round=msg.round))
@@ -838,7 +966,7 @@ class SpsaRuntime:
 
     async def pull_scalars(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[Envelope]:
         engine = self.engine
-        if request.what != pb.PullRequest.SCALARS_SINCE or engine is None:
+        if request.what != pb.PullRequest.SCALARS_SINCE:
             return
         since = int(request.since_round)
         have = set(request.have[:MAX_HAVE_KEYS])
@@ -855,7 +983,7 @@ class SpsaRuntime:
             yield env
 
     async def pull(self, msg: Verified, request: pb.PullRequest) -> AsyncIterator[pb.TensorChunk]:
-        if request.what != pb.PullRequest.CHECKPOINT or self.layout is None:
+        if request.what != pb.PullRequest.CHECKPOINT:
             return
         async for chunk in serve_checkpoint(
             self.ctx.store,
@@ -868,35 +996,6 @@ class SpsaRuntime:
             yield chunk
 
     # --- catching up -----------------------------------------------------------------------
-
-    async def _pull_batches(self, address: str, since: int) -> list[CheckedBatch]:
-        """Every batch of rounds >= ``since`` a peer holds, each verified; [] on failure."""
-        stub = self.ctx.channels.stub(address)
-        got: list[CheckedBatch] = []
-        metric = self.ctx.metrics.bytes.labels(direction="in", kind="spsa")
-        try:
-            call = stub.PullScalars(
-                self._request(pb.PullRequest.SCALARS_SINCE, since, self._have_keys(since)),
-                timeout=60.0,
-            )
-            async for env in call:
-                metric.inc(env.ByteSize())
-                if len(got) >= MAX_PULL_BATCHES:
-                    break
-                try:
-                    verified = check_envelope(
-                        env, self.network_id, replay=None, kinds=frozenset({"spsa"})
-                    )
-                    wire = pb.ScalarBatch()
-                    wire.ParseFromString(verified.body)
-                    got.append(self._checked(wire))
-                except (EnvelopeError, Rejected, ValueError) as exc:
-                    reason = getattr(exc, "reason", "malformed")
-                    self.rejected[f"pulled_{reason}"] += 1
-                    self.ctx.metrics.messages_rejected.labels(reason=f"spsa_{reason}").inc()
-        except grpc.aio.AioRpcError as exc:
-            log.info("scalar pull failed", extra={"fields": {"code": exc.code().name}})
-        return got
 
     async def _agreed_checkpoint(self) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
         """A final checkpoint that ``f + 1`` standing members serve bit for bit, or None.
@@ -921,10 +1020,10 @@ class SpsaRuntime:
         while True:
             standing = [
                 (m.node_id.hex(), m.address)
-                for m in self._members()
+                for m in self.peers.members()
                 if m.node_id != self.identity.node_id and policy(m.node_id.hex())
             ]
-            if len(standing) >= need or time.monotonic() > deadline or self._stopping:
+            if len(standing) >= need or time.monotonic() > deadline or self.tasks.stopping:
                 break
             await asyncio.sleep(0.2)
         if len(standing) < need:
@@ -962,12 +1061,11 @@ class SpsaRuntime:
         self, address: str, expect_sender: str | None = None
     ) -> tuple[int, torch.Tensor, dict[str, str], bytes] | None:
         """A peer's latest final checkpoint, checked (hash, safetensors, shape, finite)."""
-        assert self.layout is not None
         got = await pull_checkpoint(
             self.ctx.channels,
             address,
             expect_sender=expect_sender,
-            request=self._request(pb.PullRequest.CHECKPOINT),
+            request=self.peers.request(pb.PullRequest.CHECKPOINT),
             network_id=self.network_id,
             layout=self.layout,
             max_bytes=self.ctx.settings.max_update_bytes,
@@ -990,14 +1088,13 @@ class SpsaRuntime:
         current round instead of one that peers have already closed.
         """
         engine = self.engine
-        assert engine is not None
         t0 = time.monotonic()
         start_base = engine.ledger.base_round
         if prefetched is not None:
             address, batches = prefetched
             batches = [b for b in batches if b.round >= start_base]
         else:
-            peers = self._sample(1)
+            peers = self.peers.sample(1)
             if not peers:
                 return
             _, address = peers[0]
@@ -1013,7 +1110,6 @@ class SpsaRuntime:
                 folded = engine.folded_digest_of(batches, ck_round)
                 if meta.get(_META_DIGEST) == folded and meta.get(_META_ROUND) == str(ck_round):
                     store = self.ctx.store
-                    assert store is not None
                     await asyncio.get_running_loop().run_in_executor(
                         None,
                         lambda: store.save_checkpoint_bytes(
@@ -1035,8 +1131,8 @@ class SpsaRuntime:
             engine.jump(newest)
         t_apply = time.monotonic()
         pulls, got = 1, len(fresh)
-        while fresh and pulls < CATCH_UP_PULLS and not self._stopping:
-            peers = self._sample(1)
+        while fresh and pulls < CATCH_UP_PULLS and not self.tasks.stopping:
+            peers = self.peers.sample(1)
             if not peers:
                 break
             since = max(engine.ledger.base_round, engine.round - 1)
@@ -1072,7 +1168,6 @@ class SpsaRuntime:
         lacks them and the whole log is replayed from the genesis initialisation.
         """
         engine = self.engine
-        assert engine is not None
         new = engine.fresh(batches, final_ok=True)
         if not new:
             return 0
@@ -1080,22 +1175,20 @@ class SpsaRuntime:
         await self._store(new)
         for action in engine.on_pulled_stored(new, folded_ok=folded_ok):
             await self._act(action)
-        self._wake.set()
+        self.tasks.wake()
         return len(new)
 
     def _wire_batches(self) -> list[CheckedBatch]:
         engine = self.engine
-        assert engine is not None
         out = []
         for key in engine.held_keys():
             raw = engine.held(key)
             if raw is not None:
-                out.append(self._checked(parse_batch(raw), verify=False))
+                out.append(self.peers.checked(parse_batch(raw), verify=False))
         return out
 
     def _replay_all(self) -> None:
         """Rebuild the model from the genesis initialisation and every stored batch."""
-        assert self.engine is not None and self.init_vector is not None
         self.engine.replay(self.init_vector, self._wire_batches())
         log.info(
             "replayed the SPSA log from genesis",
@@ -1104,8 +1197,8 @@ class SpsaRuntime:
 
     async def _anti_entropy(self, since: int) -> int:
         """Pull batches since ``since`` from one random peer and take the missing ones."""
-        peers = self._sample(1)
-        if not peers or self.engine is None:
+        peers = self.peers.sample(1)
+        if not peers:
             return 0
         since = max(since, self.engine.ledger.base_round)
         batches = await self._pull_batches(peers[0][1], since)
@@ -1118,21 +1211,13 @@ class SpsaRuntime:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = "spsa"
-        # Until the log is restored, the stored round (not 0) is the truth.
-        reply.round = self.round if self.ledger is not None else self._stored_round
+        reply.round = self.round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
-        reply.spsa_digest = self.ledger.digest() if self.ledger is not None else ""
-        for r, acc, loss, ts in self.evaluations:
-            reply.history.append(
-                admin_pb2.Evaluation(
-                    round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
-                )
-            )
+        reply.spsa_digest = self.ledger.digest()
+        _fill_history(reply, self.evaluations)
 
     def export(self) -> admin_pb2.ExportReply:
-        if self.ledger is None:
-            raise LookupError("the spsa model is still loading")
         tensors = self.layout.split(self.ledger.vector())
         return admin_pb2.ExportReply(
             model_safetensors=encode_state(tensors), round=self.round, model_hash=self.model_hash
@@ -1143,3 +1228,14 @@ def _raise(refused: RefuseBatch | None) -> None:
     """Turn the engine's refusal into the service's :class:`~node.wire.service.Rejected`."""
     if refused is not None:
         raise Rejected(refused.reason, refused.detail)
+
+
+def _fill_history(
+    reply: admin_pb2.StatusReply, evaluations: list[tuple[int, float, float, float]]
+) -> None:
+    for r, acc, loss, ts in evaluations:
+        reply.history.append(
+            admin_pb2.Evaluation(
+                round=r, accuracy=acc, loss=loss if math.isfinite(loss) else 0.0, unix_time=ts
+            )
+        )

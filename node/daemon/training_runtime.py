@@ -10,7 +10,6 @@ split, and checkpoints every round so a restarted node resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import threading
@@ -21,6 +20,7 @@ import grpc
 import torch
 
 from aggregation import ATTACKS
+from aggregation.sybil import SimilarityHistory
 from fednode_proto.v1 import admin_pb2
 from fednode_proto.v1.training_pb2 import PullRequest, ScalarBatch, TensorHeader
 from node.base.logs import log
@@ -40,6 +40,8 @@ from node.daemon.history_gossip import HistoryExchange
 from node.daemon.participation import NO_REPLY, is_no_reply
 from node.daemon.peer_wait import wait_for_peers
 from node.daemon.privacy_guard import RecordMechanism, ReleaseGuard, ReleaseRefused, tensor_digest
+from node.daemon.tasks import TaskSet
+from node.storage import Store
 from node.training import engine as eng
 from node.training import policy
 from node.training.attack_spec import parse_attack
@@ -49,7 +51,7 @@ from node.training.params import (
     encode_state,
     vector_hash,
 )
-from node.training.trainer import make_trainer
+from node.training.trainer import Trainer, make_trainer
 from node.training.usercode import TaskSetupError
 from node.wire.envelope import SeqCounter, Verified, seal
 from node.wire.exchange import UpdateError, chunks_for, decode_update, encode_update
@@ -98,6 +100,11 @@ class TrainingRuntime:
         bans: BanList,
         guard: ReleaseGuard,
         shard: int,
+        *,
+        trainer: Trainer,
+        engine: eng.RoundEngine,
+        released_round: int,
+        evaluations: list[tuple[int, float, float, float]],
         attack: str | None = None,
         collusion: Any = None,
     ) -> None:
@@ -113,35 +120,59 @@ class TrainingRuntime:
         self.identity = ctx.identity
         self.node_id = self.identity.node_id_hex
         self.seq = SeqCounter()
-        self.engine: eng.RoundEngine | None = None
-        self.trainer: Any = None
+        self.engine = engine
+        self.trainer = trainer
         self.last_accuracy = 0.0
         self.last_loss = float("nan")
-        self.model_hash = ""
-        self.evaluations: list[tuple[int, float, float, float]] = []
-        self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[Any]] = set()
-        self._stopping = False
-        self._task: asyncio.Task[Any] | None = None
+        # The accuracy curve survives restarts.
+        self.evaluations = evaluations
+        if evaluations:
+            _, self.last_accuracy, self.last_loss, _ = evaluations[-1]
+        self.model_hash = vector_hash(trainer.vector(), trainer.layout)
+        # User code (a Flower client, a task factory) fails with one line, no traceback.
+        self.tasks = TaskSet("training", brief=(TaskSetupError,))
+        # The base of the round being trained (None before the first round trained).
         self._base: torch.Tensor | None = None
         self._recent: list[torch.Tensor] = []
         # The last model that is post-processing of released values (our last release or
         # merge): what a peer's vector is compared with, never the model mid-training.
-        self._public: torch.Tensor | None = None
+        self._public: torch.Tensor = trainer.vector()
         self._silent: set[int] = set()  # rounds in which this node released nothing
-        self._released_round = -1  # see STATE_RELEASED
+        self._released_round = released_round  # see STATE_RELEASED
         self._byz_sent: tuple[int, torch.Tensor] | None = None
         self._byz_lock = asyncio.Lock()
         # Testnet attackers only: node.testnet.collusion.ColludingAttacker, handed over by
         # the CLI (the daemon never imports the testnet); join/observe/vector.
         self.collusion: Any = collusion if attack else None
-        self.history: Any = None  # aggregation.sybil.SimilarityHistory when enabled
-        self.history_exchange: HistoryExchange | None = None  # likewise
         self.guard = guard
-        # Catch-up of a node many rounds behind (node/daemon/catchup.py).
-        self.lag: LagEvidence | None = None
-        self.vouchers: VoucherPolicy | None = None
-        self.catchup_f = 0
+        g = ctx.genesis
+        # Sybil weighting (genesis [aggregation] sybil_weighting): the per-sender histories
+        # and their exchange with peers; None when the network does not weigh Sybils.
+        self.history: SimilarityHistory | None = None
+        self.history_exchange: HistoryExchange | None = None
+        if g.aggregation.sybil_weighting:
+            self.history = policy.similarity_history(
+                trainer.layout.numel, seed=g.network.seed, self_id=self.node_id
+            )
+            # The daemon puts it behind the service's PushHistory once create() returned.
+            self.history_exchange = HistoryExchange(
+                ctx, membership, self.history, lambda: self.engine.round
+            )
+        # Catch-up of a node many rounds behind (node/daemon/catchup.py). Keys are free:
+        # only members with standing vouch, 2f of them (f lying), and they must outnumber
+        # the standing members we hear inside our window.
+        self.catchup_f, quorum = catchup_quorum(g.catchup.byzantine, g.task.num_nodes)
+        self.lag = LagEvidence(
+            engine.spec.max_future,
+            quorum=quorum,
+            max_rounds=engine.spec.max_rounds,
+            window_s=max(30.0, 6 * engine.spec.round_timeout),
+        )
+        self.vouchers = VoucherPolicy(
+            membership,
+            min_standing_s=g.catchup.min_standing_s,
+            excluded=bans.is_banned,
+        )
         self.catchups = 0
         self._catching_up = False
         self._catchup_task: asyncio.Task[Any] | None = None
@@ -166,119 +197,77 @@ class TrainingRuntime:
         TaskSetupError
             The task cannot be built (user code, model folder, data file).
         """
-        runtime = cls(ctx, membership, bans, guard, shard, attack, collusion)
-        await runtime.start()
-        return runtime
-
-    # --- lifecycle -----------------------------------------------------------------------
-
-    async def start(self) -> None:
-        d = self.ctx
+        d = ctx
         # Many nodes share few cores in a testnet: torch's default of one thread per core
         # would oversubscribe them.
         torch.set_num_threads(d.settings.torch_threads)
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        self.trainer = await loop.run_in_executor(
+        node_id = ctx.identity.node_id_hex
+        trainer = await loop.run_in_executor(
             None,
             lambda: make_trainer(
                 d.genesis.task,
                 d.genesis.learner,
                 seed=d.genesis.network.seed,
-                node_index=self.shard,
-                node_id=self.node_id,
+                node_index=shard,
+                node_id=node_id,
             ),
         )
-        self._record_mechanism()
+        _record_mechanism(trainer, guard)
         start_round = int(d.store.get_state(STATE_ROUND, 0) or 0)
         released = d.store.get_state(STATE_RELEASED, None)
-        self._released_round = -1 if released is None else int(released)
         if start_round > 0:
-            restored = await loop.run_in_executor(None, self._restore)
+            restored = await loop.run_in_executor(None, _restore, d.store, trainer)
             if not restored:
                 start_round = 0
-        self._restore_history(await loop.run_in_executor(None, load_history, d.store))
-        agg = d.genesis.aggregation
+        history = await loop.run_in_executor(None, load_history, d.store)
         # The genesis [aggregation] table is the one source of the rule and its parameters.
         rounds = d.genesis.round_spec()
-        self.engine = eng.RoundEngine(
-            self.node_id,
+        engine = eng.RoundEngine(
+            node_id,
             rounds,
             start_round=start_round,
-            numel=self.trainer.layout.numel,
-            layer_sizes=self.trainer.layout.sizes,
+            numel=trainer.layout.numel,
+            layer_sizes=trainer.layout.sizes,
         )
-        self.model_hash = vector_hash(self.trainer.vector(), self.trainer.layout)
-        self._public = self.trainer.vector()
-        self._setup_catchup()
-        if agg.sybil_weighting:
-            self.history = policy.similarity_history(
-                self.trainer.layout.numel, seed=d.genesis.network.seed, self_id=self.node_id
-            )
-            self._setup_history_gossip()
+        runtime = cls(
+            ctx,
+            membership,
+            bans,
+            guard,
+            shard,
+            trainer=trainer,
+            engine=engine,
+            released_round=-1 if released is None else int(released),
+            evaluations=history,
+            attack=attack,
+            collusion=collusion,
+        )
         log.info(
             "training ready",
             extra={
                 "fields": {
                     "task": d.genesis.task.name,
                     "learner": d.genesis.learner.kind,
-                    "params": self.trainer.layout.numel,
-                    "shard": self.shard,
-                    "examples": self.trainer.num_examples,
+                    "params": trainer.layout.numel,
+                    "shard": shard,
+                    "examples": trainer.num_examples,
                     "start_round": start_round,
                     "max_rounds": rounds.max_rounds or "none (until fednode stop)",
                     "setup_s": round(time.monotonic() - t0, 2),
                 }
             },
         )
-        if self.collusion is not None:
-            self.collusion.join(self.node_id)
-        self._task = asyncio.create_task(self._run(), name="training")
+        if runtime.collusion is not None:
+            runtime.collusion.join(node_id)
+        runtime.tasks.start(runtime._run(), "training")
+        return runtime
 
-    def _record_mechanism(self) -> None:
-        """Tell the guard what record-level DP the learner runs per round (DP-SGD)."""
-        learner = getattr(self.trainer, "learner", None)
-        dp_round = getattr(learner, "dp_round", None)
-        got = dp_round(self.trainer.num_examples) if dp_round is not None else None
-        if got is None or got[0] <= 0:
-            return
-        self.guard.set_record_mechanism(RecordMechanism("dp_sgd", *got))
-        # The learner's own accountant continues from the durable ledger after a restart.
-        learner.resume_accounting(  # type: ignore[union-attr]
-            [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.guard.record.rows]
-        )
-
-    def _restore_history(self, history: list[tuple[int, float, float, float]]) -> None:
-        """Take the stored evaluations (the accuracy curve survives restarts)."""
-        self.evaluations = history
-        if history:
-            _, self.last_accuracy, self.last_loss, _ = history[-1]
-
-    def _restore(self) -> bool:
-        store = self.ctx.store
-        assert store is not None
-        ckpt = store.latest_checkpoint()
-        if ckpt is None:
-            return False
-        try:
-            vector = decode_checkpoint(store.checkpoint_bytes(ckpt), self.trainer.layout)
-            self.trainer.set_vector(vector)
-        except Exception as exc:  # a corrupt or foreign checkpoint: start over, don't crash
-            log.warning(
-                "checkpoint unusable, starting from round 0", extra={"fields": {"error": str(exc)}}
-            )
-            return False
-        return True
+    # --- lifecycle -----------------------------------------------------------------------
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        for task in list(self._inflight):
-            task.cancel()
+        await self.tasks.stop()
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -291,21 +280,18 @@ class TrainingRuntime:
         spec = self.ctx.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))
         if await wait_for_peers(
-            lambda: len(self._sample(want)), want, spec, lambda: self._stopping
+            lambda: len(self._sample(want)), want, spec, lambda: self.tasks.stopping
         ):
             return
         log.info("starting training with fewer peers than wanted", extra={"fields": {"want": want}})
 
     async def _run(self) -> None:
-        assert self.engine is not None
         await self._wait_for_peers()
         await self._execute(self.engine.tick(time.monotonic()))
-        while not self._stopping:
+        while not self.tasks.stopping:
             deadline = self.engine.next_deadline()
             timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self.tasks.nap(timeout)
             await self._drop_departed()
             await self._execute(self.engine.tick(time.monotonic()))
 
@@ -313,7 +299,7 @@ class TrainingRuntime:
         """Stop waiting for sampled peers that died, left or no longer release updates."""
         membership = self.membership
         engine = self.engine
-        if engine is None or self._catching_up:
+        if self._catching_up:
             return
         for peer in engine.awaited_peers():
             if not membership.takes_part(bytes.fromhex(peer)):
@@ -321,7 +307,7 @@ class TrainingRuntime:
 
     async def _peer_unavailable(self, peer: str, round_idx: int, why: str) -> None:
         engine = self.engine
-        if engine is None or peer not in engine.awaited_peers():
+        if peer not in engine.awaited_peers():
             return
         log.info(
             "not waiting for a peer this round",
@@ -346,40 +332,26 @@ class TrainingRuntime:
             if isinstance(action, eng.SamplePeers):
                 peers = self._sample(action.k)
                 await self._execute(
-                    self.engine.on_sampled_peers(action.round, peers, time.monotonic())  # type: ignore[union-attr]
+                    self.engine.on_sampled_peers(action.round, peers, time.monotonic())
                 )
             elif isinstance(action, eng.TrainLocal):
-                self._spawn(self._train(action.round))
+                self.tasks.spawn(self._train(action.round))
             elif isinstance(action, eng.SendUpdate):
                 for peer in action.peers:
-                    self._spawn(self._send(peer, action.round, action.payload))
+                    self.tasks.spawn(self._send(peer, action.round, action.payload))
             elif isinstance(action, eng.Aggregate):
-                self._spawn(self._aggregate(action))
+                self.tasks.spawn(self._aggregate(action))
             elif isinstance(action, eng.Evaluate):
-                self._spawn(self._evaluate(action.round))
+                self.tasks.spawn(self._evaluate(action.round))
             elif isinstance(action, eng.RejectUpdate):
                 self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._inflight.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            if isinstance(exc, TaskSetupError):
-                log.error("training task failed: %s", exc)
-            else:
-                log.error("training task failed", exc_info=exc)
 
     def _sample(self, k: int) -> list[str]:
         if k == 0:
             return []
         if self.history is not None:
-            return self._sample_unflagged(k)
+            return self._sample_unflagged(k, self.history)
         return [m.node_id.hex() for m in self.membership.sample(k)]
 
     def _address(self, node_id_hex: str) -> str | None:
@@ -399,7 +371,6 @@ class TrainingRuntime:
         loop = asyncio.get_running_loop()
         base = self.trainer.vector()
         self._base = base
-        assert self.engine is not None
         ticket = None
         if round_idx > self._released_round:
             # A round already released (before a restart, or before the engine restarted
@@ -487,7 +458,6 @@ class TrainingRuntime:
         if round_idx in self._silent:
             return  # nothing was released for this round
         d = self.ctx
-        assert self.identity is not None
         outgoing = await self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
             outgoing,
@@ -584,13 +554,12 @@ class TrainingRuntime:
         if self.history is not None and action.received:
             action = await loop.run_in_executor(None, self._sybil_filter, action)
         if self.history_exchange is not None:
-            self._spawn(self.history_exchange.after_round(action.round))
+            self.tasks.spawn(self.history_exchange.after_round(action.round))
         merged = await loop.run_in_executor(None, self._merge, action)
         self.ctx.metrics.aggregation_seconds.observe(time.perf_counter() - t0)
         self.trainer.set_vector(merged)
         self._public = merged
         self.model_hash = vector_hash(merged, self.trainer.layout)
-        assert self.engine is not None
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
         await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
         self.ctx.metrics.round.set(self.engine.round)
@@ -612,7 +581,7 @@ class TrainingRuntime:
             extra={
                 "fields": {
                     "round": action.round + 1,
-                    "max_rounds": self.engine.spec.max_rounds if self.engine else None,
+                    "max_rounds": self.engine.spec.max_rounds,
                     "merged_peers": len(action.received),
                 }
             },
@@ -620,20 +589,11 @@ class TrainingRuntime:
 
     # --- Sybil histories on the wire (node/daemon/history_gossip.py) -----------------------------
 
-    def _setup_history_gossip(self) -> None:
-        # The daemon puts it behind the service's PushHistory once start() returned.
-        self.history_exchange = HistoryExchange(
-            self.ctx,
-            self.membership,
-            self.history,
-            lambda: self.engine.round if self.engine else 0,
-        )
-
-    def _sample_unflagged(self, k: int) -> list[str]:
+    def _sample_unflagged(self, k: int, history: SimilarityHistory) -> list[str]:
         """Sample ``k`` members our Sybil weights do not flag (:func:`policy.unflagged`)."""
         picked = [m.node_id.hex() for m in self.membership.sample(2 * k + 4)]
         threshold = self.ctx.genesis.aggregation.sybil_threshold
-        return policy.unflagged(picked, self.history, threshold=threshold)[:k]
+        return policy.unflagged(picked, history, threshold=threshold)[:k]
 
     def _merge(self, action: eng.Aggregate) -> torch.Tensor:
         """Merge the round (:func:`policy.merge`: f lowered to the rows, own if not finite)."""
@@ -655,8 +615,11 @@ class TrainingRuntime:
 
     def _sybil_filter(self, action: eng.Aggregate) -> eng.Aggregate:
         """Drop suspiciously similar senders from the round (:func:`policy.sybil_filter`)."""
+        history = self.history
+        if history is None:  # the network does not weigh Sybils
+            return action
         verdict = policy.sybil_filter(
-            self.history,
+            history,
             [r.sender for r in action.received],
             [r.vector for r in action.received],
             base=action.base if action.base is not None else action.own,
@@ -675,7 +638,6 @@ class TrainingRuntime:
 
     def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
         store = self.ctx.store
-        assert store is not None
         store.save_checkpoint(
             next_round,
             checkpoint_tensors(vector, self.trainer.layout),
@@ -697,12 +659,10 @@ class TrainingRuntime:
         m = self.ctx.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
-        assert self.engine is not None
         self.engine.on_evaluated(
             round_idx, {"accuracy": self.last_accuracy, "loss": self.last_loss}
         )
         store = self.ctx.store
-        assert store is not None
         await loop.run_in_executor(
             None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
         )
@@ -719,28 +679,8 @@ class TrainingRuntime:
 
     # --- catch-up (a node many rounds behind) -----------------------------------------------
 
-    def _setup_catchup(self) -> None:
-        spec = self.ctx.genesis
-        # Keys are free: only members with standing vouch, 2f of them (f lying), and they
-        # must outnumber the standing members we hear inside our window (node/daemon/catchup.py).
-        self.catchup_f, quorum = catchup_quorum(spec.catchup.byzantine, spec.task.num_nodes)
-        assert self.engine is not None
-        self.lag = LagEvidence(
-            self.engine.spec.max_future,
-            quorum=quorum,
-            max_rounds=self.engine.spec.max_rounds,
-            window_s=max(30.0, 6 * self.engine.spec.round_timeout),
-        )
-        self.vouchers = VoucherPolicy(
-            self.membership,
-            min_standing_s=spec.catchup.min_standing_s,
-            excluded=self.bans.is_banned,
-        )
-
     def _observe_round(self, sender: str, round_idx: int) -> bool:
         """Record a verified update's round as lag evidence; False if its sender may not vouch."""
-        if self.lag is None or self.vouchers is None:
-            return False
         refusal = self.vouchers.refusal(sender)
         if refusal == "catchup_no_standing":
             # A member too new to vouch yet: keep its claim (members only, so bounded by the
@@ -762,7 +702,7 @@ class TrainingRuntime:
         Only a standing member's proof counts, and only together with the others: see
         :meth:`node.daemon.catchup.LagEvidence.target`.
         """
-        if action.reason != "future" or self.lag is None or self.engine is None:
+        if action.reason != "future":
             return
         if not self._observe_round(action.sender, action.round):
             self.ctx.metrics.messages_rejected.labels(reason="catchup_voucher").inc()
@@ -771,22 +711,18 @@ class TrainingRuntime:
 
     def _maybe_catch_up(self) -> None:
         """Start a catch-up if the standing members' claims prove this node is behind."""
-        if self.lag is None or self.engine is None:
-            return
         now = time.monotonic()
-        if self._catching_up or self._stopping or now < self._catchup_not_before:
+        if self._catching_up or self.tasks.stopping or now < self._catchup_not_before:
             return
         if self._catchup_task is not None and not self._catchup_task.done():
             return
         target = self.lag.target(self.engine.round, now, self.vouchers)
         if target is None:
             return
-        self._catchup_task = asyncio.create_task(self._catch_up(target), name="catch-up")
-        self._catchup_task.add_done_callback(self._done)
+        self._catchup_task = self.tasks.spawn(self._catch_up(target), name="catch-up")
 
     def _pull_request(self) -> Any:
         body = PullRequest(what=PullRequest.CHECKPOINT).SerializeToString()
-        assert self.identity is not None
         env = seal(
             self.identity,
             self.ctx.genesis.network_id,
@@ -808,7 +744,6 @@ class TrainingRuntime:
         In-flight training/aggregation of the old engine finishes first, so it cannot
         overwrite the adopted model or checkpoint.
         """
-        assert self.engine is not None and self.lag is not None
         d = self.ctx
         spec = self.engine.spec
         t0 = time.monotonic()
@@ -855,7 +790,7 @@ class TrainingRuntime:
                 extra={"fields": {"peer": peer[:12], "reason": reason[:160]}},
             )
             d.metrics.messages_rejected.labels(reason="catchup_checkpoint").inc()
-        if not good or self._stopping:
+        if not good or self.tasks.stopping:
             return
         # Exactly quorum = 2f checkpoints with our own model: 2f + 1 rows, at most f forged
         # while at most f vouchers lie (closest claims first: liars tend to inflate theirs).
@@ -865,7 +800,7 @@ class TrainingRuntime:
         if spec.max_rounds is not None:
             start = min(start, spec.max_rounds - 1)
         agg = d.genesis.aggregation
-        own = self._public if self._public is not None else self.trainer.vector()
+        own = self._public
         adopted = adopt_checkpoints(
             own,
             good,
@@ -907,7 +842,6 @@ class TrainingRuntime:
                 "seconds": round(time.monotonic() - t0, 2),
             }
             store = d.store
-            assert store is not None
             await loop.run_in_executor(None, lambda: store.log_event("catchup", detail))
             # No await from here to the end of the finally: a tick of the new engine while
             # _catching_up is still set would have its first actions dropped.
@@ -925,12 +859,11 @@ class TrainingRuntime:
                 # own round (its model is whatever its last aggregation left).
                 self.engine = self._fresh_engine(self.engine.round)
             self._catching_up = False
-            self._wake.set()
+            self.tasks.wake()
 
     def _fresh_engine(self, start_round: int) -> eng.RoundEngine:
         """A new engine like the current one (same spec and layout) at ``start_round``."""
         old = self.engine
-        assert old is not None
         return eng.RoundEngine(
             self.node_id,
             old.spec,
@@ -949,7 +882,7 @@ class TrainingRuntime:
         while True:
             busy = [
                 t
-                for t in self._inflight
+                for t in self.tasks.inflight
                 if getattr(t.get_coro(), "__name__", "") in names and not t.done()
             ]
             if not busy:
@@ -973,15 +906,13 @@ class TrainingRuntime:
         its receipt says so (:data:`~node.daemon.participation.NO_REPLY`), so the pusher does not
         wait for it until its new member record has spread.
         """
-        if self.engine is None:
-            raise Rejected("not_ready", "training is still starting")
         try:
             vector = decode_update(header, payload, self.trainer.layout.numel)
         except UpdateError as exc:
             raise Rejected(exc.reason, str(exc)) from None
         if header.round != msg.round:
             raise Rejected("bad_round", "header round differs from the signed envelope round")
-        ours = self._public if self._public is not None else self.trainer.vector()
+        ours = self._public
         refusal = policy.admit_update(
             vector,
             ours,
@@ -1010,7 +941,7 @@ class TrainingRuntime:
             # Counted once, by the service, under this reason.
             reason = {"shape": "bad_shape"}.get(rejected[0].reason, rejected[0].reason)
             raise Rejected(reason, f"update of round {header.round} refused")
-        self._wake.set()
+        self.tasks.wake()
         if not (self.guard.releasing or not self.guard.private):
             return f"{NO_REPLY}: this node releases no more updates ({self.guard.reason})"
         return None
@@ -1038,7 +969,7 @@ class TrainingRuntime:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = self.ctx.genesis.learner.kind
-        reply.round = self.engine.round if self.engine is not None else 0
+        reply.round = self.engine.round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
         for r, acc, loss, ts in self.evaluations:
@@ -1052,6 +983,36 @@ class TrainingRuntime:
         tensors = self.trainer.layout.split(self.trainer.vector())
         return admin_pb2.ExportReply(
             model_safetensors=encode_state(tensors),
-            round=self.engine.round if self.engine is not None else 0,
+            round=self.engine.round,
             model_hash=self.model_hash,
         )
+
+
+def _record_mechanism(trainer: Trainer, guard: ReleaseGuard) -> None:
+    """Tell the guard what record-level DP the learner runs per round (DP-SGD)."""
+    learner = getattr(trainer, "learner", None)
+    dp_round = getattr(learner, "dp_round", None)
+    got = dp_round(trainer.num_examples) if dp_round is not None else None
+    if got is None or got[0] <= 0:
+        return
+    guard.set_record_mechanism(RecordMechanism("dp_sgd", *got))
+    # The learner's own accountant continues from the durable ledger after a restart.
+    learner.resume_accounting(  # type: ignore[union-attr]
+        [(r.noise_multiplier, r.sample_rate, r.steps) for r in guard.record.rows]
+    )
+
+
+def _restore(store: Store, trainer: Trainer) -> bool:
+    """Load the latest checkpoint into ``trainer``; False if there is none or it is unusable."""
+    ckpt = store.latest_checkpoint()
+    if ckpt is None:
+        return False
+    try:
+        vector = decode_checkpoint(store.checkpoint_bytes(ckpt), trainer.layout)
+        trainer.set_vector(vector)
+    except Exception as exc:  # a corrupt or foreign checkpoint: start over, don't crash
+        log.warning(
+            "checkpoint unusable, starting from round 0", extra={"fields": {"error": str(exc)}}
+        )
+        return False
+    return True

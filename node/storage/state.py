@@ -1,7 +1,10 @@
 """Small key/value node state (current round, model hash, ...).
 
-Keys under ``spsa.batch.`` are signed SPSA batches: they live in the ``spsa_batches``
-table and are read and written there (see ``node.storage.spsa_batches``).
+Signed SPSA batches are not node state: they have their own table, written with
+``append_spsa(..., batches=...)`` and read with ``spsa_batches()``
+(:mod:`node.storage.spsa`). Keys under ``spsa.batch.``, where they were kept before
+revision ``0003_spsa_batches``, are refused so that no caller stores one where no reader
+looks.
 """
 
 from __future__ import annotations
@@ -13,22 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from node.storage.core import RESERVED_STATE_PREFIX, StoreCore
-from node.storage.models import NodeStateRow, SpsaBatchRow
-from node.storage.records import SpsaBatchRecord
-from node.storage.spsa_batches import (
-    SPSA_BATCH_KEY_PREFIX,
-    batch_from_state,
-    batch_state_key,
-    batch_state_value,
-    insert_batches,
-    validate_batch,
-)
+from node.storage.models import NodeStateRow
+from node.storage.spsa_batches import SPSA_BATCH_KEY_PREFIX
 
 __all__ = ["NodeStateStore"]
 
 
 class NodeStateStore(StoreCore):
-    """JSON values by key; ``storage.*`` keys are reserved."""
+    """JSON values by key; ``storage.*`` and ``spsa.batch.*`` keys are reserved."""
 
     @staticmethod
     def _check_state_key(key: str) -> None:
@@ -36,17 +31,15 @@ class NodeStateStore(StoreCore):
             raise ValueError(f"state key must be 1..128 characters, got {key!r}")
         if key.startswith(RESERVED_STATE_PREFIX):
             raise ValueError(f"state keys starting with {RESERVED_STATE_PREFIX!r} are reserved")
+        if key.startswith(SPSA_BATCH_KEY_PREFIX):
+            raise ValueError(
+                f"state keys starting with {SPSA_BATCH_KEY_PREFIX!r} are reserved: signed SPSA "
+                "batches are stored with append_spsa(batches=...)"
+            )
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """Value stored under ``key`` (JSON-decoded), or ``default``."""
         with self._read() as s:
-            if key.startswith(SPSA_BATCH_KEY_PREFIX):
-                try:
-                    wanted = batch_from_state(key, "")
-                except ValueError:
-                    return default
-                batch = s.get(SpsaBatchRow, (wanted.round, wanted.origin))
-                return default if batch is None else batch_state_value(batch.wire)
             row = s.get(NodeStateRow, key)
             return default if row is None else row.value
 
@@ -57,37 +50,21 @@ class NodeStateStore(StoreCore):
     def set_states(self, values: Mapping[str, Any]) -> None:
         """Store several keys in one transaction.
 
-        A key ``spsa.batch.<round:09d>.<origin>`` with base64 text stores that signed
-        batch in ``spsa_batches``; as there, the first batch stored for a (round, origin)
-        stays.
-
         Raises
         ------
         ValueError
-            On a reserved or malformed key, or a malformed batch; nothing is stored.
+            On a reserved or malformed key; nothing is stored.
         """
-        plain: dict[str, Any] = {}
-        batches: list[SpsaBatchRecord] = []
-        for key, value in values.items():
+        for key in values:
             self._check_state_key(key)
-            if key.startswith(SPSA_BATCH_KEY_PREFIX):
-                batch = batch_from_state(key, value)
-                validate_batch(batch)
-                batches.append(batch)
-            else:
-                plain[key] = value
 
         def work(s: Session) -> None:
-            for key, value in plain.items():
+            for key, value in values.items():
                 self._put_state(s, key, value)
-            insert_batches(s, batches)
 
         self._write(work)
 
     def all_state(self) -> dict[str, Any]:
-        """Every key/value pair (reserved ``storage.*`` keys and stored batches included)."""
+        """Every key/value pair (reserved ``storage.*`` keys included)."""
         with self._read() as s:
-            values = {r.key: r.value for r in s.scalars(select(NodeStateRow))}
-            for b in s.scalars(select(SpsaBatchRow)):
-                values[batch_state_key(b.round, b.origin)] = batch_state_value(b.wire)
-            return values
+            return {r.key: r.value for r in s.scalars(select(NodeStateRow))}

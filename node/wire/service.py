@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from fednode_proto.v1 import node_pb2_grpc
@@ -59,6 +59,7 @@ __all__ = [
     "TrainingHandler",
     "Undecodable",
     "add_node_service",
+    "compression_of",
 ]
 
 
@@ -116,6 +117,9 @@ class Rejected(
 ):
     """A handler refuses a message; ``reason`` is a stable code."""
 
+
+#: The protobuf message a push carries (:meth:`NodeService._dispatch`).
+_Body = TypeVar("_Body", bound=Message)
 
 FAULT_REASONS = Rejected.FAULTS | fault_reasons(GossipRejected, prefix="gossip_")
 """Reason codes charged to the authenticated sender (``on_fault``), derived from the error
@@ -203,13 +207,45 @@ class Undecodable:
     """Stands for a request whose bytes are not the message the RPC expects.
 
     gRPC's default deserializer raises, which the library answers with UNKNOWN and no
-    reason; the service answers this placeholder with INVALID_ARGUMENT ``undecodable``.
+    reason; the service answers this placeholder with INVALID_ARGUMENT ``undecodable``, or
+    UNIMPLEMENTED ``compressed`` when ``compression`` names the algorithm the bytes are
+    compressed with (see :func:`compression_of`).
     """
 
-    __slots__ = ("size",)
+    __slots__ = ("compression", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, compression: str | None = None) -> None:
         self.size = size
+        self.compression = compression
+
+
+def compression_of(data: bytes) -> str | None:
+    """The gRPC message compression ``data`` is framed in, if it looks compressed.
+
+    The server is run with ``grpc.per_message_decompression`` off (node/daemon/core.py), so a
+    peer's compressed message reaches the service as it was sent, never inflated. gRPC's
+    ``gzip`` is RFC 1952 (magic ``1f 8b``: a first byte no protobuf message can start with,
+    wire type 7) and its ``deflate`` is RFC 1950 zlib (method 8, window at most 32 KiB,
+    header checksum divisible by 31). Only called on bytes that did not parse as the
+    expected message, so a valid message is never mistaken for a compressed one.
+
+    Parameters
+    ----------
+    data : bytes
+        Request bytes that are not the RPC's protobuf message.
+
+    Returns
+    -------
+    str or None
+        ``"gzip"``, ``"deflate"``, or None for bytes that are just not the message.
+    """
+    if len(data) < 2:
+        return None
+    if data[0] == 0x1F and data[1] == 0x8B:
+        return "gzip"
+    if data[0] & 0x0F == 8 and data[0] >> 4 <= 7 and ((data[0] << 8) | data[1]) % 31 == 0:
+        return "deflate"
+    return None
 
 
 def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
@@ -217,7 +253,7 @@ def _tolerant(parse: Callable[[bytes], object]) -> Callable[[bytes], object]:
         try:
             return parse(data)
         except DecodeError:
-            return Undecodable(len(data))
+            return Undecodable(len(data), compression_of(data))
 
     return deserialize
 
@@ -348,6 +384,22 @@ class NodeService(node_pb2_grpc.NodeServicer):
         )
         await context.abort(code, f"{reason}: {message}")
 
+    async def _refuse_undecodable(
+        self, context: grpc.aio.ServicerContext, request: object, message: str
+    ) -> NoReturn:
+        # Not charged to anyone: undecodable bytes carry no verified sender.
+        compression = request.compression if isinstance(request, Undecodable) else None
+        if compression is not None:
+            await self._refuse(
+                context,
+                grpc.StatusCode.UNIMPLEMENTED,
+                "compressed",
+                f"message compression ({compression}) is not accepted; send uncompressed",
+            )
+        else:
+            await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "undecodable", message)
+        raise AssertionError("unreachable")
+
     def _warn_foreign_network(self, env: Envelope, context: grpc.aio.ServicerContext) -> None:
         """Say once per foreign network id that someone speaks another genesis.
 
@@ -380,13 +432,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited", "slow down"
             )
         if not isinstance(env, Envelope):
-            await self._refuse(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "undecodable",
-                "request bytes are not a protobuf Envelope",
+            await self._refuse_undecodable(
+                context, env, "request bytes are not a protobuf Envelope"
             )
-            raise AssertionError("unreachable")
         if len(UnknownFieldSet(env)) > 0:
             await self._refuse(
                 context,
@@ -503,13 +551,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
         max_chunks = 1
         async for chunk in request_iterator:
             if not isinstance(chunk, TensorChunk):
-                await self._refuse(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "undecodable",
-                    "stream chunk is not a protobuf TensorChunk",
+                await self._refuse_undecodable(
+                    context, chunk, "stream chunk is not a protobuf TensorChunk"
                 )
-                raise AssertionError("unreachable")
             chunks += 1
             if verified is None:
                 first_env = chunk.header
@@ -612,62 +656,83 @@ class NodeService(node_pb2_grpc.NodeServicer):
         log.log(level, "refused message", extra={"fields": {"reason": reason, "detail": message}})
         return Receipt(accepted=False, reason=f"{reason}: {message}")
 
+    async def _dispatch(
+        self,
+        verified: Verified,
+        message_type: type[_Body],
+        malformed: tuple[str, str],
+        handler: Callable[[Verified, _Body], Awaitable[None]] | None,
+        missing: tuple[str, str],
+    ) -> Receipt:
+        """Parse an admitted push's body and hand it to ``handler``; answer with a receipt.
+
+        Parameters
+        ----------
+        verified : Verified
+            The admitted envelope.
+        message_type : protobuf message class
+            What the body must parse as.
+        malformed : (reason, detail)
+            The refusal of a body that does not parse (a fault of the sender).
+        handler : callable or None
+            The component that takes the message; None while this node has none.
+        missing : (reason, detail)
+            The refusal when ``handler`` is None (not the sender's fault).
+
+        Returns
+        -------
+        Receipt
+            Accepted, or refused with the handler's :class:`Rejected` reason (a fault of
+            the sender when the reason is one of :data:`FAULT_REASONS`).
+        """
+        message = message_type()
+        try:
+            message.ParseFromString(verified.body)
+        except DecodeError:
+            return self._receipt_refused(*malformed, verified.sender_id)
+        if handler is None:
+            return self._receipt_refused(*missing)
+        try:
+            await handler(verified, message)
+        except Rejected as exc:
+            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        return Receipt(accepted=True)
+
     async def PushHistory(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"history"}))
-        batch = HistoryGossip()
-        try:
-            batch.ParseFromString(verified.body)
-        except DecodeError:
-            return self._receipt_refused(
-                "malformed", "body is not a HistoryGossip", verified.sender_id
-            )
-        if self.history is None:
-            return self._receipt_refused("not_training", "this node keeps no Sybil histories")
-        try:
-            await self.history.on_history(verified, batch)
-        except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return await self._dispatch(
+            verified,
+            HistoryGossip,
+            ("malformed", "body is not a HistoryGossip"),
+            self.history.on_history if self.history is not None else None,
+            ("not_training", "this node keeps no Sybil histories"),
+        )
 
     async def PushEvidence(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"evidence"}))
-        evidence = Evidence()
-        try:
-            evidence.ParseFromString(verified.body)
-        except DecodeError:
-            return self._receipt_refused(
-                "evidence_malformed", "body is not an Evidence", verified.sender_id
-            )
-        if self.evidence is None:
-            return self._receipt_refused("not_ready", "starting up")
-        try:
-            await self.evidence.on_evidence(verified, evidence)
-        except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return await self._dispatch(
+            verified,
+            Evidence,
+            ("evidence_malformed", "body is not an Evidence"),
+            self.evidence.on_evidence if self.evidence is not None else None,
+            ("not_ready", "starting up"),
+        )
 
     async def PushScalars(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
         verified = await self._admit(request, context, frozenset({"spsa"}))
-        batch = ScalarBatch()
-        try:
-            batch.ParseFromString(verified.body)
-        except DecodeError:
-            return self._receipt_refused(
-                "malformed", "body is not a ScalarBatch", verified.sender_id
-            )
-        if self.training is None:
-            return self._receipt_refused("not_training", "this node runs no learner")
-        try:
-            await self.training.on_scalars(verified, batch)
-        except Rejected as exc:
-            return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
-        return Receipt(accepted=True)
+        return await self._dispatch(
+            verified,
+            ScalarBatch,
+            ("malformed", "body is not a ScalarBatch"),
+            self.training.on_scalars if self.training is not None else None,
+            ("not_training", "this node runs no learner"),
+        )
 
     async def _admit_pull(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext

@@ -1,5 +1,10 @@
 """One small real network shared by every attack (starting daemons is the slow part).
 
+A second network, the *clean baseline*, runs the same genesis and seed on the two honest
+nodes alone (no attacker daemon, no attack); it is started only when a selected test asks for
+it, alongside the attacked network so that the two overlap in time, and the honest nodes'
+accuracy under attack is compared with it.
+
 Nodes 0 and 1 are honest and train (digits, rule ``mean``: the rule that the free-key
 attack of issue 12 drove to chance). Node 2 is the attacker's *member* daemon: it joined by
 gossip with a valid proof of work and trains nothing; the tests sign with its key (read
@@ -8,11 +13,13 @@ from its data dir) to attack from inside the membership. Free keys are generated
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +45,41 @@ ADVERSARY_GENESIS = {
 
 VICTIM = 0
 ATTACKER = 2
+HONEST = (0, 1)
+#: Evaluations of the last this-many rounds make up a run's accuracy: one round's value on
+#: the 360-sample digits test split moves by a few points between identical clean runs.
+ACCURACY_WINDOW = 10
+
+
+def run_accuracy(statuses: dict[int, dict[str, Any]], nodes: tuple[int, ...] = HONEST) -> float:
+    """A run's honest accuracy: the mean over ``nodes`` of their evaluations in the last
+    :data:`ACCURACY_WINDOW` rounds (a node that caught up may have only the final one)."""
+    last = int(ADVERSARY_GENESIS["rounds"]["max_rounds"])  # type: ignore[index]
+    per_node = []
+    for i in nodes:
+        recent = [
+            float(e.get("accuracy", 0.0))
+            for e in statuses[i].get("history", [])
+            if int(e.get("round", 0)) > last - ACCURACY_WINDOW
+        ]
+        assert recent, f"node {i} has no evaluation after round {last - ACCURACY_WINDOW}"
+        per_node.append(statistics.fmean(recent))
+    return statistics.fmean(per_node)
+
+
+def wait_rounds(net: Testnet, rounds: int, timeout: float) -> dict[int, dict[str, Any]]:
+    """Wait until every honest node of ``net`` completed ``rounds``; return the statuses."""
+    deadline = time.monotonic() + timeout
+    st = net.statuses()
+    while time.monotonic() < deadline:
+        st = net.statuses()
+        if all(int(st.get(i, {}).get("round", 0)) >= rounds for i in HONEST):
+            break
+        time.sleep(0.5)
+    for i in HONEST:
+        got = st.get(i, {}).get("round", "no answer")
+        assert int(st.get(i, {}).get("round", 0)) >= rounds, f"node {i} stuck at round {got}"
+    return st
 
 
 class AdversaryNet:
@@ -86,7 +128,20 @@ class AdversaryNet:
 
 
 @pytest.fixture(scope="session")
-def advnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdversaryNet]:
+def clean_baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
+    """The same genesis and seed on the two honest nodes alone: no attacker, no attack."""
+    net = Testnet(tmp_path_factory.mktemp("cleannet"), Genesis.model_validate(ADVERSARY_GENESIS), 2)
+    with net.running():
+        yield net
+
+
+@pytest.fixture(scope="session")
+def advnet(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[AdversaryNet]:
+    # Started first, so that the baseline trains while the attacks run (CI wall time).
+    if any("clean_baseline" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("clean_baseline")
     root = tmp_path_factory.mktemp("advnet")
     net = Testnet(
         root,

@@ -160,8 +160,17 @@ class Adversary:
         )
         return receipt
 
-    def raw(self, method: str, data: bytes) -> bytes:
-        """Send ``data`` as the request bytes of ``/fednode.v1.Node/<method>`` (unary)."""
+    def raw(
+        self, method: str, data: bytes, *, compression: grpc.Compression | None = None
+    ) -> bytes:
+        """Send ``data`` as the request bytes of ``/fednode.v1.Node/<method>``.
+
+        The reply is read as a unary answer or as the first message of a stream (``Pull``).
+        """
+        if method in {"Pull", "PullScalars"}:
+            stream = self.channel.unary_stream(f"/fednode.v1.Node/{method}")
+            first: bytes = next(iter(stream(data, timeout=10.0, compression=compression)))
+            return first
         call = self.channel.unary_unary(f"/fednode.v1.Node/{method}")
-        reply: bytes = call(data, timeout=10.0)
+        reply: bytes = call(data, timeout=10.0, compression=compression)
         return reply

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from node.wire.admission import (
@@ -95,3 +97,20 @@ def test_rate_limit_key_is_the_host_except_on_loopback() -> None:
     assert _peer_host(_Ctx("ipv4:127.0.0.1:5555")) != _peer_host(_Ctx("ipv4:127.0.0.1:6666"))
     assert _peer_host(_Ctx("ipv6:[::1]:5555")) == "[::1]:5555"
     assert _peer_host(_Ctx("ipv6:[2001:db8::1]:5555")) == "[2001:db8::1]"
+
+
+def test_min_standing_setting_names_a_bad_kind_or_value(tmp_path: Path) -> None:
+    from node.base.settings import ConfigError, load_settings
+
+    toml = tmp_path / "node.toml"
+    toml.write_text("min_standing_s = {update = 30, request = 5.5}\n", encoding="utf-8")
+    assert load_settings(toml, {}).min_standing_s == {"update": 30.0, "request": 5.5}
+    for bad, words in [
+        ("{gossip = 30}", "unknown message kind 'gossip'"),
+        ("{update = -1}", "must be finite and >= 0"),
+        ("{update = inf}", "must be finite and >= 0"),
+    ]:
+        toml.write_text(f"min_standing_s = {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=words) as info:
+            load_settings(toml, {})
+        assert "\n" not in str(info.value)
