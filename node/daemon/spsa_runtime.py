@@ -225,12 +225,17 @@ class _Peers:
             quarantined=frozenset(k for k in known if self.bans.is_quarantined(bytes.fromhex(k))),
         )
 
-    async def wait_for_peers(self, want: int | None = None) -> None:
-        """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most a round."""
+    async def wait_for_peers(
+        self, want: int | None = None, *, timeout: float | None = None, then: str = "training alone"
+    ) -> None:
+        """Wait until ``want`` peers are alive (default ``min(k, N - 1)``), at most
+        ``timeout`` seconds (default: the genesis start-up allowance ``start_wait_s``)."""
         g = self.ctx.genesis
         if want is None:
             want = min(g.rounds.peers_per_round, max(0, g.task.num_nodes - 1))
-        await wait_for_peers(lambda: len(self.sample(want)), want, g, self.stopping)
+        await wait_for_peers(
+            lambda: len(self.sample(want)), want, g, self.stopping, timeout=timeout, then=then
+        )
 
     def checked(self, wire: pb.ScalarBatch, *, verify: bool = True) -> CheckedBatch:
         return check_batch(
@@ -546,7 +551,10 @@ class SpsaRuntime:
         loop = asyncio.get_running_loop()
         if await loop.run_in_executor(None, store.get_state, STATE_ROUND, None) is not None:
             return None
-        await self.peers.wait_for_peers(1)
+        # One round at most: the round-0 wait after it gives late peers the full allowance.
+        await self.peers.wait_for_peers(
+            1, timeout=self.ctx.genesis.rounds.round_timeout, then="skipping the first log pull"
+        )
         peers = self.peers.sample(1)
         if not peers:
             return None

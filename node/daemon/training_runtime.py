@@ -286,7 +286,7 @@ class TrainingRuntime:
         """Let membership find peers before round 0, so nobody trains its first rounds alone.
 
         Waits until ``min(peers_per_round, task.num_nodes - 1)`` peers are alive, or at most
-        ``round_timeout`` seconds (a node alone on the network then trains alone).
+        the genesis start-up allowance ``start_wait_s`` (a node alone then trains alone).
         """
         spec = self.ctx.genesis
         want = min(spec.rounds.peers_per_round, max(0, spec.task.num_nodes - 1))

@@ -241,13 +241,19 @@ class Testnet:
             time.sleep(0.05)
 
     def start(self, timeout: float = 90.0) -> None:
-        """Start node 0, then every other node bootstrapping from node 0's address."""
+        """Start every node at once, each other node bootstrapping from node 0's address.
+
+        Node 0's address must be known before it runs, so a loopback testnet chooses its
+        ports up front (:class:`FixedLoopbackPorts`). Starting node 0 first and the others
+        only once it answered let node 0 begin round 0 while they were still importing torch.
+        """
         self.prepare()
-        first = self.nodes[0]
-        self.start_node(first, None, timeout)
-        for node in self.nodes[1:]:
-            self.spawn_node(node, first.address)
-        self.wait_started(self.nodes[1:], timeout)
+        if self.placement is None:
+            self.placement = FixedLoopbackPorts(len(self.nodes))
+        bootstrap = self.placement.advertise(0) or self.placement.listen(0)
+        for node in self.nodes:
+            self.spawn_node(node, None if node.index == 0 else bootstrap)
+        self.wait_started(self.nodes, timeout)
 
     def tail(self, node: TestnetNode, lines: int = 15) -> str:
         try:

@@ -37,6 +37,8 @@ from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
 __all__ = [
     "RULE_NAMES",
+    "START_WAIT_CAP_S",
+    "START_WAIT_PER_NODE_S",
     "AggregationSpec",
     "CatchupSpec",
     "Genesis",
@@ -219,6 +221,12 @@ _ENGINE_COPIES = frozenset(
 )
 
 
+#: Start-up allowance per declared node beyond the first (see :attr:`Genesis.start_wait_s`).
+START_WAIT_PER_NODE_S = 20.0
+#: The default start-up allowance never exceeds this (a larger network sets start_wait).
+START_WAIT_CAP_S = 600.0
+
+
 class Genesis(_Section):
     """A whole genesis file."""
 
@@ -287,11 +295,28 @@ class Genesis(_Section):
         )
         return RoundSpec.model_validate(data)
 
+    @property
+    def start_wait_s(self) -> float:
+        """Seconds a node waits for peers before round 0 before it trains alone.
+
+        ``rounds.start_wait`` when set; otherwise a start-up allowance that grows with the
+        declared network size, ``min(600, round_timeout + 20 * (task.num_nodes - 1))``:
+        20 s is what one more node process may take to import torch, load its shard and
+        be found by gossip on a loaded 2-core machine. One ``round_timeout`` alone (the old
+        wait) let the first node of a testnet train its first rounds alone.
+        """
+        if self.rounds.start_wait is not None:
+            return float(self.rounds.start_wait)
+        grown = self.rounds.round_timeout + START_WAIT_PER_NODE_S * max(0, self.task.num_nodes - 1)
+        return float(min(START_WAIT_CAP_S, grown))
+
     def canonical_json(self) -> bytes:
         """Canonical encoding whose hash is the network id."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
-        ).encode()
+        data = self.model_dump(mode="json")
+        if data["rounds"].get("start_wait") is None:
+            # Added after networks existed: unset, it must not change their network id.
+            del data["rounds"]["start_wait"]
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @property
     def network_id(self) -> bytes:

@@ -341,6 +341,14 @@ class RoundSpec(BaseModel):
     round_timeout: float = Field(
         30.0, gt=0.0, description="Seconds to wait for peer updates before aggregating anyway."
     )
+    start_wait: float | None = Field(
+        None,
+        ge=0.0,
+        le=86400.0,
+        description="Seconds a node waits for its peers before round 0 before it trains "
+        "alone; None means the start-up allowance "
+        "min(600, round_timeout + 20 * (task.num_nodes - 1)) (see Genesis.start_wait_s).",
+    )
     max_staleness: int = Field(
         2, ge=0, description="Accept updates at most this many rounds older than ours."
     )

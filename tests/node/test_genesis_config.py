@@ -218,3 +218,21 @@ def test_record_level_settings_are_accepted_where_the_node_keeps_them() -> None:
     Genesis.model_validate(
         {"learner": {"kind": "flower", "flower_client": "m:c"}, "privacy": {"enabled": True}}
     )
+
+
+def test_start_wait_default_grows_with_declared_size_and_keeps_old_network_ids() -> None:
+    g3 = Genesis.model_validate({"task": {"num_nodes": 3}, "rounds": {"round_timeout": 3.0}})
+    assert g3.start_wait_s == 3.0 + 20.0 * 2
+    assert Genesis.model_validate({"task": {"num_nodes": 1}}).start_wait_s == 30.0
+    assert Genesis.model_validate({"task": {"num_nodes": 200}}).start_wait_s == 600.0
+    # Unset, the key is not hashed: a genesis written before it existed keeps its id.
+    assert b"start_wait" not in g3.canonical_json()
+    set_ = Genesis.model_validate(
+        {"task": {"num_nodes": 3}, "rounds": {"round_timeout": 3.0, "start_wait": 300.0}}
+    )
+    assert set_.start_wait_s == 300.0
+    assert set_.network_id != g3.network_id
+    assert parse_genesis(render_genesis(set_)).network_id == set_.network_id
+    assert parse_genesis(render_genesis(g3)).network_id == g3.network_id
+    with pytest.raises(ValueError, match="start_wait"):
+        Genesis.model_validate({"rounds": {"start_wait": -1.0}})
