@@ -571,7 +571,7 @@ class Runner:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # a daemon took 29 s to start at load average 7
         while True:
             assert self.daemons[data_dir].poll() is None, (self.cwd / log.name).read_text()
             status = subprocess.run(

@@ -203,7 +203,7 @@ def running_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
             "fednode start -d ./n2 -g net.toml --listen 127.0.0.1:7002 -b 127.0.0.1:7001 --shard 1",
         ):
             runner.line(line)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while json.loads(runner.line("fednode status -d ./n1 -f json")).get("round", 0) < 1:
             assert time.monotonic() < deadline, "the shared network did not train a round"
             time.sleep(1.0)
