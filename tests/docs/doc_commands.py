@@ -154,7 +154,7 @@ def doc_commands() -> list[DocCommand]:
         for m in INLINE.finditer(text):
             if any(a <= m.start() < b for a, b in fenced_spans):
                 continue
-            span = m.group(1).strip()
+            span = " ".join(m.group(1).split())  # a span may wrap across lines
             words = span.split()
             if span.startswith("fednode") and not any(w.startswith("-") for w in words):
                 continue  # a command's name in prose, not a command line
