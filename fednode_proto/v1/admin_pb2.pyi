@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("node_id", "network_id", "network_name", "listen", "version", "uptime_s", "round", "peers_alive", "peers_suspect", "peers_dead", "model_hash", "last_accuracy", "epsilon_spent", "epsilon_budget", "releasing", "state", "bytes_sent", "bytes_received", "messages_rejected", "spsa_digest", "pid", "learner", "task", "history", "node_privacy", "record_privacy", "metrics", "dashboard", "bytes_sent_by_kind", "bytes_received_by_kind")
+    __slots__ = ("node_id", "network_id", "network_name", "listen", "version", "uptime_s", "round", "peers_alive", "peers_suspect", "peers_dead", "model_hash", "last_accuracy", "epsilon_spent", "epsilon_budget", "releasing", "state", "bytes_sent", "bytes_received", "messages_rejected", "spsa_digest", "pid", "learner", "task", "history", "node_privacy", "record_privacy", "metrics", "dashboard", "bytes_sent_by_kind", "bytes_received_by_kind", "learner_state")
     class BytesSentByKindEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class StatusReply(_message.Message):
     DASHBOARD_FIELD_NUMBER: _ClassVar[int]
     BYTES_SENT_BY_KIND_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_BY_KIND_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_STATE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     network_id: str
     network_name: str
@@ -86,7 +87,8 @@ class StatusReply(_message.Message):
     dashboard: str
     bytes_sent_by_kind: _containers.ScalarMap[str, int]
     bytes_received_by_kind: _containers.ScalarMap[str, int]
-    def __init__(self, node_id: _Optional[str] = ..., network_id: _Optional[str] = ..., network_name: _Optional[str] = ..., listen: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., round: _Optional[int] = ..., peers_alive: _Optional[int] = ..., peers_suspect: _Optional[int] = ..., peers_dead: _Optional[int] = ..., model_hash: _Optional[str] = ..., last_accuracy: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., releasing: bool = ..., state: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., messages_rejected: _Optional[int] = ..., spsa_digest: _Optional[str] = ..., pid: _Optional[int] = ..., learner: _Optional[str] = ..., task: _Optional[str] = ..., history: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., node_privacy: _Optional[_Union[PrivacyLevel, _Mapping]] = ..., record_privacy: _Optional[_Union[PrivacyLevel, _Mapping]] = ..., metrics: _Optional[str] = ..., dashboard: _Optional[str] = ..., bytes_sent_by_kind: _Optional[_Mapping[str, int]] = ..., bytes_received_by_kind: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    learner_state: str
+    def __init__(self, node_id: _Optional[str] = ..., network_id: _Optional[str] = ..., network_name: _Optional[str] = ..., listen: _Optional[str] = ..., version: _Optional[str] = ..., uptime_s: _Optional[float] = ..., round: _Optional[int] = ..., peers_alive: _Optional[int] = ..., peers_suspect: _Optional[int] = ..., peers_dead: _Optional[int] = ..., model_hash: _Optional[str] = ..., last_accuracy: _Optional[float] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., releasing: bool = ..., state: _Optional[str] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., messages_rejected: _Optional[int] = ..., spsa_digest: _Optional[str] = ..., pid: _Optional[int] = ..., learner: _Optional[str] = ..., task: _Optional[str] = ..., history: _Optional[_Iterable[_Union[Evaluation, _Mapping]]] = ..., node_privacy: _Optional[_Union[PrivacyLevel, _Mapping]] = ..., record_privacy: _Optional[_Union[PrivacyLevel, _Mapping]] = ..., metrics: _Optional[str] = ..., dashboard: _Optional[str] = ..., bytes_sent_by_kind: _Optional[_Mapping[str, int]] = ..., bytes_received_by_kind: _Optional[_Mapping[str, int]] = ..., learner_state: _Optional[str] = ...) -> None: ...
 
 class PrivacyLevel(_message.Message):
     __slots__ = ("level", "enabled", "mechanism", "epsilon_spent", "epsilon_budget", "epsilon_remaining", "delta", "has_budget", "active", "reason", "steps", "releases")

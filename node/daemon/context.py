@@ -103,10 +103,15 @@ class NodeInfo:
     address, metrics_address, dashboard_address : str
         Where the peer server, ``/metrics`` and the dashboard listen ("" until known or
         when off).
+    learner_state : str
+        What the operator reports while no learner is attached: ``loading`` (being built),
+        ``none`` (this node trains nothing) or ``failed`` (its task could not be built).
+        An attached learner reports its own state.
     """
 
     started_at: float
     state: str = "starting"
+    learner_state: str = "loading"
     address: str = ""
     metrics_address: str = ""
     dashboard_address: str = ""

@@ -160,7 +160,7 @@ class Daemon:
         self.bootstrap = list(dict.fromkeys([*genesis.network.bootstrap, *(bootstrap or [])]))
         self.metrics = Metrics()
         self.stop_event = asyncio.Event()
-        self.info = NodeInfo(started_at=time.time())
+        self.info = NodeInfo(started_at=time.time(), learner_state="loading" if train else "none")
         self.identity: Identity | None = None
         self.store: Store | None = None
         self.context: NodeContext | None = None
@@ -472,8 +472,11 @@ class Daemon:
             # The operator's to fix (user code, model folder, data file): one line, and the
             # node keeps serving membership.
             log.error("training not started: %s", exc)
+            self.info.learner_state = "failed"
             return
-        if self.training is not None:
+        if self.training is None:
+            self.info.learner_state = "none"
+        else:
             operator.attach(membership, guard, self.training)
 
     def _release_guard(self, ctx: NodeContext) -> ReleaseState:

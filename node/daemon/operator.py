@@ -115,6 +115,7 @@ class Operator:
             dashboard=self.info.dashboard_address,
             bytes_sent_by_kind=by_kind["out"],
             bytes_received_by_kind=by_kind["in"],
+            learner_state=self.info.learner_state,
         )
         if self.learner is not None:
             self.learner.fill_status(reply)

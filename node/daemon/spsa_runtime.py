@@ -471,6 +471,8 @@ class SpsaRuntime:
         self.evaluations = evaluations
         self._last = evaluations[-1] if evaluations else (0, 0.0, float("nan"), 0.0)
         self._driver: _SpsaDriver | None = None  # None while the model and log load
+        # What status says while there is no driver: "loading", "replaying" or "failed".
+        self._phase = "loading"
 
     @classmethod
     async def create(
@@ -522,7 +524,13 @@ class SpsaRuntime:
         # meanwhile, so a late joiner that did them one after the other started far behind.
         setup = asyncio.create_task(
             _SpsaDriver.create(
-                self.ctx, self.peers, self.guard, self.tasks, self.evaluations, self.shard
+                self.ctx,
+                self.peers,
+                self.guard,
+                self.tasks,
+                self.evaluations,
+                self.shard,
+                on_replay=self._replaying,
             )
         )
         try:
@@ -537,9 +545,15 @@ class SpsaRuntime:
                 log.error("spsa learner could not start: %s", exc)
             else:
                 log.exception("spsa learner could not start")
+            self._phase = "failed"
             return
         self._driver = driver
         await driver.run(prefetched)
+
+    def _replaying(self) -> None:
+        # Only a restarted node has a log worth the name: a new node's replay is empty.
+        if self._stored_round > 0:
+            self._phase = "replaying"
 
     async def _prefetch(self) -> tuple[str, list[CheckedBatch]] | None:
         """A fresh node's first pull of the network's whole log (runs while the model loads).
@@ -591,6 +605,7 @@ class SpsaRuntime:
             self._driver.fill_status(reply)
             return
         reply.learner = "spsa"
+        reply.learner_state = self._phase
         # Until the log is restored, the stored round, model hash and digest (not 0 and
         # empty) are the truth: the node resumes from them.
         reply.round = self._stored_round
@@ -658,8 +673,11 @@ class _SpsaDriver:
         tasks: TaskSet,
         evaluations: list[tuple[int, float, float, float]],
         shard: int,
+        on_replay: Callable[[], None] | None = None,
     ) -> _SpsaDriver:
         """Build the task and learner and restore the node's log (both in the executor).
+
+        ``on_replay`` is called once the model is built, before the stored log is replayed.
 
         Raises
         ------
@@ -669,6 +687,8 @@ class _SpsaDriver:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         model = await loop.run_in_executor(None, _build_model, ctx, shard, guard)
+        if on_replay is not None:
+            on_replay()
         engine = await loop.run_in_executor(None, _restore_engine, ctx, model, peers)
         driver = cls(ctx, peers, guard, tasks, model, engine, evaluations)
         log.info(
@@ -1262,6 +1282,7 @@ class _SpsaDriver:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = "spsa"
+        reply.learner_state = "running"
         reply.round = self.round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash

@@ -980,6 +980,7 @@ class TrainingRuntime:
 
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = self.ctx.genesis.learner.kind
+        reply.learner_state = "running"  # built and restored in create()
         reply.round = self.engine.round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash

@@ -154,7 +154,7 @@ def doc_commands() -> list[DocCommand]:
         for m in INLINE.finditer(text):
             if any(a <= m.start() < b for a, b in fenced_spans):
                 continue
-            span = m.group(1).strip()
+            span = " ".join(m.group(1).split())  # a span may wrap across lines
             words = span.split()
             if span.startswith("fednode") and not any(w.startswith("-") for w in words):
                 continue  # a command's name in prose, not a command line
@@ -562,18 +562,19 @@ class Runner:
         # A foreground `fednode start` runs until stopped: the reader opens another
         # terminal; here it runs in the background until its status answers.
         data_dir = _option(words, "-d", "--data-dir")
-        log = open(self.cwd / f"start-{len(self.daemons)}.log", "wb")  # noqa: SIM115
-        self.daemons[data_dir] = subprocess.Popen(
-            ["bash", "-c", f"exec {text.rstrip(' &')}"],
-            cwd=self.cwd,
-            env=run_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 90
+        log_path = self.cwd / f"start-{len(self.daemons)}.log"
+        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+            self.daemons[data_dir] = subprocess.Popen(
+                ["bash", "-c", f"exec {text.rstrip(' &')}"],
+                cwd=self.cwd,
+                env=run_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180  # a daemon took 29 s to start at load average 7
         while True:
-            assert self.daemons[data_dir].poll() is None, (self.cwd / log.name).read_text()
+            assert self.daemons[data_dir].poll() is None, log_path.read_text()
             status = subprocess.run(
                 ["fednode", "status", "-d", data_dir, "--format", "json"],
                 cwd=self.cwd,

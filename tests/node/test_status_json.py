@@ -47,6 +47,21 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+# The order a learner goes through (a node with stored state may skip "replaying").
+LEARNER_STATES = ("loading", "replaying", "running")
+
+
+def test_learner_states_are_the_documented_ones() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    row = re.search(r"^\| `learner_state` \| string \| (.+)$", text, flags=re.M)
+    assert row is not None
+    documented = re.findall(r"`(\w+)` \(", row.group(1))
+    assert documented == ["none", "loading", "replaying", "running", "failed"], documented
+    proto = (DOCS.parents[1] / "proto" / "fednode_proto" / "v1" / "admin.proto").read_text()
+    comment = proto.split("learner_state = 31")[0].rsplit("bytes_received_by_kind", 1)[1]
+    assert re.findall(r'"(\w+)"', comment) == documented
+
+
 def _check(doc: dict[str, Any], documented: dict[str, str]) -> None:
     for key, value in doc.items():
         assert key in documented, f"{key} is not documented in docs/operations.md"
@@ -69,6 +84,7 @@ def _reply(private: bool, evaluated: bool) -> admin_pb2.StatusReply:
         epsilon_spent=1.5,
         releasing=True,
         state="running",
+        learner_state="running",
     )
     reply.bytes_sent_by_kind["gossip"] = 2**40
     reply.bytes_sent_by_kind["spsa"] = 275
@@ -152,17 +168,23 @@ def test_first_status_after_kill_and_restart_reads_the_stored_state(
     net.spawn_node(node, None)
     first = None
     seen_starting = False
+    learner_states: list[str] = []  # every state in the order seen, repeats dropped
     deadline = time.monotonic() + 120
-    while first is None:
-        assert time.monotonic() < deadline
+    while first is None or learner_states[-1] != "running":
+        assert time.monotonic() < deadline, learner_states
         out = cli("status", "--data-dir", dd, "--format", "json")
         if out.returncode == 0:
             doc = json.loads(out.stdout)
+            if "learner_state" in doc and doc["learner_state"] not in learner_states[-1:]:
+                learner_states.append(doc["learner_state"])
             if doc["state"] == "starting":
                 seen_starting = True
-            else:
+            elif first is None:
                 first = doc
         time.sleep(0.05)
+    # A script can wait for "running"; the states before it never go backwards.
+    assert set(learner_states) <= set(LEARNER_STATES), learner_states
+    assert learner_states == sorted(learner_states, key=LEARNER_STATES.index), learner_states
     # The first answer of the restarted daemon already knows where it stopped.
     assert first["round"] >= before["round"], (first["round"], before["round"])
     assert first["model_hash"] and len(first["history"]) >= len(before["history"])

@@ -167,6 +167,7 @@ def test_flower_clientapp_testnet_and_a_broken_client_keeps_serving(
         time.sleep(3.0)
         status = net.statuses()[0]  # the admin API still answers: the node keeps serving
         assert status["state"] == "running" and not status.get("learner")
+        assert status["learner_state"] == "failed"  # what a script polling for "running" sees
         assert net.nodes[0].alive()
     finally:
         net.stop()
