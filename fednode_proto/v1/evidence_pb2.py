@@ -23,15 +23,16 @@ _sym_db = _symbol_database.Default()
 
 
 from fednode_proto.v1 import envelope_pb2 as fednode__proto_dot_v1_dot_envelope__pb2
+from fednode_proto.v1 import training_pb2 as fednode__proto_dot_v1_dot_training__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65\x64node_proto/v1/evidence.proto\x12\nfednode.v1\x1a\x1f\x66\x65\x64node_proto/v1/envelope.proto\"1\n\x08\x45vidence\x12%\n\x07updates\x18\x01 \x03(\x0b\x32\x14.fednode.v1.Envelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66\x65\x64node_proto/v1/evidence.proto\x12\nfednode.v1\x1a\x1f\x66\x65\x64node_proto/v1/envelope.proto\x1a\x1f\x66\x65\x64node_proto/v1/training.proto\"`\n\x08\x45vidence\x12%\n\x07updates\x18\x01 \x03(\x0b\x32\x14.fednode.v1.Envelope\x12-\n\x0cspsa_batches\x18\x02 \x03(\x0b\x32\x17.fednode.v1.ScalarBatchb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fednode_proto.v1.evidence_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVIDENCE']._serialized_start=80
-  _globals['_EVIDENCE']._serialized_end=129
+  _globals['_EVIDENCE']._serialized_start=113
+  _globals['_EVIDENCE']._serialized_end=209
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ from rich.table import Table
 from node.base.datadir import DataDir
 from node.cli.options import DataDirOpt, FormatOpt, OutputFormat, open_data_dir
 from node.cli.output import console, emit_json, err_console, fail
-from node.cli.status_json import message_to_json, status_document
+from node.cli.status_json import message_to_json, status_cell, status_document
 from node.cli.wide import print_wide
 from node.wire.admin_client import AdminClient, AdminUnavailable
 
@@ -94,7 +94,7 @@ def status(data_dir: DataDirOpt = None, fmt: FormatOpt = OutputFormat.text) -> N
     for key in ("node_privacy", "record_privacy"):
         data.pop(key, None)
     for key, value in data.items():
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, status_cell(key, value, data))
     table.add_row("node privacy", _privacy_line(reply.node_privacy))
     table.add_row("record privacy", _privacy_line(reply.record_privacy))
     table.add_row("evaluations", str(len(history)))

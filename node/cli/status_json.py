@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from fednode_proto.v1 import admin_pb2
 
-__all__ = ["message_to_json", "status_document"]
+__all__ = ["message_to_json", "status_cell", "status_document"]
 
 _INTEGERS = frozenset(
     {
@@ -100,3 +100,37 @@ def status_document(reply: admin_pb2.StatusReply) -> dict[str, Any]:
     if not reply.history:
         data["last_accuracy"] = None
     return data
+
+
+# What an empty model hash or SPSA digest means while the learner loads (a restarted SPSA
+# node replays its whole scalar log before it knows its model, which can take a while).
+_LOADING = {
+    "spsa": "- (not yet: replaying the SPSA scalar log from the store)",
+    "": "-",
+}
+
+
+def status_cell(key: str, value: Any, data: dict[str, Any]) -> str:
+    """The text-table cell of one key of a status document.
+
+    Parameters
+    ----------
+    key : str
+        A key of :func:`status_document`'s result.
+    value : Any
+        Its value.
+    data : dict
+        The whole document (the learner decides what an empty hash means).
+
+    Returns
+    -------
+    str
+        ``"-"`` for None; for an empty ``model_hash`` (and an SPSA node's empty
+        ``spsa_digest``) what the node is doing instead of an empty cell; else ``str(value)``.
+    """
+    if value is None:
+        return "-"
+    learner = str(data.get("learner", ""))
+    if value == "" and (key == "model_hash" or (key == "spsa_digest" and learner == "spsa")):
+        return _LOADING.get(learner, "- (not yet: the learner is loading its data and model)")
+    return str(value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import signal
@@ -193,6 +195,7 @@ def _list_attacks() -> None:
 
 @testnet_app.command("up")
 def up(
+    ctx: typer.Context,
     nodes: Annotated[
         int | None,
         typer.Option(
@@ -269,6 +272,14 @@ def up(
     ] = None,
     rounds: Annotated[int, typer.Option(help="Training rounds per node.")] = 20,
     rule: Annotated[str, typer.Option(help="Aggregation rule.")] = "mean",
+    compare_rule: Annotated[
+        str | None,
+        typer.Option(
+            help="Then run the same network (same seed, shards and attackers) with this rule "
+            "and print both side by side, e.g. --rule mean --compare-rule median "
+            "(each run writes its own plot: PLOT-RULE.png).",
+        ),
+    ] = None,
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
     f: Annotated[
         int | None,
@@ -338,7 +349,7 @@ def up(
             "bridge; needs root, ip and nft; see docs/faults.md).",
         ),
     ] = False,
-) -> None:
+) -> dict[str, Any] | None:
     """Start N real nodes on loopback from one genesis, train, print results, stop.
 
     Node 0 listens on a free port; the others bootstrap from it and find each other by
@@ -349,6 +360,11 @@ def up(
     """
     if fmt not in {"text", "json"}:
         raise typer.BadParameter("--format must be text or json")
+    if compare_rule is not None:
+        if genesis_file is not None:
+            raise typer.BadParameter("--compare-rule sets the rule: not with --genesis")
+        _compare_rules(ctx, rule, compare_rule, plot, fmt)
+        return None
     if attack in {"list", "help", ""}:
         _list_attacks()
         raise typer.Exit(0)
@@ -590,6 +606,52 @@ def up(
         )
     if interrupted:
         raise typer.Exit(130)
+    return summary  # what --format json printed; --compare-rule puts two side by side
+
+
+def _compare_rules(ctx: typer.Context, rule: str, other: str, plot: Path, fmt: str) -> None:
+    """Run ``up`` once per rule with every other option equal; print them side by side."""
+    summaries: list[dict[str, Any]] = []
+    for i, r in enumerate((rule, other)):
+        if fmt == "text":
+            console.print(
+                f"[bold]run {i + 1} of 2: rule {r}[/] (then {other})"
+                if i == 0
+                else f"[bold]run 2 of 2: rule {r}[/] (same network, seed and attackers)",
+                highlight=False,
+            )
+        params = {
+            **ctx.params,
+            "rule": r,
+            "compare_rule": None,
+            "plot": plot.with_name(f"{plot.stem}-{r}{plot.suffix}"),
+        }
+        if fmt == "json":
+            with contextlib.redirect_stdout(io.StringIO()):  # one JSON document at the end
+                summary = up(ctx, **params)
+        else:
+            summary = up(ctx, **params)
+        assert summary is not None
+        summaries.append(summary)
+    if fmt == "json":
+        sys.stdout.write(json.dumps({"runs": summaries}, indent=2) + "\n")
+        return
+    table = Table(title="fednode testnet: rules side by side")
+    for col in ("rule", "honest mean accuracy", "worst honest", "wall s", "plot"):
+        table.add_column(col, justify="left" if col in {"rule", "plot"} else "right")
+    for summary in summaries:
+        honest = [
+            r["accuracy"] for r in summary["per_node"] if not r["byzantine"] and r["round"] > 0
+        ]
+        mean = summary["honest_mean_accuracy"]
+        table.add_row(
+            summary["rule"],
+            f"{mean:.3f}" if mean is not None else "-",
+            f"{min(honest):.3f}" if honest else "-",
+            f"{summary['wall_s']:.1f}",
+            str(summary["plot"] or "-"),
+        )
+    print_wide(console, table)
 
 
 _register_scenarios(testnet_app)

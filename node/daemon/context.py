@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from fednode_proto.v1 import admin_pb2
+from fednode_proto.v1 import admin_pb2, training_pb2
 from node.base.identity import Identity
 from node.base.metrics import Metrics
 from node.base.settings import NodeSettings
@@ -28,6 +28,7 @@ from node.wire.peer_channels import PeerChannels
 
 __all__ = [
     "BanList",
+    "BatchWitness",
     "Convictor",
     "LearnerRuntime",
     "MembershipView",
@@ -125,6 +126,18 @@ class BanList(Protocol):
 
     def is_quarantined(self, node_id: bytes) -> bool:
         """True while ``node_id`` is quarantined for misbehaving."""
+        ...
+
+
+class BatchWitness(Protocol):
+    """Where SPSA batches received outside the peer service are shown (equivocation).
+
+    The evidence exchange (node/daemon/evidence_gossip.py) implements it; the SPSA runtime
+    shows it every batch it pulls, as the service does for every pushed batch.
+    """
+
+    def seen_batch(self, batch: training_pb2.ScalarBatch) -> None:
+        """Compare ``batch`` with the origin's other batches of its round."""
         ...
 
 

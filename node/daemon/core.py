@@ -520,7 +520,9 @@ class Daemon:
             service.training = training
             return training
         if kind == "spsa":
-            spsa = await SpsaRuntime.create(ctx, membership, policy, guard, shard)
+            spsa = await SpsaRuntime.create(
+                ctx, membership, policy, guard, shard, witness=self.evidence
+            )
             service.training = spsa
             return spsa
         return None

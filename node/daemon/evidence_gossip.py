@@ -1,5 +1,11 @@
 """Equivocation evidence on the wire: update sightings and proofs over ``PushEvidence``.
 
+SPSA scalar batches are compared too (:meth:`EvidenceExchange.seen_batch`): every batch a
+member pushes or we pull is checked against the batches of the same origin and round seen
+before, a batch received straight from its origin is relayed as a sighting (like an update
+header), and two different origin-signed batches become a proof spread and checked like an
+update pair.
+
 A node that equivocates sends different peers different updates for one round, so no
 single receiver sees both. Every node therefore relays the signed *header* of each update
 it receives from a member (a sighting: a few hundred bytes, never the payload) to
@@ -26,12 +32,18 @@ import grpc
 
 from fednode_proto.v1.envelope_pb2 import Envelope
 from fednode_proto.v1.evidence_pb2 import Evidence
-from fednode_proto.v1.training_pb2 import TensorHeader
+from fednode_proto.v1.training_pb2 import ScalarBatch, TensorHeader
 from node.base.logs import log
 from node.daemon.context import Convictor, MembershipView, NodeContext
 from node.daemon.tasks import TaskSet
 from node.wire.envelope import SeqCounter, Verified, seal
-from node.wire.equivocation import EquivocationBook, EquivocationError, Proof, Sighting
+from node.wire.equivocation import (
+    EquivocationBook,
+    EquivocationError,
+    Proof,
+    Sighting,
+    batch_sighting,
+)
 from node.wire.service import Rejected
 
 __all__ = ["EvidenceExchange"]
@@ -91,10 +103,50 @@ class EvidenceExchange:
         if self.membership.is_member(msg.sender_id):
             self._push(Evidence(updates=[env]), self._targets(self.fanout, msg.sender_id))
 
+    def seen_batch(self, batch: ScalarBatch, *, relay: bool = False) -> None:
+        """An SPSA batch an admitted member pushed, or we pulled: compare it, maybe relay it.
+
+        At most one signature check per distinct batch (repeats are recognised by their
+        bytes first); a batch that does not verify proves nothing and is left to the SPSA
+        runtime, which refuses it with its own reason. With ``relay`` (the batch came
+        straight from its origin), it is relayed as a sighting to ``fanout`` members: in
+        small networks origins push to every member themselves and nobody forwards, and a
+        pull names the batches it holds by (round, origin) only, so without sightings an
+        origin that shows two nodes two different batches is never caught and the two
+        nodes' models drift apart.
+        """
+        origin = bytes(batch.origin_id)
+        if self.book.is_convicted(origin) or self.book.seen(batch):
+            return
+        try:
+            sighting = batch_sighting(batch, self.ctx.network_id)
+        except EquivocationError:
+            return
+        proof = self.book.observe(sighting)
+        if proof is not None:
+            self._convict(proof, source="received")
+        elif relay and self.membership.is_member(origin):
+            self._push(Evidence(spsa_batches=[batch]), self._targets(self.fanout, origin))
+
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
         """A relayed sighting or proof; raise :class:`Rejected` if it proves nothing."""
         try:
-            if len(evidence.updates) == 1:
+            if evidence.spsa_batches:
+                batches = evidence.spsa_batches
+                if len(batches) > 2 or evidence.updates:
+                    raise Rejected("evidence_malformed", "one or two SPSA batches, nothing else")
+                if self.book.is_convicted(bytes(batches[0].origin_id)):
+                    return  # known: nothing verified
+                if len(batches) == 1:  # a sighting: never relayed again
+                    if self.book.seen(batches[0]):
+                        return
+                    proof = self.book.observe(batch_sighting(batches[0], self.ctx.network_id))
+                else:
+                    proof = self.book.pair(
+                        batch_sighting(batches[0], self.ctx.network_id),
+                        batch_sighting(batches[1], self.ctx.network_id),
+                    )
+            elif len(evidence.updates) == 1:
                 proof = self.book.sighting(evidence.updates[0])
             elif len(evidence.updates) == 2:
                 proof = self.book.proof(evidence.updates[0], evidence.updates[1])
@@ -111,15 +163,19 @@ class EvidenceExchange:
         sender = proof.sender.hex()
         self.convictor.convict(sender, "equivocation")
         self.ctx.metrics.messages_rejected.labels(reason="equivocation").inc()
-        detail = {"node_id": sender[:16], "round": proof.round, "source": source}
+        detail = {
+            "node_id": sender[:16],
+            "round": proof.round,
+            "kind": proof.kind,
+            "source": source,
+        }
         log.warning("equivocation proven", extra={"fields": detail})
         store = self.ctx.store
         fut = asyncio.get_running_loop().run_in_executor(
             None, lambda: store.log_event("equivocation", {**detail, "node_id": sender})
         )
         fut.add_done_callback(_log_failure)
-        pair = Evidence(updates=[proof.first, proof.second])
-        self._push(pair, self._targets(self.max_relay, proof.sender))
+        self._push(proof.evidence(), self._targets(self.max_relay, proof.sender))
 
     # --- outbound --------------------------------------------------------------------------
 

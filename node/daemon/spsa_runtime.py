@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import struct
@@ -65,7 +64,7 @@ from fednode_proto.v1.envelope_pb2 import Envelope
 from node.base.identity import Identity
 from node.base.logs import log
 from node.daemon.catchup import VoucherPolicy, catchup_quorum, pull_checkpoint, serve_checkpoint
-from node.daemon.context import BanList, MembershipView, NodeContext
+from node.daemon.context import BanList, BatchWitness, MembershipView, NodeContext
 from node.daemon.evaluations import load_history, record_evaluation
 from node.daemon.participation import releases
 from node.daemon.peer_wait import wait_for_peers
@@ -99,8 +98,10 @@ from node.training.spsa import (
     RequestBatches,
     RoundLedger,
     SendBatch,
+    ServedCheckpoint,
     SpsaEngine,
     SpsaSettings,
+    agreed_checkpoint,
     digest_of,
     entry_key,
     parse_entry_key,
@@ -122,6 +123,10 @@ __all__ = ["SpsaRuntime"]
 #: Most batches one catch-up pull may return (bad-input bound).
 MAX_PULL_BATCHES = 200_000
 STATE_ROUND = "spsa.round"
+#: The model hash and seed-set digest at the stored round: status reports them while a
+#: restarted node rebuilds its model from the log (until then it has no model to hash).
+STATE_MODEL_HASH = "spsa.model_hash"
+STATE_DIGEST = "spsa.digest"
 #: Idle iterations (after the last round) that pull a peer's whole log.
 FULL_SYNC_AT = frozenset({2, 4, 6, 9, 12, 16, 20})
 #: Most log pulls of a late joiner's catch-up (the first one included).
@@ -175,11 +180,13 @@ class _Peers:
         membership: MembershipView,
         bans: BanList,
         stopping: Callable[[], bool],
+        witness: BatchWitness | None = None,
     ) -> None:
         self.ctx = ctx
         self.membership = membership
         self.bans = bans
         self.stopping = stopping
+        self.witness = witness
         self.identity: Identity = ctx.identity
         g = ctx.genesis
         self.spec = g.learner
@@ -272,6 +279,10 @@ class _Peers:
                     wire = pb.ScalarBatch()
                     wire.ParseFromString(verified.body)
                     got.append(self.checked(wire))
+                    if self.witness is not None:
+                        # Pulled batches are compared too: an equivocating origin may have
+                        # pushed its other batch to the peer we pull from.
+                        self.witness.seen_batch(wire)
                 except (EnvelopeError, Rejected, ValueError) as exc:
                     reason = getattr(exc, "reason", "malformed")
                     self.rejected[f"pulled_{reason}"] += 1
@@ -414,8 +425,12 @@ class SpsaRuntime:
         Index of this node's data shard in the genesis partition.
     stored_round : int
         The round in the store, reported until the log is restored.
+    stored_hash, stored_digest : str
+        The model hash and seed-set digest at that round, reported likewise [default: ""].
     evaluations : list of (round, accuracy, loss, unix time)
         The stored accuracy curve (it survives restarts).
+    witness : BatchWitness, optional
+        Shown every pulled batch (equivocation evidence); the daemon's evidence exchange.
     """
 
     #: SPSA exchanges scalars, never update vectors: pushes are refused before their body.
@@ -431,13 +446,18 @@ class SpsaRuntime:
         *,
         stored_round: int,
         evaluations: list[tuple[int, float, float, float]],
+        witness: BatchWitness | None = None,
+        stored_hash: str = "",
+        stored_digest: str = "",
     ) -> None:
         self.ctx = ctx
         self.guard = guard
         self.shard = shard
         self.tasks = TaskSet("spsa")
-        self.peers = _Peers(ctx, membership, bans, lambda: self.tasks.stopping)
+        self.peers = _Peers(ctx, membership, bans, lambda: self.tasks.stopping, witness)
         self._stored_round = stored_round
+        self._stored_hash = stored_hash
+        self._stored_digest = stored_digest
         self.evaluations = evaluations
         self._last = evaluations[-1] if evaluations else (0, 0.0, float("nan"), 0.0)
         self._driver: _SpsaDriver | None = None  # None while the model and log load
@@ -450,6 +470,7 @@ class SpsaRuntime:
         bans: BanList,
         guard: ReleaseGuard,
         shard: int,
+        witness: BatchWitness | None = None,
     ) -> SpsaRuntime:
         """Start the runtime: the stored round now, the task and scalar log in the background.
 
@@ -459,6 +480,8 @@ class SpsaRuntime:
         store = ctx.store
         loop = asyncio.get_running_loop()
         stored_round = int(await loop.run_in_executor(None, store.get_state, STATE_ROUND, 0) or 0)
+        stored_hash = await loop.run_in_executor(None, store.get_state, STATE_MODEL_HASH, "")
+        stored_digest = await loop.run_in_executor(None, store.get_state, STATE_DIGEST, "")
         history = await loop.run_in_executor(None, load_history, store)
         runtime = cls(
             ctx,
@@ -468,6 +491,9 @@ class SpsaRuntime:
             shard,
             stored_round=stored_round,
             evaluations=history,
+            witness=witness,
+            stored_hash=str(stored_hash or ""),
+            stored_digest=str(stored_digest or ""),
         )
         runtime.tasks.start(runtime._run(), "spsa")
         return runtime
@@ -552,8 +578,11 @@ class SpsaRuntime:
             self._driver.fill_status(reply)
             return
         reply.learner = "spsa"
-        # Until the log is restored, the stored round (not 0) is the truth.
+        # Until the log is restored, the stored round, model hash and digest (not 0 and
+        # empty) are the truth: the node resumes from them.
         reply.round = self._stored_round
+        reply.model_hash = self._stored_hash
+        reply.spsa_digest = self._stored_digest
         reply.last_accuracy = self._last[1]
         _fill_history(reply, self.evaluations)
 
@@ -835,7 +864,13 @@ class _SpsaDriver:
         d.metrics.round.set(closed.next_round)
         loop = asyncio.get_running_loop()
         store = d.store
-        await loop.run_in_executor(None, store.set_state, STATE_ROUND, closed.next_round)
+        # One transaction: a restarted node reports this round's hash and digest with it.
+        stored = {
+            STATE_MODEL_HASH: self.model_hash,
+            STATE_DIGEST: self.ledger.digest(),
+            STATE_ROUND: closed.next_round,
+        }
+        await loop.run_in_executor(None, store.set_states, stored)
         ckpt = closed.checkpoint
         if ckpt is not None:
             await loop.run_in_executor(None, self._checkpoint, ckpt.round, ckpt.vector, ckpt.digest)
@@ -1034,28 +1069,23 @@ class _SpsaDriver:
             return None
         picked = standing[: 2 * f + 1]
         got = await asyncio.gather(*(self._pull_checkpoint(a, sender) for sender, a in picked))
-        groups: dict[tuple[int, str, str], list[tuple[int, torch.Tensor, dict[str, str], bytes]]]
-        groups = {}
-        for ckpt in got:
-            if ckpt is None:
-                continue
-            ck_round, vec, meta, _ = ckpt
-            digest = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
-            groups.setdefault((ck_round, digest, meta.get(_META_DIGEST, "")), []).append(ckpt)
-        agreed = [k for k, v in groups.items() if len(v) >= need]
-        if not agreed:
+        served = [
+            None if c is None else ServedCheckpoint(c[0], c[1], c[2].get(_META_DIGEST, ""))
+            for c in got
+        ]
+        agreed = agreed_checkpoint(served, need)
+        if agreed is None:
             log.info(
                 "no agreed checkpoint: members serve different ones",
                 extra={"fields": {"asked": len(picked), "need": need}},
             )
             self.ctx.metrics.messages_rejected.labels(reason="catchup_disagreement").inc()
             return None
-        best = max(agreed)
         log.info(
             "agreed checkpoint",
-            extra={"fields": {"round": best[0], "members": len(groups[best]), "need": need}},
+            extra={"fields": {"round": agreed.round, "members": agreed.members, "need": need}},
         )
-        return groups[best][0]
+        return got[agreed.index]
 
     async def _pull_checkpoint(
         self, address: str, expect_sender: str | None = None

@@ -74,6 +74,9 @@ STATE_RELEASED = "training.released_round"
 class TrainingRuntime:
     """Training on one daemon (learners ``sgd`` and ``flower``).
 
+    Built complete by :meth:`create`, which loads the learner and the stored state; the
+    constructor takes what it loaded.
+
     Parameters
     ----------
     ctx : NodeContext
@@ -86,6 +89,14 @@ class TrainingRuntime:
         The node's release guard (every release goes through it).
     shard : int
         Index of this node's data shard in the genesis partition.
+    trainer : Trainer
+        The node's learner, its model restored from the latest checkpoint if any.
+    engine : RoundEngine
+        The round engine, at the stored round.
+    released_round : int
+        Last round this node released an update for (-1: none).
+    evaluations : list of (round, accuracy, loss, unix time)
+        The stored accuracy curve (it survives restarts).
     attack : str or None
         Testnets only: make this node Byzantine with the named attack.
     collusion : object, optional

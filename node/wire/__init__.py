@@ -10,7 +10,9 @@
 - :mod:`~node.wire.peer_channels`: channels to peers (and the gossip transport over them).
 - :mod:`~node.wire.admin_server`, :mod:`~node.wire.admin_client`: the operator API.
 - :mod:`~node.wire.certs`, :mod:`~node.wire.tls_hint`: TLS material and hints.
-- :mod:`~node.wire.equivocation`: evidence that a peer signed two different things.
+- :mod:`~node.wire.equivocation`: evidence that a peer signed two different things
+  (update headers or SPSA scalar batches, whose signed bytes are in
+  :mod:`~node.wire.spsa_signing`).
 
 The face is lazy (:func:`node.base.lazy_face.lazy_face`): the update format loads
 torch, which a membership-only daemon and ``fednode status`` never need.

@@ -1,5 +1,10 @@
 """Equivocation: one sender, one round, two different signed updates (sans-I/O).
 
+The same holds for SPSA scalar batches: an origin signs one batch per round
+(:mod:`node.wire.spsa_batch`), so two different origin-signed batches of one origin and round
+prove equivocation just as two update headers do. Their sightings are kept apart from update
+sightings (``Sighting.kind``); :func:`batch_sighting` verifies one.
+
 An honest node releases one update per round and sends the same signed header (hence the
 same ``payload_sha256``) to every peer it pushes to. A node that shows different peers
 different updates for one round can bias each of them without ever looking like an
@@ -23,11 +28,21 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from fednode_proto.v1.envelope_pb2 import Envelope
-from fednode_proto.v1.training_pb2 import TensorHeader
+from fednode_proto.v1.evidence_pb2 import Evidence
+from fednode_proto.v1.training_pb2 import ScalarBatch, TensorHeader
 from node.base.errors import ReasonError
+from node.base.identity import node_id_for, verify_signature
 from node.wire.envelope import EnvelopeError, check_envelope
+from node.wire.spsa_signing import origin_signing_bytes
 
-__all__ = ["EquivocationBook", "EquivocationError", "Proof", "Sighting", "check_sighting"]
+__all__ = [
+    "EquivocationBook",
+    "EquivocationError",
+    "Proof",
+    "Sighting",
+    "batch_sighting",
+    "check_sighting",
+]
 
 #: Envelope kinds whose (sender, round) must carry one payload only.
 UPDATE_KINDS = frozenset({"update"})
@@ -42,6 +57,7 @@ class EquivocationError(
     faults={
         "evidence_malformed",
         "evidence_bad_envelope",
+        "evidence_bad_batch",
         "evidence_not_a_pair",
         "evidence_same_update",
     },
@@ -51,25 +67,40 @@ class EquivocationError(
 
 @dataclass(frozen=True)
 class Sighting:
-    """One verified signed update header: who, which round, which payload."""
+    """One verified signed message: who, which round, which content.
+
+    ``kind`` is ``"update"`` (``signed`` is the update's first-chunk Envelope, ``digest`` its
+    header's payload hash) or ``"spsa"`` (``signed`` is the origin-signed ScalarBatch,
+    ``digest`` the sha256 of its signed bytes).
+    """
 
     sender: bytes
     round: int
     payload_sha256: bytes
-    envelope: Envelope
+    envelope: Envelope | ScalarBatch
+    kind: str = "update"
 
 
 @dataclass(frozen=True)
 class Proof:
-    """Two verified headers of one sender and round with different payloads."""
+    """Two verified messages of one sender, round and kind with different contents."""
 
     sender: bytes
     round: int
-    first: Envelope
-    second: Envelope
+    first: Envelope | ScalarBatch
+    second: Envelope | ScalarBatch
+    kind: str = "update"
 
-    def envelopes(self) -> tuple[Envelope, Envelope]:
+    def envelopes(self) -> tuple[Envelope | ScalarBatch, Envelope | ScalarBatch]:
         return self.first, self.second
+
+    def evidence(self) -> Evidence:
+        """The pair as the ``Evidence`` message every node can verify on its own."""
+        if self.kind == "spsa":
+            assert isinstance(self.first, ScalarBatch) and isinstance(self.second, ScalarBatch)
+            return Evidence(spsa_batches=[self.first, self.second])
+        assert isinstance(self.first, Envelope) and isinstance(self.second, Envelope)
+        return Evidence(updates=[self.first, self.second])
 
 
 def check_sighting(env: Envelope, network_id: bytes) -> Sighting:
@@ -97,7 +128,37 @@ def check_sighting(env: Envelope, network_id: bytes) -> Sighting:
     return Sighting(verified.sender_id, int(verified.round), bytes(header.payload_sha256), env)
 
 
-def _key(env: Envelope) -> bytes:
+def batch_sighting(wire: ScalarBatch, network_id: bytes) -> Sighting:
+    """Verify who signed a batch for which round, as a sighting for equivocation evidence.
+
+    Only what makes two batches comparable is checked (one Ed25519 verification): the
+    origin key and id, one round across the entries, and the origin's signature bound to
+    ``network_id`` (the bytes of :func:`node.wire.spsa_signing.origin_signing_bytes`). The
+    content digest is the sha256 of the signed bytes: two batches with one digest are one
+    release, two with different digests signed by one origin for one round are a proof
+    (:class:`EquivocationBook`).
+
+    Raises
+    ------
+    EquivocationError
+        ``evidence_bad_batch`` with what failed.
+    """
+    if len(wire.origin_public_key) != 32 or len(wire.origin_signature) != 64:
+        raise EquivocationError("evidence_bad_batch", "origin key or signature length")
+    if node_id_for(wire.origin_public_key) != wire.origin_id:
+        raise EquivocationError("evidence_bad_batch", "origin id is not the hash of its key")
+    rounds = {int(e.round) for e in wire.entries}
+    if len(rounds) != 1:
+        raise EquivocationError("evidence_bad_batch", "a batch must hold exactly one round")
+    signed = origin_signing_bytes(network_id, wire)
+    if not verify_signature(wire.origin_public_key, wire.origin_signature, signed):
+        raise EquivocationError("evidence_bad_batch", "origin signature does not verify")
+    return Sighting(
+        bytes(wire.origin_id), rounds.pop(), hashlib.sha256(signed).digest(), wire, kind="spsa"
+    )
+
+
+def _key(env: Envelope | ScalarBatch) -> bytes:
     return hashlib.sha256(env.SerializeToString(deterministic=True)).digest()
 
 
@@ -120,7 +181,7 @@ class EquivocationBook:
         self.network_id = network_id
         self.max_sightings = max_sightings
         self.max_convicted = max_convicted
-        self._seen: OrderedDict[tuple[bytes, int], Sighting] = OrderedDict()
+        self._seen: OrderedDict[tuple[bytes, int, str], Sighting] = OrderedDict()
         self._convicted: OrderedDict[bytes, Proof] = OrderedDict()
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # envelopes already handled
 
@@ -131,7 +192,7 @@ class EquivocationBook:
         """Senders proven to equivocate, oldest first."""
         return list(self._convicted)
 
-    def _duplicate(self, env: Envelope) -> bool:
+    def _duplicate(self, env: Envelope | ScalarBatch) -> bool:
         k = _key(env)
         if k in self._recent:
             return True
@@ -148,7 +209,7 @@ class EquivocationBook:
         """
         if sighting.sender in self._convicted:
             return None
-        key = (sighting.sender, sighting.round)
+        key = (sighting.sender, sighting.round, sighting.kind)
         old = self._seen.get(key)
         if old is None:
             self._seen[key] = sighting
@@ -158,7 +219,36 @@ class EquivocationBook:
         self._seen.move_to_end(key)
         if old.payload_sha256 == sighting.payload_sha256:
             return None
-        proof = Proof(sighting.sender, sighting.round, old.envelope, sighting.envelope)
+        proof = Proof(
+            sighting.sender, sighting.round, old.envelope, sighting.envelope, sighting.kind
+        )
+        self._convict(proof)
+        return proof
+
+    def seen(self, signed: Envelope | ScalarBatch) -> bool:
+        """Whether these exact bytes were handled before (then skip verifying them again)."""
+        return self._duplicate(signed)
+
+    def pair(self, a: Sighting, b: Sighting) -> Proof | None:
+        """Two sightings verified by the caller, relayed as proof: a new :class:`Proof`.
+
+        None if the sender is convicted already.
+
+        Raises
+        ------
+        EquivocationError
+            ``evidence_not_a_pair`` (other senders, rounds or kinds) or
+            ``evidence_same_update`` (one content).
+        """
+        if a.sender in self._convicted:
+            return None
+        if a.sender != b.sender or a.round != b.round or a.kind != b.kind:
+            raise EquivocationError(
+                "evidence_not_a_pair", "messages of different senders, rounds or kinds"
+            )
+        if a.payload_sha256 == b.payload_sha256:
+            raise EquivocationError("evidence_same_update", "both messages sign one content")
+        proof = Proof(a.sender, a.round, a.envelope, b.envelope, a.kind)
         self._convict(proof)
         return proof
 
@@ -185,15 +275,9 @@ class EquivocationBook:
         """
         if first.sender_id in self._convicted:
             return None  # known: nothing verified, nothing stored
-        a = check_sighting(first, self.network_id)
-        b = check_sighting(second, self.network_id)
-        if a.sender != b.sender or a.round != b.round:
-            raise EquivocationError("evidence_not_a_pair", "headers of different senders/rounds")
-        if a.payload_sha256 == b.payload_sha256:
-            raise EquivocationError("evidence_same_update", "both headers sign one payload")
-        proof = Proof(a.sender, a.round, first, second)
-        self._convict(proof)
-        return proof
+        return self.pair(
+            check_sighting(first, self.network_id), check_sighting(second, self.network_id)
+        )
 
     def _convict(self, proof: Proof) -> None:
         self._convicted[proof.sender] = proof

@@ -149,6 +149,11 @@ class EvidenceHandler(Protocol):
         """Every update header the service verified (its signed first-chunk envelope)."""
         ...
 
+    def seen_batch(self, batch: ScalarBatch, *, relay: bool = False) -> None:
+        """Every SPSA scalar batch an admitted member pushed (its origin signature unchecked);
+        ``relay`` when the pusher is the batch's origin."""
+        ...
+
     async def on_evidence(self, msg: Verified, evidence: Evidence) -> None:
         """Take a verified sighting or proof; raise :class:`Rejected` to refuse it."""
         ...
@@ -730,9 +735,16 @@ class NodeService(node_pb2_grpc.NodeServicer):
             verified,
             ScalarBatch,
             ("malformed", "body is not a ScalarBatch"),
-            self.training.on_scalars if self.training is not None else None,
+            self._take_scalars if self.training is not None else None,
             ("not_training", "this node runs no learner"),
         )
+
+    async def _take_scalars(self, verified: Verified, batch: ScalarBatch) -> None:
+        if self.evidence is not None:
+            # Before the learner: an origin convicted here has its batch refused there.
+            self.evidence.seen_batch(batch, relay=verified.sender_id == batch.origin_id)
+        assert self.training is not None  # PushScalars passes this handler only then
+        await self.training.on_scalars(verified, batch)
 
     async def _admit_pull(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext

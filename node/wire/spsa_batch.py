@@ -18,10 +18,10 @@ from google.protobuf.message import DecodeError
 
 from fednode_proto.v1 import training_pb2 as pb
 from node.base.identity import Identity, node_id_for, verify_signature
-from node.base.signing import SigningEncoder
 from node.training.learners.spsa import ScalarBatch, ScalarDType, Schedule, seed_id
 from node.training.spsa import MAX_ABS_SCALAR, CheckedBatch
 from node.wire.service import Rejected
+from node.wire.spsa_signing import ORIGIN_DOMAIN, origin_signing_bytes
 
 __all__ = [
     "LEARNER_DTYPES",
@@ -36,31 +36,10 @@ __all__ = [
     "release_digest",
 ]
 
-#: Domain separation of the origin signature over a scalar batch.
-ORIGIN_DOMAIN = b"fednode/v1/spsa-batch\x00"
 #: Wire dtype name -> the learner's dtype name.
 WIRE_DTYPES: dict[str, ScalarDType] = {"int8": "int8", "float16": "fp16", "float32": "fp32"}
 #: The learner's dtype name -> wire dtype name.
 LEARNER_DTYPES = {v: k for k, v in WIRE_DTYPES.items()}
-
-
-def origin_signing_bytes(network_id: bytes, batch: pb.ScalarBatch) -> bytes:
-    """Exact bytes the origin signs (documented in docs/spsa.md).
-
-    ``ORIGIN_DOMAIN || lp(network_id) || lp(origin_id) || lp(dtype) || f32 scale ||
-    u32 n || n * (u64 seed_id, u64 round, u32 step, i32 q, f32 value)``, little-endian,
-    ``lp`` = u32 length prefix. The network id binds a batch to one network.
-    """
-    enc = (
-        SigningEncoder(ORIGIN_DOMAIN)
-        .field(network_id)
-        .field(batch.origin_id)
-        .text(batch.dtype)
-        .pack("fI", batch.scale, len(batch.entries))
-    )
-    for e in batch.entries:
-        enc.pack("QQIif", e.seed_id, e.round, e.step, e.q, e.value)
-    return enc.finish()
 
 
 def release_digest(network_id: bytes, batch: pb.ScalarBatch) -> str:

@@ -13,6 +13,7 @@ from its data dir) to attack from inside the membership. Free keys are generated
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from node.base.identity import Identity
-from node.testnet.local import Testnet
+from node.testnet.local import FixedLoopbackPorts, Testnet
 from node.training.genesis import Genesis
 from node.training.trainer import make_trainer
 
@@ -127,11 +128,37 @@ class AdversaryNet:
         return self.net.statuses()[index]
 
 
+@contextlib.contextmanager
+def started_together(net: Testnet, timeout: float = 150.0) -> Iterator[Testnet]:
+    """Start every node of ``net`` at once (ports chosen up front), always stop them.
+
+    ``Testnet.start`` waits for node 0 before it starts the others, and node 0 waits at most
+    one ``round_timeout`` (3 s here) for a peer before it trains alone: on a loaded machine it
+    then ran most of its 40 rounds before node 1 came up, and node 1 caught up in one step.
+    Started together, the two honest nodes train together.
+    """
+    net.prepare()
+    try:
+        assert net.placement is not None, "needs ports chosen up front (FixedLoopbackPorts)"
+        bootstrap = net.placement.listen(0)
+        for node in net.nodes:
+            net.spawn_node(node, None if node.index == 0 else bootstrap)
+        net.wait_started(net.nodes, timeout)
+        yield net
+    finally:
+        net.stop()
+
+
 @pytest.fixture(scope="session")
 def clean_baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
     """The same genesis and seed on the two honest nodes alone: no attacker, no attack."""
-    net = Testnet(tmp_path_factory.mktemp("cleannet"), Genesis.model_validate(ADVERSARY_GENESIS), 2)
-    with net.running():
+    net = Testnet(
+        tmp_path_factory.mktemp("cleannet"),
+        Genesis.model_validate(ADVERSARY_GENESIS),
+        2,
+        placement=FixedLoopbackPorts(2),
+    )
+    with started_together(net):
         yield net
 
 
@@ -148,8 +175,9 @@ def advnet(
         Genesis.model_validate(ADVERSARY_GENESIS),
         3,
         node_args={ATTACKER: ["--no-train"]},
+        placement=FixedLoopbackPorts(3),
     )
-    with net.running():
+    with started_together(net):
         net.wait_full_view(timeout=60)
         # Training has started on both honest nodes (their updates are being admitted).
         deadline = time.monotonic() + 60

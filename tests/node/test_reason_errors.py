@@ -103,6 +103,7 @@ def test_fault_set_is_the_old_hand_kept_one() -> None:
         "history_bad_signature",
         "evidence_malformed",
         "evidence_bad_envelope",
+        "evidence_bad_batch",
         "evidence_not_a_pair",
         "evidence_same_update",
     }

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fednode_proto.v1 import admin_pb2
-from node.cli.status_json import status_document
+from node.cli.status_json import status_cell, status_document
 from node.testnet.local import Testnet
 from node.training.genesis import Genesis
 
@@ -99,14 +99,30 @@ def test_no_privacy_claims_without_privacy_and_no_accuracy_before_evaluation() -
     _check(doc, _documented())
 
 
+def test_status_table_says_why_the_model_hash_is_empty() -> None:
+    spsa = {"learner": "spsa", "model_hash": "", "spsa_digest": ""}
+    assert "replaying the SPSA scalar log" in status_cell("model_hash", "", spsa)
+    assert "replaying the SPSA scalar log" in status_cell("spsa_digest", "", spsa)
+    sgd = {"learner": "sgd", "model_hash": "", "spsa_digest": ""}
+    assert "loading" in status_cell("model_hash", "", sgd)
+    assert status_cell("spsa_digest", "", sgd) == ""  # not an SPSA node: nothing to say
+    assert status_cell("model_hash", "", {"learner": ""}) == "-"  # no training at all
+    assert status_cell("model_hash", "ab12", sgd) == "ab12"
+    assert status_cell("last_accuracy", None, sgd) == "-"
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("learner", ["sgd", "spsa"])
 def test_first_status_after_kill_and_restart_reads_the_stored_state(
-    tmp_path: Path, cli: Cli, testnet_factory: list[Testnet]
+    tmp_path: Path, cli: Cli, testnet_factory: list[Testnet], learner: str
 ) -> None:
+    # An SPSA node rebuilds its model by replaying its scalar log; its model hash and
+    # digest used to read empty until then.
     genesis = Genesis.model_validate(
         {
             "network": {"name": "t", "seed": 7, "pow_difficulty": 4, "gossip_profile": "test"},
             "task": {"name": "digits", "num_nodes": 2},
+            "learner": {"kind": learner},
             "rounds": {"round_timeout": 1.0, "eval_every": 1, "max_rounds": 400},
         }
     )
@@ -150,6 +166,8 @@ def test_first_status_after_kill_and_restart_reads_the_stored_state(
     # The first answer of the restarted daemon already knows where it stopped.
     assert first["round"] >= before["round"], (first["round"], before["round"])
     assert first["model_hash"] and len(first["history"]) >= len(before["history"])
+    if learner == "spsa":
+        assert first["spsa_digest"]
 
     def curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
         return [(h["round"], h["accuracy"]) for h in history]

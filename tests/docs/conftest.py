@@ -1,0 +1,8 @@
+"""tests/docs: the doc command extraction lives beside the tests (importlib import mode)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # doc_commands.py
