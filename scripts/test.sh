@@ -15,8 +15,9 @@ echo "==> import contracts (DESIGN.md layering)"
 echo "==> pytest"
 # Two workers (the CI machine has 2 cores; most of the suite waits on daemon processes);
 # loadfile keeps each file's network fixture in one worker. FEDNODE_TEST_WORKERS=0: serial.
+# --durations: the slowest tests, printed at the end, so the 15-minute budget can be watched.
 WORKERS="${FEDNODE_TEST_WORKERS:-2}"
 if [ "$WORKERS" = "0" ]; then
     exec .venv/bin/python -m pytest -q "$@"
 fi
-exec .venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile "$@"
+exec .venv/bin/python -m pytest -q -n "$WORKERS" --dist loadfile --durations=30 "$@"
