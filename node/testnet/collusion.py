@@ -31,6 +31,7 @@ strength that hurts the network's own rule most (the genesis, hence the rule, is
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -42,8 +43,11 @@ from safetensors.torch import load_file, save_file
 
 from node.training.robust_defaults import OUTLIER_FACTOR
 
+log = logging.getLogger("fednode.testnet.collusion")
+
 __all__ = [
     "COLLUDING_ATTACKS",
+    "LOOKBACK",
     "ColludingAttacker",
     "Collusion",
     "CollusionError",
@@ -61,6 +65,9 @@ EXTRA_ATTACKS = {
 #: Safety margin under the receivers' norm limit (their models move between our read and
 #: their check).
 NORM_MARGIN = 0.8
+#: Earlier rounds whose pooled rows stand in when the current round has fewer than two
+#: (an attacker that lags its receivers finds the current round's folder empty).
+LOOKBACK = 3
 #: Default ALIE deviation when colluding (ByzFL's default; the paper's z_max is ~0.2 here).
 ALIE_Z = 1.5
 
@@ -142,6 +149,10 @@ def fit_norm(
     if worst(1.0) <= 1.0:
         return center + direction
     if worst(0.0) > 1.0:
+        log.info(
+            "colluding attacker: the honest centre is out of some receiver's norm range",
+            extra={"fields": {"worst": round(worst(0.0), 3)}},
+        )
         return center.clone()
     lo, hi = 0.0, 1.0
     for _ in range(40):  # bisection: each distance is convex in t
@@ -302,16 +313,44 @@ class Collusion:
         return [v for s, v in got.items() if s not in byzantine]
 
     def wait_pool(
-        self, round_idx: int, want: int, timeout: float, sleep: float = 0.1
+        self,
+        round_idx: int,
+        want: int,
+        timeout: float,
+        sleep: float = 0.1,
+        settle: float = 0.5,
     ) -> dict[str, torch.Tensor]:
-        """The round's pool once it holds ``want`` honest rows, or after ``timeout`` s.
+        """The round's pool once it holds ``want`` honest rows, or has stopped growing.
 
+        Stopped growing: at least two rows and none new for ``settle`` seconds. Waiting for
+        ``want`` rows that never come (fewer honest peers sampled the colluders this round)
+        would make every attacker a round late, and late vectors are refused as stale.
         Blocking: call it in an executor.
+
+        Parameters
+        ----------
+        round_idx : int
+            The round whose rows are pooled.
+        want : int
+            Rows after which there is nothing more to wait for.
+        timeout : float
+            Seconds after which the pool is returned whatever it holds.
+        sleep : float, optional
+            Polling period in seconds (default 0.1).
+        settle : float, optional
+            Seconds without a new row after which two or more rows are enough (default 0.5).
         """
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
+        seen, last_growth = 0, start
         while True:
             got = self.pool(round_idx)
-            if len(got) >= want or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if len(got) > seen:
+                seen, last_growth = len(got), now
+            if len(got) >= want or now >= deadline:
+                return got
+            if len(got) >= 2 and now - last_growth >= settle:
                 return got
             time.sleep(sleep)
 
@@ -328,8 +367,9 @@ def collude_round(
     """The attacker's vector of ``round_idx``: pool the colluders' rows, then attack.
 
     Waits (blocking, at most a fifth of the round timeout and 5 s) for ``k + 1`` honest rows
-    of the round; with fewer than two it adds the previous round's rows, and with none it
-    sends its own honest vector (there is nothing to attack with yet).
+    of the round, or until the pool stops growing; with fewer than two it adds the rows of
+    up to :data:`LOOKBACK` earlier rounds (the newest first), and with none it sends its own
+    honest vector (there is nothing to attack with yet).
 
     Parameters
     ----------
@@ -348,14 +388,23 @@ def collude_round(
     rounds = genesis.rounds
     wait = min(5.0, 0.2 * float(rounds.round_timeout))
     pool = collusion.wait_pool(round_idx, want=rounds.peers_per_round + 1, timeout=wait)
-    if len(pool) < 2:
-        pool = {**collusion.pool(round_idx - 1), **pool}
+    for back in range(1, LOOKBACK + 1):
+        if len(pool) >= 2:
+            break
+        pool = {**collusion.pool(round_idx - back), **pool}
     if not pool:
+        log.info(
+            "colluding attacker has no honest rows yet: sends its own vector",
+            extra={"fields": {"round": round_idx}},
+        )
         return own
-    targets = collusion.targets(round_idx) or collusion.targets(round_idx - 1)
+    targets = next(
+        (t for back in range(LOOKBACK + 1) if (t := collusion.targets(round_idx - back))),
+        [],
+    )
     honest = torch.stack(list(pool.values()))
     agg = genesis.aggregation
-    return colluding_vector(
+    out = colluding_vector(
         name,
         params,
         honest=honest,
@@ -368,6 +417,19 @@ def collude_round(
         max_norm=agg.max_update_norm,
         stealth=OUTLIER_FACTOR if getattr(agg, "observed_f", False) else None,
     )
+    log.info(
+        "colluding vector",
+        extra={
+            "fields": {
+                "round": round_idx,
+                "pool": len(pool),
+                "targets": len(targets),
+                "from_centre": round(float(torch.linalg.vector_norm(out - honest.mean(0))), 4),
+                "from_own": round(float(torch.linalg.vector_norm(out - own)), 4),
+            }
+        },
+    )
+    return out
 
 
 class ColludingAttacker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,16 @@ import torch
 
 from node.testnet.collusion import (
     COLLUDING_ATTACKS,
+    LOOKBACK,
     NORM_MARGIN,
     Collusion,
     CollusionError,
+    collude_round,
     colluding_vector,
     fit_norm,
     parse_colluding,
 )
+from node.training.genesis import Genesis
 
 
 def _honest(h: int = 6, d: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +111,35 @@ def test_rendezvous_pools_honest_rows_and_leaves_out_colluders(tmp_path: Path) -
     assert [t.tolist() for t in a.targets(3)] == [[1.0] * 5]
     assert a.pool(4) == {}
     assert a.wait_pool(3, want=5, timeout=0.2, sleep=0.05).keys() == pool.keys()
+
+
+def test_waiting_stops_once_the_pool_stops_growing(tmp_path: Path) -> None:
+    # k + 1 rows may never come (fewer honest peers sampled the colluders this round):
+    # waiting the whole timeout every round made the attackers a round late, i.e. stale.
+    a = Collusion(tmp_path, "aa" * 8)
+    a.share(2, "11" * 8, torch.ones(5))
+    t0 = time.monotonic()
+    assert len(a.wait_pool(2, want=4, timeout=0.6, sleep=0.02, settle=0.1)) == 1
+    assert time.monotonic() - t0 >= 0.6  # one row is not enough to stop early
+    a.share(2, "22" * 8, torch.ones(5))
+    t0 = time.monotonic()
+    assert len(a.wait_pool(2, want=4, timeout=30.0, sleep=0.02, settle=0.1)) == 2
+    assert time.monotonic() - t0 < 10.0
+
+
+def test_a_lagging_attacker_attacks_with_earlier_rounds_rows(tmp_path: Path) -> None:
+    genesis = Genesis.fresh(network={"name": "lab"}, rounds={"round_timeout": 1.0})
+    a = Collusion(tmp_path, "aa" * 8)
+    base, honest = _honest(h=3)
+    for i, row in enumerate(honest):
+        a.share(4, f"{i}{i}" * 8, row)
+    own = honest[0].clone()
+    # Rounds 5 and 6 are empty (the honest nodes are ahead or behind): round 4 stands in.
+    out = collude_round(a, "ipm", genesis, 7, base=base, own=own)
+    assert not torch.equal(out, own)
+    assert float((out - base) @ (honest.mean(0) - base)) < 0  # IPM: against the honest step
+    # Beyond the lookback there is nothing to attack with: the attacker sends its own vector.
+    assert torch.equal(collude_round(a, "ipm", genesis, 4 + LOOKBACK + 1, base=base, own=own), own)
 
 
 def test_rendezvous_must_exist(tmp_path: Path) -> None:
