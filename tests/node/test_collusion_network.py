@@ -1,11 +1,12 @@
 """Colluding Byzantine daemons (node/testnet/collusion.py) against real honest daemons.
 
-Two runs of ``fednode testnet up`` with the same network and the same attack name: the
-attackers on their own (``--no-collude``: each attacks with the vectors it received last
-round, IPM at its default strength) and colluding through the testnet's rendezvous (the
-strongest IPM that passes the receivers' norm check). Plain ``mean`` must lose clearly more to
-the colluders, and no honest node may have refused anything the attackers sent as malformed:
-every Byzantine vector passed every check an honest node makes.
+One run of ``fednode testnet up``: 4 honest digits daemons under plain ``mean`` and 2
+attackers colluding through the testnet's rendezvous (the strongest IPM that passes the
+receivers' norm check). The honest nodes must end far below what digits reaches in 5 rounds
+without an attacker (0.86-0.90 per node with the same two attackers not colluding, about 0.9
+clean), and no honest node may have refused anything the attackers sent as malformed: every
+Byzantine vector passed every check an honest node makes. One run, not a side-by-side with
+``--no-collude``, because each testnet of 6 processes costs about a minute of the CI's 2 cores.
 """
 
 from __future__ import annotations
@@ -75,20 +76,16 @@ def _refusals(work: Path, honest: int) -> list[str]:
     return found
 
 
-@pytest.mark.timeout(1800)  # two testnets of 6 processes each on 2 shared cores
+@pytest.mark.timeout(900)  # a testnet of 6 processes on 2 shared cores
 def test_colluding_ipm_breaks_mean_and_honest_nodes_see_nothing_malformed(
     cli: Cli, tmp_path: Path
 ) -> None:
-    alone = _up(cli, tmp_path / "alone", "--no-collude")
     colluding = _up(cli, tmp_path / "colluding")
-    assert not (tmp_path / "alone" / "net" / "collusion").exists()
     members = list((tmp_path / "colluding" / "net" / "collusion" / "members").iterdir())
     byzantine_ids = {r["node_id"] for r in colluding["per_node"] if r["byzantine"]}
     assert {m.name for m in members} == byzantine_ids  # only the attackers joined
-    for summary in (alone, colluding):
-        assert all(r["round"] == 5 for r in summary["per_node"] if not r["byzantine"])
-    # The honest nodes' shards differ between runs only by the attack: digits, 10 classes.
-    assert alone["honest_mean_accuracy"] > 0.6
-    assert colluding["honest_mean_accuracy"] < alone["honest_mean_accuracy"] - 0.2
+    assert all(r["round"] == 5 for r in colluding["per_node"] if not r["byzantine"])
+    # Digits has 10 classes: 0.5 is far below every run without colluders and far above chance.
+    assert colluding["honest_mean_accuracy"] < 0.5, colluding["honest_mean_accuracy"]
     bad = [r for r in _refusals(tmp_path / "colluding", honest=4) if r in MALFORMED]
     assert bad == []
