@@ -113,6 +113,8 @@ class Rejected(
         "equivocation",
         "unknown_origin",
         "banned",
+        # This node failed to process a message (a bug of ours, logged with its traceback).
+        "internal",
     },
 ):
     """A handler refuses a message; ``reason`` is a stable code."""
@@ -601,6 +603,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
             note = await self.training.on_update(verified, header, bytes(payload))
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        except Exception:
+            return self._internal_error(verified)
         return Receipt(accepted=True, reason=note or "")
 
     async def _check_update_header(
@@ -701,7 +705,21 @@ class NodeService(node_pb2_grpc.NodeServicer):
             await handler(verified, message)
         except Rejected as exc:
             return self._receipt_refused(exc.reason, str(exc), verified.sender_id)
+        except Exception:
+            return self._internal_error(verified)
         return Receipt(accepted=True)
+
+    def _internal_error(self, verified: Verified) -> Receipt:
+        """Log this node's own failure on a message and answer it with ``internal``.
+
+        Without this gRPC answers a bare UNKNOWN and nothing is logged. Call from an
+        ``except`` block. The sender is not charged: the failure is not the message's.
+        """
+        log.exception(
+            "failed to process a message",
+            extra={"fields": {"kind": verified.kind, "sender": verified.sender_id.hex()[:12]}},
+        )
+        return self._receipt_refused("internal", "the node failed to process the message")
 
     async def PushHistory(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
