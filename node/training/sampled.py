@@ -192,7 +192,9 @@ class SampledRoundEngine:
             return self._finish(timed_out=True)
         return []
 
-    def on_sampled_peers(self, round_idx: int, peers: Sequence[str], now: float) -> list[SampledAction]:
+    def on_sampled_peers(
+        self, round_idx: int, peers: Sequence[str], now: float
+    ) -> list[SampledAction]:
         """Unused in sampled rounds (the sample replaces peer sampling)."""
         return []
 
@@ -301,7 +303,9 @@ class SampledRoundEngine:
             return self._progress()
         return []
 
-    def on_aggregated(self, round_idx: int, vector: torch.Tensor, now: float) -> list[SampledAction]:
+    def on_aggregated(
+        self, round_idx: int, vector: torch.Tensor, now: float
+    ) -> list[SampledAction]:
         """Result of :class:`Aggregate`; aggregators send it on; the next round starts."""
         cur = self._cur
         if cur is None or round_idx != cur.index or self.phase != Phase.AGGREGATING:
@@ -354,9 +358,13 @@ class SampledRoundEngine:
         if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
             return "nonfinite"
         cur = self._cur
-        if cur is not None and cur.sample is not None and round_idx == cur.index:
-            if not self._fits(cur.sample, sender):
-                return "role"
+        if (
+            cur is not None
+            and cur.sample is not None
+            and round_idx == cur.index
+            and not self._fits(cur.sample, sender)
+        ):
+            return "role"
         return None
 
     def _fits(self, sample: RoundSample, sender: str) -> bool:
@@ -456,6 +464,4 @@ def make_engine(
             numel=numel,
             layer_sizes=layer_sizes,
         )
-    return RoundEngine(
-        node_id, spec, start_round=start_round, numel=numel, layer_sizes=layer_sizes
-    )
+    return RoundEngine(node_id, spec, start_round=start_round, numel=numel, layer_sizes=layer_sizes)
