@@ -1,18 +1,20 @@
 """Sampled participation (MoDeST-style) against full participation, in simulation.
 
-Usage::
+Usage (one torch thread)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sampling.py [--nodes 100,300]
+    .venv/bin/python bench/bench_sampling.py [--nodes 100,300]
         [--samples 10,30] [--rounds 30] [--unresponsive 0.8] [--json out.json]
 
 For each N it runs :func:`node.sim.rounds.simulate` on MNIST-1D (MLP, iid shards) with
 full participation (every node trains and push-pulls with ``--peers`` peers each round)
 and with ``sample_trainers = s`` for each ``s`` (2 aggregators), and prints final mean
 accuracy, vector bytes sent per node per round, and wall time. With ``--unresponsive p``
-it also runs each sampled setting with a fraction ``p`` of the nodes crashed from the
+it also runs each setting with a fraction ``p`` of the nodes crashed from the
 start: once with the crashed nodes still in every member list (``listed``: samples draw
 them and rounds lean on failed pushes and timeouts) and once after membership removed
-them (``evicted``); accuracy is over the nodes that run.
+them (``evicted``, as SWIM's failure detector, or MoDeST's contacting of candidates in rank
+order, leaves the sample); accuracy and traffic are over the nodes that run. ``models`` is
+vector sends per running node and round.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
 
 from node.sim.rounds import simulate  # noqa: E402
 from node.training.datasets import load_task  # noqa: E402
@@ -66,13 +70,17 @@ def run(
         detected=detected,
     )
     wall = time.perf_counter() - t0
+    live = n - len(unresponsive)
+    model_bytes = res.final_vectors[0].numel() * 4
     return {
         "nodes": n,
         "mode": "full" if s is None else f"s={s},a={args.aggregators}",
         "unresponsive": len(unresponsive),
         "members": "-" if not unresponsive else ("evicted" if detected else "listed"),
         "accuracy": res.mean_accuracy,
-        "bytes_per_node_round": res.bytes_sent / n / args.rounds,
+        # Over the nodes that run: the crashed ones send nothing.
+        "bytes_per_node_round": res.bytes_sent / live / args.rounds,
+        "models_per_node_round": res.bytes_sent / live / args.rounds / model_bytes,
         "wall_s": wall,
         "sim_s": res.sim_time,
     }
@@ -90,22 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=5.0, help="round_timeout (simulated s)")
     ap.add_argument("--unresponsive", type=float, default=0.0)
     ap.add_argument("--no-full", action="store_true", help="skip full participation")
+    ap.add_argument(
+        "--only-faults", action="store_true", help="with --unresponsive: skip fault-free runs"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # 2 shared cores: one thread per process
     rows: list[dict[str, Any]] = []
     base = TaskSpec(name="mnist1d", num_nodes=1, batch_size=32, partition="iid")
     data = load_task(base, args.seed)
     samples = [int(x) for x in args.samples.split(",") if x]
     print(
         f"MNIST-1D MLP, iid, {args.rounds} rounds x {args.local_steps} local steps, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')}, "
+        f"1 torch thread, "
         f"load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     print(
         f"{'N':>5} {'mode':>10} {'dead':>5} {'members':>8} {'acc':>6} {'KB/node/rnd':>11} "
-        f"{'wall s':>7}",
+        f"{'models':>6} {'wall s':>7}",
         flush=True,
     )
 
@@ -114,18 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['nodes']:>5} {row['mode']:>10} {row['unresponsive']:>5} {row['members']:>8} "
             f"{row['accuracy']:6.3f} {row['bytes_per_node_round'] / 1e3:11.1f} "
-            f"{row['wall_s']:7.1f}",
+            f"{row['models_per_node_round']:6.2f} {row['wall_s']:7.1f}",
             flush=True,
         )
 
+    settings: list[int | None] = ([] if args.no_full else [None]) + samples
     for n in [int(x) for x in args.nodes.split(",") if x]:
-        if not args.no_full:
-            show(run(n, None, args, data))
-        for s in samples:
-            show(run(n, s, args, data))
+        for mode in settings:
+            if not args.only_faults:
+                show(run(n, mode, args, data))
             if args.unresponsive > 0:
-                show(run(n, s, args, data, dead=args.unresponsive, detected=True))
-                show(run(n, s, args, data, dead=args.unresponsive, detected=False))
+                show(run(n, mode, args, data, dead=args.unresponsive, detected=True))
+                show(run(n, mode, args, data, dead=args.unresponsive, detected=False))
     print(f"load after: {os.getloadavg()}", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2))
