@@ -164,3 +164,46 @@ def test_updates_that_do_not_fit_the_role_are_refused() -> None:
     assert isinstance(out[0], RejectUpdate) and out[0].reason == "role"
     out = e.on_update(s.aggregators[0], 0, torch.full((3,), 2.0), 0.2)
     assert isinstance(out[0], Aggregate) and torch.equal(out[0].own, torch.full((3,), 2.0))
+
+
+def test_simulate_releases_only_sampled_trainers_and_learns(rules) -> None:  # type: ignore[no-untyped-def]
+    from node.sim.rounds import simulate
+    from node.training.datasets import load_task
+    from node.training.spec import LearnerSpec, TaskSpec
+
+    task = TaskSpec(name="digits", num_nodes=6, batch_size=32, partition="iid")
+    data = load_task(task, 1)
+    learner = LearnerSpec(lr=1e-2, local_steps=10)
+    spec = RoundSpec(sample_trainers=2, eval_every=6)
+    released: collections.Counter[int] = collections.Counter()
+
+    def release(i: int, r: int, vec: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        released[i] += 1
+        return vec
+
+    res = simulate(
+        task, learner, spec, seed=1, num_rounds=6, task_data=data, rules=rules, release=release
+    )
+    ids = [f"node-{i}" for i in range(6)]
+    expected = collections.Counter(
+        int(t.split("-")[1]) for r in range(6) for t in sample_round(1, r, ids, 2, 2).trainers
+    )
+    assert released == expected and sum(released.values()) == 12
+    assert all(s["rounds"] == 6 and s["timeouts"] == 0 for s in res.stats)
+    assert res.mean_accuracy > 0.5  # chance is 0.1
+    # Every node ends with the same merged model.
+    assert all(torch.equal(v, res.final_vectors[0]) for v in res.final_vectors)
+    # Half the nodes crashed and still listed: timeouts, no deadlock, every live node ends.
+    crashed = simulate(
+        task,
+        learner,
+        spec.model_copy(update={"round_timeout": 2.0}),
+        seed=1,
+        num_rounds=6,
+        task_data=data,
+        rules=rules,
+        unresponsive=[0, 1, 2],
+        detected=False,
+    )
+    live = crashed.stats[3:]
+    assert all(s["rounds"] == 6 for s in live) and sum(s["timeouts"] for s in live) > 0
