@@ -346,9 +346,14 @@ class TrainingRuntime:
             if isinstance(action, DrawSample):
                 engine = self.engine
                 assert isinstance(engine, SampledRoundEngine)
+                members, candidates = self._sample_members()
                 await self._execute(
                     engine.on_members(
-                        action.round, self._sample_members(), self._public, time.monotonic()
+                        action.round,
+                        members,
+                        self._public,
+                        time.monotonic(),
+                        candidates=candidates,
                     )
                 )
             elif isinstance(action, eng.SamplePeers):
@@ -369,20 +374,22 @@ class TrainingRuntime:
                 self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
 
-    def _sample_members(self) -> list[str]:
-        """Who sampled rounds draw from: the live members that release, and this node.
+    def _sample_members(self) -> tuple[list[str], list[str]]:
+        """Sampled rounds' member list and the candidates the sample is drawn from.
 
-        This node counts itself in only while it releases, as its member record tells
-        the others (:meth:`_sync_participation`), so that all views agree.
+        Members: the live members (all receive the round's model). Candidates: those that
+        still release, this node included only while it does, as its member record tells
+        the others (:meth:`_sync_participation`), so that every view draws the same sample.
         """
-        ids = [
+        live = [
             m.node_id.hex()
             for m in self.membership.members()
-            if self.membership.takes_part(m.node_id)
+            if self.membership.is_member(m.node_id)
         ]
+        candidates = [n for n in live if self.membership.takes_part(bytes.fromhex(n))]
         if self.guard.releasing or not self.guard.private:
-            ids.append(self.node_id)
-        return sorted(set(ids))
+            candidates.append(self.node_id)
+        return sorted({*live, self.node_id}), sorted(set(candidates))
 
     def _sample(self, k: int) -> list[str]:
         if k == 0:

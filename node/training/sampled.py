@@ -199,12 +199,21 @@ class SampledRoundEngine:
         return []
 
     def on_members(
-        self, round_idx: int, members: Sequence[str], model: torch.Tensor, now: float
+        self,
+        round_idx: int,
+        members: Sequence[str],
+        model: torch.Tensor,
+        now: float,
+        *,
+        candidates: Sequence[str] | None = None,
     ) -> list[SampledAction]:
         """The driver's answer to :class:`DrawSample`: member ids and the current model.
 
-        ``members`` is this node's view of the members that take part (itself included
-        when it does); the round's sample is drawn from it.
+        ``members`` is this node's view of the live members (itself added if missing);
+        they all receive the merged model. ``candidates`` (default None: ``members``) are
+        those the sample is drawn from, the members that still release updates (this
+        node only if it does): a node that releases nothing is never sampled but still
+        gets the model.
         """
         cur = self._cur
         if cur is None or round_idx != cur.index or cur.sample is not None:
@@ -215,10 +224,15 @@ class SampledRoundEngine:
         if vec.numel() != self.numel:
             raise ValueError(f"model has {vec.numel()} elements, expected {self.numel}")
         ids = tuple(sorted(set(members) | {self.node_id}))
+        pool = ids if candidates is None else tuple(sorted(set(candidates) & set(ids)))
         assert self.spec.sample_trainers is not None
         cur.members = ids
         cur.sample = sample_round(
-            self.seed, cur.index, ids, self.spec.sample_trainers, self.spec.aggregators
+            self.seed,
+            cur.index,
+            pool or (self.node_id,),
+            self.spec.sample_trainers,
+            self.spec.aggregators,
         )
         cur.model = vec
         timeout = self.spec.round_timeout

@@ -207,3 +207,16 @@ def test_simulate_releases_only_sampled_trainers_and_learns(rules) -> None:  # t
     )
     live = crashed.stats[3:]
     assert all(s["rounds"] == 6 for s in live) and sum(s["timeouts"] for s in live) > 0
+
+
+def test_a_node_that_releases_nothing_is_never_sampled_but_gets_the_model() -> None:
+    spec = RoundSpec(sample_trainers=2, sample_aggregators=2)
+    members = ["a", "b", "c", "d", "e"]
+    for r in range(20):
+        e = SampledRoundEngine("e", spec, seed=5, start_round=r, numel=2)
+        assert e.tick(0.0) == [DrawSample(r)]
+        out = e.on_members(r, members, torch.zeros(2), 0.0, candidates=["a", "b", "c", "d"])
+        assert out == [] and e.sample is not None
+        assert "e" not in e.sample.trainers + e.sample.aggregators
+        (agg,) = e.awaited_peers()
+        assert "e" in recipients(e.sample, members, agg)
