@@ -419,6 +419,11 @@ class RoundSpec(BaseModel):
                 "sample_trainers needs payload 'model' (aggregators merge the trainers' "
                 "models and send the merged model on)"
             )
+        if self.sample_trainers is not None and self.weight_by_examples:
+            raise ValueError(
+                "sample_trainers cannot be used with weight_by_examples (aggregators merge "
+                "with the rule's own weights)"
+            )
         return self
 
     @property

@@ -81,6 +81,8 @@ def test_genesis_option_unset_keeps_the_network_id() -> None:
         RoundSpec(sample_aggregators=2)
     with pytest.raises(ValueError, match="payload 'model'"):
         RoundSpec(sample_trainers=2, payload="delta")
+    with pytest.raises(ValueError, match="weight_by_examples"):
+        RoundSpec(sample_trainers=2, weight_by_examples=True)
     assert isinstance(make_engine("x", RoundSpec(), seed=0, numel=4), RoundEngine)
 
 
