@@ -2,7 +2,7 @@
 
 The drop-in sibling of :class:`~node.training.engine.RoundEngine` (same actions, same
 driver calls) for networks where only a sample works each round, as in MoDeST (de Vos
-et al., "Decentralized Learning Made Practical with Client Sampling", 2023). Round
+et al., arXiv 2302.13837). Round
 ``r`` on one node::
 
     start ──> DrawSample(r); the driver answers on_members(r, members, model)
@@ -25,9 +25,10 @@ Simplifications against MoDeST, kept on purpose:
   next round's sample, so every node holds the current model and can be evaluated;
 - an aggregator merges its own current model with the trainers' updates (row 0 of the
   rule, the reference of the robust rules), which damps the step by 1/(s+1) with the mean;
-- there is no registration or activity protocol: the member list is the driver's
-  membership view (the daemon's is SWIM's live, releasing members), and sampled nodes
-  that never answer cost one ``round_timeout`` (aggregators) or two (the others).
+- there is no registration or activity protocol of its own: the member list is the
+  driver's membership view (the daemon's is SWIM's live members, the candidates those
+  that release), and sampled nodes that never answer cost one ``round_timeout``
+  (aggregators) or two (the others).
 
 Update admission: from ourselves, after the last round, more than ``max_future`` rounds
 ahead, older than our round, a repeated ``(sender, round)``, the wrong length or
