@@ -14,6 +14,7 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -51,6 +52,7 @@ from node.training.params import (
     encode_state,
     vector_hash,
 )
+from node.training.sampled import DrawSample, SampledAction, SampledRoundEngine, make_engine
 from node.training.trainer import Trainer, make_trainer
 from node.training.usercode import TaskSetupError
 from node.wire.envelope import SeqCounter, Verified, seal
@@ -113,7 +115,7 @@ class TrainingRuntime:
         shard: int,
         *,
         trainer: Trainer,
-        engine: eng.RoundEngine,
+        engine: eng.RoundEngine | SampledRoundEngine,
         released_round: int,
         evaluations: list[tuple[int, float, float, float]],
         attack: str | None = None,
@@ -235,9 +237,10 @@ class TrainingRuntime:
         history = await loop.run_in_executor(None, load_history, d.store)
         # The genesis [aggregation] table is the one source of the rule and its parameters.
         rounds = d.genesis.round_spec()
-        engine = eng.RoundEngine(
+        engine = make_engine(
             node_id,
             rounds,
+            seed=d.genesis.network.seed,
             start_round=start_round,
             numel=trainer.layout.numel,
             layer_sizes=trainer.layout.sizes,
@@ -336,11 +339,24 @@ class TrainingRuntime:
         self.membership.set_releasing(releasing)
         return releasing
 
-    async def _execute(self, actions: list[eng.Action]) -> None:
+    async def _execute(self, actions: Sequence[SampledAction]) -> None:
         if self._catching_up:
             return  # the engine that asked is being replaced (see _catch_up)
         for action in actions:
-            if isinstance(action, eng.SamplePeers):
+            if isinstance(action, DrawSample):
+                engine = self.engine
+                assert isinstance(engine, SampledRoundEngine)
+                members, candidates = self._sample_members()
+                await self._execute(
+                    engine.on_members(
+                        action.round,
+                        members,
+                        self._public,
+                        time.monotonic(),
+                        candidates=candidates,
+                    )
+                )
+            elif isinstance(action, eng.SamplePeers):
                 peers = self._sample(action.k)
                 await self._execute(
                     self.engine.on_sampled_peers(action.round, peers, time.monotonic())
@@ -357,6 +373,23 @@ class TrainingRuntime:
             elif isinstance(action, eng.RejectUpdate):
                 self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
+
+    def _sample_members(self) -> tuple[list[str], list[str]]:
+        """Sampled rounds' member list and the candidates the sample is drawn from.
+
+        Members: the live members (all receive the round's model). Candidates: those that
+        still release, this node included only while it does, as its member record tells
+        the others (:meth:`_sync_participation`), so that every view draws the same sample.
+        """
+        live = [
+            m.node_id.hex()
+            for m in self.membership.members()
+            if self.membership.is_member(m.node_id)
+        ]
+        candidates = [n for n in live if self.membership.takes_part(bytes.fromhex(n))]
+        if self.guard.releasing or not self.guard.private:
+            candidates.append(self.node_id)
+        return sorted({*live, self.node_id}), sorted(set(candidates))
 
     def _sample(self, k: int) -> list[str]:
         if k == 0:
@@ -872,12 +905,13 @@ class TrainingRuntime:
             self._catching_up = False
             self.tasks.wake()
 
-    def _fresh_engine(self, start_round: int) -> eng.RoundEngine:
+    def _fresh_engine(self, start_round: int) -> eng.RoundEngine | SampledRoundEngine:
         """A new engine like the current one (same spec and layout) at ``start_round``."""
         old = self.engine
-        return eng.RoundEngine(
+        return make_engine(
             self.node_id,
             old.spec,
+            seed=self.ctx.genesis.network.seed,
             start_round=start_round,
             numel=self.trainer.layout.numel,
             layer_sizes=self.trainer.layout.sizes,

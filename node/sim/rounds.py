@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from node.training.evaluate import evaluate
 from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
 from node.training.models import build_model
 from node.training.params import flatten, load_vector, model_hash
+from node.training.sampled import DrawSample, make_engine
 from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 from node.training.trainer import FlowerTrainer, ModelTrainer, make_trainer
@@ -51,7 +52,7 @@ __all__ = ["SimResult", "SpsaSimResult", "simulate", "simulate_spsa"]
 class SimResult:
     """Outcome of :func:`simulate`.
 
-    ``history`` maps round -> per-node accuracy list (rounds where every node
+    ``history`` maps round -> per-node accuracy list (rounds where every node that ran
     evaluated); ``final_accuracy`` is each node's last evaluated accuracy.
     """
 
@@ -72,11 +73,15 @@ class SimResult:
     """Vector payload bytes each node sent (``bytes_sent`` is their sum)."""
     bytes_received_by_node: list[int] = field(default_factory=list)
     """Vector payload bytes delivered to each node."""
+    unresponsive: frozenset[int] = frozenset()
+    """Indices of the nodes that never ran (their final accuracy is NaN)."""
 
     @property
     def mean_accuracy(self) -> float:
-        """Mean of the nodes' final accuracies."""
-        return float(np.mean(self.final_accuracy))
+        """Mean of the final accuracies of the nodes that ran."""
+        return float(
+            np.mean([a for i, a in enumerate(self.final_accuracy) if i not in self.unresponsive])
+        )
 
 
 @dataclass(order=True)
@@ -104,6 +109,8 @@ def simulate(
     release: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     independent_init: bool = False,
     record_vectors: bool = False,
+    unresponsive: Collection[int] = (),
+    detected: bool = True,
 ) -> SimResult:
     """Run ``task.num_nodes`` nodes for ``num_rounds`` rounds in one process.
 
@@ -138,6 +145,20 @@ def simulate(
     record_vectors
         Default False. True keeps every node's vector at each evaluated round in
         :attr:`SimResult.vectors` (memory: nodes x evaluated rounds x d floats).
+    unresponsive
+        Default empty. Indices of nodes that never run nor answer (crashed from the
+        start): a push to one fails after ``latency``, as a refused connection does, and
+        the pusher stops waiting for it (no bytes counted).
+    detected
+        Default True: membership has already removed the unresponsive nodes, so peers
+        and samples are drawn from the others (what SWIM's failure detector gives a
+        daemon). False: they stay in every member list, so samples include them and the
+        rounds lean on the failed pushes and timeouts.
+
+    With ``rounds.sample_trainers`` set the nodes run sampled participation
+    (:class:`~node.training.sampled.SampledRoundEngine`): each round's trainers and
+    aggregators come from :func:`~node.training.participation.sample_round` over the
+    member list, and only trainers train and call ``release``.
     """
     n = task.num_nodes
     spec = rounds.model_copy(update={"max_rounds": num_rounds})
@@ -149,6 +170,13 @@ def simulate(
     )
     ids = [f"node-{i}" for i in range(n)]
     index = {nid: i for i, nid in enumerate(ids)}
+    dead = frozenset(int(i) for i in unresponsive)
+    if any(not 0 <= i < n for i in dead):
+        raise ValueError(f"unresponsive node indices must be in [0, {n})")
+    if len(dead) >= n:
+        raise ValueError("at least one node must be responsive")
+    listed = [nid for i, nid in enumerate(ids) if i not in dead] if detected else ids
+    live = n - len(dead)
     trainers: list[ModelTrainer | FlowerTrainer] = [
         make_trainer(task, learner, seed=seed, node_index=i, node_id=ids[i], task_data=data)
         for i in range(n)
@@ -165,8 +193,12 @@ def simulate(
             )
             tr.set_vector(flatten(own))
     engines = [
-        RoundEngine(
-            ids[i], spec, numel=trainers[i].layout.numel, layer_sizes=trainers[i].layout.sizes
+        make_engine(
+            ids[i],
+            spec,
+            seed=seed,
+            numel=trainers[i].layout.numel,
+            layer_sizes=trainers[i].layout.sizes,
         )
         for i in range(n)
     ]
@@ -196,9 +228,12 @@ def simulate(
             act = pending.pop(0)
             eng = engines[i]
             if isinstance(act, SamplePeers):
-                others = [nid for nid in ids if nid != ids[i]]
+                others = [nid for nid in listed if nid != ids[i]]
                 peers = rng.sample(others, min(act.k, len(others)))
                 pending += eng.on_sampled_peers(act.round, peers, now)
+            elif isinstance(act, DrawSample):
+                assert not isinstance(eng, RoundEngine)
+                pending += eng.on_members(act.round, listed, trainers[i].vector(), now)
             elif isinstance(act, TrainLocal):
                 if release is not None:
                     bases[i] = trainers[i].vector()
@@ -207,6 +242,9 @@ def simulate(
                 push(now + dt, "trained", i, act.round)
             elif isinstance(act, SendUpdate):
                 for p in act.peers:
+                    if index[p] in dead:
+                        push(now + latency, "unavailable", i, (act.round, p))
+                        continue
                     size = act.payload.numel() * 4
                     messages += 1
                     bytes_sent += size
@@ -231,8 +269,8 @@ def simulate(
                 evals.setdefault(act.round, {})[i] = res.accuracy
                 if record_vectors:
                     snapshots.setdefault(act.round, {})[i] = trainers[i].vector()
-                if on_round is not None and len(evals[act.round]) == n:
-                    on_round(act.round, [evals[act.round][j] for j in range(n)])
+                if on_round is not None and len(evals[act.round]) == live:
+                    on_round(act.round, [evals[act.round][j] for j in sorted(evals[act.round])])
             elif isinstance(act, RejectUpdate):
                 rejected += 1
         deadline = engines[i].next_deadline()
@@ -240,7 +278,8 @@ def simulate(
             push(deadline, "tick", i)
 
     for i in range(n):
-        push(0.0, "tick", i)
+        if i not in dead:
+            push(0.0, "tick", i)
     now = 0.0
     while queue:
         ev = heapq.heappop(queue)
@@ -258,8 +297,11 @@ def simulate(
         elif ev.kind == "deliver":
             sender, r, payload, num = ev.data
             dispatch(ev.node, eng.on_update(sender, r, payload, now, num_examples=num), now)
+        elif ev.kind == "unavailable":
+            r, peer = ev.data
+            dispatch(ev.node, eng.on_peer_unavailable(r, peer, now), now)
     history = {
-        r: [accs[j] for j in range(n)] for r, accs in sorted(evals.items()) if len(accs) == n
+        r: [accs[j] for j in sorted(accs)] for r, accs in sorted(evals.items()) if len(accs) == live
     }
     return SimResult(
         history=history,
@@ -271,12 +313,13 @@ def simulate(
         sim_time=finished,
         final_vectors=[tr.vector() for tr in trainers],
         vectors={
-            r: [vs[j] for j in range(n)]
+            r: [vs[j] for j in sorted(vs)]
             for r, vs in sorted(snapshots.items())
-            if len(vs) == n and r in history
+            if len(vs) == live and r in history
         },
         bytes_sent_by_node=sent_by,
         bytes_received_by_node=received_by,
+        unresponsive=dead,
     )
 
 

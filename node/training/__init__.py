@@ -10,6 +10,8 @@ daemon given the same inputs reach the same decisions.
 - :mod:`~node.training.datasets`, :mod:`~node.training.models`,
   :mod:`~node.training.tasks`, :mod:`~node.training.trainer`: data, models, local training.
 - :mod:`~node.training.engine`: the sans-I/O round engine.
+- :mod:`~node.training.participation` and :mod:`~node.training.sampled`: sampled
+  participation (who trains and aggregates each round; its round engine).
 - :mod:`~node.training.params`: flat parameter vectors, layouts and checkpoints.
 - sub-packages :mod:`~node.training.learners` (sgd, spsa, flower) and
   :mod:`~node.training.hf` (Hugging Face folders with LoRA).
@@ -65,6 +67,8 @@ if TYPE_CHECKING:
         model_hash,
         vector_hash,
     )
+    from node.training.participation import RoundSample, sample_round
+    from node.training.sampled import DrawSample, SampledRoundEngine, make_engine
     from node.training.seeding import derive_seed
     from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
     from node.training.tasks import build_local_task, spsa_learner
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Aggregate",
     "DatasetError",
+    "DrawSample",
     "Evaluate",
     "FlowerTrainer",
     "Genesis",
@@ -87,8 +92,10 @@ __all__ = [
     "Received",
     "RejectUpdate",
     "RoundEngine",
+    "RoundSample",
     "RoundSpec",
     "SamplePeers",
+    "SampledRoundEngine",
     "TaskData",
     "TaskSetupError",
     "TaskSpec",
@@ -105,6 +112,7 @@ __all__ = [
     "load_genesis",
     "load_task",
     "load_vector",
+    "make_engine",
     "make_trainer",
     "model_hash",
     "node_data",
@@ -112,6 +120,7 @@ __all__ = [
     "partition",
     "record_mechanism",
     "render_genesis",
+    "sample_round",
     "spsa_learner",
     "task_and_learner",
     "vector_hash",
@@ -160,6 +169,8 @@ __getattr__, __dir__ = lazy_face(
             "model_hash",
             "vector_hash",
         ),
+        "node.training.participation": ("RoundSample", "sample_round"),
+        "node.training.sampled": ("DrawSample", "SampledRoundEngine", "make_engine"),
         "node.training.seeding": ("derive_seed",),
         "node.training.spec": ("LearnerSpec", "RoundSpec", "TaskSpec"),
         "node.training.tasks": ("build_local_task", "spsa_learner"),

@@ -221,6 +221,9 @@ _ENGINE_COPIES = frozenset(
 )
 
 
+#: [rounds] keys added after networks existed: left out of the network id while unset.
+_ADDED_ROUND_KEYS = ("start_wait", "sample_trainers", "sample_aggregators")
+
 #: Start-up allowance per declared node beyond the first (see :attr:`Genesis.start_wait_s`).
 START_WAIT_PER_NODE_S = 20.0
 #: The default start-up allowance never exceeds this (a larger network sets start_wait).
@@ -313,9 +316,10 @@ class Genesis(_Section):
     def canonical_json(self) -> bytes:
         """Canonical encoding whose hash is the network id."""
         data = self.model_dump(mode="json")
-        if data["rounds"].get("start_wait") is None:
-            # Added after networks existed: unset, it must not change their network id.
-            del data["rounds"]["start_wait"]
+        for key in _ADDED_ROUND_KEYS:
+            if data["rounds"].get(key) is None:
+                # Added after networks existed: unset, it must not change their network id.
+                del data["rounds"][key]
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @property

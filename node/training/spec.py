@@ -382,6 +382,22 @@ class RoundSpec(BaseModel):
         default_factory=dict, description="Extra keyword parameters of the rule."
     )
     max_rounds: int | None = Field(None, ge=1, description="Stop after this many rounds.")
+    sample_trainers: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Sampled participation (MoDeST-style): each round only this many "
+        "members, drawn from the genesis seed and the round, train and release; the rest "
+        "only receive the round's model. None (default): every node trains every round "
+        "and gossips with peers_per_round peers.",
+    )
+    sample_aggregators: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="With sample_trainers: members drawn each round (apart from the "
+        "trainers) that merge the trainers' updates and send the model on; None means 2.",
+    )
     weight_by_examples: bool = Field(
         False,
         description="Weight rows by the senders' example counts (FedAvg's weighting); "
@@ -393,6 +409,32 @@ class RoundSpec(BaseModel):
         "'Vanishing Variance'): to the (weighted) mean of the merged models' stds with "
         "'mean', to their median with any other rule; payload 'model' only.",
     )
+
+    @model_validator(mode="after")
+    def _check_sampling(self) -> RoundSpec:
+        if self.sample_aggregators is not None and self.sample_trainers is None:
+            raise ValueError("sample_aggregators needs sample_trainers (sampled participation)")
+        if self.sample_trainers is not None and self.payload != "model":
+            raise ValueError(
+                "sample_trainers needs payload 'model' (aggregators merge the trainers' "
+                "models and send the merged model on)"
+            )
+        if self.sample_trainers is not None and self.weight_by_examples:
+            raise ValueError(
+                "sample_trainers cannot be used with weight_by_examples (aggregators merge "
+                "with the rule's own weights)"
+            )
+        return self
+
+    @property
+    def sampled(self) -> bool:
+        """Whether rounds use sampled participation (``sample_trainers`` is set)."""
+        return self.sample_trainers is not None
+
+    @property
+    def aggregators(self) -> int:
+        """Aggregators per sampled round (``sample_aggregators``, default 2)."""
+        return 2 if self.sample_aggregators is None else self.sample_aggregators
 
     @model_validator(mode="after")
     def _check_weighting(self) -> RoundSpec:
