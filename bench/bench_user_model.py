@@ -358,12 +358,13 @@ def run_causal_one(args: argparse.Namespace, size: str, learner_kind: str) -> di
         spec = LearnerSpec(kind="spsa", lr=1e-2, spsa_eps=1e-3, spsa_steps=args.spsa_steps)
         learner = SPSALearner(spec, batch_size=task.batch_size, seed=0, node="n0")
         per_round_bytes = 0
-    times = []
+    times, cpus = [], []
     for r in range(args.causal_rounds + 1):  # round 0 warms up (allocator, first kernels)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = learner.train_round(model, shard, r)
         if r:
             times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
         if learner_kind == "spsa":
             per_round_bytes = len(out.encode())
     return {
@@ -374,6 +375,7 @@ def run_causal_one(args: argparse.Namespace, size: str, learner_kind: str) -> di
         "params": total,
         "trainable": trainable,
         "s_per_round": float(np.median(times)),
+        "cpu_s_per_round": float(np.median(cpus)),
         "rss_model_mb": rss_model,
         "peak_rss_mb": peak_rss_mb(),
         "bytes_per_round": per_round_bytes,
@@ -386,14 +388,16 @@ def causal_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Adam steps, spsa {args.spsa_steps} two-point steps per round; median of "
         f"{args.causal_rounds} rounds after one warm-up.",
         "",
-        "| model (hidden x layers) | params | trainable | learner | s / round | "
+        "| model (hidden x layers) | params | trainable | learner | s / round | CPU s / round | "
         "peak RSS MB | RSS growth over built model MB | bytes / round to one peer |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        cpu = r.get("cpu_s_per_round")
         lines.append(
             f"| {r['size']} ({r['hidden']} x {r['layers']}) | {r['params']:,} | "
             f"{r['trainable']:,} | {r['learner']} | {r['s_per_round']:.3f} | "
+            f"{'-' if cpu is None else f'{cpu:.3f}'} | "
             f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['rss_model_mb']:.0f} | "
             f"{r['bytes_per_round']:,} |"
         )
@@ -412,9 +416,40 @@ def _child(argv: list[str], job: str) -> dict[str, Any]:
         return row
 
 
+def merge_reports(args: argparse.Namespace, out: Path) -> int:
+    """Print and write one text table from several runs' rows, refusing mixed settings."""
+    rows: list[dict[str, Any]] = []
+    settings: dict[str, Any] | None = None
+    keep = ("methods", "out", "spsa_rounds", "child", "child_out", "inputs", "part")
+    for name in [p for p in args.inputs.split(",") if p]:
+        run = json.loads(Path(name).read_text())
+        these = {k: v for k, v in run["args"].items() if k not in keep}
+        if settings is not None and these != settings:
+            raise SystemExit(f"{name}: other settings than the first input: {these}")
+        settings = these
+        rows += run["rows"]
+        if any(r["method"] == "spsa" for r in run["rows"]):
+            args.spsa_rounds = run["args"]["spsa_rounds"]
+    if settings is None:
+        raise SystemExit("report needs --inputs")
+    for key, value in settings.items():
+        setattr(args, key, value)
+    table = text_report(rows, args)
+    print(table)
+    (out / "text.md").write_text(table + "\n")
+    (out / "text.json").write_text(json.dumps({"args": vars(args), "rows": rows}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("part", choices=["text", "causal"])
+    ap.add_argument(
+        "part",
+        choices=["text", "causal", "report"],
+        help="report: merge the rows of --inputs (text.json files of runs with the same "
+        "settings, e.g. one method each run in parallel) into one table",
+    )
+    ap.add_argument("--inputs", default="", help="report: comma-separated text.json files")
     ap.add_argument("--out", default="/tmp/bench_user_model", help="folder for JSON (and plot)")
     ap.add_argument("--methods", default=",".join(METHODS), help="text: subset to run")
     ap.add_argument("--model", default=None, help="text: model folder [MiniLM from its package]")
@@ -460,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    if args.part == "report":
+        return merge_reports(args, out)
     if args.part == "text":
         jobs = [m for m in args.methods.split(",") if m]
         for m in jobs:
