@@ -24,10 +24,9 @@ def bench() -> ModuleType:
 
 
 def test_causal_cost_rows_count_the_real_wire_sizes(bench: ModuleType, tmp_path: Path) -> None:
-    args = bench.build_parser().parse_args(
-        ["causal", "--workdir", str(tmp_path), "--causal-rounds", "1", "--batch", "4"]
-        + ["--max-length", "12", "--local-steps", "2", "--spsa-steps", "2"]
-    )
+    argv = ["causal", "--workdir", str(tmp_path), "--causal-rounds", "1", "--batch", "4"]
+    argv += ["--max-length", "12", "--local-steps", "2", "--spsa-steps", "2"]
+    args = bench.build_parser().parse_args(argv)
     sgd = bench.run_causal_one(args, "tiny", "sgd")
     spsa = bench.run_causal_one(args, "tiny", "spsa")
     assert sgd["trainable"] == spsa["trainable"] > 0
