@@ -115,6 +115,9 @@ class Rejected(
         "banned",
         # This node failed to process a message (a bug of ours, logged with its traceback).
         "internal",
+        # Sampled participation (node/training/sampled.py): an update from a member this
+        # node's view did not draw for that role; views can differ for a moment.
+        "role",
     },
 ):
     """A handler refuses a message; ``reason`` is a stable code."""
