@@ -6,6 +6,12 @@ wait until membership shows enough peers, at most the start-up allowance
 ``task.num_nodes``; one ``round_timeout`` was too short for peers started seconds later).
 A silent wait looks like a hang, so it is logged when it starts, every
 :data:`REPORT_EVERY_S` seconds, and when it ends; a node that gives up says so.
+
+A node that already sees some peers stops waiting once no new one has appeared for
+``settle_s`` (by default the per-node start-up allowance, 20 s): the declared
+``task.num_nodes`` is the number of shards, not a promise that every shard's node runs (a
+compose testnet starts 3 of its 4 declared nodes unless asked for the attacker), and the
+whole allowance would then be spent waiting for a node that is not coming.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from node.base.logs import log
+from node.training.genesis import START_WAIT_PER_NODE_S
 
 if TYPE_CHECKING:
     from node.training.genesis import Genesis
@@ -35,6 +42,7 @@ async def wait_for_peers(
     timeout: float | None = None,
     then: str = "training alone",
     poll_s: float = 0.1,
+    settle_s: float = START_WAIT_PER_NODE_S,
 ) -> bool:
     """Wait until ``have() >= want``, at most ``genesis.start_wait_s`` seconds.
 
@@ -54,6 +62,9 @@ async def wait_for_peers(
         What the node does if the wait ends without enough peers (for the log lines).
     poll_s : float, default 0.1
         Seconds between two looks at membership.
+    settle_s : float, default ``START_WAIT_PER_NODE_S`` (20)
+        With at least one peer but fewer than ``want``: seconds without a new peer after
+        which the wait ends early.
 
     Returns
     -------
@@ -65,8 +76,11 @@ async def wait_for_peers(
     t0 = time.monotonic()
     deadline = t0 + timeout
     reported = None
+    seen, changed = 0, t0
     while not stopping():
         n = have()
+        if n != seen:
+            seen, changed = n, time.monotonic()
         if n >= want:
             if reported is not None:
                 log.info(
@@ -75,6 +89,12 @@ async def wait_for_peers(
                 )
             return True
         now = time.monotonic()
+        if n >= 1 and now - changed >= settle_s:
+            log.info(
+                f"no new peer for {settle_s:.0f} s: starting round 0 with {n} of {want} peers",
+                extra={"fields": {"want": want, "have": n, "settle_s": settle_s}},
+            )
+            return False
         if now >= deadline:
             log.warning(
                 f"waited {timeout:.0f} s for {want} peers, {n} seen: {then}",
