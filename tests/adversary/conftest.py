@@ -149,7 +149,9 @@ def started_together(net: Testnet, timeout: float = 150.0) -> Iterator[Testnet]:
         net.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: only test_attacks.py uses the two networks. Session scope kept their five
+# daemons running (about half a core, idle after round 40) until the worker's last test.
+@pytest.fixture(scope="module")
 def clean_baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
     """The same genesis and seed on the two honest nodes alone: no attacker, no attack."""
     net = Testnet(
@@ -162,7 +164,7 @@ def clean_baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet
         yield net
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def advnet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[AdversaryNet]:
