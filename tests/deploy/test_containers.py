@@ -198,7 +198,7 @@ class ComposeNet:
         ticker = HealthTicker(self.project)
         ticker.start()
         try:
-            self.compose("up", "-d", "--no-build", *self.services, timeout=START_TIMEOUT)
+            self._up()
             yield self
         except BaseException:
             print(self.logs())
@@ -208,6 +208,24 @@ class ComposeNet:
             self.down()
             atexit.unregister(self.down)
             signal.signal(signal.SIGTERM, previous)
+
+    def _up(self) -> None:
+        """``up -d`` the services, once more if podman lost its race with an exited container.
+
+        podman's Docker-compatible API can fail ``up`` with ``read /proc/N/cgroup: no such
+        process`` when a container it inspects has just exited (the one-shot ``certs``
+        container of the TLS file): nothing is wrong with the containers, and a second ``up``
+        finds ``certs`` completed and starts the rest. Any other failure fails at once.
+        """
+        argv = [*self.base, "up", "-d", "--no-build", *self.services]
+        first = _run(argv, env=self.env, timeout=START_TIMEOUT, check=False)
+        if first.returncode != 0 and "no such process" in first.stdout + first.stderr:
+            first = _run(argv, env=self.env, timeout=START_TIMEOUT, check=False)
+        if first.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)} exited {first.returncode}\n"
+                f"{first.stdout[-3000:]}\n{first.stderr[-3000:]}"
+            )
 
     def container(self, service: str) -> str:
         cid = self.compose("ps", "-q", service).strip()
