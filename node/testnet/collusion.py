@@ -148,10 +148,11 @@ def fit_norm(
 
     if worst(1.0) <= 1.0:
         return center + direction
-    if worst(0.0) > 1.0:
+    at_centre = worst(0.0)
+    if at_centre > 1.0:
         log.info(
             "colluding attacker: the honest centre is out of some receiver's norm range",
-            extra={"fields": {"worst": round(worst(0.0), 3)}},
+            extra={"fields": {"worst": round(at_centre, 3)}},
         )
         return center.clone()
     lo, hi = 0.0, 1.0
