@@ -73,7 +73,21 @@ def genesis_new(
             show_default=False,
         ),
     ] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank \\[default: 8].")] = None,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option(
+            help="LoRA rank \\[default: 8]; 0 trains only the classification head (a linear probe)."
+        ),
+    ] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="text-classification: 'model' (the Auto class's head, BERT: [CLS] pooler) "
+            "or 'mean' (mask-averaged token states under a new head) \\[default: mean for a "
+            "sentence-transformers folder, else model].",
+            show_default=False,
+        ),
+    ] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha \\[default: 16].")] = None,
     lora_targets: Annotated[
         str | None,
@@ -159,6 +173,7 @@ def genesis_new(
                 "label_column": label_column,
                 "labels": _csv(labels),
                 "lora_rank": lora_rank,
+                "pooling": pooling,
                 "lora_alpha": lora_alpha,
                 "lora_targets": _csv(lora_targets),
                 "factory": factory,

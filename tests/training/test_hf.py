@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,102 @@ def test_export_loads_with_peft_alone_and_gives_the_nodes_logits(
     assert torch.allclose(theirs, ours, atol=1e-5), float((theirs - ours).abs().max())
     if kind == "text-classification" and merged:
         assert loaded.config.id2label == {0: "neg", 1: "pos"}
+
+
+@pytest.mark.parametrize("rank", [4, 0])
+@pytest.mark.parametrize("merged", [False, True])
+def test_mean_pooling_export_loads_with_peft_and_the_head_file(
+    tiny_hf: dict[str, Any], tmp_path: Path, rank: int, merged: bool
+) -> None:
+    # pooling "mean": the encoder (AutoModel) + LoRA, a new linear head over the
+    # mask-averaged token states. A user rebuilds the node's logits from the export with
+    # transformers, peft and safetensors alone.
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from node.training.hf.export import export_hf_model
+
+    spec = _spec(tiny_hf, pooling="mean", lora_rank=rank)
+    data = load_task(spec, 2, cache=tmp_path)
+    model = build_model(spec, 2, input_dim=0, num_classes=data.num_classes)
+    layout = layout_of(model)
+    assert list(layout.names[-2:]) == ["head.weight", "head.bias"]
+    assert all(n.startswith("head.") or "lora_B" in n for n in layout.names)
+    assert any("lora_B" in n for n in layout.names) == (rank > 0)
+    gen = torch.Generator().manual_seed(0)
+    load_vector(model, torch.randn(layout.numel, generator=gen) * 0.1)
+    out = export_hf_model(
+        spec,
+        2,
+        layout.split(flatten(model)),
+        tmp_path / "out",
+        class_names=data.class_names,
+        merged=merged,
+    )
+    assert (out / "adapter_config.json").is_file() == (rank > 0 and not merged)
+    if merged:
+        loaded = AutoModel.from_pretrained(out, local_files_only=True)
+    else:
+        loaded = AutoModel.from_pretrained(spec.model_path, local_files_only=True)
+        if rank > 0:
+            loaded = PeftModel.from_pretrained(loaded, out)
+    head = load_file(str(out / "head.safetensors"))
+    x = torch.from_numpy(data.x_test[:6])
+    ids, mask = x[:, 0], x[:, 1]
+    loaded.eval()
+    model.eval()
+    with torch.no_grad():
+        states = loaded(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).float()
+        theirs = ((states * m).sum(1) / m.sum(1)) @ head["weight"].T + head["bias"]
+        ours = model(x)
+    assert torch.allclose(theirs, ours, atol=1e-5), float((theirs - ours).abs().max())
+    meta = json.loads((out / "fednode_export.json").read_text())
+    assert meta["pooling"] == "mean" and meta["head"] == "head.safetensors"
+
+
+def test_rank_zero_trains_only_the_head_and_needs_a_classifier(
+    tiny_hf: dict[str, Any], tmp_path: Path
+) -> None:
+    from node.training.hf.export import export_hf_model
+
+    spec = _spec(tiny_hf, lora_rank=0)
+    data = load_task(spec, 0, cache=tmp_path)
+    model = build_model(spec, 0, input_dim=0, num_classes=data.num_classes)
+    names = layout_of(model).names
+    assert names and all("classifier" in n for n in names), names
+    frozen = [p for n, p in model.named_parameters() if "classifier" not in n]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    with pytest.raises(HFFolderError, match="export it merged"):
+        export_hf_model(spec, 0, layout_of(model).split(flatten(model)), tmp_path / "o")
+    with pytest.raises(ValueError, match="lora_rank 0"):
+        _spec(tiny_hf, "causal-lm", lora_rank=0)
+    with pytest.raises(ValueError, match="pooling 'mean'"):
+        _spec(tiny_hf, "causal-lm", pooling="mean")
+
+
+def test_genesis_picks_mean_pooling_for_a_sentence_transformers_folder(
+    tiny_hf: dict[str, Any], tmp_path: Path
+) -> None:
+    from node.training.genesis import task_and_learner
+
+    folder = tmp_path / "st"
+    shutil.copytree(tiny_hf["bert"], folder)
+    args: dict[str, Any] = {"model": str(folder), "data": str(tiny_hf["jsonl"])}
+    assert "pooling" not in task_and_learner("text-classification", "sgd", **args)[0]
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False})
+    )
+    (folder / "modules.json").write_text(
+        json.dumps([{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+    )
+    assert task_and_learner("text-classification", "sgd", **args)[0]["pooling"] == "mean"
+    explicit = task_and_learner(
+        "text-classification", "sgd", task_options={"pooling": "model"}, **args
+    )[0]
+    assert explicit["pooling"] == "model"
 
 
 def test_dp_sgd_step_on_an_hf_model_clips_per_example_lora_gradients(

@@ -13,6 +13,7 @@ def test_sentiment_is_the_minilm_text_classification_instance() -> None:
     assert spec.name == "text-classification" and spec.model == "lora"
     assert spec.model_path == SENTIMENT_DEFAULTS["model_path"]
     assert spec.labels == ("negative", "positive") and spec.label_column == "sentiment"
+    assert spec.pooling == "mean"  # MiniLM is a sentence-transformers (mean-pooling) encoder
     assert spec.model_sha256 is not None and len(spec.model_sha256) == 64
     # The expansion is what a genesis stores: round-tripping gives the same spec.
     assert TaskSpec.model_validate(spec.model_dump(mode="json")) == spec
@@ -23,12 +24,12 @@ def test_minilm_lora_model_offline_a_frozen_only_b_and_head_trainable() -> None:
     model = build_model(spec, 5, input_dim=48, num_classes=2)
     assert isinstance(model, HFLoraModel)
     layout = layout_of(model)
-    assert layout.names and all("lora_B" in n or "modules_to_save" in n for n in layout.names)
+    assert layout.names and all("lora_B" in n or n.startswith("head.") for n in layout.names)
     assert sum("lora_B" in n for n in layout.names) == 12  # 6 layers x (query, value)
     a_params = {n: p for n, p in model.named_parameters() if "lora_A" in n}
     assert len(a_params) == 12 and not any(p.requires_grad for p in a_params.values())
     frozen_base = [
-        p for n, p in model.named_parameters() if "lora" not in n and "modules_to_save" not in n
+        p for n, p in model.named_parameters() if "lora" not in n and not n.startswith("head.")
     ]
     assert frozen_base and not any(p.requires_grad for p in frozen_base)
     # A comes from the genesis seed: a second node builds the identical A and trainable state

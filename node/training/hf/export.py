@@ -11,8 +11,13 @@ gives the node's exact model, which peft then saves:
 * merged: the adapters folded into the weights, saved with ``save_pretrained`` together
   with the tokenizer (a plain ``transformers`` folder).
 
-Both also get ``fednode_export.json`` (task, labels, round, hashes). Only safetensors are
-written.
+With ``pooling = "mean"`` the base is ``AutoModel.from_pretrained(model_folder)`` (the
+encoder) and the linear head over the mask-averaged token states is written beside it as
+``head.safetensors`` (``weight``, ``bias``); with ``lora_rank = 0`` there is no adapter, so
+the export holds the head (mean pooling) or must be merged (the Auto class's own head).
+
+Both also get ``fednode_export.json`` (task, labels, pooling, round, hashes). Only
+safetensors are written.
 """
 
 from __future__ import annotations
@@ -62,12 +67,15 @@ def export_hf_model(
     HFFolderError
         The tensors do not match the model the genesis describes.
     """
+    from safetensors.torch import save_file
+
     from node.training.hf.data import load_tokenizer
     from node.training.models import build_model
 
     num_classes = len(class_names)
     if spec.name == "text-classification" and num_classes == 0:
-        head = [t for n, t in tensors.items() if "modules_to_save" in n and t.ndim == 2]
+        # The head is the last matrix that is not a LoRA factor (after a trained pooler).
+        head = [t for n, t in tensors.items() if "lora_" not in n and t.ndim == 2]
         if not head:
             raise HFFolderError("cannot tell the number of classes: no head in the export")
         num_classes = int(head[-1].shape[0])
@@ -81,24 +89,39 @@ def export_hf_model(
     vector = torch.cat([tensors[n].reshape(-1).to(torch.float32) for n in layout.names])
     load_vector(model, vector)
     peft_model = model.peft
+    if peft_model is None and model.head is None and not merged:
+        raise HFFolderError(
+            "lora_rank 0 trains no adapter, only the model's own head: export it merged"
+        )
+    hf_model = peft_model.get_base_model() if peft_model is not None else model.plain
     if class_names:
-        config = peft_model.base_model.model.config
+        config = hf_model.config
         config.id2label = dict(enumerate(class_names))
         config.label2id = {c: i for i, c in enumerate(class_names)}
     out.mkdir(parents=True, exist_ok=True)
     if merged:
-        plain = peft_model.merge_and_unload()
+        plain = peft_model.merge_and_unload() if peft_model is not None else model.plain
         plain.save_pretrained(out, safe_serialization=True)
         load_tokenizer(spec).save_pretrained(out)
-    else:
+    elif peft_model is not None:
         peft_model.save_pretrained(out, safe_serialization=True)
+    if model.head is not None:
+        save_file(
+            {
+                "weight": model.head.weight.detach().contiguous(),
+                "bias": model.head.bias.detach().contiguous(),
+            },
+            str(out / "head.safetensors"),
+        )
     meta = {
         "task": spec.name,
         "base_model": spec.model_path,
         "base_model_sha256": spec.model_sha256,
         "num_labels": num_classes if spec.name == "text-classification" else None,
         "labels": list(class_names),
-        "format": "merged" if merged else "peft-adapter",
+        "pooling": spec.pooling if spec.name == "text-classification" else None,
+        "head": "head.safetensors" if model.head is not None else None,
+        "format": "merged" if merged else "peft-adapter" if peft_model is not None else "head",
         **(info or {}),
     }
     (out / "fednode_export.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -24,6 +24,7 @@ __all__ = [
     "ModelFolder",
     "check_model_folder",
     "folder_sha256",
+    "mean_pooled",
     "resolve_location",
     "verify_model_folder",
 ]
@@ -180,3 +181,22 @@ def verify_model_folder(location: str, expected_sha256: str | None) -> str:
             "point model_path at the network's model folder"
         )
     return actual
+
+
+def mean_pooled(location: str | Path) -> bool:
+    """True for a sentence-transformers folder whose declared pooling is the token mean.
+
+    Such an encoder was trained to be read through the mask-averaged token states, so
+    ``genesis new`` gives its classifier ``pooling = "mean"``. Unreadable or absent
+    sentence-transformers files mean False (the folder is then an ordinary model).
+    """
+    path = resolve_location(str(location))
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        pools = [m for m in modules if str(m.get("type", "")).endswith(".Pooling")]
+        if not pools:
+            return False
+        config = json.loads((path / str(pools[0].get("path", "")) / "config.json").read_text())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+    return bool(config.get("pooling_mode_mean_tokens")) and not config.get("pooling_mode_cls_token")

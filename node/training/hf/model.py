@@ -1,9 +1,13 @@
 """A Hugging Face model folder with FFA-LoRA adapters, as a fednode model.
 
 ``text-classification`` loads ``AutoModelForSequenceClassification`` with a new head sized
-from the labels, ``causal-lm`` loads ``AutoModelForCausalLM``; both offline
-(``local_files_only``). peft adds LoRA adapters to the architecture's attention
-projections (peft's own per-architecture defaults, or ``TaskSpec.lora_targets``).
+from the labels (``pooling = "model"``), or the bare encoder (``AutoModel``) under a new
+linear head that reads the mask-averaged token states (``pooling = "mean"``, how
+sentence-transformers encoders are trained to be read); ``causal-lm`` loads
+``AutoModelForCausalLM``; all offline (``local_files_only``). peft adds LoRA adapters to the
+architecture's attention projections (peft's own per-architecture defaults, or
+``TaskSpec.lora_targets``); ``lora_rank = 0`` adds none, so only the head trains (a
+linear probe of the frozen encoder).
 
 Only the adapters' ``B`` factors and the task head train (FFA-LoRA, Sun et al. 2024):
 ``A`` is drawn from the genesis seed and frozen, so averaging ``B`` over nodes averages
@@ -65,9 +69,14 @@ class HFLoraModel(nn.Module):
 
     Attributes
     ----------
-    peft : peft.PeftModel
+    peft : peft.PeftModel or None
         The adapted model; ``peft.save_pretrained(dir)`` writes what
-        ``PeftModel.from_pretrained(base, dir)`` loads.
+        ``PeftModel.from_pretrained(base, dir)`` loads. None when ``lora_rank = 0``.
+    plain : transformers.PreTrainedModel or None
+        The Hugging Face model without adapters when ``lora_rank = 0``, else None.
+    head : torch.nn.Linear or None
+        The linear head over mean-pooled states (``pooling = "mean"``), else None (the
+        Auto class's own head, inside ``backbone``).
     """
 
     def __init__(self, spec: TaskSpec, seed: int, num_classes: int):
@@ -75,7 +84,11 @@ class HFLoraModel(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        from transformers import (
+            AutoModel,
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+        )
         from transformers.utils import logging as hf_logging
 
         # The load report and progress bars would repeat on every node start; what is
@@ -88,6 +101,7 @@ class HFLoraModel(nn.Module):
         verify_model_folder(spec.model_path, spec.model_sha256)
         folder = check_model_folder(spec.model_path)
         self.causal = spec.name == "causal-lm"
+        self.mean_pooling = not self.causal and spec.pooling == "mean"
         kwargs: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
         loaded: Any
         try:
@@ -95,6 +109,8 @@ class HFLoraModel(nn.Module):
                 loaded = AutoModelForCausalLM.from_pretrained(
                     folder.path, output_loading_info=True, **kwargs
                 )
+            elif self.mean_pooling:
+                loaded = AutoModel.from_pretrained(folder.path, output_loading_info=True, **kwargs)
             else:
                 loaded = AutoModelForSequenceClassification.from_pretrained(
                     folder.path, num_labels=num_classes, output_loading_info=True, **kwargs
@@ -107,19 +123,37 @@ class HFLoraModel(nn.Module):
             # tokenisation pads with eos when the tokenizer has no pad token.
             base.config.pad_token_id = base.config.eos_token_id
         self.model_type = str(base.config.model_type)
-        self.new_modules = _new_modules(list(info.get("missing_keys", [])))
-        config = LoraConfig(
-            r=spec.lora_rank,
-            lora_alpha=spec.lora_alpha,
-            target_modules=lora_targets(spec, self.model_type),
-            lora_dropout=0.0,
-            bias="none",
-            task_type="CAUSAL_LM" if self.causal else "SEQ_CLS",
-            modules_to_save=self.new_modules or None,
-        )
-        self.peft = get_peft_model(base, config)
+        # A mean-pooling encoder's missing weights (a pooler it never reads) stay frozen.
+        missing = [] if self.mean_pooling else list(info.get("missing_keys", []))
+        self.new_modules = _new_modules(missing)
+        self.peft: Any = None
+        self.plain: Any = None
+        if spec.lora_rank == 0:
+            self.plain = base
+        else:
+            config = LoraConfig(
+                r=spec.lora_rank,
+                lora_alpha=spec.lora_alpha,
+                target_modules=lora_targets(spec, self.model_type),
+                lora_dropout=0.0,
+                bias="none",
+                task_type=(
+                    "CAUSAL_LM"
+                    if self.causal
+                    else "FEATURE_EXTRACTION"
+                    if self.mean_pooling
+                    else "SEQ_CLS"
+                ),
+                modules_to_save=self.new_modules or None,
+            )
+            self.peft = get_peft_model(base, config)
+        self.head: nn.Linear | None = None
+        if self.mean_pooling:
+            hidden = getattr(base.config, "hidden_size", None) or base.config.n_embd
+            self.head = nn.Linear(int(hidden), num_classes)
         gen = torch.Generator().manual_seed(derive_seed("lora-A", seed))
-        for name, p in self.peft.named_parameters():
+        new_prefixes = tuple(f"{m}." for m in self.new_modules)
+        for name, p in self.backbone.named_parameters():
             if "lora_A" in name:
                 # peft's Kaiming-uniform bound, drawn from the genesis seed so that every
                 # node shares the same frozen A.
@@ -131,16 +165,26 @@ class HFLoraModel(nn.Module):
                 with torch.no_grad():
                     p.zero_()
                 p.requires_grad_(True)
-            elif "modules_to_save" in name:
+            elif "modules_to_save" in name or (self.peft is None and name.startswith(new_prefixes)):
                 p.requires_grad_(True)
             else:
                 p.requires_grad_(False)
-        if not any(p.requires_grad for p in self.peft.parameters()):
+        if not any(p.requires_grad for p in self.parameters()):
+            if spec.lora_rank == 0:
+                raise HFFolderError(
+                    "lora_rank 0 trains only a new task head, and this model has none; "
+                    "set lora_rank >= 1"
+                )
             raise HFFolderError(
-                f"LoRA targets {config.target_modules} matched no module of this "
+                f"LoRA targets {lora_targets(spec, self.model_type)} matched no module of this "
                 f"{self.model_type} model; set task.lora_targets"
             )
-        self.peft.eval()
+        self.backbone.eval()
+
+    @property
+    def backbone(self) -> Any:
+        """The Hugging Face model the forward pass runs: ``peft``, or ``plain`` at rank 0."""
+        return self.peft if self.peft is not None else self.plain
 
     def train(self, mode: bool = True) -> HFLoraModel:
         super().train(mode)
@@ -149,9 +193,9 @@ class HFLoraModel(nn.Module):
         # factors, the new head: Linear layers, same output in either mode) follow
         # ``mode``, because Opacus records per-example activations only of modules in
         # training mode and DP-SGD fails without them.
-        self.peft.eval()
+        self.backbone.eval()
         if mode:
-            for module in self.peft.modules():
+            for module in self.modules():
                 if any(p.requires_grad for p in module.parameters(recurse=False)):
                     module.train()
         return self
@@ -163,7 +207,13 @@ class HFLoraModel(nn.Module):
             # attention mask the logits are those of the full width.
             width = max(1, int(mask.sum(1).max()))
             ids, mask = ids[:, :width], mask[:, :width]
-            return self.peft(input_ids=ids, attention_mask=mask).logits
-        logits = self.peft(input_ids=ids, attention_mask=mask).logits
+            out = self.backbone(input_ids=ids, attention_mask=mask)
+            if self.head is None:
+                return out.logits
+            states = out.last_hidden_state
+            weights = mask.unsqueeze(-1).to(states.dtype)
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+            return self.head(pooled)
+        logits = self.backbone(input_ids=ids, attention_mask=mask).logits
         # (batch, vocab, length - 1): cross_entropy's class axis, against next-token targets.
         return logits[:, :-1].transpose(1, 2)
