@@ -26,6 +26,7 @@ from node.dashboard import dashboard_url
 from node.testnet.local import Testnet, TestnetError
 from node.testnet.netns import NetnsError, NetnsTestnet
 from node.training.genesis import Genesis, GenesisError, load_genesis, task_and_learner
+from node.training.spec import TaskSpec
 
 __all__ = ["testnet_app"]
 
@@ -92,6 +93,25 @@ def _dashboard_url(net: Testnet) -> str | None:
     if not base:
         return None
     return dashboard_url(str(base), node.data_dir.admin_token(create=False))
+
+
+def _check_data_columns(task: TaskSpec) -> None:
+    """Fail before any node starts when a Hugging Face task's file lacks a named column.
+
+    Every node would otherwise fail the same way while loading its shard, and the testnet
+    would only time out.
+    """
+    if not task.is_hf or not task.data_path:
+        return
+    from node.training.hf.data import read_table
+
+    columns = [task.text_column]
+    if task.name == "text-classification":
+        columns.append(task.label_column)
+    try:
+        read_table(task.data_path, columns)
+    except Exception as exc:
+        raise typer.BadParameter(_one_line(exc)) from None
 
 
 def testnet_genesis(
@@ -257,6 +277,33 @@ def up(
     max_length: Annotated[
         int | None, typer.Option(help="Token length of text inputs.", show_default="per task")
     ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="Text column of a Hugging Face task's file.", show_default="text"),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="Label column of the data file.", show_default="label"),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="text-classification: comma-separated label values to keep, in class order.",
+            show_default="every value, sorted",
+        ),
+    ] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="text-classification: model (the Auto class's head) or mean (mask-averaged "
+            "token states under a new head).",
+            show_default="mean for a sentence-transformers folder, else model",
+        ),
+    ] = None,
+    lora_rank: Annotated[
+        int | None,
+        typer.Option(help="LoRA rank; 0 trains only the classification head.", show_default="8"),
+    ] = None,
     learner: Annotated[str, typer.Option(help="sgd, spsa or flower.")] = "sgd",
     flower_client: Annotated[
         str | None,
@@ -421,6 +468,13 @@ def up(
                     "batch_size": batch_size,
                     "max_samples": max_samples,
                     "max_length": max_length,
+                    "text_column": text_column,
+                    "label_column": label_column,
+                    "labels": [v.strip() for v in labels.split(",") if v.strip()]
+                    if labels
+                    else None,
+                    "pooling": pooling,
+                    "lora_rank": lora_rank,
                 },
                 learner_options={
                     "flower_initial": flower_initial,
@@ -431,6 +485,7 @@ def up(
             )
         except Exception as exc:
             raise typer.BadParameter(_one_line(exc)) from None
+    _check_data_columns(genesis.task)
     tmp = None
     root = workdir
     if root is None:

@@ -200,3 +200,35 @@ def test_start_refuses_a_model_folder_with_other_weights(
     assert out.returncode == 1
     assert "other weights than the network" in " ".join(out.stderr.split())
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_testnet_up_takes_the_columns_of_a_users_file(
+    cli: Cli, tmp_path: Path, tiny: dict[str, Path]
+) -> None:
+    """``testnet up --text-column/--label-column/--labels`` on a file without text/label."""
+    import pandas as pd
+
+    frame = pd.read_csv(tiny["data"]).rename(columns={"text": "review", "label": "stars"})
+    data = tmp_path / "reviews.csv"
+    frame.to_csv(data, index=False)
+    base = [
+        "testnet", "up", "--nodes", "2", "--rounds", "1", "--task", "text-classification",
+        "--model", str(tiny["bert"]), "--data", str(data), "--max-length", "12",
+        "--local-steps", "2", "--plot", str(tmp_path / "acc.png"), "--timeout", "240",
+    ]  # fmt: skip
+    # A column the file lacks fails before any node starts, naming the file's columns.
+    bad = cli(*base, "--workdir", str(tmp_path / "bad"), "--text-column", "review")
+    assert bad.returncode != 0
+    assert "no column 'label'" in bad.stderr and "review, stars" in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad").exists()
+    out = cli(
+        *base, "--workdir", str(tmp_path / "net"), "--text-column", "review",
+        "--label-column", "stars", "--labels", "pos,neg", "--format", "json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert [r["round"] for r in summary["per_node"]] == [1, 1]
+    gen = load_genesis(tmp_path / "net" / "genesis.toml")
+    assert (gen.task.text_column, gen.task.label_column) == ("review", "stars")
+    assert gen.task.labels == ("pos", "neg")
