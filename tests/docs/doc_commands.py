@@ -403,7 +403,8 @@ PARSE_ONLY: dict[tuple[str, str], str] = {
         "docs/user-models.md",
         "fednode genesis new net.toml --task text-classification --model "
         "./my-bert --data reviews.csv --text-column review --label-column stars [--labels neg,pos] "
-        "[--learner sgd|spsa] [--lora-rank 8 --lora-alpha 16 --lora-targets query,value]",
+        "[--learner sgd|spsa] [--lora-rank 8 --lora-alpha 16 --lora-targets query,value] "
+        "[--pooling model|mean]",
     ): ("a synopsis over the reader's own model folder"),
     (
         "docs/user-models.md",
