@@ -542,6 +542,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
             self._fault(verified.sender_id, "malformed")
             await self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed", str(exc))
             raise AssertionError("unreachable") from exc
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await self._abort_internal(context, verified)
         return self._reply("gossip", body)
 
     async def PushUpdate(
@@ -724,6 +728,19 @@ class NodeService(node_pb2_grpc.NodeServicer):
         )
         return self._receipt_refused("internal", "the node failed to process the message")
 
+    async def _abort_internal(
+        self, context: grpc.aio.ServicerContext, verified: Verified
+    ) -> NoReturn:
+        """End a call this node failed to serve with INTERNAL ``internal``, logged.
+
+        The unary-receipt paths answer such failures with a receipt
+        (:meth:`_internal_error`); calls that return a body or a stream abort instead.
+        Call from an ``except`` block; the sender is not charged.
+        """
+        self._internal_error(verified)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal: the node failed to serve the call")
+        raise AssertionError("unreachable")
+
     async def PushHistory(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> Receipt:
@@ -788,13 +805,23 @@ class NodeService(node_pb2_grpc.NodeServicer):
     ) -> AsyncIterator[TensorChunk]:
         verified, req = await self._admit_pull(request, context)
         assert self.training is not None  # _admit_pull aborts the call otherwise
-        async for chunk in self.training.pull(verified, req):
-            yield chunk
+        try:
+            async for chunk in self.training.pull(verified, req):
+                yield chunk
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await self._abort_internal(context, verified)
 
     async def PullScalars(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Envelope]:
         verified, req = await self._admit_pull(request, context)
         assert self.training is not None  # _admit_pull aborts the call otherwise
-        async for env in self.training.pull_scalars(verified, req):
-            yield env
+        try:
+            async for env in self.training.pull_scalars(verified, req):
+                yield env
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await self._abort_internal(context, verified)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
 from fednode_proto.v1.evidence_pb2 import Evidence
@@ -67,3 +69,72 @@ def test_a_failing_handler_answers_internal_logs_the_traceback_and_charges_nobod
     assert failed and "a bug of ours" in str(failed[0])
     counted = service.metrics.messages_rejected.labels(reason="internal")._value.get()
     assert counted == 1
+
+
+class _Context:
+    """What the handlers use of a gRPC servicer context: the peer and ``abort``."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+class _BrokenGossip:
+    async def handle(self, _sender: bytes, _body: bytes) -> bytes:
+        raise KeyError("a bug of ours")
+
+
+class _BrokenTraining:
+    async def pull(self, _verified: Verified, _req: object) -> AsyncIterator[object]:
+        yield b"first chunk"
+        raise KeyError("a bug of ours")
+
+    async def pull_scalars(self, _verified: Verified, _req: object) -> AsyncIterator[object]:
+        raise KeyError("a bug of ours")
+        yield b"unreachable"
+
+
+@pytest.mark.parametrize("rpc", ["Gossip", "Pull", "PullScalars"])
+def test_a_failing_gossip_or_pull_aborts_internal_and_logs_the_traceback(
+    rpc: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faults: list[tuple[bytes, str]] = []
+    service = _service(faults)
+    verified = _verified()
+
+    async def admitted(*_args: object) -> Verified:
+        return verified
+
+    async def admitted_pull(*_args: object) -> tuple[Verified, object]:
+        return verified, object()
+
+    monkeypatch.setattr(service, "_admit", admitted)
+    monkeypatch.setattr(service, "_admit_pull", admitted_pull)
+    service.gossip = _BrokenGossip()  # type: ignore[assignment]
+    service.training = _BrokenTraining()  # type: ignore[assignment]
+    context = _Context()
+    got: list[object] = []
+
+    async def call() -> None:
+        handler = getattr(service, rpc)
+        if rpc == "Gossip":
+            got.append(await handler(object(), context))
+            return
+        async for item in handler(object(), context):
+            got.append(item)
+
+    with caplog.at_level(logging.ERROR, logger="fednode"), pytest.raises(grpc.aio.AbortError):
+        asyncio.run(call())
+    assert context.aborted is not None
+    code, details = context.aborted
+    assert code == grpc.StatusCode.INTERNAL and details.startswith("internal:")
+    assert got == ([b"first chunk"] if rpc == "Pull" else [])
+    assert faults == []
+    failed = [r.exc_info[1] for r in caplog.records if r.exc_info is not None]
+    assert failed and "a bug of ours" in str(failed[0])
