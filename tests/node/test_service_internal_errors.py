@@ -116,7 +116,7 @@ def test_a_failing_gossip_or_pull_aborts_internal_and_logs_the_traceback(
 
     monkeypatch.setattr(service, "_admit", admitted)
     monkeypatch.setattr(service, "_admit_pull", admitted_pull)
-    service.gossip = _BrokenGossip()  # type: ignore[assignment]
+    service.gossip = _BrokenGossip()
     service.training = _BrokenTraining()  # type: ignore[assignment]
     context = _Context()
     got: list[object] = []
