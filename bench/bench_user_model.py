@@ -323,6 +323,58 @@ def text_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# --- linear probe of the frozen encoder ----------------------------------------------------
+
+
+def _head_inputs(model: Any, x: torch.Tensor) -> np.ndarray:
+    """What the head reads: the pooler's output over [CLS], or the masked token mean."""
+    captured: list[torch.Tensor] = []
+    head = model.head
+    if head is None:
+        head = model.backbone.get_submodule("base_model.model.classifier.modules_to_save.default")
+    hook = head.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0]))
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), 64):
+                model(x[i : i + 64])
+    finally:
+        hook.remove()
+    return torch.cat(captured).numpy()
+
+
+def probe_report(args: argparse.Namespace) -> str:
+    """Logistic regression on the frozen encoder's features, per pooling: how separable
+    the classes are before any fine-tuning, on the bench's pooled shards and test set."""
+    from sklearn.linear_model import LogisticRegression
+
+    from node.training.datasets import load_task, node_data
+    from node.training.models import build_model
+
+    torch.set_num_threads(1)
+    lines = [
+        f"Linear probe (scikit-learn LogisticRegression, C={args.probe_c}), frozen encoder, "
+        f"training shards pooled, seed {args.seed}.",
+        "",
+        "| pooling | features | train examples | test accuracy | majority class |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for pooling in ("model", "mean"):
+        args.pooling = pooling
+        task = text_task(args)
+        data = load_task(task, args.seed)
+        pooled = node_data(task.model_copy(update={"num_nodes": 1}), args.seed, 0, task=data)
+        model = build_model(task, args.seed, input_dim=0, num_classes=data.num_classes).eval()
+        train, test = _head_inputs(model, pooled.x), _head_inputs(model, pooled.x_test)
+        y, y_test = pooled.y.numpy(), np.asarray(pooled.y_test)
+        clf = LogisticRegression(C=args.probe_c, max_iter=2000).fit(train, y)
+        what = "pooler over [CLS]" if pooling == "model" else "mask-averaged token states"
+        major = float(max((y_test == c).mean() for c in range(data.num_classes)))
+        lines.append(
+            f"| {pooling} | {what} | {len(y)} | {clf.score(test, y_test):.3f} | {major:.4f} |"
+        )
+    return "\n".join(lines)
+
+
 # --- causal LM cost -----------------------------------------------------------------------
 
 
@@ -458,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "part",
-        choices=["text", "causal", "report"],
+        choices=["text", "causal", "report", "probe"],
         help="report: merge the rows of --inputs (text.json files of runs with the same "
         "settings, e.g. one method each run in parallel) into one table",
     )
@@ -488,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pooling", default=None, help="text: model or mean [mean for sentence-transformers]"
     )
     ap.add_argument("--lora-rank", type=int, default=8, help="text: rank of the sgd rows")
+    ap.add_argument("--probe-c", type=float, default=1.0, help="probe: inverse regularisation")
     ap.add_argument(
         "--spsa-lora-rank", type=int, default=None, help="text: SPSA's rank [--lora-rank]"
     )
@@ -515,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    if args.part == "probe":
+        table = probe_report(args)
+        print(table)
+        (out / "probe.md").write_text(table + "\n")
+        return 0
     if args.part == "report":
         return merge_reports(args, out)
     if args.part == "text":
