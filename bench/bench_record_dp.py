@@ -397,7 +397,8 @@ def run_sentiment(args: argparse.Namespace) -> dict[str, Any]:
         f"{task.max_samples}, test {len(data.y_test)} tweets (majority {maj:.3f}); spsa lr "
         f"{spsa.lr:g} eps {spsa.spsa_eps:g}, {spsa.spsa_steps} steps x {args.spsa_rounds} "
         f"rounds; sgd Adam lr {sgd.lr:g}, {sgd.local_steps} steps x {args.sgd_rounds} rounds, "
-        f"k={args.peers}; DP-ZO clip {args.zo_clip:g}, DP-SGD clip {args.sgd_clip:g}; "
+        f"k={args.peers}; DP-ZO clip {args.zo_clip or spsa.dp_zo_clip:g}, "
+        f"DP-SGD clip {args.sgd_clip:g}; "
         f"delta {DELTA:g}; seed {seed}; target {args.target}"
     )
     print(f"# {header}\n# load average {_load():.1f}", flush=True)
@@ -476,7 +477,11 @@ def run_sentiment(args: argparse.Namespace) -> dict[str, Any]:
         if "dpzo" in modes:
             z = noise_multiplier_for(target, q_max, spsa_steps, DELTA)
             learner = spsa.model_copy(
-                update={"dp_zo": True, "dp_zo_noise_multiplier": z, "dp_zo_clip": args.zo_clip}
+                update={
+                    "dp_zo": True,
+                    "dp_zo_noise_multiplier": z,
+                    "dp_zo_clip": spsa.dp_zo_clip if args.zo_clip is None else args.zo_clip,
+                }
             )
             spsa_run("SPSA + DP-ZO", target, learner)
         if "dpsgd" in modes:
@@ -645,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("--eval-every", type=int, default=5)
     se.add_argument("--peers", type=int, default=1, help="sgd: k push-pull peers")
     se.add_argument("--epsilons", default="3,8")
-    se.add_argument("--zo-clip", type=float, default=1.0, help="DP-ZO clip C")
+    se.add_argument("--zo-clip", type=float, default=None, help="DP-ZO clip C [the preset's: 5]")
     se.add_argument("--sgd-clip", type=float, default=1.0, help="DP-SGD clip C")
     se.add_argument("--target", type=float, default=0.75)
     se.add_argument("--modes", default="spsa,dpzo,dpsgd,sgd")
