@@ -57,9 +57,9 @@ def recommended_settings(task: str, learner: str) -> tuple[dict[str, Any], dict[
             learner_over = {"lr": 3e-3, "local_steps": 10}
         elif learner == "spsa":
             # Measured on MiniLM with mean pooling, 8 Dirichlet(0.5) nodes (docs/training.md,
-            # "SPSA on Hugging Face tasks"). DP-ZO's clip near the 90th percentile of the
-            # per-example |d_i| (4.5, `bench_user_model.py probe`): at C = 1 DP-ZO stayed on the majority class
-            # (docs/privacy.md, "Tweet sentiment").
+            # "SPSA on Hugging Face tasks"). DP-ZO's clip is near the 90th percentile of the
+            # per-example |d_i| (4.5, `bench_user_model.py probe`); at C = 1 DP-ZO stayed
+            # on the majority class (docs/privacy.md, "Tweet sentiment").
             learner_over = {"lr": 2e-2, "spsa_eps": 1e-3, "spsa_steps": 8, "dp_zo_clip": 5.0}
     return task_over, learner_over
 
