@@ -432,6 +432,7 @@ def run_sentiment(args: argparse.Namespace) -> dict[str, Any]:
                 mode=mode,
                 eps=eps,
                 z=learner.dp_zo_noise_multiplier if learner.dp_zo else 0.0,
+                clip=learner.dp_zo_clip if learner.dp_zo else None,
                 acc=res.mean_accuracy,
                 history=hist,
                 bytes=res.bytes_sent,
@@ -460,6 +461,7 @@ def run_sentiment(args: argparse.Namespace) -> dict[str, Any]:
                 mode=mode,
                 eps=eps,
                 z=learner.dp_sgd_noise_multiplier if learner.dp_sgd else 0.0,
+                clip=learner.dp_sgd_max_grad_norm if learner.dp_sgd else None,
                 acc=res.mean_accuracy,
                 history=hist,
                 bytes=res.bytes_sent,
@@ -549,7 +551,11 @@ def plot(out: Path, png: Path) -> Path:
         obj = json.loads(path.read_text())
         if obj.get("part") in parts:
             parts[obj["part"]].extend(obj["rows"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    parts = {k: v for k, v in parts.items() if v}  # a panel per part that has runs
+    if not parts:
+        raise SystemExit(f"no mnist or sentiment results in {out}")
+    fig, axes_ = plt.subplots(1, len(parts), figsize=(5 * len(parts), 4), squeeze=False)
+    axes = list(axes_[0])
     titles = {
         "mnist": "MNIST-1D CNN, 8 nodes, Dirichlet(0.5)",
         "sentiment": "tweet sentiment, MiniLM-L6 LoRA, 4 nodes",
@@ -561,6 +567,8 @@ def plot(out: Path, png: Path) -> Path:
             label = r["mode"]
             if part == "mnist":
                 label += f", lr {r['lr']:g}" + (f", C {r['clip']:g}" if r["clip"] else "")
+            elif r.get("clip"):
+                label += f", C {r['clip']:g}"
             if r["eps"] is None:
                 ax.axhline(r["acc"], ls="--", lw=1, color="grey" if "central" in label else "k")
                 # Baselines often share a value (every run at the majority class): stack
