@@ -257,9 +257,31 @@ def partition(
     Returns
     -------
     list of numpy.ndarray
-        Sorted int64 index arrays; disjoint, and together covering ``range(len(labels))``.
+        Sorted int64 index arrays (read-only); disjoint, and together covering
+        ``range(len(labels))``.
     """
-    labels = np.asarray(labels)
+    labels = np.ascontiguousarray(labels)
+    # Every node of a simulation asks for the same partition: drawing it once per node
+    # made a simulation's setup grow as N^2.
+    digest = hashlib.blake2b(labels.tobytes(), digest_size=16).digest()
+    key = (digest, labels.dtype.str, labels.shape, num_nodes, seed, scheme, alpha, min_size)
+    shards = _PARTITIONS.get(key)
+    if shards is None:
+        shards = _draw_partition(labels, num_nodes, seed, scheme, alpha, min_size)
+        for shard in shards:
+            shard.setflags(write=False)
+        if len(_PARTITIONS) >= 8:
+            _PARTITIONS.pop(next(iter(_PARTITIONS)))
+        _PARTITIONS[key] = shards
+    return list(shards)
+
+
+_PARTITIONS: dict[tuple[object, ...], list[np.ndarray]] = {}
+
+
+def _draw_partition(
+    labels: np.ndarray, num_nodes: int, seed: int, scheme: str, alpha: float, min_size: int
+) -> list[np.ndarray]:
     n = len(labels)
     if num_nodes < 1:
         raise DatasetError("num_nodes must be >= 1")

@@ -72,10 +72,12 @@ def sample_round(
     ValueError
         No members, an empty id, a negative round or a size below 1.
     """
-    ids = tuple(sorted(set(members)))
+    # A frozenset, not a sorted tuple: a simulation asks once per node and round, and
+    # sorting N ids N times per round made its rounds grow as N^2 log N.
+    ids = frozenset(members)
     if not ids:
         raise ValueError("sample_round needs at least one member")
-    if any(not m for m in ids):
+    if "" in ids:
         raise ValueError("member ids must be non-empty strings")
     if round_idx < 0:
         raise ValueError(f"round must be >= 0, got {round_idx}")
@@ -85,10 +87,11 @@ def sample_round(
 
 
 @functools.lru_cache(maxsize=256)
-def _sample(seed: int, round_idx: int, ids: tuple[str, ...], s: int, a: int) -> RoundSample:
+def _sample(seed: int, round_idx: int, ids: frozenset[str], s: int, a: int) -> RoundSample:
     # Cached: in a simulation every node asks for the same round with the same members.
     if len(ids) == 1:
-        return RoundSample(round_idx, ids, ids)
+        only = tuple(ids)
+        return RoundSample(round_idx, only, only)
     order = sorted(ids, key=lambda m: (derive_seed("participation", seed, round_idx, m), m))
     s = min(s, len(ids) - 1)
     a = min(a, len(ids) - s)
@@ -110,7 +113,13 @@ def recipients(sample: RoundSample, members: Iterable[str], aggregator: str) -> 
     """
     if aggregator not in sample.aggregators:
         raise ValueError(f"{aggregator!r} does not aggregate round {sample.round}")
+    return _recipients(sample, frozenset(members), aggregator)
+
+
+@functools.lru_cache(maxsize=256)
+def _recipients(sample: RoundSample, members: frozenset[str], aggregator: str) -> tuple[str, ...]:
+    # Cached: every node that receives a merged model checks it came from its aggregator.
     slot = sample.aggregators.index(aggregator)
-    rest = sorted(set(members) - set(sample.aggregators))
+    rest = sorted(members - set(sample.aggregators))
     k = len(sample.aggregators)
-    return tuple(m for i, m in enumerate(rest) if i % k == slot)
+    return tuple(rest[slot::k])

@@ -68,6 +68,11 @@ def test_recipients_cover_every_non_aggregator_once() -> None:
     assert sorted(got) == sorted(set(MEMBERS) - set(s.aggregators))
     with pytest.raises(ValueError, match="does not aggregate"):
         recipients(s, MEMBERS, s.trainers[0])
+    # Members in any order, with duplicates: the same deal, round-robin over sorted ids.
+    rest = sorted(set(MEMBERS) - set(s.aggregators))
+    for slot, a in enumerate(s.aggregators):
+        want = tuple(m for i, m in enumerate(rest) if i % len(s.aggregators) == slot)
+        assert recipients(s, MEMBERS[::-1] + MEMBERS[:5], a) == want
 
 
 def test_genesis_option_unset_keeps_the_network_id() -> None:

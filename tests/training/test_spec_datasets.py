@@ -40,6 +40,22 @@ def test_partition_disjoint_covering_deterministic(scheme: str) -> None:
     assert not all(np.array_equal(a, b) for a, b in zip(shards, other, strict=True))
 
 
+def test_partition_is_shared_read_only_and_keyed_on_the_labels() -> None:
+    # Every node of a simulation asks for the same partition; it is drawn once and shared,
+    # so no caller may change it, and other labels are another partition.
+    labels = np.random.default_rng(1).integers(0, 3, size=300)
+    shards = partition(labels, 4, seed=2, scheme="dirichlet", alpha=0.5)
+    with pytest.raises(ValueError, match="read-only"):
+        shards[0][0] = 0
+    shards.reverse()  # the returned list is the caller's own
+    again = partition(labels.copy(), 4, seed=2, scheme="dirichlet", alpha=0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(shards[::-1], again, strict=True))
+    flipped = labels.copy()
+    flipped[:150] = (flipped[:150] + 1) % 3
+    moved = partition(flipped, 4, seed=2, scheme="dirichlet", alpha=0.5)
+    assert not all(np.array_equal(a, b) for a, b in zip(again, moved, strict=True))
+
+
 def test_dirichlet_small_alpha_is_skewed() -> None:
     labels = np.repeat(np.arange(10), 200)
     skewed = partition(labels, 8, seed=1, scheme="dirichlet", alpha=0.1)
