@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from node.cli.options import FormatOpt, OutputFormat
+from node.cli.options import FormatOpt, OutputFormat, comma_list
 from node.cli.output import console, emit_json, fail
 from node.cli.wide import print_wide
 from node.training.genesis import (
@@ -27,10 +27,6 @@ genesis_app = typer.Typer(
     help="Create and inspect genesis files (the definition of a network).",
     no_args_is_help=True,
 )
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 @genesis_app.command("new")
@@ -171,11 +167,11 @@ def genesis_new(
             task_options={
                 "text_column": text_column,
                 "label_column": label_column,
-                "labels": _csv(labels),
+                "labels": comma_list(labels),
                 "lora_rank": lora_rank,
                 "pooling": pooling,
                 "lora_alpha": lora_alpha,
-                "lora_targets": _csv(lora_targets),
+                "lora_targets": comma_list(lora_targets),
                 "factory": factory,
                 "num_nodes": nodes,
                 "partition": partition,

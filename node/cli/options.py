@@ -10,7 +10,7 @@ import typer
 
 from node.base.datadir import DataDir, default_data_dir
 
-__all__ = ["DataDirOpt", "FormatOpt", "OutputFormat", "open_data_dir"]
+__all__ = ["DataDirOpt", "FormatOpt", "OutputFormat", "comma_list", "open_data_dir"]
 
 
 class OutputFormat(StrEnum):
@@ -46,3 +46,8 @@ def open_data_dir(path: Path | None) -> DataDir:
         The ``--data-dir`` value; ``~`` is expanded.
     """
     return DataDir((path or default_data_dir()).expanduser())
+
+
+def comma_list(value: str | None) -> list[str] | None:
+    """A comma-separated option as its non-empty, stripped items; None stays None."""
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]

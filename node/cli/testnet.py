@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from node.cli.accuracy_plot import plot_accuracy_lines
+from node.cli.options import comma_list
 from node.cli.output import console, err_console, human_bytes
 from node.cli.scenario import register as _register_scenarios
 from node.cli.wide import print_wide
@@ -470,9 +471,7 @@ def up(
                     "max_length": max_length,
                     "text_column": text_column,
                     "label_column": label_column,
-                    "labels": [v.strip() for v in labels.split(",") if v.strip()]
-                    if labels
-                    else None,
+                    "labels": comma_list(labels or None),
                     "pooling": pooling,
                     "lora_rank": lora_rank,
                 },
