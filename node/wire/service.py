@@ -125,6 +125,8 @@ class Rejected(
 
 #: The protobuf message a push carries (:meth:`NodeService._dispatch`).
 _Body = TypeVar("_Body", bound=Message)
+#: What a served stream yields (:meth:`NodeService._guarded`).
+_Item = TypeVar("_Item")
 
 FAULT_REASONS = Rejected.FAULTS | fault_reasons(GossipRejected, prefix="gossip_")
 """Reason codes charged to the authenticated sender (``on_fault``), derived from the error
@@ -805,22 +807,28 @@ class NodeService(node_pb2_grpc.NodeServicer):
     ) -> AsyncIterator[TensorChunk]:
         verified, req = await self._admit_pull(request, context)
         assert self.training is not None  # _admit_pull aborts the call otherwise
-        try:
-            async for chunk in self.training.pull(verified, req):
-                yield chunk
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            await self._abort_internal(context, verified)
+        async for chunk in self._guarded(self.training.pull(verified, req), context, verified):
+            yield chunk
 
     async def PullScalars(
         self, request: Envelope | Undecodable, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Envelope]:
         verified, req = await self._admit_pull(request, context)
         assert self.training is not None  # _admit_pull aborts the call otherwise
+        stream = self.training.pull_scalars(verified, req)
+        async for env in self._guarded(stream, context, verified):
+            yield env
+
+    async def _guarded(
+        self,
+        stream: AsyncIterator[_Item],
+        context: grpc.aio.ServicerContext,
+        verified: Verified,
+    ) -> AsyncIterator[_Item]:
+        """Relay ``stream``; a failure of this node's own ends the call INTERNAL, logged."""
         try:
-            async for env in self.training.pull_scalars(verified, req):
-                yield env
+            async for item in stream:
+                yield item
         except grpc.aio.AbortError:
             raise
         except Exception:
