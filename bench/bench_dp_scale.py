@@ -68,16 +68,19 @@ def point(
     )
     counts: Counter[int] = Counter()
 
+    def run(release: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        res = simulate(
+            task, learner, spec, seed=args.seed, num_rounds=args.rounds, task_data=data,
+            jitter=0.2, release=release,
+        )  # fmt: skip
+        return res, time.perf_counter() - t0
+
     def counting(i: int, _r: int, vector: torch.Tensor, _base: torch.Tensor) -> torch.Tensor:
         counts[i] += 1
         return vector
 
-    t0 = time.perf_counter()
-    plain = simulate(
-        task, learner, spec, seed=args.seed, num_rounds=args.rounds, task_data=data,
-        jitter=0.2, release=counting,
-    )  # fmt: skip
-    plain_s = time.perf_counter() - t0
+    plain, plain_s = run(counting)
     k_max = max(counts.values())
     z = noise_multiplier_for(args.epsilon, 1.0, k_max, DELTA)
     privacy = PrivacySpec(
@@ -97,12 +100,7 @@ def point(
             guards[i] = ReleaseGuard(privacy, store)
         return base + guards[i].release(vector - base)
 
-    t0 = time.perf_counter()
-    private = simulate(
-        task, learner, spec, seed=args.seed, num_rounds=args.rounds, task_data=data,
-        jitter=0.2, release=guarded,
-    )  # fmt: skip
-    dp_s = time.perf_counter() - t0
+    private, dp_s = run(guarded)
     spent = [g.spent() for g in guards.values()]
     for g in guards.values():
         g.store.close()
