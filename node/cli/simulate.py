@@ -32,6 +32,8 @@ from node.training.genesis import Genesis, GenesisError, load_genesis, parse_gen
 if TYPE_CHECKING:
     import torch
 
+    from node.sim.ray_hosts import RayHosts
+
 __all__ = ["SimulateError", "SimulationRun", "prepare_genesis", "run_simulation", "simulate"]
 
 DEFAULT_ROUNDS = 10
@@ -167,6 +169,8 @@ def run_simulation(
     *,
     rounds: int,
     on_round: Callable[[int, list[float], float], None] | None = None,
+    ray: str | None = None,
+    ray_actors: int | None = None,
 ) -> SimulationRun:
     """Simulate ``gen``'s network for ``rounds`` rounds in this process.
 
@@ -179,11 +183,20 @@ def run_simulation(
     on_round
         Default None. Called with (rounds completed, each node's accuracy, wall seconds
         so far) at every round where every node evaluated.
+    ray
+        Default None: every node in this process. Otherwise the nodes' models and data
+        live in Ray actors (:class:`~node.sim.ray_hosts.RayHosts`) on the cluster at this
+        address, or on a Ray instance started here with ``"local"``; the results are the
+        same bit for bit. Learners ``sgd`` and ``flower`` only.
+    ray_actors
+        Default None: one actor per CPU of the Ray cluster. How many actors hold the
+        nodes (at most this many train at once).
 
     Raises
     ------
     SimulateError
-        A privacy budget that runs out before the last round.
+        A privacy budget that runs out before the last round; ``ray`` with the ``spsa``
+        learner, or a Ray cluster that cannot be started or reached.
     """
     import torch
 
@@ -212,6 +225,11 @@ def run_simulation(
             on_round(r + 1, accs, time.monotonic() - t0)
 
     n, seed = gen.task.num_nodes, gen.network.seed
+    if ray is not None and gen.learner.kind == "spsa":
+        raise SimulateError(
+            "--ray runs the vector learners (sgd, flower); spsa nodes exchange a few bytes "
+            "per round and simulate in this process: drop --ray"
+        )
     if gen.learner.kind == "spsa":
         rule = gen.aggregation.rule
         shared = rule if rule in {"median", "trimmed_mean"} else "mean"  # as spsa_runtime
@@ -247,8 +265,10 @@ def run_simulation(
             bytes_sent=spsa.bytes_sent,
             extra={"models_agree": len(set(spsa.model_hashes)) == 1, "entries": spsa.entries},
         )
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fednode-simulate-") as tmp:
         release = _GuardedRelease(gen, Path(tmp)) if gen.privacy.enabled else None
+        hosts = _ray_hosts(gen, ray, ray_actors) if ray is not None else None
         try:
             res = simulate_vectors(
                 gen.task,
@@ -258,11 +278,21 @@ def run_simulation(
                 num_rounds=rounds,
                 on_round=progress,
                 release=release,
+                hosts=hosts,
             )
             spent = release.spent(n) if release is not None else None
+            if hosts is not None:
+                rss = hosts.actor_rss_bytes()
+                extra["ray"] = {
+                    "actors": hosts.actors,
+                    "actor_rss_bytes": rss,
+                    "nodes_per_actor": -(-n // hosts.actors),
+                }
         finally:
             if release is not None:
                 release.close()
+            if hosts is not None:
+                hosts.close()
     per_node = [
         {
             "node": i,
@@ -289,7 +319,26 @@ def run_simulation(
         per_node,
         messages=res.messages,
         bytes_sent=res.bytes_sent,
-        extra={"sim_time_s": res.sim_time},
+        extra={"sim_time_s": res.sim_time, **extra},
+    )
+
+
+def _ray_hosts(gen: Genesis, address: str, actors: int | None) -> RayHosts:
+    from node.sim.ray_hosts import RayHosts, RayUnavailable, connect
+
+    try:
+        resources = connect(address)
+    except RayUnavailable as exc:
+        raise SimulateError(str(exc)) from None
+    cpus = max(1.0, float(resources.get("CPU", 1)))
+    count = actors if actors is not None else int(cpus)
+    # Actors waiting for CPUs that never free up would hang the run: share them instead.
+    return RayHosts(
+        gen.task,
+        gen.learner,
+        seed=gen.network.seed,
+        actors=count,
+        cpus_per_actor=min(1.0, cpus / count),
     )
 
 
@@ -363,6 +412,28 @@ def simulate(
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="text, or json (the summary on stdout).")
     ] = "text",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Spread the nodes' models and data over Ray actors: 'local' starts Ray on "
+            "this machine; an address such as 10.0.0.5:6379 (what 'ray start --head' "
+            "prints) or 'auto' joins a running cluster. Same results as without it. "
+            "Learners sgd and flower.",
+            show_default="every node in this process",
+        ),
+    ] = None,
+    ray_actors: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-actors",
+            min=1,
+            help="With --ray: how many actors hold the nodes (node i lives in actor i mod "
+            "this); at most this many nodes train at once.",
+            show_default="one per CPU of the Ray cluster",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a whole network from a genesis file, in this process: no daemons, no gRPC.
 
@@ -376,10 +447,16 @@ def simulate(
     Not simulated (refused with a message): aggregation.sybil_weighting,
     privacy.sample_epsilon, and privacy with learner spsa.
 
+    With --ray the nodes' models, data and training live in a bounded pool of Ray
+    actors (on this machine with --ray local, or a cluster), never one process per node;
+    the round engines stay in this process.
+
     Example: fednode simulate net.toml --rounds 20 --nodes 16 --out sim/
     """
     if fmt not in {"text", "json"}:
         raise typer.BadParameter("--format must be text or json")
+    if ray_actors is not None and ray is None:
+        raise typer.BadParameter("--ray-actors needs --ray")
     try:
         gen = prepare_genesis(
             load_genesis(genesis_file),
@@ -396,7 +473,8 @@ def simulate(
     say.print(
         f"simulating {n} nodes of network {gen.network.name} ({gen.network_id_hex[:16]}), "
         f"task {gen.task.name}, learner {gen.learner.kind}, rule {gen.aggregation.rule}, "
-        f"seed {gen.network.seed}, {num_rounds} rounds",
+        f"seed {gen.network.seed}, {num_rounds} rounds"
+        + (f", nodes on Ray ({ray})" if ray is not None else ""),
         highlight=False,
         soft_wrap=True,
     )
@@ -409,7 +487,7 @@ def simulate(
         )
 
     try:
-        run = run_simulation(gen, rounds=num_rounds, on_round=line)
+        run = run_simulation(gen, rounds=num_rounds, on_round=line, ray=ray, ray_actors=ray_actors)
     except SimulateError as exc:
         _error(exc)
         raise typer.Exit(1) from None
@@ -446,6 +524,13 @@ def simulate(
             *([f"{row['epsilon_spent']:.2f}"] if private else []),
         )
     console.print(table)
+    if "ray" in run.extra:
+        info = run.extra["ray"]
+        console.print(
+            f"Ray: {info['actors']} actors, up to {info['nodes_per_actor']} nodes each, "
+            f"resident memory per actor {human_bytes(max(info['actor_rss_bytes']))} at most",
+            highlight=False,
+        )
     console.print(
         f"wall time {run.wall_s:.1f} s; {run.messages} messages, {human_bytes(run.bytes_sent)} of "
         f"updates; mean accuracy {run.mean_accuracy:.3f}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from node.sim.hosts import LocalHosts, NodeHosts, Pending, Trained, build_trainers
 from node.training import policy
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.engine import (
@@ -36,14 +38,12 @@ from node.training.engine import (
     SendUpdate,
     TrainLocal,
 )
-from node.training.evaluate import evaluate
+from node.training.evaluate import EvalResult, evaluate
 from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
 from node.training.models import build_model
 from node.training.params import flatten, load_vector, model_hash
 from node.training.sampled import DrawSample, make_engine
-from node.training.seeding import derive_seed
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
-from node.training.trainer import FlowerTrainer, ModelTrainer, make_trainer
 
 __all__ = ["SimResult", "SpsaSimResult", "simulate", "simulate_spsa"]
 
@@ -111,6 +111,7 @@ def simulate(
     record_vectors: bool = False,
     unresponsive: Collection[int] = (),
     detected: bool = True,
+    hosts: NodeHosts | None = None,
 ) -> SimResult:
     """Run ``task.num_nodes`` nodes for ``num_rounds`` rounds in one process.
 
@@ -154,6 +155,13 @@ def simulate(
         and samples are drawn from the others (what SWIM's failure detector gives a
         daemon). False: they stay in every member list, so samples include them and the
         rounds lean on the failed pushes and timeouts.
+    hosts
+        Default None: every node's model and data in this process
+        (:class:`~node.sim.hosts.LocalHosts`), built from ``task``, ``learner``, ``seed``,
+        ``task_data`` and ``independent_init``. Otherwise the hosts that train and
+        evaluate the nodes, built from the same settings (for example
+        :class:`~node.sim.ray_hosts.RayHosts`); ``task_data`` and ``independent_init`` are
+        then theirs, and the caller closes them. Results do not depend on the hosts.
 
     With ``rounds.sample_trainers`` set the nodes run sampled participation
     (:class:`~node.training.sampled.SampledRoundEngine`): each round's trainers and
@@ -162,12 +170,6 @@ def simulate(
     """
     n = task.num_nodes
     spec = rounds.model_copy(update={"max_rounds": num_rounds})
-    data = (
-        task_data
-        if task_data is not None
-        # Flower clients and task factories bring their own data.
-        else (None if learner.kind == "flower" or task.name == "python" else load_task(task, seed))
-    )
     ids = [f"node-{i}" for i in range(n)]
     index = {nid: i for i, nid in enumerate(ids)}
     dead = frozenset(int(i) for i in unresponsive)
@@ -177,31 +179,74 @@ def simulate(
         raise ValueError("at least one node must be responsive")
     listed = [nid for i, nid in enumerate(ids) if i not in dead] if detected else ids
     live = n - len(dead)
-    trainers: list[ModelTrainer | FlowerTrainer] = [
-        make_trainer(task, learner, seed=seed, node_index=i, node_id=ids[i], task_data=data)
-        for i in range(n)
-    ]
-    if independent_init:
-        if data is None:
-            raise ValueError("independent_init needs the 'sgd' learner (a model built here)")
-        for i, tr in enumerate(trainers):
-            own = build_model(
-                task,
-                derive_seed("independent-init", seed, i),
-                input_dim=data.input_dim,
-                num_classes=data.num_classes,
+    own_hosts = hosts is None
+    if hosts is None:
+        data = (
+            task_data
+            if task_data is not None
+            # Flower clients and task factories bring their own data.
+            else (
+                None if learner.kind == "flower" or task.name == "python" else load_task(task, seed)
             )
-            tr.set_vector(flatten(own))
-    engines = [
-        make_engine(
-            ids[i],
+        )
+        built = build_trainers(
+            task, learner, seed=seed, nodes=range(n), data=data, independent_init=independent_init
+        )
+        hosts = LocalHosts([built[i] for i in range(n)])
+    try:
+        return _run(
+            hosts,
             spec,
             seed=seed,
-            numel=trainers[i].layout.numel,
-            layer_sizes=trainers[i].layout.sizes,
+            ids=ids,
+            index=index,
+            listed=listed,
+            dead=dead,
+            live=live,
+            train_time=train_time,
+            jitter=jitter,
+            latency=latency,
+            rules=rules,
+            on_round=on_round,
+            release=release,
+            record_vectors=record_vectors,
         )
-        for i in range(n)
+    finally:
+        if own_hosts:
+            hosts.close()
+
+
+def _run(
+    hosts: NodeHosts,
+    spec: RoundSpec,
+    *,
+    seed: int,
+    ids: list[str],
+    index: dict[str, int],
+    listed: list[str],
+    dead: frozenset[int],
+    live: int,
+    train_time: float,
+    jitter: float,
+    latency: float,
+    rules: Mapping[str, RuleFn] | None,
+    on_round: Callable[[int, list[float]], None] | None,
+    release: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    record_vectors: bool,
+) -> SimResult:
+    n = len(ids)
+    # The protocol state lives here; models and data live in the hosts, which train and
+    # evaluate from the vector they are handed.
+    current = hosts.initial()
+    examples = hosts.num_examples()
+    sizes = hosts.layer_sizes()
+    engines = [
+        make_engine(ids[i], spec, seed=seed, numel=sum(sizes), layer_sizes=sizes) for i in range(n)
     ]
+    training: dict[int, Pending[Trained]] = {}
+    # Evaluations in the order they were asked for; each is recorded once it is done and
+    # every earlier one is, so progress reports come in the same order on every host.
+    evaluating: deque[tuple[int, int, Pending[EvalResult]]] = deque()
     rng = random.Random(seed)
     queue: list[_Event] = []
     seq = 0
@@ -233,11 +278,11 @@ def simulate(
                 pending += eng.on_sampled_peers(act.round, peers, now)
             elif isinstance(act, DrawSample):
                 assert not isinstance(eng, RoundEngine)
-                pending += eng.on_members(act.round, listed, trainers[i].vector(), now)
+                pending += eng.on_members(act.round, listed, current[i].clone(), now)
             elif isinstance(act, TrainLocal):
                 if release is not None:
-                    bases[i] = trainers[i].vector()
-                trainers[i].train(act.round)
+                    bases[i] = current[i]
+                training[i] = hosts.train(i, act.round, current[i])
                 dt = train_time * (1.0 + jitter * rng.random())
                 push(now + dt, "trained", i, act.round)
             elif isinstance(act, SendUpdate):
@@ -254,28 +299,34 @@ def simulate(
                         now + latency,
                         "deliver",
                         index[p],
-                        (ids[i], act.round, act.payload, trainers[i].num_examples),
+                        (ids[i], act.round, act.payload, examples[i]),
                     )
             elif isinstance(act, Aggregate):
                 # The daemon's merge: f lowered to the rows at hand, own model if not finite.
                 vec = policy.merge(act, rules).vector
-                trainers[i].set_vector(vec)
+                current[i] = vec
                 pending += eng.on_aggregated(act.round, vec, now)
                 finished = max(finished, now)
             elif isinstance(act, Evaluate):
-                res = trainers[i].evaluate()
-                eng.on_evaluated(act.round, res.as_dict())
-                last_acc[i] = res.accuracy
-                evals.setdefault(act.round, {})[i] = res.accuracy
+                evaluating.append((i, act.round, hosts.evaluate(i, current[i])))
                 if record_vectors:
-                    snapshots.setdefault(act.round, {})[i] = trainers[i].vector()
-                if on_round is not None and len(evals[act.round]) == live:
-                    on_round(act.round, [evals[act.round][j] for j in sorted(evals[act.round])])
+                    snapshots.setdefault(act.round, {})[i] = current[i].clone()
+                record_evaluations(wait=False)
             elif isinstance(act, RejectUpdate):
                 rejected += 1
         deadline = engines[i].next_deadline()
         if deadline is not None:
             push(deadline, "tick", i)
+
+    def record_evaluations(*, wait: bool) -> None:
+        while evaluating and (wait or evaluating[0][2].done()):
+            i, r, job = evaluating.popleft()
+            res = job.result()
+            engines[i].on_evaluated(r, res.as_dict())
+            last_acc[i] = res.accuracy
+            evals.setdefault(r, {})[i] = res.accuracy
+            if on_round is not None and len(evals[r]) == live:
+                on_round(r, [evals[r][j] for j in sorted(evals[r])])
 
     for i in range(n):
         if i not in dead:
@@ -288,11 +339,12 @@ def simulate(
         if ev.kind == "tick":
             dispatch(ev.node, eng.tick(now), now)
         elif ev.kind == "trained":
-            vec = trainers[ev.node].vector()
+            done = training.pop(ev.node).result()
+            vec = done.vector
             if release is not None:
                 vec = release(ev.node, ev.data, vec, bases.pop(ev.node))
-                trainers[ev.node].set_vector(vec)
-            num = trainers[ev.node].num_examples
+            current[ev.node] = vec
+            examples[ev.node] = num = done.num_examples
             dispatch(ev.node, eng.on_local_result(ev.data, vec, now, num_examples=num), now)
         elif ev.kind == "deliver":
             sender, r, payload, num = ev.data
@@ -300,6 +352,7 @@ def simulate(
         elif ev.kind == "unavailable":
             r, peer = ev.data
             dispatch(ev.node, eng.on_peer_unavailable(r, peer, now), now)
+    record_evaluations(wait=True)
     history = {
         r: [accs[j] for j in sorted(accs)] for r, accs in sorted(evals.items()) if len(accs) == live
     }
@@ -311,7 +364,7 @@ def simulate(
         rejected=rejected,
         stats=[dict(e.stats) for e in engines],
         sim_time=finished,
-        final_vectors=[tr.vector() for tr in trainers],
+        final_vectors=[v.clone() for v in current],
         vectors={
             r: [vs[j] for j in sorted(vs)]
             for r, vs in sorted(snapshots.items())
