@@ -18,7 +18,7 @@ import heapq
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from node.sim.hosts import LocalHosts, NodeHosts, Pending, Trained, build_trainers
 from node.training import policy
+from node.training.asynchronous import AsyncEngine
 from node.training.datasets import TaskData, load_task, node_data
 from node.training.engine import (
     Aggregate,
@@ -42,7 +43,7 @@ from node.training.evaluate import EvalResult, evaluate
 from node.training.learners.spsa import ScalarBatch, ScalarLog, SPSALearner, apply_round
 from node.training.models import build_model
 from node.training.params import flatten, load_vector, model_hash
-from node.training.sampled import DrawSample, make_engine
+from node.training.sampled import DrawSample, SampledRoundEngine, make_engine
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
 __all__ = ["SimResult", "SpsaSimResult", "simulate", "simulate_spsa"]
@@ -75,6 +76,8 @@ class SimResult:
     """Vector payload bytes delivered to each node."""
     unresponsive: frozenset[int] = frozenset()
     """Indices of the nodes that never ran (their final accuracy is NaN)."""
+    timeline: list[tuple[float, int, int, float]] = field(default_factory=list)
+    """Every evaluation as (simulated time, node, round, accuracy), in time order."""
 
     @property
     def mean_accuracy(self) -> float:
@@ -112,6 +115,8 @@ def simulate(
     unresponsive: Collection[int] = (),
     detected: bool = True,
     hosts: NodeHosts | None = None,
+    slowdown: Sequence[float] | None = None,
+    until: float | None = None,
 ) -> SimResult:
     """Run ``task.num_nodes`` nodes for ``num_rounds`` rounds in one process.
 
@@ -162,6 +167,17 @@ def simulate(
         evaluate the nodes, built from the same settings (for example
         :class:`~node.sim.ray_hosts.RayHosts`); ``task_data`` and ``independent_init`` are
         then theirs, and the caller closes them. Results do not depend on the hosts.
+    slowdown
+        Default None (every node 1). Node ``i``'s local training takes ``slowdown[i]``
+        times ``train_time`` (a straggler that is 4x slower has 4).
+    until
+        Default None (run until every node finished ``num_rounds``). Otherwise stop at
+        this simulated time: events after it are dropped, and each node's final accuracy
+        is its last evaluation by then.
+
+    With ``rounds.asynchronous`` set the nodes run the asynchronous mode
+    (:class:`~node.training.asynchronous.AsyncEngine`): no rounds, local trainings and
+    pushes on each node's Poisson clocks, and ``num_rounds`` local trainings per node.
 
     With ``rounds.sample_trainers`` set the nodes run sampled participation
     (:class:`~node.training.sampled.SampledRoundEngine`): each round's trainers and
@@ -210,6 +226,8 @@ def simulate(
             on_round=on_round,
             release=release,
             record_vectors=record_vectors,
+            slowdown=list(slowdown) if slowdown is not None else [1.0] * n,
+            until=until,
         )
     finally:
         if own_hosts:
@@ -233,20 +251,30 @@ def _run(
     on_round: Callable[[int, list[float]], None] | None,
     release: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor] | None,
     record_vectors: bool,
+    slowdown: list[float],
+    until: float | None,
 ) -> SimResult:
     n = len(ids)
+    if len(slowdown) != n or any(not s > 0 for s in slowdown):
+        raise ValueError(f"slowdown needs {n} positive factors, one per node")
     # The protocol state lives here; models and data live in the hosts, which train and
     # evaluate from the vector they are handed.
     current = hosts.initial()
     examples = hosts.num_examples()
     sizes = hosts.layer_sizes()
-    engines = [
-        make_engine(ids[i], spec, seed=seed, numel=sum(sizes), layer_sizes=sizes) for i in range(n)
+    engines: list[RoundEngine | SampledRoundEngine | AsyncEngine] = [
+        (
+            AsyncEngine(ids[i], spec, seed=seed, numel=sum(sizes), layer_sizes=sizes)
+            if spec.asynchronous is not None
+            else make_engine(ids[i], spec, seed=seed, numel=sum(sizes), layer_sizes=sizes)
+        )
+        for i in range(n)
     ]
     training: dict[int, Pending[Trained]] = {}
     # Evaluations in the order they were asked for; each is recorded once it is done and
     # every earlier one is, so progress reports come in the same order on every host.
-    evaluating: deque[tuple[int, int, Pending[EvalResult]]] = deque()
+    evaluating: deque[tuple[float, int, int, Pending[EvalResult]]] = deque()
+    timeline: list[tuple[float, int, int, float]] = []
     rng = random.Random(seed)
     queue: list[_Event] = []
     seq = 0
@@ -277,13 +305,13 @@ def _run(
                 peers = rng.sample(others, min(act.k, len(others)))
                 pending += eng.on_sampled_peers(act.round, peers, now)
             elif isinstance(act, DrawSample):
-                assert not isinstance(eng, RoundEngine)
+                assert isinstance(eng, SampledRoundEngine)
                 pending += eng.on_members(act.round, listed, current[i].clone(), now)
             elif isinstance(act, TrainLocal):
                 if release is not None:
                     bases[i] = current[i]
                 training[i] = hosts.train(i, act.round, current[i])
-                dt = train_time * (1.0 + jitter * rng.random())
+                dt = train_time * slowdown[i] * (1.0 + jitter * rng.random())
                 push(now + dt, "trained", i, act.round)
             elif isinstance(act, SendUpdate):
                 for p in act.peers:
@@ -308,7 +336,7 @@ def _run(
                 pending += eng.on_aggregated(act.round, vec, now)
                 finished = max(finished, now)
             elif isinstance(act, Evaluate):
-                evaluating.append((i, act.round, hosts.evaluate(i, current[i])))
+                evaluating.append((now, i, act.round, hosts.evaluate(i, current[i])))
                 if record_vectors:
                     snapshots.setdefault(act.round, {})[i] = current[i].clone()
                 record_evaluations(wait=False)
@@ -319,9 +347,10 @@ def _run(
             push(deadline, "tick", i)
 
     def record_evaluations(*, wait: bool) -> None:
-        while evaluating and (wait or evaluating[0][2].done()):
-            i, r, job = evaluating.popleft()
+        while evaluating and (wait or evaluating[0][3].done()):
+            at, i, r, job = evaluating.popleft()
             res = job.result()
+            timeline.append((at, i, r, res.accuracy))
             engines[i].on_evaluated(r, res.as_dict())
             last_acc[i] = res.accuracy
             evals.setdefault(r, {})[i] = res.accuracy
@@ -334,6 +363,8 @@ def _run(
     now = 0.0
     while queue:
         ev = heapq.heappop(queue)
+        if until is not None and ev.time > until:
+            break
         now = ev.time
         eng = engines[ev.node]
         if ev.kind == "tick":
@@ -373,6 +404,7 @@ def _run(
         bytes_sent_by_node=sent_by,
         bytes_received_by_node=received_by,
         unresponsive=dead,
+        timeline=timeline,
     )
 
 

@@ -222,7 +222,7 @@ _ENGINE_COPIES = frozenset(
 
 
 #: [rounds] keys added after networks existed: left out of the network id while unset.
-_ADDED_ROUND_KEYS = ("start_wait", "sample_trainers", "sample_aggregators")
+_ADDED_ROUND_KEYS = ("start_wait", "sample_trainers", "sample_aggregators", "asynchronous")
 
 #: Start-up allowance per declared node beyond the first (see :attr:`Genesis.start_wait_s`).
 START_WAIT_PER_NODE_S = 20.0

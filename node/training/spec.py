@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "HF_TASKS",
     "SENTIMENT_DEFAULTS",
+    "AsyncRates",
     "LearnerSpec",
     "RoundSpec",
     "TaskSpec",
@@ -348,6 +349,27 @@ class LearnerSpec(BaseModel):
         return self
 
 
+class AsyncRates(BaseModel):
+    """The two Poisson clocks of the asynchronous mode (:mod:`node.training.asynchronous`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compute_rate: float = Field(
+        10.0,
+        gt=0.0,
+        le=1000.0,
+        description="Local trainings per second of idle time: after a local training ends "
+        "the next starts after an exponential wait of mean 1/compute_rate seconds.",
+    )
+    gossip_rate: float = Field(
+        2.0,
+        gt=0.0,
+        le=1000.0,
+        description="Pushes of the current model to one random peer per second (exponential "
+        "waits of mean 1/gossip_rate seconds).",
+    )
+
+
 class RoundSpec(BaseModel):
     """Parameters of the per-node round engine (no global barrier)."""
 
@@ -424,6 +446,13 @@ class RoundSpec(BaseModel):
         description="Weight rows by the senders' example counts (FedAvg's weighting); "
         "only with aggregation 'mean', since scaling rows breaks robust rules.",
     )
+    asynchronous: AsyncRates | None = Field(
+        None,
+        description="Asynchronous mode (DADAO-style): no rounds, each node trains and "
+        "gossips on its own Poisson clocks with these rates, merging every model as it "
+        "arrives; max_rounds counts local trainings. None (default): rounds. Runs in "
+        "fednode simulate; daemons refuse it.",
+    )
     variance_correction: bool = Field(
         False,
         description="After the rule, restore each layer's weight std (Tian et al. 2024, "
@@ -440,6 +469,13 @@ class RoundSpec(BaseModel):
                 "sample_trainers needs payload 'model' (aggregators merge the trainers' "
                 "models and send the merged model on)"
             )
+        if self.asynchronous is not None and self.sample_trainers is not None:
+            raise ValueError(
+                "rounds.asynchronous cannot be used with sample_trainers (sampled rounds "
+                "are rounds)"
+            )
+        if self.asynchronous is not None and self.payload != "model":
+            raise ValueError("rounds.asynchronous needs payload 'model' (models are merged)")
         if self.sample_trainers is not None and self.weight_by_examples:
             raise ValueError(
                 "sample_trainers cannot be used with weight_by_examples (aggregators merge "

@@ -1,0 +1,321 @@
+"""Sans-I/O asynchronous gossip learning: local training and gossip on independent clocks.
+
+In the asynchronous mode (``[rounds.asynchronous]`` in the genesis) no node waits for
+another: as in DADAO (Nabli and Oyallon, "DADAO: Decoupled Accelerated Decentralized
+Asynchronous Optimization", ICML 2023), each node runs two independent Poisson clocks,
+
+- a **compute clock**: after a local training ends, the next one starts after an
+  exponential wait of mean ``1 / compute_rate`` seconds;
+- a **gossip clock**: every exponential wait of mean ``1 / gossip_rate`` seconds, the node
+  pushes its current model to one random peer.
+
+A model that arrives is merged at once with the node's own by the genesis rule (the
+pairwise gossip averaging of DADAO's communication step with ``mean``); one that arrives
+while the node trains waits and is merged with the trained model. A slow node therefore
+holds nobody back: fast nodes train more often, and a slow node's pushes are merged
+whenever they come. (DADAO's accelerated dual updates are not reproduced; this is its
+clock structure over the daemon's learners and rules.)
+
+Staleness uses a logical clock, not the local step count: a node's ``clock`` is one more
+than the largest clock among the models it merged or trained from (Lamport's rule), so a
+slow node that merged fresh models sends a fresh clock. A model ``s`` clock ticks older
+than ours is pulled towards our own by ``staleness_discount ** s`` (as in
+:mod:`node.training.engine`) and refused beyond ``max_staleness``. ``max_rounds`` counts
+local trainings, ``eval_every`` evaluates after every ``E``-th, and updates from one
+sender are accepted only with a clock above the last one accepted from it (replay).
+
+The engine emits the round engine's actions (:mod:`node.training.engine`), with the
+action's ``round`` set to the node's clock (``SendUpdate``, ``Aggregate``) or to the
+local training's index (``TrainLocal``, ``Evaluate``).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from node.training.engine import (
+    Action,
+    Aggregate,
+    Evaluate,
+    Received,
+    RejectUpdate,
+    SamplePeers,
+    SendUpdate,
+    TrainLocal,
+)
+from node.training.seeding import derive_seed
+from node.training.spec import RoundSpec
+
+__all__ = ["AsyncEngine", "AsyncPhase"]
+
+
+class AsyncPhase(enum.Enum):
+    """What the node is doing now."""
+
+    IDLE = "idle"
+    TRAINING = "training"
+    MERGING = "merging"
+    DONE = "done"
+
+
+class AsyncEngine:
+    """One node of the asynchronous mode (see the module docstring).
+
+    Parameters
+    ----------
+    node_id
+        This node's id (its own updates are refused as peer updates).
+    spec
+        Round parameters; ``spec.asynchronous`` must be set (its rates), and
+        ``max_rounds`` bounds the local trainings.
+    seed
+        Genesis seed; the clocks draw from ``derive_seed("async-clock", seed, node_id)``,
+        so a run is reproducible.
+    numel
+        Expected vector length; if None it is fixed by the first local result.
+    layer_sizes
+        Element count of each layer in vector order (for ``variance_correction``).
+
+    Raises
+    ------
+    ValueError
+        If ``spec.asynchronous`` is unset or the spec is invalid.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        spec: RoundSpec,
+        *,
+        seed: int,
+        numel: int | None = None,
+        layer_sizes: Sequence[int] | None = None,
+    ) -> None:
+        RoundSpec.model_validate(spec.model_dump())
+        if spec.asynchronous is None:
+            raise ValueError("AsyncEngine needs rounds.asynchronous (the clock rates)")
+        self.node_id = node_id
+        self.spec = spec
+        self.rates = spec.asynchronous
+        self.numel = numel
+        self.layer_sizes = tuple(layer_sizes) if layer_sizes is not None else None
+        self.phase = AsyncPhase.IDLE
+        self.clock = 0
+        self.round = 0
+        """Local trainings finished (the round engine's ``round``: what ``max_rounds`` bounds)."""
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.stats: dict[str, int] = {
+            "accepted": 0,
+            "rejected_self": 0,
+            "rejected_shape": 0,
+            "rejected_nonfinite": 0,
+            "rejected_stale": 0,
+            "rejected_duplicate": 0,
+            "rejected_done": 0,
+            "rounds": 0,
+            "merges": 0,
+            "pushes": 0,
+        }
+        self._rng = random.Random(derive_seed("async-clock", seed, node_id))
+        self._vector: torch.Tensor | None = None
+        self._next_compute: float | None = None
+        self._next_gossip: float | None = None
+        self._buffer: list[Received] = []
+        self._last_from: dict[str, int] = {}
+        self._merging_trained = False
+        self._own_examples = 0
+        self._started = False
+
+    # -- queries ---------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """Earliest clock time at which :meth:`tick` would act (None: events only)."""
+        if self.phase == AsyncPhase.DONE:
+            return None
+        if not self._started:
+            return 0.0
+        times = [
+            t
+            for t in (
+                self._next_compute if self.phase == AsyncPhase.IDLE else None,
+                self._next_gossip if self._vector is not None else None,
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def awaited_peers(self) -> tuple[str, ...]:
+        """Nobody: the asynchronous mode never waits for a peer."""
+        return ()
+
+    # -- events ----------------------------------------------------------
+    def tick(self, now: float) -> list[Action]:
+        """Advance the clock: start a local training or push to a peer when due."""
+        if self.phase == AsyncPhase.DONE:
+            return []
+        out: list[Action] = []
+        if not self._started:
+            self._started = True
+            self._next_gossip = now + self._wait(self.rates.gossip_rate)
+            return self._train()
+        if (
+            self.phase == AsyncPhase.IDLE
+            and self._next_compute is not None
+            and now >= self._next_compute
+        ):
+            out += self._train()
+        if self._vector is not None and self._next_gossip is not None and now >= self._next_gossip:
+            self._next_gossip = now + self._wait(self.rates.gossip_rate)
+            out.append(SamplePeers(self.clock, 1))
+        return out
+
+    def on_sampled_peers(self, round_idx: int, peers: Sequence[str], now: float) -> list[Action]:
+        """Membership's answer to :class:`SamplePeers`: push the current model to them."""
+        targets = tuple(p for p in dict.fromkeys(peers) if p != self.node_id)
+        if self.phase == AsyncPhase.DONE or self._vector is None or not targets:
+            return []
+        self.stats["pushes"] += len(targets)
+        return [SendUpdate(targets, self.clock, self._vector)]
+
+    def on_peer_unavailable(self, round_idx: int, peer: str, now: float) -> list[Action]:
+        """A push failed: nothing waits for it, so nothing changes."""
+        return []
+
+    def on_local_result(
+        self,
+        round_idx: int,
+        vector: torch.Tensor,
+        now: float,
+        *,
+        base: torch.Tensor | None = None,
+        num_examples: int = 0,
+        silent: bool = False,
+    ) -> list[Action]:
+        """The learner's model for :class:`TrainLocal`; merged with what arrived meanwhile."""
+        if self.phase != AsyncPhase.TRAINING or round_idx != self.round:
+            return []
+        vec = vector.detach().to(torch.float32).reshape(-1)
+        if self.numel is None:
+            self.numel = vec.numel()
+        if vec.numel() != self.numel:
+            raise ValueError(f"local result has {vec.numel()} elements, expected {self.numel}")
+        if not bool(torch.isfinite(vec).all()):
+            raise ValueError("local result contains NaN or Inf")
+        self.clock += 1
+        self._own_examples = num_examples
+        self._merging_trained = True
+        return [self._merge(vec)]
+
+    def on_update(
+        self,
+        sender: str,
+        round_idx: int,
+        vector: torch.Tensor,
+        now: float,
+        *,
+        num_examples: int = 0,
+    ) -> list[Action]:
+        """A peer's model arrived (already signature- and network-checked by the caller)."""
+        reason = self._admit(sender, round_idx, vector)
+        if reason is not None:
+            self.stats[f"rejected_{reason}"] += 1
+            return [RejectUpdate(sender, round_idx, reason)]
+        self._last_from[sender] = round_idx
+        self.stats["accepted"] += 1
+        self._buffer.append(
+            Received(
+                sender, round_idx, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
+            )
+        )
+        if self.phase == AsyncPhase.IDLE and self._vector is not None:
+            return [self._merge(self._vector)]
+        return []  # merged with the trained model, or after the merge under way
+
+    def on_aggregated(self, round_idx: int, vector: torch.Tensor, now: float) -> list[Action]:
+        """Result of :class:`Aggregate`: the node's new model."""
+        if self.phase != AsyncPhase.MERGING:
+            return []
+        if vector.numel() != self.numel or not bool(torch.isfinite(vector).all()):
+            raise ValueError("aggregated vector has the wrong length or non-finite values")
+        self._vector = vector.detach().to(torch.float32).reshape(-1)
+        self.stats["merges"] += 1
+        out: list[Action] = []
+        if self._merging_trained:
+            self._merging_trained = False
+            done = self.round
+            self.round += 1
+            self.stats["rounds"] += 1
+            last = self.spec.max_rounds is not None and self.round >= self.spec.max_rounds
+            if self.round % self.spec.eval_every == 0 or last:
+                out.append(Evaluate(done))
+            if last:
+                self.phase = AsyncPhase.DONE
+                self._buffer.clear()
+                return out
+            self._next_compute = now + self._wait(self.rates.compute_rate)
+        self.phase = AsyncPhase.IDLE
+        if self._buffer:
+            out.append(self._merge(self._vector))
+        return out
+
+    def on_evaluated(self, round_idx: int, metrics: Mapping[str, float]) -> None:
+        """Record evaluation metrics of local training ``round_idx``."""
+        self.metrics.append((round_idx, dict(metrics)))
+
+    # -- internals -------------------------------------------------------
+    def _wait(self, rate: float) -> float:
+        return self._rng.expovariate(rate)
+
+    def _train(self) -> list[Action]:
+        self.phase = AsyncPhase.TRAINING
+        self._next_compute = None
+        return [TrainLocal(self.round)]
+
+    def _merge(self, own: torch.Tensor) -> Aggregate:
+        received = []
+        for rec in self._buffer:
+            age = max(0, self.clock - rec.round)
+            self.clock = max(self.clock, rec.round)
+            received.append(
+                Received(
+                    rec.sender,
+                    rec.round,
+                    rec.vector,
+                    self.spec.staleness_discount**age,
+                    rec.num_examples,
+                )
+            )
+        self._buffer = []
+        self.phase = AsyncPhase.MERGING
+        return Aggregate(
+            round=self.clock,
+            own=own,
+            received=tuple(received),
+            rule=self.spec.aggregation,
+            f=self.spec.aggregation_f,
+            params=self.spec.aggregation_params,
+            payload="model",
+            own_examples=self._own_examples,
+            weight_by_examples=self.spec.weight_by_examples,
+            variance_correction=self.spec.variance_correction,
+            layer_sizes=self.layer_sizes,
+        )
+
+    def _admit(self, sender: str, round_idx: int, vector: torch.Tensor) -> str | None:
+        if sender == self.node_id:
+            return "self"
+        if self.phase == AsyncPhase.DONE:
+            return "done"
+        if round_idx < self.clock - self.spec.max_staleness:
+            return "stale"
+        last = self._last_from.get(sender)
+        if last is not None and round_idx <= last:
+            return "duplicate"
+        if vector.dim() != 1 or (self.numel is not None and vector.numel() != self.numel):
+            return "shape"
+        if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
+            return "nonfinite"
+        return None

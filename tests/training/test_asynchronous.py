@@ -1,0 +1,236 @@
+"""The asynchronous mode's engine (sans-I/O), its simulation, and the daemon's refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from node.training.asynchronous import AsyncEngine, AsyncPhase
+from node.training.engine import (
+    Aggregate,
+    Evaluate,
+    RejectUpdate,
+    SamplePeers,
+    SendUpdate,
+    TrainLocal,
+    aggregate_round,
+)
+from node.training.spec import AsyncRates, RoundSpec
+
+D = 4
+
+
+def spec(**kw: object) -> RoundSpec:
+    base: dict[str, object] = {
+        "asynchronous": AsyncRates(compute_rate=10.0, gossip_rate=2.0),
+        "eval_every": 2,
+        "max_staleness": 3,
+        "staleness_discount": 0.5,
+    }
+    return RoundSpec.model_validate({**base, **kw})
+
+
+def v(x: float) -> torch.Tensor:
+    return torch.full((D,), float(x))
+
+
+def merge(eng: AsyncEngine, act: Aggregate, now: float) -> list[object]:
+    return list(eng.on_aggregated(act.round, aggregate_round(act), now))
+
+
+def trained(eng: AsyncEngine, value: float, now: float) -> Aggregate:
+    (act,) = eng.on_local_result(eng.round, v(value), now)
+    assert isinstance(act, Aggregate)
+    return act
+
+
+def test_trains_at_once_then_waits_on_its_compute_clock() -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    assert eng.next_deadline() == 0.0
+    assert eng.tick(0.0) == [TrainLocal(0)]
+    assert eng.next_deadline() is None  # training, and no model to gossip yet
+    act = trained(eng, 1.0, 1.0)
+    assert act.received == () and torch.equal(act.own, v(1.0)) and act.round == 1
+    assert merge(eng, act, 1.0) == []  # eval_every 2
+    assert eng.phase == AsyncPhase.IDLE and eng.round == 1
+    due = eng.next_deadline()
+    assert due is not None  # the gossip clock ran from the start; the compute clock from 1.0
+    # Nothing is due before the deadline; at it the next training or a push starts.
+    assert eng.tick(due - 1e-9) == []
+    acts = eng.tick(due)
+    assert acts in ([TrainLocal(1)], [SamplePeers(1, 1)])
+
+
+def test_a_push_goes_to_one_sampled_peer_with_the_current_model_and_clock() -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 3.0, 1.0), 1.0)
+    (send,) = eng.on_sampled_peers(1, ["a", "b"], 1.5)
+    assert isinstance(send, SendUpdate)
+    assert send.peers == ("b",) and send.round == 1 and torch.equal(send.payload, v(3.0))
+    assert eng.on_sampled_peers(1, ["a"], 1.5) == []  # only itself: nobody to push to
+
+
+def test_a_model_that_arrives_while_idle_is_averaged_in_at_once() -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 2.0, 1.0), 1.0)
+    (act,) = eng.on_update("b", 5, v(4.0), 1.2)
+    assert isinstance(act, Aggregate) and eng.phase == AsyncPhase.MERGING
+    assert act.round == 5  # Lamport: the clock jumps to the freshest model merged
+    assert [r.weight for r in act.received] == [1.0]
+    assert merge(eng, act, 1.2) == []
+    assert eng.clock == 5 and eng.round == 1  # merging is no local training
+    (send,) = eng.on_sampled_peers(5, ["c"], 1.3)
+    assert isinstance(send, SendUpdate) and torch.allclose(send.payload, v(3.0))
+
+
+def test_a_model_that_arrives_while_training_waits_for_the_trained_model() -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    eng.tick(0.0)
+    assert eng.on_update("b", 1, v(8.0), 0.5) == []  # buffered: the node is training
+    act = trained(eng, 2.0, 1.0)
+    assert torch.equal(act.own, v(2.0)) and [r.sender for r in act.received] == ["b"]
+    assert merge(eng, act, 1.0) == []
+    (send,) = eng.on_sampled_peers(eng.clock, ["c"], 1.1)
+    assert isinstance(send, SendUpdate) and torch.allclose(send.payload, v(5.0))
+
+
+def test_stale_models_are_discounted_and_refused_past_max_staleness() -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 0.0, 0.5), 0.5)
+    merge(eng, eng.on_update("x", 10, v(0.0), 0.6)[0], 0.6)  # type: ignore[arg-type]
+    assert eng.clock == 10
+    (act,) = eng.on_update("b", 8, v(4.0), 0.7)
+    assert isinstance(act, Aggregate) and [r.weight for r in act.received] == [0.25]
+    merge(eng, act, 0.7)
+    (rej,) = eng.on_update("c", 6, v(1.0), 0.8)
+    assert rej == RejectUpdate("c", 6, "stale") and eng.stats["rejected_stale"] == 1
+
+
+@pytest.mark.parametrize(
+    ("sender", "clock", "vector", "reason"),
+    [
+        ("a", 9, v(1.0), "self"),
+        ("b", 4, v(1.0), "duplicate"),  # not above the last clock accepted from b
+        ("b", 3, v(1.0), "duplicate"),
+        ("c", 9, torch.ones(D + 1), "shape"),
+        ("c", 9, torch.tensor([1.0, float("nan"), 0.0, 0.0]), "nonfinite"),
+    ],
+)
+def test_bad_updates_are_refused_and_change_nothing(
+    sender: str, clock: int, vector: torch.Tensor, reason: str
+) -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 0.0, 0.5), 0.5)
+    merge(eng, eng.on_update("b", 4, v(2.0), 0.6)[0], 0.6)  # type: ignore[arg-type]
+    before = (eng.clock, eng.stats["accepted"], eng.stats["merges"])
+    assert eng.on_update(sender, clock, vector, 0.7) == [RejectUpdate(sender, clock, reason)]
+    assert (eng.clock, eng.stats["accepted"], eng.stats["merges"]) == before
+    assert eng.phase == AsyncPhase.IDLE
+
+
+def test_stops_after_max_rounds_local_trainings_and_evaluates_the_last() -> None:
+    eng = AsyncEngine("a", spec(max_rounds=3, eval_every=2), seed=1, numel=D)
+    evals = []
+    now = 0.0
+    while eng.phase != AsyncPhase.DONE:
+        due = eng.next_deadline()
+        assert due is not None
+        now = max(now, due)
+        for act in eng.tick(now):
+            if isinstance(act, TrainLocal):
+                out = merge(eng, trained(eng, float(act.round), now + 0.1), now + 0.1)
+                evals += [a.round for a in out if isinstance(a, Evaluate)]
+    assert eng.round == 3 and evals == [1, 2]
+    assert eng.next_deadline() is None and eng.tick(now + 100) == []
+    assert eng.on_update("b", 99, v(1.0), now) == [RejectUpdate("b", 99, "done")]
+
+
+def test_gossip_waits_are_exponential_with_the_configured_rate() -> None:
+    eng = AsyncEngine("a", spec(asynchronous=AsyncRates(gossip_rate=4.0)), seed=7, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 1.0, 0.0), 0.0)
+    # Training never ends again, so every deadline from here on is a push.
+    eng.tick(eng.next_deadline() or 0.0)
+    assert eng.phase == AsyncPhase.TRAINING or eng.phase == AsyncPhase.IDLE
+    stamps = []
+    for _ in range(3000):
+        due = eng.next_deadline()
+        assert due is not None
+        acts = eng.tick(due)
+        if any(isinstance(a, SamplePeers) for a in acts):
+            stamps.append(due)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert len(gaps) > 2000
+    assert abs(statistics.mean(gaps) - 0.25) < 0.02  # mean 1 / gossip_rate
+    assert abs(statistics.stdev(gaps) - 0.25) < 0.03  # exponential: std = mean
+
+
+def test_the_spec_refuses_what_the_mode_cannot_run() -> None:
+    with pytest.raises(ValidationError, match="cannot be used with sample_trainers"):
+        spec(sample_trainers=4)
+    with pytest.raises(ValidationError, match="needs payload 'model'"):
+        spec(payload="delta")
+    with pytest.raises(ValueError, match=r"needs rounds\.asynchronous"):
+        AsyncEngine("a", RoundSpec(), seed=1)
+
+
+def test_unset_asynchronous_keeps_the_network_id() -> None:
+    from node.training.genesis import Genesis
+
+    plain = Genesis.model_validate({"network": {"seed": 3}})
+    data = plain.model_dump(mode="json", exclude_unset=True)
+    assert Genesis.model_validate(data).network_id == plain.network_id
+    mode = Genesis.model_validate({"network": {"seed": 3}, "rounds": {"asynchronous": {}}})
+    assert mode.network_id != plain.network_id
+    assert mode.rounds.asynchronous == AsyncRates()
+
+
+def test_a_daemon_refuses_an_asynchronous_genesis(tmp_path: Path) -> None:
+    from node.base.datadir import DataDir
+    from node.base.settings import NodeSettings
+    from node.daemon.core import Daemon, DaemonError
+    from node.training.genesis import Genesis
+
+    gen = Genesis.model_validate({"network": {"seed": 3}, "rounds": {"asynchronous": {}}})
+    dd = DataDir(tmp_path / "node")
+    settings = NodeSettings.model_validate({"listen": "127.0.0.1:0", "metrics": "off"})
+    with pytest.raises(DaemonError, match=r"rounds\.asynchronous runs in fednode simulate only"):
+        asyncio.run(Daemon(dd, gen, settings).run())
+    assert not dd.genesis.exists()
+
+
+def test_simulated_stragglers_hold_back_rounds_but_not_the_asynchronous_mode() -> None:
+    from node.sim.rounds import simulate
+    from node.training.datasets import load_task
+    from node.training.spec import LearnerSpec, TaskSpec
+
+    task = TaskSpec(name="digits", num_nodes=8, batch_size=32, alpha=0.5)
+    data = load_task(task, 2)
+    learner = LearnerSpec(lr=1e-2, local_steps=5)
+    slow = [4.0 if i % 4 == 0 else 1.0 for i in range(8)]  # a quarter, 4x slower
+    fast = [i for i in range(8) if slow[i] == 1.0]
+    kw: dict[str, object] = dict(seed=2, num_rounds=100, task_data=data, slowdown=slow, until=16.0)
+    mode = spec(asynchronous=AsyncRates(compute_rate=10.0, gossip_rate=3.0), max_staleness=5)
+    run = simulate(task, learner, mode, **kw)  # type: ignore[arg-type]
+    steps = [s["rounds"] for s in run.stats]
+    assert min(steps[i] for i in fast) >= 3 * max(steps[0], steps[4]) >= 6
+    # Peers' models were merged in: more of them than local trainings, on every node.
+    assert all(s["accepted"] > s["rounds"] and s["merges"] >= s["rounds"] for s in run.stats)
+    assert run.mean_accuracy > 0.5  # digits, chance 0.1
+    assert {i for _, i, _, _ in run.timeline} == set(range(8))
+    assert [t for t, *_ in run.timeline] == sorted(t for t, *_ in run.timeline)
+    again = simulate(task, learner, mode, **kw)  # type: ignore[arg-type]
+    assert again.final_accuracy == run.final_accuracy and again.timeline == run.timeline
+    rounds = simulate(task, learner, RoundSpec(peers_per_round=2, round_timeout=10.0), **kw)  # type: ignore[arg-type]
+    # Lock-step rounds wait for the stragglers they sampled: the fast nodes train less.
+    assert max(rounds.stats[i]["rounds"] for i in fast) < min(steps[i] for i in fast)
