@@ -11,7 +11,10 @@ Asynchronous Optimization", ICML 2023), each node runs two independent Poisson c
 
 A model that arrives is merged at once with the node's own by the genesis rule (the
 pairwise gossip averaging of DADAO's communication step with ``mean``); one that arrives
-while the node trains waits and is merged with the trained model. A slow node therefore
+while the node trains waits and is merged with the trained model (only the newest model
+of each sender is kept). Pushes that fall due while the node trains wait for the trained
+model too: the model it holds then lacks the training under way, and averaging peers
+with it would undo their progress. A slow node therefore
 holds nobody back: fast nodes train more often, and a slow node's pushes are merged
 whenever they come. (DADAO's accelerated dual updates are not reproduced; this is its
 clock structure over the daemon's learners and rules.)
@@ -124,7 +127,8 @@ class AsyncEngine:
         self._vector: torch.Tensor | None = None
         self._next_compute: float | None = None
         self._next_gossip: float | None = None
-        self._buffer: list[Received] = []
+        self._buffer: dict[str, Received] = {}
+        self._pushes_due = 0
         self._last_from: dict[str, int] = {}
         self._merging_trained = False
         self._own_examples = 0
@@ -169,7 +173,10 @@ class AsyncEngine:
             out += self._train()
         if self._vector is not None and self._next_gossip is not None and now >= self._next_gossip:
             self._next_gossip = now + self._wait(self.rates.gossip_rate)
-            out.append(SamplePeers(self.clock, 1))
+            if self.phase == AsyncPhase.IDLE:
+                out.append(SamplePeers(self.clock, 1))
+            else:
+                self._pushes_due += 1
         return out
 
     def on_sampled_peers(self, round_idx: int, peers: Sequence[str], now: float) -> list[Action]:
@@ -225,10 +232,9 @@ class AsyncEngine:
             return [RejectUpdate(sender, round_idx, reason)]
         self._last_from[sender] = round_idx
         self.stats["accepted"] += 1
-        self._buffer.append(
-            Received(
-                sender, round_idx, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
-            )
+        # A newer model of the same sender supersedes the one waiting.
+        self._buffer[sender] = Received(
+            sender, round_idx, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
         )
         if self.phase == AsyncPhase.IDLE and self._vector is not None:
             return [self._merge(self._vector)]
@@ -259,6 +265,9 @@ class AsyncEngine:
         self.phase = AsyncPhase.IDLE
         if self._buffer:
             out.append(self._merge(self._vector))
+        elif self._pushes_due:
+            out.append(SamplePeers(self.clock, self._pushes_due))
+            self._pushes_due = 0
         return out
 
     def on_evaluated(self, round_idx: int, metrics: Mapping[str, float]) -> None:
@@ -276,7 +285,7 @@ class AsyncEngine:
 
     def _merge(self, own: torch.Tensor) -> Aggregate:
         received = []
-        for rec in self._buffer:
+        for rec in self._buffer.values():
             age = max(0, self.clock - rec.round)
             self.clock = max(self.clock, rec.round)
             received.append(
@@ -288,7 +297,7 @@ class AsyncEngine:
                     rec.num_examples,
                 )
             )
-        self._buffer = []
+        self._buffer = {}
         self.phase = AsyncPhase.MERGING
         return Aggregate(
             round=self.clock,

@@ -156,12 +156,10 @@ def test_stops_after_max_rounds_local_trainings_and_evaluates_the_last() -> None
 
 
 def test_gossip_waits_are_exponential_with_the_configured_rate() -> None:
-    eng = AsyncEngine("a", spec(asynchronous=AsyncRates(gossip_rate=4.0)), seed=7, numel=D)
+    rates = AsyncRates(gossip_rate=4.0, compute_rate=1e-6)  # idle: every deadline pushes
+    eng = AsyncEngine("a", spec(asynchronous=rates), seed=7, numel=D)
     eng.tick(0.0)
     merge(eng, trained(eng, 1.0, 0.0), 0.0)
-    # Training never ends again, so every deadline from here on is a push.
-    eng.tick(eng.next_deadline() or 0.0)
-    assert eng.phase == AsyncPhase.TRAINING or eng.phase == AsyncPhase.IDLE
     stamps = []
     for _ in range(3000):
         due = eng.next_deadline()
@@ -234,3 +232,29 @@ def test_simulated_stragglers_hold_back_rounds_but_not_the_asynchronous_mode() -
     rounds = simulate(task, learner, RoundSpec(peers_per_round=2, round_timeout=10.0), **kw)  # type: ignore[arg-type]
     # Lock-step rounds wait for the stragglers they sampled: the fast nodes train less.
     assert max(rounds.stats[i]["rounds"] for i in fast) < min(steps[i] for i in fast)
+
+
+def test_a_push_due_while_training_carries_the_trained_model() -> None:
+    eng = AsyncEngine("a", spec(asynchronous=AsyncRates(gossip_rate=50.0)), seed=3, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 1.0, 0.1), 0.1)
+    due = eng.next_deadline()
+    assert due is not None
+    acts = eng.tick(10.0)  # both clocks fired: training starts, the push must wait
+    assert acts == [TrainLocal(1)]
+    assert eng.tick(10.5) == []  # more pushes fall due while training; none is sent
+    out = merge(eng, trained(eng, 7.0, 11.0), 11.0)
+    (ask,) = [a for a in out if not isinstance(a, Evaluate)]
+    assert isinstance(ask, SamplePeers) and ask.k == 2
+    (send,) = eng.on_sampled_peers(ask.round, ["b", "c"], 11.0)
+    assert isinstance(send, SendUpdate) and torch.equal(send.payload, v(7.0))
+
+
+def test_only_the_newest_model_of_a_sender_waits_for_the_merge() -> None:
+    eng = AsyncEngine("a", spec(), seed=1, numel=D)
+    eng.tick(0.0)
+    assert eng.on_update("b", 1, v(4.0), 0.2) == []
+    assert eng.on_update("b", 2, v(6.0), 0.4) == []
+    act = trained(eng, 2.0, 1.0)
+    assert [(r.sender, r.round) for r in act.received] == [("b", 2)]
+    assert torch.allclose(aggregate_round(act), v(4.0))
