@@ -5,10 +5,11 @@
 policy) on MNIST-1D (MLP, iid shards, 10 Adam steps of batch 32 per local training),
 for a fixed budget of simulated time. A local training takes 1 simulated second
 (jitter 0.2), a message 0.01 s; a straggler's training takes ``--slow-factor`` times as
-long. Four runs per N:
+long. Runs per N:
 
 - ``rounds``: push-pull rounds with k = 3 peers and ``--round-timeout`` seconds;
-- ``async``: ``[rounds.asynchronous]`` with ``--compute-rate`` and ``--gossip-rate``;
+- ``async@G``: ``[rounds.asynchronous]`` with ``--compute-rate`` and gossip rate ``G``
+  (one run per rate in ``--gossip-rates``);
 
 each with every node at speed 1 and with a quarter of the nodes (every 4th) slow.
 
@@ -19,7 +20,7 @@ model bytes sent per node; ``--png`` draws accuracy against simulated time.
 Usage::
 
     .venv/bin/python bench/bench_async.py [--nodes 16,100] [--budget 60]
-        [--json out.json] [--png docs/img/async_stragglers.png]
+        [--gossip-rates 3,9] [--json out.json] [--png docs/img/async_stragglers.png]
 
 Run it alone and say the load average beside the figures (it prints it).
 """
@@ -51,17 +52,19 @@ def accuracy_at(timeline: list[tuple[float, int, int, float]], n: int, t: float)
 
 
 def run(n: int, mode: str, stragglers: bool, args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    """One simulation; ``mode`` is ``rounds`` or ``async@G`` (gossip rate G)."""
     from node.sim.rounds import simulate
     from node.training.spec import AsyncRates, LearnerSpec, RoundSpec, TaskSpec
 
     task = TaskSpec(name="mnist1d", num_nodes=n, batch_size=32, partition="iid")
     learner = LearnerSpec(lr=1e-2, local_steps=10)
-    if mode == "async":
+    if mode.startswith("async@"):
+        rates = AsyncRates(compute_rate=args.compute_rate, gossip_rate=float(mode[6:]))
         spec = RoundSpec(
             eval_every=1,
             max_staleness=args.max_staleness,
             staleness_discount=args.staleness_discount,
-            asynchronous=AsyncRates(compute_rate=args.compute_rate, gossip_rate=args.gossip_rate),
+            asynchronous=rates,
         )
     else:
         spec = RoundSpec(peers_per_round=3, eval_every=1, round_timeout=args.round_timeout)
@@ -99,7 +102,9 @@ def main() -> None:
     ap.add_argument("--slow-factor", type=float, default=4.0)
     ap.add_argument("--round-timeout", type=float, default=5.0)
     ap.add_argument("--compute-rate", type=float, default=10.0)
-    ap.add_argument("--gossip-rate", type=float, default=3.0)
+    ap.add_argument(
+        "--gossip-rates", default="3,9", help="one asynchronous run per rate (pushes/s)"
+    )
     ap.add_argument("--max-staleness", type=int, default=5)
     ap.add_argument("--staleness-discount", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=1)
@@ -117,14 +122,14 @@ def main() -> None:
     rows = []
     for n in [int(x) for x in args.nodes.split(",")]:
         for stragglers in (False, True):
-            for mode in ("rounds", "async"):
+            for mode in ["rounds"] + [f"async@{g}" for g in args.gossip_rates.split(",")]:
                 row = run(n, mode, stragglers, args, data)
                 rows.append(row)
                 accs = "  ".join(f"t={k}: {v:.3f}" for k, v in row["accuracy"].items())
                 slow = row["trainings_slow"]
                 slow = "" if slow is None else f" / slow {slow:.1f}"
                 print(
-                    f"N={n:>4} {mode:<6} {'1/4 slow' if stragglers else 'no stragglers':<13} "
+                    f"N={n:>4} {mode:<8} {'1/4 slow' if stragglers else 'no stragglers':<13} "
                     f"{accs}  trainings fast {row['trainings_fast']:.1f}{slow}  "
                     f"{row['mb_sent_per_node']:.1f} MB/node  ({row['wall_s']:.0f} s)",
                     flush=True,

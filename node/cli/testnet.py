@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import sys
@@ -329,6 +330,25 @@ def up(
         ),
     ] = None,
     byzantine: Annotated[int, typer.Option(help="How many nodes are malicious.")] = 0,
+    slow_nodes: Annotated[
+        int,
+        typer.Option(
+            "--slow-nodes",
+            min=0,
+            help="Make this many nodes stragglers (nodes 0, N/K, 2N/K, ...): once every "
+            "node runs, each is held by a Linux cgroup to its fair share of this machine's "
+            "CPUs divided by --slowdown. Needs root (or a delegated cgroup).",
+        ),
+    ] = 0,
+    slowdown: Annotated[
+        float,
+        typer.Option(
+            "--slowdown",
+            min=1.0,
+            help="With --slow-nodes: how many times less CPU a straggler gets than a "
+            "node's fair share (CPUs / nodes).",
+        ),
+    ] = 4.0,
     f: Annotated[
         int | None,
         typer.Option(
@@ -428,6 +448,10 @@ def up(
         nodes = nodes or 3
     if byzantine >= nodes:
         raise typer.BadParameter("--byzantine must be smaller than --nodes")
+    if slow_nodes > nodes:
+        raise typer.BadParameter("--slow-nodes cannot exceed --nodes")
+    slow = [i * nodes // slow_nodes for i in range(slow_nodes)] if slow_nodes else []
+    slow_cpus = (os.cpu_count() or 1) / nodes / slowdown
     if byzantine and collude:
         from node.testnet.collusion import CollusionError, parse_colluding
 
@@ -504,6 +528,8 @@ def up(
     else:
         net = Testnet(root, genesis, nodes, node_args=node_args)
     history: dict[int, list[tuple[int, float]]] = {i: [] for i in range(nodes)}
+    # Per node, (seconds since start, round, accuracy) whenever a poll saw them change.
+    timeline: dict[int, list[tuple[float, int, float]]] = {}
     t0 = time.monotonic()
     interrupted = False
 
@@ -523,6 +549,14 @@ def up(
                 soft_wrap=True,
             )
         (fabric or net).start(timeout=start_timeout)
+        if slow:
+            net.limit_cpus(dict.fromkeys(slow, slow_cpus))
+            if fmt == "text":
+                console.print(
+                    f"stragglers: nodes {', '.join(map(str, slow))} held to {slow_cpus:.3f} "
+                    f"CPU each ({slowdown:g}x less than a fair share of {os.cpu_count()} CPUs)",
+                    highlight=False,
+                )
         url = _dashboard_url(net)
         if url is not None:
             # To stderr with --format json, so stdout stays one JSON document.
@@ -535,7 +569,12 @@ def up(
         with Live(console=console, refresh_per_second=2, transient=True) as live:
             while time.monotonic() - t0 < timeout:
                 statuses = net.statuses()
+                now_s = round(time.monotonic() - t0, 2)
                 for i, s in statuses.items():
+                    if "last_accuracy" in s and int(s.get("round", 0)) > 0:
+                        seen = (int(s["round"]), float(s["last_accuracy"]))
+                        if not timeline.get(i) or timeline[i][-1][1:] != seen:
+                            timeline.setdefault(i, []).append((now_s, *seen))
                     history[i] = [
                         (int(h.get("round", 0)), float(h.get("accuracy", 0.0)))
                         for h in s.get("history", [])
@@ -586,6 +625,9 @@ def up(
                 "epsilon_spent": float(s.get("epsilon_spent", 0.0)),
                 "releasing": bool(s.get("releasing", True)),
                 "private": _private(s),
+                "slow": i in slow,
+                **({"cpu_limit": slow_cpus} if i in slow else {}),
+                **({"throttled_s": round(net.throttled_s[i], 2)} if i in net.throttled_s else {}),
             }
         )
     honest_acc = [r["accuracy"] for r in rows if not r["byzantine"] and r["round"] > 0]
@@ -601,6 +643,7 @@ def up(
         "honest_mean_accuracy": sum(honest_acc) / len(honest_acc) if honest_acc else None,
         "interrupted": interrupted,
         "per_node": rows,
+        "timeline": {str(i): points for i, points in sorted(timeline.items())},
     }
     attackers = frozenset(range(nodes - byzantine, nodes))
     title = f"{task}, {nodes} nodes, {learner}, {rule}"
@@ -620,7 +663,8 @@ def up(
             table.add_column(col, justify="left" if col == "id" else "right")
         for row in rows:
             table.add_row(
-                f"{row['node']}{' (byz)' if row['byzantine'] else ''}",
+                f"{row['node']}{' (byz)' if row['byzantine'] else ''}"
+                f"{' (slow)' if row['slow'] else ''}",
                 str(row["node_id"]),
                 str(row["round"]),
                 f"{row['accuracy']:.3f}" if row["round"] else "-",

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from node.base.datadir import DataDir
 from node.base.identity import Identity
+from node.testnet.cpulimit import CpuLimiter, CpuLimitError
 from node.training.genesis import Genesis, render_genesis
 from node.wire.admin_client import AdminClient, AdminUnavailable
 
@@ -161,6 +162,44 @@ class Testnet:
             TestnetNode(i, DataDir(root / f"node-{i}"), extra_args=(node_args or {}).get(i, []))
             for i in range(nodes)
         ]
+        self._limiter: CpuLimiter | None = None
+        self.cpu_limits: dict[int, float] = {}
+        self.throttled_s: dict[int, float] = {}
+        """Seconds each CPU-limited node was held back by its quota (set by :meth:`stop`)."""
+
+    def limit_cpus(self, limits: dict[int, float]) -> None:
+        """Hold each node ``i`` in ``limits`` to ``limits[i]`` CPUs from now on.
+
+        A cgroup per node (:mod:`node.testnet.cpulimit`): the node is throttled by the
+        kernel, as on a slower machine. Call it once the nodes run (their start-up, torch's
+        import included, is not limited). :meth:`stop` removes the cgroups.
+
+        Raises
+        ------
+        TestnetError
+            The limits cannot be set here (no cgroup CPU controller, not root), or a node
+            is not running.
+        """
+        try:
+            if self._limiter is None:
+                self._limiter = CpuLimiter(f"{os.getpid()}-{id(self):x}")
+            for index, cpus in sorted(limits.items()):
+                node = self.nodes[index]
+                if node.process is None or node.process.poll() is not None:
+                    raise TestnetError(f"node {index} is not running: cannot limit its CPU")
+                self._limiter.limit(index, node.process.pid, cpus)
+                self.cpu_limits[index] = cpus
+        except CpuLimitError as exc:
+            raise TestnetError(str(exc)) from None
+
+    def _release_cpu_limits(self) -> None:
+        if self._limiter is None:
+            return
+        for index in self.cpu_limits:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self.throttled_s[index] = self._limiter.throttled_us(index) / 1e6
+        self._limiter.close()
+        self._limiter = None
 
     def prepare(self) -> None:
         """Write the genesis and mint every node's identity (in this process)."""
@@ -324,6 +363,7 @@ class Testnet:
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+        self._release_cpu_limits()
 
     @contextlib.contextmanager
     def running(self, timeout: float = 90.0) -> Iterator[Testnet]:
