@@ -335,8 +335,8 @@ def up(
         typer.Option(
             "--slow-nodes",
             min=0,
-            help="Make this many nodes stragglers (nodes 0, N/K, 2N/K, ...): once every "
-            "node runs, each is held by a Linux cgroup to its fair share of this machine's "
+            help="Make this many nodes stragglers (nodes 0, N/K, 2N/K, ...): once all nodes "
+            "see each other, each is held by a Linux cgroup to its fair share of this machine's "
             "CPUs divided by --slowdown. Needs root (or a delegated cgroup).",
         ),
     ] = 0,
@@ -549,14 +549,6 @@ def up(
                 soft_wrap=True,
             )
         (fabric or net).start(timeout=start_timeout)
-        if slow:
-            net.limit_cpus(dict.fromkeys(slow, slow_cpus))
-            if fmt == "text":
-                console.print(
-                    f"stragglers: nodes {', '.join(map(str, slow))} held to {slow_cpus:.3f} "
-                    f"CPU each ({slowdown:g}x less than a fair share of {os.cpu_count()} CPUs)",
-                    highlight=False,
-                )
         url = _dashboard_url(net)
         if url is not None:
             # To stderr with --format json, so stdout stays one JSON document.
@@ -566,6 +558,15 @@ def up(
         view_s = net.wait_full_view(timeout=120)
         if fmt == "text":
             console.print(f"all {nodes} nodes see each other after {view_s:.1f} s (gossip)")
+        if slow:
+            # Once the network formed: start-up and the first view are not what is measured.
+            net.limit_cpus(dict.fromkeys(slow, slow_cpus))
+            if fmt == "text":
+                console.print(
+                    f"stragglers: nodes {', '.join(map(str, slow))} held to {slow_cpus:.3f} "
+                    f"CPU each ({slowdown:g}x less than a fair share of {os.cpu_count()} CPUs)",
+                    highlight=False,
+                )
         with Live(console=console, refresh_per_second=2, transient=True) as live:
             while time.monotonic() - t0 < timeout:
                 statuses = net.statuses()
