@@ -72,8 +72,12 @@ def _package_path(package: str, rel: str) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports ru_maxrss in KB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process in MB (Linux reports ru_maxrss in KB).
+
+    The kernel updates ``ru_maxrss`` lazily, so it can lag the current size for a moment;
+    the peak is at least what is resident now.
+    """
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, current_rss_mb())
 
 
 def current_rss_mb() -> float:

@@ -354,7 +354,7 @@ PARSE_ONLY_BLOCKS: dict[tuple[str, str], str] = {
         "--format json",
     ): (
         "two 16-daemon measurements (4 and 2 minutes); tests/node/test_testnet_stragglers.py "
-        "runs --slow-nodes on a 3-node testnet"
+        "runs --slow-nodes on a 2-node testnet"
     ),
     (
         "docs/user-models.md",
