@@ -49,6 +49,8 @@ from node.training.engine import (
     SamplePeers,
     SendUpdate,
     TrainLocal,
+    checked_local,
+    vector_refusal,
 )
 from node.training.seeding import derive_seed
 from node.training.spec import RoundSpec
@@ -204,13 +206,9 @@ class AsyncEngine:
         """The learner's model for :class:`TrainLocal`; merged with what arrived meanwhile."""
         if self.phase != AsyncPhase.TRAINING or round_idx != self.round:
             return []
-        vec = vector.detach().to(torch.float32).reshape(-1)
         if self.numel is None:
-            self.numel = vec.numel()
-        if vec.numel() != self.numel:
-            raise ValueError(f"local result has {vec.numel()} elements, expected {self.numel}")
-        if not bool(torch.isfinite(vec).all()):
-            raise ValueError("local result contains NaN or Inf")
+            self.numel = vector.numel()
+        vec = checked_local(vector, self.numel)
         self.clock += 1
         self._own_examples = num_examples
         self._merging_trained = True
@@ -323,8 +321,4 @@ class AsyncEngine:
         last = self._last_from.get(sender)
         if last is not None and round_idx <= last:
             return "duplicate"
-        if vector.dim() != 1 or (self.numel is not None and vector.numel() != self.numel):
-            return "shape"
-        if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
-            return "nonfinite"
-        return None
+        return vector_refusal(vector, self.numel)

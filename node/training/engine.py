@@ -50,7 +50,38 @@ __all__ = [
     "SendUpdate",
     "TrainLocal",
     "aggregate_round",
+    "checked_local",
+    "vector_refusal",
 ]
+
+
+def vector_refusal(vector: torch.Tensor, numel: int | None) -> str | None:
+    """Why a peer's vector cannot be merged: ``"shape"``, ``"nonfinite"``, or None if it can.
+
+    ``numel`` is the expected length (None: not known yet, any flat vector passes).
+    """
+    if vector.dim() != 1 or (numel is not None and vector.numel() != numel):
+        return "shape"
+    if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
+        return "nonfinite"
+    return None
+
+
+def checked_local(vector: torch.Tensor, numel: int | None) -> torch.Tensor:
+    """The learner's result as a flat float32 vector (``numel`` None: any length).
+
+    Raises
+    ------
+    ValueError
+        If it does not hold ``numel`` values or holds NaN or Inf: the learner is broken,
+        which no peer may be blamed for.
+    """
+    vec = vector.detach().to(torch.float32).reshape(-1)
+    if numel is not None and vec.numel() != numel:
+        raise ValueError(f"local result has {vec.numel()} elements, expected {numel}")
+    if not bool(torch.isfinite(vec).all()):
+        raise ValueError("local result contains NaN or Inf")
+    return vec
 
 
 @dataclass(frozen=True)
@@ -346,10 +377,7 @@ class RoundEngine:
                 del self._buffer[k]
                 self.stats["accepted"] -= 1
                 self.stats["rejected_shape"] += 1
-        if vec.numel() != self.numel:
-            raise ValueError(f"local result has {vec.numel()} elements, expected {self.numel}")
-        if not bool(torch.isfinite(vec).all()):
-            raise ValueError("local result contains NaN or Inf")
+        vec = checked_local(vec, self.numel)
         if self.spec.payload == "delta" and base is None:
             raise ValueError("payload 'delta' needs the base vector with the local result")
         cur.own = vec
@@ -461,11 +489,7 @@ class RoundEngine:
             return "stale"
         if (sender, round_idx) in self._seen:
             return "duplicate"
-        if vector.dim() != 1 or (self.numel is not None and vector.numel() != self.numel):
-            return "shape"
-        if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
-            return "nonfinite"
-        return None
+        return vector_refusal(vector, self.numel)
 
     def _maybe_send(self, now: float) -> list[Action]:
         cur = self._cur

@@ -54,6 +54,8 @@ from node.training.engine import (
     RoundEngine,
     SendUpdate,
     TrainLocal,
+    checked_local,
+    vector_refusal,
 )
 from node.training.participation import RoundSample, recipients, sample_round
 from node.training.spec import RoundSpec
@@ -264,11 +266,7 @@ class SampledRoundEngine:
         if cur is None or round_idx != cur.index or self.phase != Phase.TRAINING:
             return []
         assert cur.sample is not None
-        vec = vector.detach().to(torch.float32).reshape(-1)
-        if vec.numel() != self.numel:
-            raise ValueError(f"local result has {vec.numel()} elements, expected {self.numel}")
-        if not bool(torch.isfinite(vec).all()):
-            raise ValueError("local result contains NaN or Inf")
+        vec = checked_local(vector, self.numel)
         cur.own_ready_at = now
         self.phase = Phase.EXCHANGING
         cur.deadline = max(cur.started + 2 * self.spec.round_timeout, now + self.spec.round_timeout)
@@ -368,10 +366,9 @@ class SampledRoundEngine:
             return "stale"
         if (sender, round_idx) in self._seen:
             return "duplicate"
-        if vector.dim() != 1 or (self.numel is not None and vector.numel() != self.numel):
-            return "shape"
-        if not vector.is_floating_point() or not bool(torch.isfinite(vector).all()):
-            return "nonfinite"
+        refusal = vector_refusal(vector, self.numel)
+        if refusal is not None:
+            return refusal
         cur = self._cur
         if (
             cur is not None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from aggregation import RULES
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent))  # simulate_command.py (importlib import mode)
 
 
 @pytest.fixture(scope="session")

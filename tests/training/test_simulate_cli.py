@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from simulate_command import fednode, write
 
 from node.cli import testnet as testnet_cli
-from node.training.genesis import Genesis, load_genesis, render_genesis
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def fednode(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "node", "simulate", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def write(gen: Genesis, path: Path) -> Path:
-    path.write_text(render_genesis(gen), encoding="utf-8")
-    return path
+from node.training.genesis import Genesis, load_genesis
 
 
 def digits(nodes: int = 4, rounds: int = 3, **kw: object) -> Genesis:

@@ -7,39 +7,16 @@ interpreters that never fork this one, so each test may start and stop its own i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from simulate_command import fednode, write
 
 from node.cli import testnet as testnet_cli
-from node.training.genesis import Genesis, render_genesis
 from node.training.spec import LearnerSpec, RoundSpec, TaskSpec
 
-REPO = Path(__file__).resolve().parents[2]
-
 pytestmark = pytest.mark.slow
-
-
-def fednode(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "node", "simulate", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def write(gen: Genesis, path: Path) -> Path:
-    path.write_text(render_genesis(gen), encoding="utf-8")
-    return path
 
 
 def test_ray_local_prints_the_same_results_as_in_process(tmp_path: Path) -> None:
