@@ -137,12 +137,15 @@ def testnet_genesis(
     data: str | None = None,
     task_options: dict[str, Any] | None = None,
     learner_options: dict[str, Any] | None = None,
+    gossip_rate: float | None = None,
 ) -> Genesis:
     """The genesis ``fednode testnet up`` runs with these options (the compose testnet's
     ``deploy/genesis.toml`` is one of them; a test keeps the two equal).
 
     ``f`` is the rule's tolerated Byzantine count [default: ``byzantine``]; set apart from
     ``byzantine`` it measures what a rule configured for ``f`` costs with fewer attackers.
+    ``gossip_rate`` set runs the asynchronous mode with it (pushes per second per node; the
+    compute clock keeps its default) [default: None, rounds].
 
     Raises
     ------
@@ -183,6 +186,11 @@ def testnet_genesis(
                 # trusts self-reported example counts, so only on an honest testnet, and
                 # never under DP (an example count computed from the data is not sent).
                 "await_replies": True,
+                **(
+                    {"asynchronous": {"gossip_rate": gossip_rate}}
+                    if gossip_rate is not None
+                    else {}
+                ),
                 "weight_by_examples": rule == "mean"
                 and byzantine == 0
                 and not sybil_weighting
@@ -381,6 +389,23 @@ def up(
             "and attack together (node/testnet/collusion.py; adds the dissensus attack).",
         ),
     ] = True,
+    asynchronous: Annotated[
+        bool,
+        typer.Option(
+            "--asynchronous",
+            help="No rounds: every node trains and pushes its model to one random peer on "
+            "independent Poisson clocks and merges what arrives at once (docs/training.md, "
+            "the asynchronous mode); --rounds then counts each node's local trainings.",
+        ),
+    ] = False,
+    gossip_rate: Annotated[
+        float,
+        typer.Option(
+            "--gossip-rate",
+            min=0.01,
+            help="With --asynchronous: pushes per second per node.",
+        ),
+    ] = 2.0,
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
     epsilon: Annotated[
@@ -488,6 +513,7 @@ def up(
                 clip=clip,
                 sybil_weighting=sybil_weighting,
                 data=data,
+                gossip_rate=gossip_rate if asynchronous else None,
                 task_options={
                     "factory": factory,
                     "batch_size": batch_size,

@@ -385,12 +385,6 @@ class Daemon:
             self._lock_fd = self.data_dir.acquire_lock()
         servers: tuple[grpc.aio.Server, grpc.aio.Server] | None = None
         try:
-            if self.genesis.rounds.asynchronous is not None:
-                # The runtime, catch-up and replay windows all count rounds.
-                raise DaemonError(
-                    "rounds.asynchronous runs in fednode simulate only; a daemon runs rounds "
-                    "(remove [rounds.asynchronous] from the genesis)"
-                )
             self._load_tls()
             self.identity = self._load_identity()
             pin_genesis(self.data_dir, self.genesis)

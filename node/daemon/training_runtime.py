@@ -45,6 +45,7 @@ from node.daemon.tasks import TaskSet
 from node.storage import Store
 from node.training import engine as eng
 from node.training import policy
+from node.training.asynchronous import AsyncEngine
 from node.training.attack_spec import parse_attack
 from node.training.params import (
     checkpoint_tensors,
@@ -71,6 +72,9 @@ ADMISSION_RETRY_S = 1.0
 #: Last round this node released an update for: it never signs a second, different update
 #: for a round (peers would hold proof of equivocation, node/wire/equivocation.py).
 STATE_RELEASED = "training.released_round"
+# The asynchronous mode: the highest clock this node has named in a push, written before
+# the push, so a restarted node starts above it (one clock never names two models).
+STATE_ASYNC_CLOCK = "training.async_clock"
 
 
 class TrainingRuntime:
@@ -93,8 +97,8 @@ class TrainingRuntime:
         Index of this node's data shard in the genesis partition.
     trainer : Trainer
         The node's learner, its model restored from the latest checkpoint if any.
-    engine : RoundEngine
-        The round engine, at the stored round.
+    engine : RoundEngine, SampledRoundEngine or AsyncEngine
+        The genesis' engine, at the stored round (asynchronous mode: local trainings).
     released_round : int
         Last round this node released an update for (-1: none).
     evaluations : list of (round, accuracy, loss, unix time)
@@ -115,7 +119,7 @@ class TrainingRuntime:
         shard: int,
         *,
         trainer: Trainer,
-        engine: eng.RoundEngine | SampledRoundEngine,
+        engine: eng.RoundEngine | SampledRoundEngine | AsyncEngine,
         released_round: int,
         evaluations: list[tuple[int, float, float, float]],
         attack: str | None = None,
@@ -134,6 +138,11 @@ class TrainingRuntime:
         self.node_id = self.identity.node_id_hex
         self.seq = SeqCounter()
         self.engine = engine
+        # The asynchronous mode has no rounds to catch up on: every model is merged as it
+        # comes (staleness-discounted), so catch-up and its lag evidence stay off.
+        self.asynchronous = engine.spec.asynchronous is not None
+        self._pushed_clock = engine.clock - 1 if isinstance(engine, AsyncEngine) else -1
+        self._checkpointed = engine.round
         self.trainer = trainer
         self.last_accuracy = 0.0
         self.last_loss = float("nan")
@@ -244,6 +253,7 @@ class TrainingRuntime:
             start_round=start_round,
             numel=trainer.layout.numel,
             layer_sizes=trainer.layout.sizes,
+            clock=int(d.store.get_state(STATE_ASYNC_CLOCK, -1)) + 1,
         )
         runtime = cls(
             ctx,
@@ -268,6 +278,7 @@ class TrainingRuntime:
                     "shard": shard,
                     "examples": trainer.num_examples,
                     "start_round": start_round,
+                    **({"clock": engine.clock} if isinstance(engine, AsyncEngine) else {}),
                     "max_rounds": rounds.max_rounds or "none (until fednode stop)",
                     "setup_s": round(time.monotonic() - t0, 2),
                 }
@@ -364,6 +375,8 @@ class TrainingRuntime:
             elif isinstance(action, eng.TrainLocal):
                 self.tasks.spawn(self._train(action.round))
             elif isinstance(action, eng.SendUpdate):
+                if self.asynchronous and action.round > self._pushed_clock:
+                    await self._persist_clock(action.round)
                 for peer in action.peers:
                     self.tasks.spawn(self._send(peer, action.round, action.payload))
             elif isinstance(action, eng.Aggregate):
@@ -373,6 +386,14 @@ class TrainingRuntime:
             elif isinstance(action, eng.RejectUpdate):
                 self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
+
+    async def _persist_clock(self, clock: int) -> None:
+        """Record durably that ``clock`` names a model, before any push names it."""
+        self._pushed_clock = clock
+        store = self.ctx.store
+        await asyncio.get_running_loop().run_in_executor(
+            None, store.set_state, STATE_ASYNC_CLOCK, clock
+        )
 
     def _sample_members(self) -> tuple[list[str], list[str]]:
         """Sampled rounds' member list and the candidates the sample is drawn from.
@@ -499,8 +520,10 @@ class TrainingRuntime:
         address = self._address(peer)
         if address is None:
             return
-        if round_idx in self._silent:
-            return  # nothing was released for this round
+        if round_idx in self._silent and not self.asynchronous:
+            # Nothing was released for this round. (An asynchronous push is the merged
+            # model, post-processing of released values whatever the last training did.)
+            return
         d = self.ctx
         outgoing = await self._byzantine_once(round_idx, vector) if self.attack else vector
         header, payload = encode_update(
@@ -605,7 +628,12 @@ class TrainingRuntime:
         self._public = merged
         self.model_hash = vector_hash(merged, self.trainer.layout)
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
-        await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
+        if not self.asynchronous:
+            await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
+        elif self.engine.round != self._checkpointed:
+            # Asynchronous merges come several a second; a checkpoint per local training
+            # is what a restart resumes from.
+            await loop.run_in_executor(None, self._checkpoint, self.engine.round, merged.clone())
         self.ctx.metrics.round.set(self.engine.round)
         self._progress(action)
         await self._execute(actions)
@@ -624,7 +652,7 @@ class TrainingRuntime:
             "round finished",
             extra={
                 "fields": {
-                    "round": action.round + 1,
+                    "round": self.engine.round if self.asynchronous else action.round + 1,
                     "max_rounds": self.engine.spec.max_rounds,
                     "merged_peers": len(action.received),
                 }
@@ -681,6 +709,7 @@ class TrainingRuntime:
         return dataclasses.replace(action, received=kept)
 
     def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
+        self._checkpointed = next_round
         store = self.ctx.store
         store.save_checkpoint(
             next_round,
@@ -714,7 +743,7 @@ class TrainingRuntime:
             "evaluated",
             extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
         )
-        if self.engine.phase == eng.Phase.DONE and round_idx + 1 == self.engine.round:
+        if self.engine.phase.value == "done" and round_idx + 1 == self.engine.round:
             log.info(
                 "training finished: rounds.max_rounds reached; the node keeps serving its "
                 "peers until `fednode stop`",
@@ -725,6 +754,8 @@ class TrainingRuntime:
 
     def _observe_round(self, sender: str, round_idx: int) -> bool:
         """Record a verified update's round as lag evidence; False if its sender may not vouch."""
+        if self.asynchronous:
+            return False
         refusal = self.vouchers.refusal(sender)
         if refusal == "catchup_no_standing":
             # A member too new to vouch yet: keep its claim (members only, so bounded by the
@@ -755,6 +786,8 @@ class TrainingRuntime:
 
     def _maybe_catch_up(self) -> None:
         """Start a catch-up if the standing members' claims prove this node is behind."""
+        if self.asynchronous:
+            return
         now = time.monotonic()
         if self._catching_up or self.tasks.stopping or now < self._catchup_not_before:
             return
@@ -905,7 +938,7 @@ class TrainingRuntime:
             self._catching_up = False
             self.tasks.wake()
 
-    def _fresh_engine(self, start_round: int) -> eng.RoundEngine | SampledRoundEngine:
+    def _fresh_engine(self, start_round: int) -> eng.RoundEngine | SampledRoundEngine | AsyncEngine:
         """A new engine like the current one (same spec and layout) at ``start_round``."""
         old = self.engine
         return make_engine(
@@ -915,6 +948,7 @@ class TrainingRuntime:
             start_round=start_round,
             numel=self.trainer.layout.numel,
             layer_sizes=self.trainer.layout.sizes,
+            clock=self._pushed_clock + 1,
         )
 
     async def _drain_compute(self, timeout: float) -> bool:

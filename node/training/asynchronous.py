@@ -21,7 +21,11 @@ clock structure over the daemon's learners and rules.)
 
 Staleness uses a logical clock, not the local step count: a node's ``clock`` is one more
 than the largest clock among the models it merged or trained from (Lamport's rule), so a
-slow node that merged fresh models sends a fresh clock. A model ``s`` clock ticks older
+slow node that merged fresh models sends a fresh clock. The clock also rises whenever the
+model changes after it was pushed at the current clock: a signed push names its clock as
+its round, and two different models under one round are equivocation to the receivers
+(:mod:`node.wire.equivocation`). A restarted node therefore starts one above the last
+clock it pushed. A model ``s`` clock ticks older
 than ours is pulled towards our own by ``staleness_discount ** s`` (as in
 :mod:`node.training.engine`) and refused beyond ``max_staleness``. ``max_rounds`` counts
 local trainings, ``eval_every`` evaluates after every ``E``-th, and updates from one
@@ -84,6 +88,11 @@ class AsyncEngine:
         Expected vector length; if None it is fixed by the first local result.
     layer_sizes
         Element count of each layer in vector order (for ``variance_correction``).
+    start_round
+        Local trainings already done (a restarted node's stored count); default 0.
+    clock
+        Clock to start from; a restarted node passes one more than the last clock it
+        pushed, so no clock ever names two models. Default 0.
 
     Raises
     ------
@@ -99,6 +108,8 @@ class AsyncEngine:
         seed: int,
         numel: int | None = None,
         layer_sizes: Sequence[int] | None = None,
+        start_round: int = 0,
+        clock: int = 0,
     ) -> None:
         RoundSpec.model_validate(spec.model_dump())
         if spec.asynchronous is None:
@@ -109,8 +120,8 @@ class AsyncEngine:
         self.numel = numel
         self.layer_sizes = tuple(layer_sizes) if layer_sizes is not None else None
         self.phase = AsyncPhase.IDLE
-        self.clock = 0
-        self.round = 0
+        self.clock = clock
+        self.round = start_round
         """Local trainings finished (the round engine's ``round``: what ``max_rounds`` bounds)."""
         self.metrics: list[tuple[int, dict[str, float]]] = []
         self.stats: dict[str, int] = {
@@ -131,6 +142,7 @@ class AsyncEngine:
         self._next_gossip: float | None = None
         self._buffer: dict[str, Received] = {}
         self._pushes_due = 0
+        self._pushed_clock = clock - 1  # the highest clock a push named
         self._last_from: dict[str, int] = {}
         self._merging_trained = False
         self._own_examples = 0
@@ -186,7 +198,12 @@ class AsyncEngine:
         targets = tuple(p for p in dict.fromkeys(peers) if p != self.node_id)
         if self.phase == AsyncPhase.DONE or self._vector is None or not targets:
             return []
+        if self.phase != AsyncPhase.IDLE:
+            # The clock may already name the model being made: push that one instead.
+            self._pushes_due += 1
+            return []
         self.stats["pushes"] += len(targets)
+        self._pushed_clock = self.clock
         return [SendUpdate(targets, self.clock, self._vector)]
 
     def on_peer_unavailable(self, round_idx: int, peer: str, now: float) -> list[Action]:
@@ -295,6 +312,8 @@ class AsyncEngine:
                     rec.num_examples,
                 )
             )
+        if self.clock <= self._pushed_clock:
+            self.clock = self._pushed_clock + 1  # the merged model gets a clock of its own
         self._buffer = {}
         self.phase = AsyncPhase.MERGING
         return Aggregate(

@@ -255,6 +255,16 @@ class Genesis(_Section):
         return self
 
     @model_validator(mode="after")
+    def _asynchronous_needs_models(self) -> Genesis:
+        if self.rounds.asynchronous is not None and self.learner.kind == "spsa":
+            raise ValueError(
+                "rounds.asynchronous cannot be used with learner 'spsa': SPSA nodes agree "
+                "on every round's scalars, which needs rounds; use learner 'sgd' or "
+                "'flower', or remove [rounds.asynchronous]"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _privacy_the_node_can_keep(self) -> Genesis:
         # Combinations the node could not protect are refused here, not at run time.
         learner, privacy = self.learner, self.privacy

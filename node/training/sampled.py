@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from node.training.asynchronous import AsyncEngine
 from node.training.engine import (
     Action,
     Aggregate,
@@ -465,8 +466,24 @@ def make_engine(
     start_round: int = 0,
     numel: int | None = None,
     layer_sizes: Sequence[int] | None = None,
-) -> RoundEngine | SampledRoundEngine:
-    """The engine ``spec`` asks for: sampled rounds with ``sample_trainers``, else gossip."""
+    clock: int = 0,
+) -> RoundEngine | SampledRoundEngine | AsyncEngine:
+    """The engine ``spec`` asks for.
+
+    Sampled rounds with ``sample_trainers``, the asynchronous mode with ``asynchronous``
+    (``start_round`` then counts local trainings and ``clock`` is where its clock starts),
+    else gossip rounds.
+    """
+    if spec.asynchronous is not None:
+        return AsyncEngine(
+            node_id,
+            spec,
+            seed=seed,
+            numel=numel,
+            layer_sizes=layer_sizes,
+            start_round=start_round,
+            clock=clock,
+        )
     if spec.sampled:
         return SampledRoundEngine(
             node_id,

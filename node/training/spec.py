@@ -450,8 +450,8 @@ class RoundSpec(BaseModel):
         None,
         description="Asynchronous mode (DADAO-style): no rounds, each node trains and "
         "gossips on its own Poisson clocks with these rates, merging every model as it "
-        "arrives; max_rounds counts local trainings. None (default): rounds. Runs in "
-        "fednode simulate; daemons refuse it.",
+        "arrives; max_rounds counts local trainings. None (default): rounds. Not with "
+        "learner 'spsa'.",
     )
     variance_correction: bool = Field(
         False,

@@ -1,11 +1,9 @@
-"""The asynchronous mode's engine (sans-I/O), its simulation, and the daemon's refusal."""
+"""The asynchronous mode's engine (sans-I/O) and its simulation (daemons: tests/node)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
@@ -193,20 +191,6 @@ def test_unset_asynchronous_keeps_the_network_id() -> None:
     assert mode.rounds.asynchronous == AsyncRates()
 
 
-def test_a_daemon_refuses_an_asynchronous_genesis(tmp_path: Path) -> None:
-    from node.base.datadir import DataDir
-    from node.base.settings import NodeSettings
-    from node.daemon.core import Daemon, DaemonError
-    from node.training.genesis import Genesis
-
-    gen = Genesis.model_validate({"network": {"seed": 3}, "rounds": {"asynchronous": {}}})
-    dd = DataDir(tmp_path / "node")
-    settings = NodeSettings.model_validate({"listen": "127.0.0.1:0", "metrics": "off"})
-    with pytest.raises(DaemonError, match=r"rounds\.asynchronous runs in fednode simulate only"):
-        asyncio.run(Daemon(dd, gen, settings).run())
-    assert not dd.genesis.exists()
-
-
 def test_simulated_stragglers_hold_back_rounds_but_not_the_asynchronous_mode() -> None:
     from node.sim.rounds import simulate
     from node.training.datasets import load_task
@@ -258,3 +242,59 @@ def test_only_the_newest_model_of_a_sender_waits_for_the_merge() -> None:
     act = trained(eng, 2.0, 1.0)
     assert [(r.sender, r.round) for r in act.received] == [("b", 2)]
     assert torch.allclose(aggregate_round(act), v(4.0))
+
+
+def _drive(eng: AsyncEngine, rng: __import__("random").Random, steps: int) -> list[SendUpdate]:
+    """Random events (clock ticks, peers' models, trainings, merges); the pushes it made."""
+    sent: list[SendUpdate] = []
+    now = 0.0
+    pending: list[object] = list(eng.tick(now))
+    for _ in range(steps):
+        now += rng.expovariate(4.0)
+        if rng.random() < 0.4:
+            sender = rng.choice("bcd")
+            clock = eng.clock + rng.randint(-2, 3)
+            pending += eng.on_update(sender, clock, v(rng.random()), now)
+        pending += eng.tick(now)
+        while pending:
+            act = pending.pop(0)
+            if isinstance(act, TrainLocal):
+                if rng.random() < 0.5:  # sometimes the training ends before the next event
+                    pending += eng.on_local_result(act.round, v(rng.random()), now)
+                else:
+                    pending.append(act)
+                    break
+            elif isinstance(act, Aggregate):
+                pending += eng.on_aggregated(act.round, aggregate_round(act), now)
+            elif isinstance(act, SamplePeers):
+                pending += eng.on_sampled_peers(act.round, ["b", "c", "d"][: act.k], now)
+            elif isinstance(act, SendUpdate):
+                sent.append(act)
+    return sent
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_clock_ever_names_two_different_models(seed: int) -> None:
+    """A push signs its clock as its round: two models under one clock is equivocation."""
+    import random
+
+    eng = AsyncEngine("a", spec(max_staleness=50), seed=seed, numel=D)
+    sent = _drive(eng, random.Random(seed), 400)
+    assert len(sent) > 20
+    by_clock: dict[int, torch.Tensor] = {}
+    for s in sent:
+        seen = by_clock.setdefault(s.round, s.payload)
+        assert torch.equal(seen, s.payload), f"clock {s.round} named two models"
+    # Merges after a push moved the clock on, so clocks pushed are many, not a handful.
+    assert len(by_clock) > len(sent) // 4
+
+
+def test_a_restarted_engine_resumes_its_trainings_above_its_last_pushed_clock() -> None:
+    eng = AsyncEngine("a", spec(max_rounds=5), seed=1, numel=D, start_round=3, clock=8)
+    assert eng.tick(0.0) == [TrainLocal(3)]
+    act = trained(eng, 1.0, 1.0)
+    assert act.round == 9  # Lamport: one more than the restored clock
+    merge(eng, act, 1.0)
+    assert eng.round == 4
+    (send,) = eng.on_sampled_peers(9, ["b"], 1.5)
+    assert isinstance(send, SendUpdate) and send.round == 9
