@@ -29,7 +29,9 @@ clock it pushed. A model ``s`` clock ticks older
 than ours is pulled towards our own by ``staleness_discount ** s`` (as in
 :mod:`node.training.engine`) and refused beyond ``max_staleness``. ``max_rounds`` counts
 local trainings, ``eval_every`` evaluates after every ``E``-th, and updates from one
-sender are accepted only with a clock above the last one accepted from it (replay).
+sender are accepted only with a clock above the last one accepted from it (replay). A
+node that has finished its trainings refuses models but answers each sender, once, with
+its final model.
 
 The engine emits the round engine's actions (:mod:`node.training.engine`), with the
 action's ``round`` set to the node's clock (``SendUpdate``, ``Aggregate``) or to the
@@ -145,6 +147,7 @@ class AsyncEngine:
         self._pushed_clock = clock - 1  # the highest clock a push named
         self._last_from: dict[str, int] = {}
         self._merging_trained = False
+        self._answered: set[str] = set()  # peers a finished node sent its final model
         self._own_examples = 0
         self._started = False
 
@@ -244,7 +247,20 @@ class AsyncEngine:
         reason = self._admit(sender, round_idx, vector)
         if reason is not None:
             self.stats[f"rejected_{reason}"] += 1
-            return [RejectUpdate(sender, round_idx, reason)]
+            out: list[Action] = [RejectUpdate(sender, round_idx, reason)]
+            if (
+                reason == "done"
+                and self.spec.reply
+                and self._vector is not None
+                and sender not in self._answered
+            ):
+                # A finished node answers each peer still training once with its final
+                # model (as a finished round node answers pushes), so the last nodes to
+                # finish do not end on trainings that nobody merged with.
+                self._answered.add(sender)
+                self.stats["pushes"] += 1
+                out.append(SendUpdate((sender,), self.clock, self._vector, reply=True))
+            return out
         self._last_from[sender] = round_idx
         self.stats["accepted"] += 1
         # A newer model of the same sender supersedes the one waiting.

@@ -150,7 +150,7 @@ def test_stops_after_max_rounds_local_trainings_and_evaluates_the_last() -> None
                 evals += [a.round for a in out if isinstance(a, Evaluate)]
     assert eng.round == 3 and evals == [1, 2]
     assert eng.next_deadline() is None and eng.tick(now + 100) == []
-    assert eng.on_update("b", 99, v(1.0), now) == [RejectUpdate("b", 99, "done")]
+    assert eng.on_update("b", 99, v(1.0), now)[0] == RejectUpdate("b", 99, "done")
 
 
 def test_gossip_waits_are_exponential_with_the_configured_rate() -> None:
@@ -298,3 +298,17 @@ def test_a_restarted_engine_resumes_its_trainings_above_its_last_pushed_clock() 
     assert eng.round == 4
     (send,) = eng.on_sampled_peers(9, ["b"], 1.5)
     assert isinstance(send, SendUpdate) and send.round == 9
+
+
+def test_a_finished_node_answers_each_sender_once_with_its_final_model() -> None:
+    eng = AsyncEngine("a", spec(max_rounds=1), seed=1, numel=D)
+    eng.tick(0.0)
+    merge(eng, trained(eng, 2.0, 1.0), 1.0)
+    assert eng.phase == AsyncPhase.DONE
+    first = eng.on_update("b", 5, v(9.0), 2.0)
+    assert first[0] == RejectUpdate("b", 5, "done")
+    (answer,) = first[1:]
+    assert isinstance(answer, SendUpdate) and answer.peers == ("b",)
+    assert answer.round == eng.clock and torch.equal(answer.payload, v(2.0))
+    assert eng.on_update("b", 6, v(9.0), 3.0) == [RejectUpdate("b", 6, "done")]  # once
+    assert len(eng.on_update("c", 6, v(9.0), 3.0)) == 2  # another sender: answered too
