@@ -142,6 +142,7 @@ class TrainingRuntime:
         # comes (staleness-discounted), so catch-up and its lag evidence stay off.
         self.asynchronous = engine.spec.asynchronous is not None
         self._pushed_clock = engine.clock - 1 if isinstance(engine, AsyncEngine) else -1
+        self._clock_lock = asyncio.Lock()
         self._checkpointed = engine.round
         self.trainer = trainer
         self.last_accuracy = 0.0
@@ -375,7 +376,7 @@ class TrainingRuntime:
             elif isinstance(action, eng.TrainLocal):
                 self.tasks.spawn(self._train(action.round))
             elif isinstance(action, eng.SendUpdate):
-                if self.asynchronous and action.round > self._pushed_clock:
+                if self.asynchronous:
                     await self._persist_clock(action.round)
                 for peer in action.peers:
                     self.tasks.spawn(self._send(peer, action.round, action.payload))
@@ -388,12 +389,19 @@ class TrainingRuntime:
                 self._note_rejection(action)
 
     async def _persist_clock(self, clock: int) -> None:
-        """Record durably that ``clock`` names a model, before any push names it."""
-        self._pushed_clock = clock
-        store = self.ctx.store
-        await asyncio.get_running_loop().run_in_executor(
-            None, store.set_state, STATE_ASYNC_CLOCK, clock
-        )
+        """Record durably that ``clock`` names a model, before any push names it.
+
+        Serialised: a second push of the same clock waits for the first one's write
+        instead of going out before the clock is on disk.
+        """
+        async with self._clock_lock:
+            if clock <= self._pushed_clock:
+                return
+            store = self.ctx.store
+            await asyncio.get_running_loop().run_in_executor(
+                None, store.set_state, STATE_ASYNC_CLOCK, clock
+            )
+            self._pushed_clock = clock
 
     def _sample_members(self) -> tuple[list[str], list[str]]:
         """Sampled rounds' member list and the candidates the sample is drawn from.
