@@ -72,8 +72,10 @@ ADMISSION_RETRY_S = 1.0
 #: Last round this node released an update for: it never signs a second, different update
 #: for a round (peers would hold proof of equivocation, node/wire/equivocation.py).
 STATE_RELEASED = "training.released_round"
-# The asynchronous mode: the highest clock this node has named in a push, written before
-# the push, so a restarted node starts above it (one clock never names two models).
+# The asynchronous mode: the highest model version this node has pushed (written before
+# the push, so a restarted node starts above it: one version never names two models) and
+# that push's logical clock (where a restarted node's clock starts).
+STATE_ASYNC_VERSION = "training.async_version"
 STATE_ASYNC_CLOCK = "training.async_clock"
 
 
@@ -141,7 +143,7 @@ class TrainingRuntime:
         # The asynchronous mode has no rounds to catch up on: every model is merged as it
         # comes (staleness-discounted), so catch-up and its lag evidence stay off.
         self.asynchronous = engine.spec.asynchronous is not None
-        self._pushed_clock = engine.clock - 1 if isinstance(engine, AsyncEngine) else -1
+        self._pushed_version = engine.version - 1 if isinstance(engine, AsyncEngine) else -1
         self._clock_lock = asyncio.Lock()
         self._checkpointed = engine.round
         self.trainer = trainer
@@ -254,7 +256,8 @@ class TrainingRuntime:
             start_round=start_round,
             numel=trainer.layout.numel,
             layer_sizes=trainer.layout.sizes,
-            clock=int(d.store.get_state(STATE_ASYNC_CLOCK, -1)) + 1,
+            clock=int(d.store.get_state(STATE_ASYNC_CLOCK, 0)),
+            version=int(d.store.get_state(STATE_ASYNC_VERSION, -1)) + 1,
         )
         runtime = cls(
             ctx,
@@ -279,7 +282,11 @@ class TrainingRuntime:
                     "shard": shard,
                     "examples": trainer.num_examples,
                     "start_round": start_round,
-                    **({"clock": engine.clock} if isinstance(engine, AsyncEngine) else {}),
+                    **(
+                        {"clock": engine.clock, "version": engine.version}
+                        if isinstance(engine, AsyncEngine)
+                        else {}
+                    ),
                     "max_rounds": rounds.max_rounds or "none (until fednode stop)",
                     "setup_s": round(time.monotonic() - t0, 2),
                 }
@@ -377,9 +384,9 @@ class TrainingRuntime:
                 self.tasks.spawn(self._train(action.round))
             elif isinstance(action, eng.SendUpdate):
                 if self.asynchronous:
-                    await self._persist_clock(action.round)
+                    await self._persist_version(action.round, action.clock or 0)
                 for peer in action.peers:
-                    self.tasks.spawn(self._send(peer, action.round, action.payload))
+                    self.tasks.spawn(self._send(peer, action.round, action.payload, action.clock))
             elif isinstance(action, eng.Aggregate):
                 self.tasks.spawn(self._aggregate(action))
             elif isinstance(action, eng.Evaluate):
@@ -388,20 +395,23 @@ class TrainingRuntime:
                 self.ctx.metrics.messages_rejected.labels(reason=f"update_{action.reason}").inc()
                 self._note_rejection(action)
 
-    async def _persist_clock(self, clock: int) -> None:
-        """Record durably that ``clock`` names a model, before any push names it.
+    async def _persist_version(self, version: int, clock: int) -> None:
+        """Record durably that ``version`` names a model, before any push names it.
 
-        Serialised: a second push of the same clock waits for the first one's write
-        instead of going out before the clock is on disk.
+        Serialised: a second push of the same version waits for the first one's write
+        instead of going out before the version is on disk.
         """
         async with self._clock_lock:
-            if clock <= self._pushed_clock:
+            if version <= self._pushed_version:
                 return
             store = self.ctx.store
-            await asyncio.get_running_loop().run_in_executor(
-                None, store.set_state, STATE_ASYNC_CLOCK, clock
-            )
-            self._pushed_clock = clock
+
+            def write() -> None:
+                store.set_state(STATE_ASYNC_CLOCK, clock)
+                store.set_state(STATE_ASYNC_VERSION, version)
+
+            await asyncio.get_running_loop().run_in_executor(None, write)
+            self._pushed_version = version
 
     def _sample_members(self) -> tuple[list[str], list[str]]:
         """Sampled rounds' member list and the candidates the sample is drawn from.
@@ -524,7 +534,9 @@ class TrainingRuntime:
                 await asyncio.sleep(1.0 * attempt)
         raise AssertionError("unreachable")
 
-    async def _send(self, peer: str, round_idx: int, vector: torch.Tensor) -> None:
+    async def _send(
+        self, peer: str, round_idx: int, vector: torch.Tensor, clock: int | None = None
+    ) -> None:
         address = self._address(peer)
         if address is None:
             return
@@ -540,6 +552,7 @@ class TrainingRuntime:
             # An example count is computed from the data: under DP it is not sent.
             num_samples=0 if self.guard.private else self.trainer.num_examples,
             model_hash=self.model_hash,
+            base_round=clock,
         )
         stub = d.channels.stub(address)
         for attempt in range(ADMISSION_RETRIES + 1):
@@ -956,7 +969,8 @@ class TrainingRuntime:
             start_round=start_round,
             numel=self.trainer.layout.numel,
             layer_sizes=self.trainer.layout.sizes,
-            clock=self._pushed_clock + 1,
+            clock=self.engine.clock if isinstance(self.engine, AsyncEngine) else 0,
+            version=self._pushed_version + 1,
         )
 
     async def _drain_compute(self, timeout: float) -> bool:
@@ -1010,12 +1024,15 @@ class TrainingRuntime:
             raise Rejected(refusal.reason, refusal.detail)
         if self.collusion is not None:
             self.collusion.observe(int(header.round), msg.sender_id.hex(), vector)
+        # The asynchronous mode signs the model's clock as base_round beside its version.
+        stamp = {"clock": int(header.base_round)} if self.asynchronous else {}
         actions = self.engine.on_update(
             msg.sender_id.hex(),
             int(header.round),
             vector,
             time.monotonic(),
             num_examples=int(header.num_samples),
+            **stamp,
         )
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
         if not rejected or rejected[0].reason in ("stale", "duplicate"):

@@ -327,7 +327,7 @@ def _run(
                         now + latency,
                         "deliver",
                         index[p],
-                        (ids[i], act.round, act.payload, examples[i]),
+                        (ids[i], act.round, act.payload, examples[i], act.clock),
                     )
             elif isinstance(act, Aggregate):
                 # The daemon's merge: f lowered to the rows at hand, own model if not finite.
@@ -378,8 +378,11 @@ def _run(
             examples[ev.node] = num = done.num_examples
             dispatch(ev.node, eng.on_local_result(ev.data, vec, now, num_examples=num), now)
         elif ev.kind == "deliver":
-            sender, r, payload, num = ev.data
-            dispatch(ev.node, eng.on_update(sender, r, payload, now, num_examples=num), now)
+            sender, r, payload, num, clock = ev.data
+            # Only the asynchronous mode sends a clock beside the round (its version).
+            stamp = {} if clock is None else {"clock": clock}
+            got = eng.on_update(sender, r, payload, now, num_examples=num, **stamp)
+            dispatch(ev.node, got, now)
         elif ev.kind == "unavailable":
             r, peer = ev.data
             dispatch(ev.node, eng.on_peer_unavailable(r, peer, now), now)

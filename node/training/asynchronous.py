@@ -21,21 +21,28 @@ clock structure over the daemon's learners and rules.)
 
 Staleness uses a logical clock, not the local step count: a node's ``clock`` is one more
 than the largest clock among the models it merged or trained from (Lamport's rule), so a
-slow node that merged fresh models sends a fresh clock. The clock also rises whenever the
-model changes after it was pushed at the current clock: a signed push names its clock as
-its round, and two different models under one round are equivocation to the receivers
-(:mod:`node.wire.equivocation`). A restarted node therefore starts one above the last
-clock it pushed. A model ``s`` clock ticks older
-than ours is pulled towards our own by ``staleness_discount ** s`` (as in
-:mod:`node.training.engine`) and refused beyond ``max_staleness``. ``max_rounds`` counts
-local trainings, ``eval_every`` evaluates after every ``E``-th, and updates from one
-sender are accepted only with a clock above the last one accepted from it (replay). A
+slow node that merged fresh models sends a fresh clock.
+
+A push is identified by a **version**, not by the clock: the clock does not move when a
+peer's older model is merged in, so one clock may stand for several models, while a
+signed push names one round and two different payloads under one round are equivocation
+to the receivers (:mod:`node.wire.equivocation`). So a push carries the model's version
+as its round (a per-node counter that rises with every model pushed, and never names two
+models) and the clock beside it (``SendUpdate.clock``; on the wire the header's signed
+``base_round``). A restarted node starts one above the last version it pushed.
+
+A model ``s`` clock ticks older than ours is pulled towards our own by
+``staleness_discount ** s`` (as in :mod:`node.training.engine`) and refused beyond
+``max_staleness``. ``max_rounds`` counts local trainings, ``eval_every`` evaluates after
+every ``E``-th, and updates from one sender are accepted only with a version above the
+last one accepted from it (replay). A
 node that has finished its trainings refuses models but answers each sender, once, with
 its final model.
 
 The engine emits the round engine's actions (:mod:`node.training.engine`), with the
-action's ``round`` set to the node's clock (``SendUpdate``, ``Aggregate``) or to the
-local training's index (``TrainLocal``, ``Evaluate``).
+action's ``round`` set to the model's version (``SendUpdate``, which also carries the
+clock), the node's clock (``Aggregate``, ``SamplePeers``) or the local training's index
+(``TrainLocal``, ``Evaluate``).
 """
 
 from __future__ import annotations
@@ -93,8 +100,10 @@ class AsyncEngine:
     start_round
         Local trainings already done (a restarted node's stored count); default 0.
     clock
-        Clock to start from; a restarted node passes one more than the last clock it
-        pushed, so no clock ever names two models. Default 0.
+        Logical clock to start from (a restarted node's last pushed clock); default 0.
+    version
+        First version to push; a restarted node passes one more than the last version it
+        pushed, so no version ever names two models. Default 0.
 
     Raises
     ------
@@ -112,6 +121,7 @@ class AsyncEngine:
         layer_sizes: Sequence[int] | None = None,
         start_round: int = 0,
         clock: int = 0,
+        version: int = 0,
     ) -> None:
         RoundSpec.model_validate(spec.model_dump())
         if spec.asynchronous is None:
@@ -144,7 +154,9 @@ class AsyncEngine:
         self._next_gossip: float | None = None
         self._buffer: dict[str, Received] = {}
         self._pushes_due = 0
-        self._pushed_clock = clock - 1  # the highest clock a push named
+        self.version = version
+        """The version the next new model pushed gets."""
+        self._vector_version: int | None = None  # the current model's, once pushed
         self._last_from: dict[str, int] = {}
         self._merging_trained = False
         self._answered: set[str] = set()  # peers a finished node sent its final model
@@ -206,8 +218,7 @@ class AsyncEngine:
             self._pushes_due += 1
             return []
         self.stats["pushes"] += len(targets)
-        self._pushed_clock = self.clock
-        return [SendUpdate(targets, self.clock, self._vector)]
+        return [SendUpdate(targets, self._push_version(), self._vector, clock=self.clock)]
 
     def on_peer_unavailable(self, round_idx: int, peer: str, now: float) -> list[Action]:
         """A push failed: nothing waits for it, so nothing changes."""
@@ -242,9 +253,16 @@ class AsyncEngine:
         now: float,
         *,
         num_examples: int = 0,
+        clock: int | None = None,
     ) -> list[Action]:
-        """A peer's model arrived (already signature- and network-checked by the caller)."""
-        reason = self._admit(sender, round_idx, vector)
+        """A peer's model arrived (already signature- and network-checked by the caller).
+
+        ``round_idx`` is the push's version (replay: only a version above the last one
+        accepted from the sender is taken) and ``clock`` its sender's clock (staleness);
+        without ``clock`` the version is taken as the clock.
+        """
+        stamp = round_idx if clock is None else clock
+        reason = self._admit(sender, round_idx, stamp, vector)
         if reason is not None:
             self.stats[f"rejected_{reason}"] += 1
             out: list[Action] = [RejectUpdate(sender, round_idx, reason)]
@@ -259,13 +277,17 @@ class AsyncEngine:
                 # finish do not end on trainings that nobody merged with.
                 self._answered.add(sender)
                 self.stats["pushes"] += 1
-                out.append(SendUpdate((sender,), self.clock, self._vector, reply=True))
+                out.append(
+                    SendUpdate(
+                        (sender,), self._push_version(), self._vector, reply=True, clock=self.clock
+                    )
+                )
             return out
         self._last_from[sender] = round_idx
         self.stats["accepted"] += 1
         # A newer model of the same sender supersedes the one waiting.
         self._buffer[sender] = Received(
-            sender, round_idx, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
+            sender, stamp, vector.detach().to(torch.float32).reshape(-1), 1.0, num_examples
         )
         if self.phase == AsyncPhase.IDLE and self._vector is not None:
             return [self._merge(self._vector)]
@@ -278,6 +300,7 @@ class AsyncEngine:
         if vector.numel() != self.numel or not bool(torch.isfinite(vector).all()):
             raise ValueError("aggregated vector has the wrong length or non-finite values")
         self._vector = vector.detach().to(torch.float32).reshape(-1)
+        self._vector_version = None  # a new model: its first push gets a new version
         self.stats["merges"] += 1
         out: list[Action] = []
         if self._merging_trained:
@@ -328,8 +351,6 @@ class AsyncEngine:
                     rec.num_examples,
                 )
             )
-        if self.clock <= self._pushed_clock:
-            self.clock = self._pushed_clock + 1  # the merged model gets a clock of its own
         self._buffer = {}
         self.phase = AsyncPhase.MERGING
         return Aggregate(
@@ -346,12 +367,19 @@ class AsyncEngine:
             layer_sizes=self.layer_sizes,
         )
 
-    def _admit(self, sender: str, round_idx: int, vector: torch.Tensor) -> str | None:
+    def _push_version(self) -> int:
+        """The current model's version, given on its first push."""
+        if self._vector_version is None:
+            self._vector_version = self.version
+            self.version += 1
+        return self._vector_version
+
+    def _admit(self, sender: str, round_idx: int, stamp: int, vector: torch.Tensor) -> str | None:
         if sender == self.node_id:
             return "self"
         if self.phase == AsyncPhase.DONE:
             return "done"
-        if round_idx < self.clock - self.spec.max_staleness:
+        if stamp < self.clock - self.spec.max_staleness:
             return "stale"
         last = self._last_from.get(sender)
         if last is not None and round_idx <= last:

@@ -101,12 +101,17 @@ class TrainLocal:
 
 @dataclass(frozen=True, eq=False)
 class SendUpdate:
-    """Send ``payload`` (flat float32) of ``round`` to ``peers``; ``reply``: a push-pull answer."""
+    """Send ``payload`` (flat float32) of ``round`` to ``peers``; ``reply``: a push-pull answer.
+
+    ``clock``: the asynchronous mode's logical clock of the payload, sent beside ``round``
+    (there the model's version); None in rounds, where the round is the clock.
+    """
 
     peers: tuple[str, ...]
     round: int
     payload: torch.Tensor
     reply: bool = False
+    clock: int | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -467,11 +467,13 @@ def make_engine(
     numel: int | None = None,
     layer_sizes: Sequence[int] | None = None,
     clock: int = 0,
+    version: int = 0,
 ) -> RoundEngine | SampledRoundEngine | AsyncEngine:
     """The engine ``spec`` asks for.
 
     Sampled rounds with ``sample_trainers``, the asynchronous mode with ``asynchronous``
-    (``start_round`` then counts local trainings and ``clock`` is where its clock starts),
+    (``start_round`` then counts local trainings; ``clock`` and ``version`` are where its
+    clock and its push versions start),
     else gossip rounds.
     """
     if spec.asynchronous is not None:
@@ -483,6 +485,7 @@ def make_engine(
             layer_sizes=layer_sizes,
             start_round=start_round,
             clock=clock,
+            version=version,
         )
     if spec.sampled:
         return SampledRoundEngine(

@@ -33,9 +33,18 @@ CHUNK_BYTES = 1 << 20
 
 
 def encode_update(
-    vector: torch.Tensor, *, round: int, num_samples: int, model_hash: str = ""
+    vector: torch.Tensor,
+    *,
+    round: int,
+    num_samples: int,
+    model_hash: str = "",
+    base_round: int | None = None,
 ) -> tuple[TensorHeader, bytes]:
-    """Header and payload of a flat float32 vector."""
+    """Header and payload of a flat float32 vector.
+
+    ``base_round`` is the round of the model the update was computed from [default:
+    ``round``]; the asynchronous mode sends its logical clock there beside its version.
+    """
     flat = vector.detach().to(torch.float32).reshape(-1).contiguous().numpy()
     payload = flat.astype("<f4", copy=False).tobytes()
     header = TensorHeader(
@@ -45,7 +54,7 @@ def encode_update(
         total_bytes=len(payload),
         payload_sha256=hashlib.sha256(payload).digest(),
         round=round,
-        base_round=round,
+        base_round=round if base_round is None else base_round,
         num_samples=num_samples,
         model_hash=model_hash,
     )

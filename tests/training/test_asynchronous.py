@@ -71,7 +71,8 @@ def test_a_push_goes_to_one_sampled_peer_with_the_current_model_and_clock() -> N
     merge(eng, trained(eng, 3.0, 1.0), 1.0)
     (send,) = eng.on_sampled_peers(1, ["a", "b"], 1.5)
     assert isinstance(send, SendUpdate)
-    assert send.peers == ("b",) and send.round == 1 and torch.equal(send.payload, v(3.0))
+    assert send.peers == ("b",) and send.clock == 1 and torch.equal(send.payload, v(3.0))
+    assert send.round == 0  # the first model this node pushes: version 0
     assert eng.on_sampled_peers(1, ["a"], 1.5) == []  # only itself: nobody to push to
 
 
@@ -247,14 +248,16 @@ def test_only_the_newest_model_of_a_sender_waits_for_the_merge() -> None:
 def _drive(eng: AsyncEngine, rng: __import__("random").Random, steps: int) -> list[SendUpdate]:
     """Random events (clock ticks, peers' models, trainings, merges); the pushes it made."""
     sent: list[SendUpdate] = []
+    versions = dict.fromkeys("bcd", 0)
     now = 0.0
     pending: list[object] = list(eng.tick(now))
     for _ in range(steps):
         now += rng.expovariate(4.0)
         if rng.random() < 0.4:
             sender = rng.choice("bcd")
-            clock = eng.clock + rng.randint(-2, 3)
-            pending += eng.on_update(sender, clock, v(rng.random()), now)
+            versions[sender] += rng.randint(0, 2)  # 0: a copy pushed again
+            clock = max(0, eng.clock + rng.randint(-2, 3))
+            pending += eng.on_update(sender, versions[sender], v(rng.random()), now, clock=clock)
         pending += eng.tick(now)
         while pending:
             act = pending.pop(0)
@@ -274,30 +277,34 @@ def _drive(eng: AsyncEngine, rng: __import__("random").Random, steps: int) -> li
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_no_clock_ever_names_two_different_models(seed: int) -> None:
-    """A push signs its clock as its round: two models under one clock is equivocation."""
+def test_no_version_ever_names_two_different_models(seed: int) -> None:
+    """A push signs its version as its round: two models under one round is equivocation."""
     import random
 
     eng = AsyncEngine("a", spec(max_staleness=50), seed=seed, numel=D)
     sent = _drive(eng, random.Random(seed), 400)
     assert len(sent) > 20
-    by_clock: dict[int, torch.Tensor] = {}
+    by_version: dict[int, torch.Tensor] = {}
+    clocks: dict[int, int] = {}
     for s in sent:
-        seen = by_clock.setdefault(s.round, s.payload)
-        assert torch.equal(seen, s.payload), f"clock {s.round} named two models"
-    # Merges after a push moved the clock on, so clocks pushed are many, not a handful.
-    assert len(by_clock) > len(sent) // 4
+        seen = by_version.setdefault(s.round, s.payload)
+        assert torch.equal(seen, s.payload), f"version {s.round} named two models"
+        assert s.clock is not None and clocks.setdefault(s.round, s.clock) == s.clock
+    # Versions rise by one per new model; several models share a clock (merging an older
+    # model does not move it), which is why the clock cannot name a push.
+    assert sorted(by_version) == list(range(len(by_version))) and len(by_version) > 20
+    assert len(set(clocks.values())) < len(by_version)
 
 
-def test_a_restarted_engine_resumes_its_trainings_above_its_last_pushed_clock() -> None:
-    eng = AsyncEngine("a", spec(max_rounds=5), seed=1, numel=D, start_round=3, clock=8)
+def test_a_restarted_engine_resumes_its_trainings_above_its_last_pushed_version() -> None:
+    eng = AsyncEngine("a", spec(max_rounds=5), seed=1, numel=D, start_round=3, clock=8, version=21)
     assert eng.tick(0.0) == [TrainLocal(3)]
     act = trained(eng, 1.0, 1.0)
     assert act.round == 9  # Lamport: one more than the restored clock
     merge(eng, act, 1.0)
     assert eng.round == 4
     (send,) = eng.on_sampled_peers(9, ["b"], 1.5)
-    assert isinstance(send, SendUpdate) and send.round == 9
+    assert isinstance(send, SendUpdate) and send.round == 21 and send.clock == 9
 
 
 def test_a_finished_node_answers_each_sender_once_with_its_final_model() -> None:
@@ -309,6 +316,6 @@ def test_a_finished_node_answers_each_sender_once_with_its_final_model() -> None
     assert first[0] == RejectUpdate("b", 5, "done")
     (answer,) = first[1:]
     assert isinstance(answer, SendUpdate) and answer.peers == ("b",)
-    assert answer.round == eng.clock and torch.equal(answer.payload, v(2.0))
+    assert answer.clock == eng.clock and torch.equal(answer.payload, v(2.0))
     assert eng.on_update("b", 6, v(9.0), 3.0) == [RejectUpdate("b", 6, "done")]  # once
     assert len(eng.on_update("c", 6, v(9.0), 3.0)) == 2  # another sender: answered too
