@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Container tooling for the compose testnet tests (tests/deploy/test_containers.py):
+# Container tooling for the compose testnet tests (tests/deploy/test_containers*.py):
 # podman, docker-compose (Debian's, talking to podman's API socket), debootstrap; the
 # containers.conf fix without which no container starts here; then the images
 # (deploy/build-images.sh: cached by input hash, seconds when nothing changed).

@@ -349,14 +349,6 @@ def check_compose(words: list[str]) -> None:
 #: Fenced blocks that are parsed (above) but not run, keyed by (doc, first command), and why.
 PARSE_ONLY_BLOCKS: dict[tuple[str, str], str] = {
     (
-        "docs/training.md",
-        "fednode testnet up --nodes 16 --task mnist1d --rounds 15 --slow-nodes 4 --slowdown 4 "
-        "--format json",
-    ): (
-        "two 16-daemon measurements (4 and 2 minutes); tests/node/test_testnet_stragglers.py "
-        "runs --slow-nodes on a 2-node testnet"
-    ),
-    (
         "docs/user-models.md",
         "PYTHONPATH=examples/flower_clientapp fednode testnet up --task "
         "digits --learner flower --flower-client digits_app:app --flower-initial digits_app:Net",
