@@ -144,7 +144,7 @@ class TrainingRuntime:
         # comes (staleness-discounted), so catch-up and its lag evidence stay off.
         self.asynchronous = engine.spec.asynchronous is not None
         self._pushed_version = engine.version - 1 if isinstance(engine, AsyncEngine) else -1
-        self._clock_lock = asyncio.Lock()
+        self._version_lock = asyncio.Lock()
         self._checkpointed = engine.round
         self.trainer = trainer
         self.last_accuracy = 0.0
@@ -401,7 +401,7 @@ class TrainingRuntime:
         Serialised: a second push of the same version waits for the first one's write
         instead of going out before the version is on disk.
         """
-        async with self._clock_lock:
+        async with self._version_lock:
             if version <= self._pushed_version:
                 return
             store = self.ctx.store
