@@ -145,7 +145,6 @@ class TrainingRuntime:
         self.asynchronous = engine.spec.asynchronous is not None
         self._pushed_version = engine.version - 1 if isinstance(engine, AsyncEngine) else -1
         self._version_lock = asyncio.Lock()
-        self._checkpointed = engine.round
         self.trainer = trainer
         self.last_accuracy = 0.0
         self.last_loss = float("nan")
@@ -648,10 +647,11 @@ class TrainingRuntime:
         self.trainer.set_vector(merged)
         self._public = merged
         self.model_hash = vector_hash(merged, self.trainer.layout)
+        trained = self.engine.round
         actions = self.engine.on_aggregated(action.round, merged, time.monotonic())
         if not self.asynchronous:
             await loop.run_in_executor(None, self._checkpoint, action.round + 1, merged.clone())
-        elif self.engine.round != self._checkpointed:
+        elif self.engine.round != trained:
             # Asynchronous merges come several a second; a checkpoint per local training
             # is what a restart resumes from.
             await loop.run_in_executor(None, self._checkpoint, self.engine.round, merged.clone())
@@ -730,7 +730,6 @@ class TrainingRuntime:
         return dataclasses.replace(action, received=kept)
 
     def _checkpoint(self, next_round: int, vector: torch.Tensor) -> None:
-        self._checkpointed = next_round
         store = self.ctx.store
         store.save_checkpoint(
             next_round,
@@ -1024,15 +1023,14 @@ class TrainingRuntime:
             raise Rejected(refusal.reason, refusal.detail)
         if self.collusion is not None:
             self.collusion.observe(int(header.round), msg.sender_id.hex(), vector)
-        # The asynchronous mode signs the model's clock as base_round beside its version.
-        stamp = {"clock": int(header.base_round)} if self.asynchronous else {}
         actions = self.engine.on_update(
             msg.sender_id.hex(),
             int(header.round),
             vector,
             time.monotonic(),
             num_examples=int(header.num_samples),
-            **stamp,
+            # The model's clock, signed: the asynchronous mode's staleness stamp.
+            clock=int(header.base_round),
         )
         rejected = [a for a in actions if isinstance(a, eng.RejectUpdate)]
         if not rejected or rejected[0].reason in ("stale", "duplicate"):

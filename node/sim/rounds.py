@@ -379,9 +379,7 @@ def _run(
             dispatch(ev.node, eng.on_local_result(ev.data, vec, now, num_examples=num), now)
         elif ev.kind == "deliver":
             sender, r, payload, num, clock = ev.data
-            # Only the asynchronous mode sends a clock beside the round (its version).
-            stamp = {} if clock is None else {"clock": clock}
-            got = eng.on_update(sender, r, payload, now, num_examples=num, **stamp)
+            got = eng.on_update(sender, r, payload, now, num_examples=num, clock=clock)
             dispatch(ev.node, got, now)
         elif ev.kind == "unavailable":
             r, peer = ev.data

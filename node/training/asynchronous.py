@@ -35,9 +35,8 @@ A model ``s`` clock ticks older than ours is pulled towards our own by
 ``staleness_discount ** s`` (as in :mod:`node.training.engine`) and refused beyond
 ``max_staleness``. ``max_rounds`` counts local trainings, ``eval_every`` evaluates after
 every ``E``-th, and updates from one sender are accepted only with a version above the
-last one accepted from it (replay). A
-node that has finished its trainings refuses models but answers each sender, once, with
-its final model.
+last one accepted from it (replay). A node that has finished its trainings refuses
+models but answers each sender, once, with its final model.
 
 The engine emits the round engine's actions (:mod:`node.training.engine`), with the
 action's ``round`` set to the model's version (``SendUpdate``, which also carries the
@@ -214,7 +213,8 @@ class AsyncEngine:
         if self.phase == AsyncPhase.DONE or self._vector is None or not targets:
             return []
         if self.phase != AsyncPhase.IDLE:
-            # The clock may already name the model being made: push that one instead.
+            # The model is about to change (a training or merge under way): push the
+            # new one once it is there, as pushes that fall due meanwhile do.
             self._pushes_due += 1
             return []
         self.stats["pushes"] += len(targets)

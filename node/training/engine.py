@@ -400,8 +400,13 @@ class RoundEngine:
         now: float,
         *,
         num_examples: int = 0,
+        clock: int | None = None,
     ) -> list[Action]:
-        """A peer's update arrived (already signature- and network-checked by the caller)."""
+        """A peer's update arrived (already signature- and network-checked by the caller).
+
+        ``clock`` (the asynchronous engine's staleness stamp) is not used: in rounds the
+        round is the clock.
+        """
         reason = self._admit(sender, round_idx, vector)
         if reason is not None:
             self.stats[f"rejected_{reason}"] += 1

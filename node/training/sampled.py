@@ -292,8 +292,12 @@ class SampledRoundEngine:
         now: float,
         *,
         num_examples: int = 0,
+        clock: int | None = None,
     ) -> list[SampledAction]:
-        """A peer's trained update or merged model (already verified by the caller)."""
+        """A peer's trained update or merged model (already verified by the caller).
+
+        ``clock`` is not used: in rounds the round is the clock.
+        """
         reason = self._admit(sender, round_idx, vector)
         if reason is not None:
             self.stats[f"rejected_{reason}"] += 1
