@@ -971,7 +971,6 @@ class _SpsaDriver:
         result = await asyncio.get_running_loop().run_in_executor(None, work)
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
-        self.evaluations.append((round_idx, self.last_accuracy, self.last_loss, time.time()))
         await asyncio.get_running_loop().run_in_executor(
             None,
             record_evaluation,
@@ -980,6 +979,8 @@ class _SpsaDriver:
             self.last_accuracy,
             self.last_loss,
         )
+        # Shown by status only once stored: a restart never shows a shorter history.
+        self.evaluations.append((round_idx, self.last_accuracy, self.last_loss, time.time()))
         m = self.ctx.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)

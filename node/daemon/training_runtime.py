@@ -202,6 +202,9 @@ class TrainingRuntime:
         self._catchup_task: asyncio.Task[Any] | None = None
         self._catchup_not_before = 0.0
         self._last_progress = 0.0
+        # The round a restart resumes from: status reports it, not the engine's round,
+        # which advances before the checkpoint that makes it durable is written.
+        self.stored_round = engine.round
 
     @classmethod
     async def create(
@@ -737,6 +740,7 @@ class TrainingRuntime:
             model_sha256=self.model_hash,
         )
         store.set_state(STATE_ROUND, next_round)
+        self.stored_round = next_round
         store.prune_checkpoints(keep=2)
 
     def _locked(self, fn: Any, *args: Any) -> Any:
@@ -748,7 +752,6 @@ class TrainingRuntime:
         result = await loop.run_in_executor(None, self._locked, self.trainer.evaluate)
         self.last_accuracy = float(result.accuracy)
         self.last_loss = float(result.loss)
-        self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss, time.time()))
         m = self.ctx.metrics
         m.accuracy.set(self.last_accuracy)
         m.loss.set(self.last_loss if math.isfinite(self.last_loss) else 0.0)
@@ -759,6 +762,8 @@ class TrainingRuntime:
         await loop.run_in_executor(
             None, record_evaluation, store, round_idx + 1, self.last_accuracy, self.last_loss
         )
+        # Shown by status only once stored: a restart never shows a shorter history.
+        self.evaluations.append((round_idx + 1, self.last_accuracy, self.last_loss, time.time()))
         log.info(
             "evaluated",
             extra={"fields": {"round": round_idx + 1, "accuracy": round(self.last_accuracy, 4)}},
@@ -1072,7 +1077,7 @@ class TrainingRuntime:
     def fill_status(self, reply: admin_pb2.StatusReply) -> None:
         reply.learner = self.ctx.genesis.learner.kind
         reply.learner_state = "running"  # built and restored in create()
-        reply.round = self.engine.round
+        reply.round = self.stored_round
         reply.last_accuracy = self.last_accuracy
         reply.model_hash = self.model_hash
         for r, acc, loss, ts in self.evaluations:
