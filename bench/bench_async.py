@@ -108,6 +108,18 @@ def main() -> None:
     ap.add_argument("--max-staleness", type=int, default=5)
     ap.add_argument("--staleness-discount", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--rounds-mode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the round mode (--no-rounds-mode: asynchronous runs only)",
+    )
+    ap.add_argument(
+        "--stragglers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run with a quarter of the nodes slow (--no-stragglers: equal speeds only)",
+    )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path)
     args = ap.parse_args()
@@ -121,8 +133,9 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows = []
     for n in [int(x) for x in args.nodes.split(",")]:
-        for stragglers in (False, True):
-            for mode in ["rounds"] + [f"async@{g}" for g in args.gossip_rates.split(",")]:
+        for stragglers in (False, True) if args.stragglers else (False,):
+            modes = ["rounds"] if args.rounds_mode else []
+            for mode in modes + [f"async@{g}" for g in args.gossip_rates.split(",") if g]:
                 row = run(n, mode, stragglers, args, data)
                 rows.append(row)
                 accs = "  ".join(f"t={k}: {v:.3f}" for k, v in row["accuracy"].items())

@@ -69,6 +69,8 @@ def _cell_args(task: str, rule: str, attack: str, a: argparse.Namespace) -> list
     args += ["--rule", name, "--f", str(a.f if name != "mean" else 0), "--seed", str(a.seed)]
     if rule.endswith(OBSERVED):
         args.append("--observed-f")
+    if a.peers is not None:
+        args += ["--peers", str(a.peers)]
     if attack != CLEAN:
         args += ["--byzantine", str(a.byzantine), "--attack", attack]
     return args
@@ -138,7 +140,7 @@ def _table(task: str, rules: list[str], attacks: list[str], got: dict[str, Any],
     cols = [CLEAN, *attacks]
     lines = [
         f"### {task}: {a.nodes - a.byzantine} honest + {a.byzantine} colluding Byzantine, "
-        f"f={a.f} (mean: f=0)",
+        f"f={a.f} (mean: f=0)" + (f", {a.peers} peers per round" if a.peers else ""),
         "",
         "| rule | " + " | ".join(cols) + " | worst | rows/merge (clean) |",
         "|---|" + "---:|" * (len(cols) + 2),
@@ -204,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--f", type=int, default=2, help="the rules' f (mean always runs f=0)")
     p.add_argument("--rounds", type=int, default=None, help="default: 15 digits, 20 mnist1d")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--peers", type=int, default=None, help="rounds.peers_per_round (default: the testnet's 3)"
+    )
     p.add_argument("--quick", action="store_true", help="digits, 4 rules, 3 attacks")
     p.add_argument("--cache", type=Path, default=Path("bench-daemon-robustness.jsonl"))
     p.add_argument("--heatmap", type=Path, default=ROOT / "docs/img/daemon_robustness.png")

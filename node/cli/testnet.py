@@ -138,6 +138,7 @@ def testnet_genesis(
     task_options: dict[str, Any] | None = None,
     learner_options: dict[str, Any] | None = None,
     gossip_rate: float | None = None,
+    peers: int | None = None,
 ) -> Genesis:
     """The genesis ``fednode testnet up`` runs with these options (the compose testnet's
     ``deploy/genesis.toml`` is one of them; a test keeps the two equal).
@@ -145,7 +146,8 @@ def testnet_genesis(
     ``f`` is the rule's tolerated Byzantine count [default: ``byzantine``]; set apart from
     ``byzantine`` it measures what a rule configured for ``f`` costs with fewer attackers.
     ``gossip_rate`` set runs the asynchronous mode with it (pushes per second per node; the
-    compute clock keeps its default) [default: None, rounds].
+    compute clock keeps its default) [default: None, rounds]. ``peers`` is
+    ``rounds.peers_per_round``, at most ``nodes - 1`` [default: None, the genesis default 3].
 
     Raises
     ------
@@ -181,6 +183,7 @@ def testnet_genesis(
             "rounds": {
                 "max_rounds": rounds,
                 "eval_every": eval_every,
+                **({"peers_per_round": min(peers, nodes - 1)} if peers is not None else {}),
                 # Measured in docs/training.md: merging every reply of the round and
                 # FedAvg's sample weighting close most of the gap to FedAvg. Weighting
                 # trusts self-reported example counts, so only on an honest testnet, and
@@ -406,6 +409,17 @@ def up(
             help="With --asynchronous: pushes per second per node.",
         ),
     ] = 2.0,
+    peers: Annotated[
+        int | None,
+        typer.Option(
+            "--peers",
+            min=1,
+            help="Peers each node exchanges with per round (rounds.peers_per_round, at most "
+            "nodes - 1). More peers mean more rows per merge: a robust rule configured for f "
+            "then discards a smaller share of honest rows (docs/aggregation.md).",
+            show_default="3",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Genesis seed.")] = 1,
     eval_every: Annotated[int, typer.Option(help="Evaluate every E rounds.")] = 1,
     epsilon: Annotated[
@@ -514,6 +528,7 @@ def up(
                 sybil_weighting=sybil_weighting,
                 data=data,
                 gossip_rate=gossip_rate if asynchronous else None,
+                peers=peers,
                 task_options={
                     "factory": factory,
                     "batch_size": batch_size,

@@ -48,3 +48,13 @@ def test_start_collude_needs_an_attack_and_an_existing_directory(cli: Cli, tmp_p
     out = cli(*base[:-1], str(tmp_path / "missing"), "--attack", "ipm")
     assert out.returncode != 0 and "does not exist" in out.stderr
     assert not (tmp_path / "n" / "daemon.json").exists()
+
+
+def test_peers_sets_the_fan_out_at_most_nodes_minus_one(cli: Cli) -> None:
+    default = testnet_cli.testnet_genesis(nodes=12, task="digits")
+    six = testnet_cli.testnet_genesis(nodes=12, task="digits", peers=6)
+    assert default.rounds.peers_per_round == 3 and six.rounds.peers_per_round == 6
+    assert six.network_id != default.network_id
+    assert testnet_cli.testnet_genesis(nodes=4, task="digits", peers=9).rounds.peers_per_round == 3
+    out = cli("testnet", "up", "--peers", "0", "--task", "digits")
+    assert out.returncode != 0 and "--peers" in out.stderr
