@@ -116,9 +116,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--stragglers",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run with a quarter of the nodes slow (--no-stragglers: equal speeds only)",
+        choices=("both", "none", "only"),
+        default="both",
+        help="runs with equal speeds and with a quarter of the nodes slow (both), equal "
+        "speeds only (none) or the slow runs only (only)",
     )
     ap.add_argument("--json", type=Path)
     ap.add_argument("--png", type=Path)
@@ -133,7 +134,9 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows = []
     for n in [int(x) for x in args.nodes.split(",")]:
-        for stragglers in (False, True) if args.stragglers else (False,):
+        for stragglers in {"both": (False, True), "none": (False,), "only": (True,)}[
+            args.stragglers
+        ]:
             modes = ["rounds"] if args.rounds_mode else []
             for mode in modes + [f"async@{g}" for g in args.gossip_rates.split(",") if g]:
                 row = run(n, mode, stragglers, args, data)
