@@ -5,7 +5,8 @@ Usage (one torch thread)::
     .venv/bin/python bench/bench_sampling.py [--nodes 100,300]
         [--samples 10,30] [--rounds 30] [--unresponsive 0.8] [--json out.json]
 
-For each N it runs :func:`node.sim.rounds.simulate` on MNIST-1D (MLP, iid shards) with
+For each N it runs :func:`node.sim.rounds.simulate` on MNIST-1D (MLP, iid shards, or
+Dirichlet(``--alpha``) label shards) with
 full participation (every node trains and push-pulls with ``--peers`` peers each round)
 and with ``sample_trainers = s`` for each ``s`` (2 aggregators), and prints final mean
 accuracy, vector bytes sent per node per round, and wall time. With ``--unresponsive p``
@@ -47,7 +48,13 @@ def run(
     dead: float = 0.0,
     detected: bool = True,
 ) -> dict[str, Any]:
-    task = TaskSpec(name="mnist1d", num_nodes=n, batch_size=32, partition="iid")
+    task = TaskSpec(
+        name="mnist1d",
+        num_nodes=n,
+        batch_size=32,
+        partition="iid" if args.alpha is None else "dirichlet",
+        alpha=0.5 if args.alpha is None else args.alpha,
+    )
     learner = LearnerSpec(lr=args.lr, local_steps=args.local_steps)
     spec = RoundSpec(
         peers_per_round=args.peers,
@@ -102,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only-faults", action="store_true", help="with --unresponsive: skip fault-free runs"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="Dirichlet(alpha) label partition over the nodes (default: iid shards)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # 2 shared cores: one thread per process
@@ -110,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_task(base, args.seed)
     samples = [int(x) for x in args.samples.split(",") if x]
     print(
-        f"MNIST-1D MLP, iid, {args.rounds} rounds x {args.local_steps} local steps, "
+        f"MNIST-1D MLP, {'iid' if args.alpha is None else f'Dirichlet({args.alpha})'}, "
+        f"{args.rounds} rounds x {args.local_steps} local steps, "
         f"1 torch thread, "
         f"load {os.getloadavg()[0]:.2f}",
         flush=True,
